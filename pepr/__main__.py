@@ -1,0 +1,5 @@
+import sys
+
+from pepr.cli import main
+
+sys.exit(main())

@@ -1,0 +1,269 @@
+"""Import the PePR paper's published per-run results (Selvan et al., NLDL 2025).
+
+The authors publish `data/all_results.csv` (131 timm models x 8 experiments) and
+`data/model_names.csv` in their repository; `import_paper()` without a source fetches both at
+a pinned commit and checks their SHA-256. The whole file is validated before the database is
+opened, so malformed input changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pepr.errors import DownloadError, PeprError
+from pepr.store import RunStore, job_key
+
+PAPER_COMMIT = "ce087aafcdce4a5b636152d170475a6df5f4c3d7"
+_RAW = f"https://raw.githubusercontent.com/saintslab/PePR/{PAPER_COMMIT}/data"
+PAPER_RESULTS_URL = f"{_RAW}/all_results.csv"
+PAPER_RESULTS_SHA256 = "1f624ef1a68433aa2c56b83831bb30a1e06c285b56531fde8056f06a42394e98"
+PAPER_MODELS_URL = f"{_RAW}/model_names.csv"
+PAPER_MODELS_SHA256 = "e26300f35a182a893c90d581684c0d61ed016f6e4f8bfcca370b817ea2bf9e7f"
+
+MAX_SOURCE_BYTES = 50_000_000
+EPOCH_COLUMNS = [f"test_{i:02d}" for i in range(10)]
+NUMERIC_COLUMNS = ["num_param", "memR", "memM", "energy", "co2", "train_time", "inf_time"]
+PERFORMANCE_COLUMNS = EPOCH_COLUMNS
+REQUIRED_COLUMNS = ["model", "dataset", *NUMERIC_COLUMNS, *PERFORMANCE_COLUMNS]
+
+# Experiment label -> (dataset, pretrained, training-data fraction); None where not stated.
+EXPERIMENTS = {
+    "derma_pt": ("derma", True, 1.0),
+    "derma": ("derma", False, 1.0),
+    "derma_small": ("derma", None, 0.1),
+    "derma_smallest": ("derma", None, None),
+    "lidc": ("lidc", True, 1.0),
+    "lidc_small": ("lidc", True, 0.1),
+    "pneumonia": ("pneumonia", True, 1.0),
+    "pneumonia_small": ("pneumonia", True, 0.1),
+}
+TRAIN_SPLIT_SIZES = {"derma": 7007, "lidc": 9057, "pneumonia": 4708}
+# The study's protocol (PEPR.md): 10 epochs, Adam at 5e-4, batch 32, 256x256 images, one RTX 3090.
+PROTOCOL = {
+    "epochs": 10,
+    "batch_size": 32,
+    "learning_rate": 5e-4,
+    "optimizer": "adam",
+    "image_size": 256,
+    "device": "NVIDIA GeForce RTX 3090 (as published)",
+}
+
+
+def import_paper(
+    source: str | Path | bytes | None,
+    db: str | Path,
+    *,
+    models: str | Path | bytes | None = None,
+    sha256: str | None = None,
+    name: str | None = None,
+) -> int:
+    """Validate the paper's results and add them to `db`; returns the number of runs added.
+
+    `source`: a path, an http(s) URL or the file's bytes (named `name` in messages); None
+    fetches the authors' file at the pinned commit (and, unless `models` is given, their
+    model list), both checked against pinned SHA-256s. Re-importing adds nothing.
+    """
+    if source is None:
+        source, sha256 = PAPER_RESULTS_URL, PAPER_RESULTS_SHA256
+        if models is None:
+            models = _read_source(PAPER_MODELS_URL, PAPER_MODELS_SHA256, None)
+    runs, epochs = load_paper_results(_read_source(source, sha256, name), name or str(source))
+    if models is not None:
+        runs = _join_models(runs, _read_source(models, None, None), _label(models))
+    return RunStore(db).append(runs, epochs)
+
+
+def load_paper_results(data: bytes, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Parse and validate `all_results.csv` content into run and epoch rows."""
+    table = _parse_csv(data, name)
+    missing = [column for column in REQUIRED_COLUMNS if column not in table]
+    if missing:
+        raise PeprError(f"{name}: missing column(s): {', '.join(missing)}")
+    numbers = {column: _numeric(table, column, name) for column in NUMERIC_COLUMNS}
+    scores = {column: _numeric(table, column, name) for column in PERFORMANCE_COLUMNS}
+    for column, values in numbers.items():
+        _check_range(values, column, name, low=0.0)
+    for column, values in scores.items():
+        _check_range(values, column, name, low=0.0, high=1.0)
+    for column in ("model", "dataset"):
+        _check_present(table[column], column, name)
+
+    labels = table["dataset"]
+    known = [EXPERIMENTS.get(label, (None, None, None)) for label in labels]
+    dataset, pretrained, fraction = (list(part) for part in zip(*known))
+    split_size = pd.Series(dataset, dtype=object).map(TRAIN_SPLIT_SIZES).astype(float)
+    train_fraction = pd.Series(fraction, dtype=float)
+    energy, co2_g = numbers["energy"], numbers["co2"]
+    run_ids = "paper-" + labels + "-" + table["model"]
+    runs = pd.DataFrame(
+        {
+            "run_id": run_ids,
+            "job_key": [job_key({"source": "paper", "run": run_id}) for run_id in run_ids],
+            "experiment": labels,
+            "dataset": dataset,
+            "pretrained": pd.Series(pretrained, dtype="boolean"),
+            "train_fraction": train_fraction,
+            "train_size": (split_size * train_fraction).round().astype("Int64"),
+            "model": table["model"],
+            "params": numbers["num_param"].astype("int64"),
+            "model_type": _optional_text(table, "type"),
+            "efficient": _optional_flag(table, "efficient", name),
+            **{key: PROTOCOL[key] for key in ("epochs", "batch_size", "learning_rate", "optimizer")},
+            "image_size": PROTOCOL["image_size"],
+            "metric": "test_accuracy",
+            "performance": scores["test_09"],
+            "energy_kwh": energy,
+            "energy_cpu_method": "imported",
+            "energy_gpu_method": "imported",
+            "energy_ram_method": "imported",
+            "co2_kg": co2_g / 1000.0,
+            "carbon_intensity": co2_g / energy.where(energy > 0),
+            "train_time_s": numbers["train_time"],
+            "infer_time_s": numbers["inf_time"],
+            "gpu_mem_reserved_gb": numbers["memR"],
+            "gpu_mem_peak_gb": numbers["memM"],
+            "device": PROTOCOL["device"],
+            "config": json.dumps({"origin": "Selvan et al. NLDL 2025, data/all_results.csv"}),
+            "source": "paper-import",
+            "status": "ok",
+        }
+    )
+    epochs = pd.DataFrame(
+        {
+            "run_id": np.repeat(run_ids.to_numpy(), len(EPOCH_COLUMNS)),
+            "epoch": np.tile(np.arange(1, len(EPOCH_COLUMNS) + 1), len(table)),
+            "test_metric": np.column_stack([scores[c] for c in EPOCH_COLUMNS]).ravel(),
+        }
+    )
+    if "tr_acc" in table:
+        train_accuracy = _numeric(table, "tr_acc", name)
+        _check_range(train_accuracy, "tr_acc", name, low=0.0, high=1.0)
+        last = epochs["epoch"] == len(EPOCH_COLUMNS)
+        epochs.loc[last, "train_accuracy"] = train_accuracy.to_numpy()
+    return runs, epochs
+
+
+def _join_models(runs: pd.DataFrame, data: bytes, name: str) -> pd.DataFrame:
+    """Fill model type and efficient flag from `model_names.csv` where the results lack them."""
+    table = _parse_csv(data, name)
+    missing = [column for column in ("model", "type", "efficient") if column not in table]
+    if missing:
+        raise PeprError(f"{name}: missing column(s): {', '.join(missing)}")
+    info = pd.DataFrame(
+        {
+            "model": table["model"],
+            "type": _optional_text(table, "type"),
+            "efficient": _optional_flag(table, "efficient", name),
+        }
+    ).drop_duplicates("model").set_index("model")
+    runs = runs.copy()
+    runs["model_type"] = runs["model_type"].fillna(runs["model"].map(info["type"]))
+    runs["efficient"] = runs["efficient"].fillna(runs["model"].map(info["efficient"]))
+    return runs
+
+
+def _label(source) -> str:
+    return "upload" if isinstance(source, bytes) else str(source)
+
+
+def _read_source(source, sha256: str | None, name: str | None) -> bytes:
+    """The bytes of a path, URL or upload, checked against `sha256` when one is given."""
+    label = name or _label(source)
+    if isinstance(source, bytes):
+        data = source
+    elif str(source).startswith(("http://", "https://")):
+        data = _download(str(source))
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise PeprError(f"{path}: no such file")
+        if path.stat().st_size > MAX_SOURCE_BYTES:
+            raise PeprError(f"{path}: larger than {MAX_SOURCE_BYTES // 1_000_000} MB")
+        data = path.read_bytes()
+    if len(data) > MAX_SOURCE_BYTES:
+        raise PeprError(f"{label}: larger than {MAX_SOURCE_BYTES // 1_000_000} MB")
+    if sha256 is not None:
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != sha256.lower():
+            raise PeprError(f"{label}: SHA-256 {digest} does not match the expected {sha256}")
+    return data
+
+
+def _download(url: str) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return response.read(MAX_SOURCE_BYTES + 1)
+    except (urllib.error.URLError, TimeoutError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise DownloadError(f"{url}: cannot download ({reason})") from None
+
+
+def _parse_csv(data: bytes, name: str) -> pd.DataFrame:
+    if not data.strip():
+        raise PeprError(f"{name}: empty file")
+    try:
+        table = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise PeprError(f"{name}: not a readable CSV file ({str(error).splitlines()[0]})") from None
+    if table.empty:
+        raise PeprError(f"{name}: no rows below the header")
+    return table
+
+
+def _first_bad(bad: pd.Series) -> int:
+    """The index label of the first flagged row (labels are row positions in the file)."""
+    return int(bad.index[np.flatnonzero(bad.to_numpy())[0]])
+
+
+def _where(name: str, label: int, column: str) -> str:
+    return f"{name}, row {label + 2}, column {column}"  # the header is row 1
+
+
+def _numeric(table: pd.DataFrame, column: str, name: str) -> pd.Series:
+    values = pd.to_numeric(table[column].str.strip(), errors="coerce")
+    bad = values.isna() | ~np.isfinite(values)
+    if bad.any():
+        label = _first_bad(bad)
+        raise PeprError(
+            f"{_where(name, label, column)}: not a number: {table[column].loc[label]!r}"
+        )
+    return values.astype(float)
+
+
+def _check_range(values: pd.Series, column: str, name: str, low: float, high: float = np.inf):
+    bad = (values < low) | (values > high)
+    if bad.any():
+        label = _first_bad(bad)
+        expected = "negative" if high == np.inf else f"outside [{low:g}, {high:g}]"
+        raise PeprError(f"{_where(name, label, column)}: {values.loc[label]:g} is {expected}")
+
+
+def _check_present(values: pd.Series, column: str, name: str) -> None:
+    empty = values.str.strip() == ""
+    if empty.any():
+        raise PeprError(f"{_where(name, _first_bad(empty), column)}: empty")
+
+
+def _optional_text(table: pd.DataFrame, column: str) -> pd.Series:
+    if column not in table:
+        return pd.Series([None] * len(table), dtype=object)
+    return table[column].str.strip().replace("", None).astype(object)
+
+
+def _optional_flag(table: pd.DataFrame, column: str, name: str) -> pd.Series:
+    if column not in table:
+        return pd.Series([pd.NA] * len(table), dtype="boolean")
+    present = table[column].str.strip() != ""
+    values = pd.Series(pd.NA, index=table.index, dtype="boolean")
+    if present.any():
+        numbers = _numeric(table[present], column, name)
+        values[present] = numbers != 0
+    return values

@@ -1,0 +1,269 @@
+"""The PePR score and the analyses built on it: the one place for the score math.
+
+PePR(R, P; alpha) = alpha * P / (alpha + R), with P the performance in [0, 1] and R the
+weighted sum of resource costs, each normalised to [0, 1] within its experiment
+(Selvan et al., NLDL 2025). Every function here is pure and works on whole columns at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from pepr.errors import PeprError
+
+# Resource name (as on the command line) -> run column.
+RESOURCES: dict[str, str] = {
+    "energy": "energy_kwh",
+    "co2": "co2_kg",
+    "train_time": "train_time_s",
+    "gpu_memory": "gpu_mem_reserved_gb",
+    "params": "params",
+    "infer_time": "infer_time_s",
+    "train_size": "train_size",
+}
+RESOURCE_UNITS: dict[str, str] = {
+    "energy": "kWh",
+    "co2": "kg CO2eq",
+    "train_time": "s",
+    "gpu_memory": "GB",
+    "params": "parameters",
+    "infer_time": "s",
+    "train_size": "images",
+}
+NORMALIZATIONS = ("minmax", "max")
+
+
+@dataclass(frozen=True)
+class Scored:
+    """The result of `score`.
+
+    `table`: the scored runs, with `R_<resource>` (normalised) for each weighted resource,
+    `resource` (their weighted sum), `pepr`, `rank` (1 = best PePR in its experiment),
+    `perf_rank` (the same by performance alone) and `loss_<resource>` (how much of the gap
+    between performance and PePR each resource accounts for).
+    `excluded`: runs left out, with the reason.
+    """
+
+    table: pd.DataFrame
+    excluded: pd.DataFrame
+    weights: dict[str, float]
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    """Parse `energy=1,co2=0.5` into a mapping (checked by `normalize_weights`)."""
+    weights: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise PeprError(f"bad weight {item!r}: expected NAME=NUMBER, e.g. energy=1") from None
+    normalize_weights(weights)  # checks names and values
+    return weights
+
+
+def normalize_weights(weights: Mapping[str, float]) -> dict[str, float]:
+    """Weights rescaled to sum 1, zero weights dropped; all zero gives {} (resources ignored)."""
+    for name, value in weights.items():
+        if name not in RESOURCES:
+            raise PeprError(f"unknown resource {name!r}; known: {', '.join(RESOURCES)}")
+        if not np.isfinite(value) or value < 0:
+            raise PeprError(f"weight of {name} must be a number >= 0, got {value}")
+    total = float(sum(weights.values()))
+    return {name: value / total for name, value in weights.items() if value > 0}
+
+
+def _check_alpha(alpha: float) -> None:
+    if not np.isfinite(alpha) or alpha <= 0:
+        raise PeprError(f"alpha must be a number > 0, got {alpha}")
+
+
+def _check_normalization(method: str) -> None:
+    if method not in NORMALIZATIONS:
+        raise PeprError(f"unknown normalization {method!r}; use one of {', '.join(NORMALIZATIONS)}")
+
+
+def pepr(performance, resource, alpha: float = 1.0):
+    """alpha * P / (alpha + R): alpha = 1 is the basic score, a large alpha ignores resources."""
+    _check_alpha(alpha)
+    return alpha * np.asarray(performance, dtype=float) / (alpha + np.asarray(resource, dtype=float))
+
+
+def normalize(values, method: str = "minmax", groups=None) -> np.ndarray:
+    """Resource costs scaled to [0, 1] within each group (one group if `groups` is None).
+
+    `minmax`: (r - min) / (max - min); `max`: r / max. A degenerate range gives 0.
+    """
+    _check_normalization(method)
+    values = pd.Series(np.asarray(values, dtype=float))
+    if groups is None:
+        high = np.full(len(values), values.max())
+        low = np.full(len(values), values.min())
+    else:
+        grouped = values.groupby(np.asarray(groups), sort=False)
+        high = grouped.transform("max").to_numpy()
+        low = grouped.transform("min").to_numpy()
+    if method == "max":
+        low = np.zeros(len(values))
+    span = high - low
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(span > 0, (values.to_numpy() - low) / span, 0.0)
+
+
+def score(
+    runs: pd.DataFrame,
+    weights: Mapping[str, float],
+    normalization: str = "minmax",
+    alpha: float = 1.0,
+    group_by: str = "experiment",
+) -> Scored:
+    """Score every run against the others of its experiment (see `Scored`).
+
+    Runs that did not finish `ok`, or lack the performance or a resource with weight > 0,
+    are excluded with a reason rather than scored as NaN. A performance outside [0, 1] is an
+    error naming the run.
+    """
+    weights = normalize_weights(weights)
+    _check_alpha(alpha)
+    _check_normalization(normalization)
+    frame = runs.reset_index(drop=True)
+    reasons = pd.Series("", index=frame.index, dtype=object)
+
+    def exclude(mask, reason) -> None:
+        reasons[np.asarray(mask) & (reasons == "")] = reason
+
+    if "status" in frame:
+        exclude(frame["status"] != "ok", "status " + frame["status"].astype(str))
+    exclude(frame["performance"].isna(), "no performance")
+    for name in weights:
+        exclude(frame[RESOURCES[name]].isna(), f"no {name} measurement")
+
+    keep = (reasons == "").to_numpy()
+    table = frame[keep].reset_index(drop=True)
+    excluded = frame.loc[~keep, [c for c in ("run_id", group_by, "model") if c in frame]]
+    excluded = excluded.assign(reason=reasons[~keep]).reset_index(drop=True)
+
+    performance = table["performance"].astype(float)
+    bad = ~performance.between(0.0, 1.0)
+    if bad.any():
+        row = table[bad].iloc[0]
+        raise PeprError(
+            f"run {row.get('run_id', row.name)} ({row.get('model', '?')} in "
+            f"{row.get(group_by, '?')}): performance {row['performance']} is outside [0, 1]"
+        )
+
+    groups = table[group_by].to_numpy()
+    weighted = np.zeros(len(table))
+    for name, weight in weights.items():
+        table[f"R_{name}"] = normalize(table[RESOURCES[name]], normalization, groups)
+        weighted += weight * table[f"R_{name}"].to_numpy()
+    table["resource"] = weighted
+    table["pepr"] = pepr(performance, weighted, alpha)
+    gap = performance.to_numpy() - table["pepr"].to_numpy()
+    for name, weight in weights.items():
+        share = np.divide(
+            weight * table[f"R_{name}"].to_numpy(),
+            weighted,
+            out=np.zeros(len(table)),
+            where=weighted > 0,
+        )
+        table[f"loss_{name}"] = gap * share
+    by_group = table.groupby(group_by, sort=False)
+    table["rank"] = by_group["pepr"].rank(method="min", ascending=False).astype(int)
+    table["perf_rank"] = by_group["performance"].rank(method="min", ascending=False).astype(int)
+    return Scored(table=table, excluded=excluded, weights=weights)
+
+
+def pareto_front(performance, resource) -> np.ndarray:
+    """Mask of the runs on the Pareto front: no other run has more performance for less."""
+    performance = np.asarray(performance, dtype=float)
+    resource = np.asarray(resource, dtype=float)
+    order = np.lexsort((-performance, resource))
+    best_before = np.maximum.accumulate(np.concatenate(([-np.inf], performance[order][:-1])))
+    on_front = np.zeros(len(performance), dtype=bool)
+    on_front[order] = performance[order] > best_before
+    return on_front
+
+
+def knee(performance, resource, front=None) -> int | None:
+    """Position of the front's knee: the front point farthest from the chord joining its ends.
+
+    Both axes are scaled to [0, 1] over the front first; ties go to the smaller resource.
+    """
+    performance = np.asarray(performance, dtype=float)
+    resource = np.asarray(resource, dtype=float)
+    if front is None:
+        front = pareto_front(performance, resource)
+    points = np.flatnonzero(front)
+    if len(points) == 0:
+        return None
+    points = points[np.argsort(resource[points], kind="stable")]
+    x = normalize(resource[points])
+    y = normalize(performance[points])
+    dx, dy = x[-1] - x[0], y[-1] - y[0]
+    distance = np.abs(dx * (y - y[0]) - dy * (x - x[0]))
+    return int(points[np.argmax(distance)])
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A PePR curve: normalised cumulative resource, PePR at each point, and its peak."""
+
+    resource: np.ndarray
+    pepr: np.ndarray
+    peak: int  # position of the maximum (ties: the smallest resource)
+
+
+def pepr_curve(cum_resource, performance, normalization: str = "max", alpha: float = 1.0) -> Curve:
+    """PePR along a performance curve, e.g. test accuracy against cumulative energy by epoch.
+
+    The default normalisation is share of the total (R = r / r_max): cumulative resource has
+    a natural zero. The peak marks the point of diminishing returns.
+    """
+    cum_resource = np.asarray(cum_resource, dtype=float)
+    resource = normalize(cum_resource, normalization)
+    values = pepr(performance, resource, alpha)
+    best = np.flatnonzero(values == np.nanmax(values))
+    return Curve(resource, values, int(best[np.argmin(cum_resource[best])]))
+
+
+def split_by_params(params, threshold: float | None = None) -> tuple[np.ndarray, float]:
+    """Label runs `small` (params <= threshold) or `large`; the default threshold is the median."""
+    params = np.asarray(params, dtype=float)
+    if threshold is None:
+        threshold = float(np.nanmedian(params))
+    return np.where(params <= threshold, "small", "large"), float(threshold)
+
+
+def compare_groups(values, labels, a: str, b: str) -> dict:
+    """Medians of two groups and the p-values of Welch's t-test and the Mann-Whitney U test.
+
+    p-values are None where a group has fewer than two values or the test is undefined.
+    """
+    values = np.asarray(values, dtype=float)
+    labels = np.asarray(labels)
+    x = values[(labels == a) & ~np.isnan(values)]
+    y = values[(labels == b) & ~np.isnan(values)]
+    result = {
+        "a": a,
+        "b": b,
+        "n_a": len(x),
+        "n_b": len(y),
+        "median_a": float(np.median(x)) if len(x) else None,
+        "median_b": float(np.median(y)) if len(y) else None,
+        "welch_p": None,
+        "mannwhitney_p": None,
+    }
+    if len(x) >= 2 and len(y) >= 2:
+        welch = stats.ttest_ind(x, y, equal_var=False).pvalue
+        mann_whitney = stats.mannwhitneyu(x, y, alternative="two-sided").pvalue
+        result["welch_p"] = None if np.isnan(welch) else float(welch)
+        result["mannwhitney_p"] = None if np.isnan(mann_whitney) else float(mann_whitney)
+    return result

@@ -1,0 +1,391 @@
+"""The DuckDB run store: the one module that owns the schema and every read and write.
+
+A database file holds one row per trained model run (`runs`) and one row per epoch of a run
+(`epochs`). DuckDB allows one read-write process or many read-only ones, never both at once,
+so every operation opens the file only for as long as it needs it, in one transaction, and
+retries with jittered backoff while another process holds the lock. Nothing here keeps the
+file open between calls: the agent can write while the dashboard reads.
+
+Energy provenance: each energy part (CPU, GPU, RAM) records how it was obtained, for example
+`gpu-energy-counter`, `rapl`, `imported`, `none` (no such part) or an estimate; the name of
+an estimated method always ends in `-estimate` (see `is_estimate`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import random
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from pepr.errors import PeprError, StoreBusyError, StoreError
+
+SCHEMA_VERSION = 1
+STATUSES = ("running", "ok", "failed", "interrupted")
+
+RUN_COLUMNS: dict[str, str] = {
+    "run_id": "VARCHAR PRIMARY KEY",
+    "job_key": "VARCHAR NOT NULL",
+    "experiment": "VARCHAR NOT NULL",
+    "dataset": "VARCHAR",
+    "pretrained": "BOOLEAN",
+    "train_fraction": "DOUBLE",
+    "train_size": "BIGINT",
+    "model": "VARCHAR NOT NULL",
+    "params": "BIGINT",
+    "model_type": "VARCHAR",
+    "efficient": "BOOLEAN",
+    "epochs": "INTEGER",
+    "batch_size": "INTEGER",
+    "learning_rate": "DOUBLE",
+    "optimizer": "VARCHAR",
+    "seed": "INTEGER",
+    "image_size": "INTEGER",
+    "amp": "BOOLEAN",
+    "metric": "VARCHAR",
+    "performance": "DOUBLE",
+    "energy_kwh": "DOUBLE",
+    "energy_cpu_kwh": "DOUBLE",
+    "energy_gpu_kwh": "DOUBLE",
+    "energy_ram_kwh": "DOUBLE",
+    "energy_cpu_method": "VARCHAR",
+    "energy_gpu_method": "VARCHAR",
+    "energy_ram_method": "VARCHAR",
+    "co2_kg": "DOUBLE",
+    "country": "VARCHAR",
+    "carbon_intensity": "DOUBLE",  # g CO2eq per kWh
+    "train_time_s": "DOUBLE",
+    "infer_time_s": "DOUBLE",
+    "gpu_mem_reserved_gb": "DOUBLE",  # GB = 1e9 bytes
+    "gpu_mem_peak_gb": "DOUBLE",
+    "host_mem_peak_gb": "DOUBLE",
+    "device": "VARCHAR",
+    "host": "VARCHAR",
+    "software": "VARCHAR",  # JSON
+    "config": "VARCHAR",  # JSON
+    "source": "VARCHAR NOT NULL",
+    "status": "VARCHAR NOT NULL CHECK (status IN ('running', 'ok', 'failed', 'interrupted'))",
+    "error": "VARCHAR",
+    "started_at": "TIMESTAMP",
+    "ended_at": "TIMESTAMP",
+}
+
+EPOCH_COLUMNS: dict[str, str] = {
+    "run_id": "VARCHAR NOT NULL",
+    "epoch": "INTEGER NOT NULL",
+    "train_loss": "DOUBLE",
+    "train_accuracy": "DOUBLE",
+    "val_metric": "DOUBLE",
+    "test_metric": "DOUBLE",
+    "cum_time_s": "DOUBLE",
+    "cum_energy_kwh": "DOUBLE",
+}
+
+
+def _create_table(name: str, columns: Mapping[str, str], extra: str = "") -> str:
+    body = ",\n    ".join(f"{col} {decl}" for col, decl in columns.items())
+    return f"CREATE TABLE {name} (\n    {body}{extra}\n)"
+
+
+# Migration N brings a file from schema N-1 to N. Append new steps; never edit old ones.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        _create_table("runs", RUN_COLUMNS),
+        _create_table("epochs", EPOCH_COLUMNS, ",\n    PRIMARY KEY (run_id, epoch)"),
+        "CREATE INDEX runs_job_key ON runs (job_key)",
+    ),
+}
+
+_RETRY_FIRST_DELAY_S = 0.02
+_RETRY_MAX_DELAY_S = 0.5
+
+
+def job_key(config: Mapping) -> str:
+    """A deterministic key for a job's configuration: same settings, same key."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def is_estimate(method: str | None) -> bool:
+    """Whether an energy-part method names an estimate rather than a measurement."""
+    return bool(method) and str(method).endswith("-estimate")
+
+
+def _exec(con: duckdb.DuckDBPyConnection, sql: str, params=None) -> list[tuple]:
+    """Run one statement to completion and return its rows."""
+    return con.execute(sql, params).fetchall()
+
+
+def _is_lock_conflict(error: Exception) -> bool:
+    return "lock" in str(error).lower()
+
+
+def _connect(path: Path, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnection:
+    """Open the file, retrying with jittered exponential backoff while it is locked."""
+    deadline = time.monotonic() + timeout
+    delay = _RETRY_FIRST_DELAY_S
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.Error as error:
+            if not _is_lock_conflict(error):
+                raise StoreError(f"{path}: {_duckdb_message(error)}") from None
+            if time.monotonic() + delay > deadline:
+                raise StoreBusyError(
+                    f"{path}: still locked by another process after {timeout:g} s"
+                ) from None
+        time.sleep(delay * random.uniform(0.5, 1.5))
+        delay = min(delay * 2, _RETRY_MAX_DELAY_S)
+
+
+def _duckdb_message(error: Exception) -> str:
+    text = str(error).split("\n", 1)[0]
+    for prefix in ("IO Error: ", "Catalog Error: ", "Invalid Input Error: "):
+        text = text.removeprefix(prefix)
+    return text
+
+
+def _schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The file's schema version; None for a file without pepr tables."""
+    tables = {row[0] for row in _exec(con, "SELECT table_name FROM duckdb_tables()")}
+    if "pepr_meta" not in tables:
+        return None if not tables else -1
+    rows = _exec(con, "SELECT value FROM pepr_meta WHERE key = 'schema_version'")
+    return int(rows[0][0]) if rows else -1
+
+
+class RunStore:
+    """A pepr database file. Creating this object opens nothing."""
+
+    def __init__(self, path: str | Path, *, timeout: float = 60.0):
+        self.path = Path(path)
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"RunStore({str(self.path)!r})"
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    # -- connections -------------------------------------------------------------------
+
+    def _check_version(self, version: int | None) -> None:
+        if version == -1:
+            raise StoreError(f"{self.path}: a DuckDB file, but not a pepr database")
+        if version is not None and version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: written by a newer pepr (schema {version}, this pepr reads up to "
+                f"{SCHEMA_VERSION}); upgrade pepr"
+            )
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One short read-write connection and one transaction, the schema brought up to date.
+
+        A file that this write created is removed again if the write fails.
+        """
+        if self.path.is_dir():
+            raise StoreError(f"{self.path}: is a directory, not a database file")
+        created = not self.path.exists()
+        con = _connect(self.path, read_only=False, timeout=self.timeout)
+        committed = False
+        try:
+            _exec(con, "BEGIN TRANSACTION")
+            try:
+                self._migrate(con)
+                yield con
+                _exec(con, "COMMIT")
+                committed = True
+            except BaseException:
+                _exec(con, "ROLLBACK")
+                raise
+        except duckdb.Error as error:
+            raise StoreError(f"{self.path}: {_duckdb_message(error)}") from None
+        finally:
+            con.close()
+            if created and not committed:
+                _remove_database_files(self.path)
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
+        """One short read-only connection; None stands for a file with no pepr tables yet."""
+        if not self.path.is_file():
+            raise StoreError(f"{self.path}: no such database file")
+        con = _connect(self.path, read_only=True, timeout=self.timeout)
+        try:
+            version = _schema_version(con)
+            self._check_version(version)
+            if version is not None and version < SCHEMA_VERSION:
+                con.close()
+                self.ensure()
+                con = _connect(self.path, read_only=True, timeout=self.timeout)
+            yield None if version is None else con
+        except duckdb.Error as error:
+            raise StoreError(f"{self.path}: {_duckdb_message(error)}") from None
+        finally:
+            con.close()
+
+    def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
+        version = _schema_version(con)
+        self._check_version(version)
+        if version is None:
+            _exec(con, "CREATE TABLE pepr_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+            version = 0
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[step]:
+                _exec(con, statement)
+        if version < SCHEMA_VERSION:
+            _exec(
+                con,
+                "INSERT OR REPLACE INTO pepr_meta VALUES ('schema_version', ?)",
+                [str(SCHEMA_VERSION)],
+            )
+
+    # -- writes ------------------------------------------------------------------------
+
+    def ensure(self) -> None:
+        """Create the file or bring its schema up to date now (fails early if unwritable)."""
+        with self._write():
+            pass
+
+    def record_run(self, run: Mapping, epochs: Sequence[Mapping] = ()) -> None:
+        """Insert or replace one run by its run_id, and replace its epoch rows, atomically."""
+        run_frame = _frame([run], RUN_COLUMNS, "run")
+        epoch_frame = _frame(
+            [{**row, "run_id": run["run_id"]} for row in epochs], EPOCH_COLUMNS, "epoch"
+        )
+        with self._write() as con:
+            con.register("new_run", run_frame)
+            _exec(con, "DELETE FROM epochs WHERE run_id = ?", [run["run_id"]])
+            _exec(con, "INSERT OR REPLACE INTO runs BY NAME SELECT * FROM new_run")
+            if not epoch_frame.empty:
+                con.register("new_epochs", epoch_frame)
+                _exec(con, "INSERT INTO epochs BY NAME SELECT * FROM new_epochs")
+
+    def append(self, runs: pd.DataFrame, epochs: pd.DataFrame | None = None) -> int:
+        """Add the runs whose run_id is not yet stored, with their epochs; returns how many."""
+        run_frame = _frame(runs, RUN_COLUMNS, "run").drop_duplicates("run_id")
+        epoch_frame = _frame(epochs if epochs is not None else [], EPOCH_COLUMNS, "epoch")
+        with self._write() as con:
+            con.register("new_runs", run_frame)
+            _exec(
+                con,
+                "CREATE TEMP TABLE added AS SELECT run_id FROM new_runs "
+                "WHERE run_id NOT IN (SELECT run_id FROM runs)"
+            )
+            _exec(
+                con,
+                "INSERT INTO runs BY NAME SELECT * FROM new_runs "
+                "WHERE run_id IN (SELECT run_id FROM added)"
+            )
+            if not epoch_frame.empty:
+                con.register("new_epochs", epoch_frame)
+                _exec(
+                    con,
+                    "INSERT INTO epochs BY NAME SELECT * FROM new_epochs "
+                    "WHERE run_id IN (SELECT run_id FROM added)",
+                )
+            return _exec(con, "SELECT count(*) FROM added")[0][0]
+
+    # -- reads -------------------------------------------------------------------------
+
+    def runs(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        experiments: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
+        """The stored runs, optionally only those with the given status(es) or experiments."""
+        statuses = [status] if isinstance(status, str) else status
+        with self._read() as con:
+            if con is None:
+                return _empty(RUN_COLUMNS)
+            return con.execute(
+                "SELECT * FROM runs"
+                " WHERE ($statuses IS NULL OR list_contains($statuses, status))"
+                " AND ($experiments IS NULL OR list_contains($experiments, experiment))"
+                " ORDER BY experiment, model, started_at, run_id",
+                {
+                    "statuses": list(statuses) if statuses is not None else None,
+                    "experiments": list(experiments) if experiments is not None else None,
+                },
+            ).df()
+
+    def epochs(self, run_ids: Sequence[str] | None = None) -> pd.DataFrame:
+        """Per-epoch rows, optionally only for the given runs."""
+        with self._read() as con:
+            if con is None:
+                return _empty(EPOCH_COLUMNS)
+            return con.execute(
+                "SELECT * FROM epochs WHERE ($ids IS NULL OR list_contains($ids, run_id))"
+                " ORDER BY run_id, epoch",
+                {"ids": list(run_ids) if run_ids is not None else None},
+            ).df()
+
+    def job_statuses(self) -> dict[str, str]:
+        """Each job key's status: `ok` if any of its runs succeeded, else its latest run's."""
+        with self._read() as con:
+            if con is None:
+                return {}
+            rows = _exec(
+                con,
+                "SELECT job_key, CASE WHEN bool_or(status = 'ok') THEN 'ok'"
+                " ELSE arg_max(status, coalesce(started_at, TIMESTAMP '1970-01-01')) END"
+                " FROM runs GROUP BY job_key",
+            )
+        return dict(rows)
+
+    def summary(self) -> pd.DataFrame:
+        """Run counts per experiment, source and status."""
+        with self._read() as con:
+            if con is None:
+                return pd.DataFrame(columns=["experiment", "source", "status", "runs"])
+            return con.execute(
+                "SELECT experiment, source, status, count(*) AS runs"
+                " FROM runs GROUP BY ALL ORDER BY ALL"
+            ).df()
+
+
+def merge(sources: Sequence[str | Path], into: str | Path) -> int:
+    """Copy every run (and its epochs) from `sources` into `into`, skipping run ids it has."""
+    target = RunStore(into)
+    runs, epochs = [], []
+    for source in sources:
+        store = RunStore(source)
+        if store.exists() and target.exists() and store.path.samefile(target.path):
+            raise PeprError(f"{source}: cannot merge a database into itself")
+        runs.append(store.runs())
+        epochs.append(store.epochs())
+    frames = [frame for frame in runs if not frame.empty]
+    if not frames:
+        target.ensure()
+        return 0
+    epoch_frames = [frame for frame in epochs if not frame.empty]
+    return target.append(
+        pd.concat(frames, ignore_index=True),
+        pd.concat(epoch_frames, ignore_index=True) if epoch_frames else None,
+    )
+
+
+def _frame(rows, columns: Mapping[str, str], what: str) -> pd.DataFrame:
+    """Rows (records or a DataFrame) as a DataFrame; columns it lacks are stored as NULL."""
+    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame.from_records(list(rows))
+    unknown = sorted(set(frame.columns) - set(columns))
+    if unknown:
+        raise PeprError(f"unknown {what} column(s): {', '.join(unknown)}")
+    return frame
+
+
+def _empty(columns: Mapping[str, str]) -> pd.DataFrame:
+    return pd.DataFrame(columns=list(columns))
+
+
+def _remove_database_files(path: Path) -> None:
+    for leftover in (path, path.with_name(path.name + ".wal")):
+        leftover.unlink(missing_ok=True)
