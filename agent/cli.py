@@ -1,0 +1,273 @@
+"""`pepr-agent run ...`: plan a sweep of timm models, train and measure each, record to DuckDB."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+from pepr.errors import PeprError
+
+DESCRIPTION = """\
+Train timm image classifiers and measure what each run costs: energy (CPU, GPU, RAM, with
+CodeCarbon), CO2, time, GPU and host memory, parameters and training data. Every run goes to
+a pepr DuckDB file that the dashboard reads. Start it and leave it: re-running the same
+command skips the jobs already done, a job that fails is recorded and the sweep goes on, and
+Ctrl-C or SIGTERM marks the current job 'interrupted'.
+
+The plan is every combination of models x datasets x regimes x fractions x seeds."""
+
+EPILOG = """\
+examples:
+  # a first run anywhere, no network needed: two tiny models on scikit-learn's digits
+  pepr-agent run --models test_resnet,test_efficientnet --datasets digits --epochs 3
+
+  # the paper's protocol on MedMNIST Derma: 10 epochs, Adam 5e-4, batch 32, fine-tuned
+  pepr-agent run --models-file models.txt --datasets dermamnist --regimes pretrained \\
+      --fractions 1,0.1 --image-size 224 --device cuda --amp --db results/derma.duckdb
+
+  # 20 models of 1M-25M parameters drawn from timm (seeded), shown but not run
+  pepr-agent run --param-range 1e6:25e6 --sample 20 --regimes pretrained --dry-run
+
+  # 4 GPUs: one process per GPU, one file each, then combine
+  for i in 0 1 2 3; do pepr-agent run ... --shard $i/4 --device cuda:$i --db part$i.duckdb & done
+  pepr merge part*.duckdb --into all.duckdb
+
+datasets: 'digits' (bundled, offline), a MedMNIST 2D name (e.g. dermamnist, pneumoniamnist;
+downloaded into --data-dir at the smallest published size >= --image-size), a .npz file in
+MedMNIST's layout (train_images, train_labels, val_..., test_...), or an image folder laid out
+as root/{train,val,test}/<class>/<image>.
+
+exit status: 0 all jobs ok, 1 some job failed, 2 bad input (nothing recorded),
+130/143 stopped by SIGINT/SIGTERM (the current job is recorded 'interrupted').
+Output: one JSON line per finished job on stdout (or --log), progress bars on stderr."""
+
+
+def _list(kind=str):
+    def parse(text: str):
+        try:
+            return [kind(item.strip()) for item in text.split(",") if item.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return parse
+
+
+def _regimes(text: str) -> list[bool]:
+    values = _list()(text)
+    bad = [v for v in values if v not in ("scratch", "pretrained")]
+    if bad or not values:
+        raise argparse.ArgumentTypeError(f"expected scratch and/or pretrained, got {text!r}")
+    return [v == "pretrained" for v in dict.fromkeys(values)]
+
+
+def _fractions(text: str) -> list[float]:
+    values = _list(float)(text)
+    if not values or not all(0 < v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"fractions must lie in (0, 1], got {text!r}")
+    return values
+
+
+def _param_range(text: str) -> tuple[float, float]:
+    match = re.fullmatch(r"\s*([0-9.eE+]+)\s*:\s*([0-9.eE+]+)\s*", text)
+    try:
+        low, high = float(match[1]), float(match[2])
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected MIN:MAX, e.g. 1e6:25e6, got {text!r}")
+    if not 0 <= low <= high:
+        raise argparse.ArgumentTypeError(f"expected 0 <= MIN <= MAX, got {text!r}")
+    return low, high
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+        return value
+    return parse
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise PeprError(message)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = Parser(prog="pepr-agent", description=DESCRIPTION,
+                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = top.add_subparsers(dest="command", required=True, metavar="run")
+    run = commands.add_parser(
+        "run", help="plan, train and measure a sweep", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.error = top.error
+    what = run.add_argument_group("what to train")
+    what.add_argument("--models", type=_list(), action="extend", default=[], metavar="A,B",
+                      help="timm model names, comma-separated (repeatable)")
+    what.add_argument("--models-file", metavar="FILE", help="a text file of timm names, one a line")
+    what.add_argument("--param-range", type=_param_range, metavar="MIN:MAX",
+                      help="draw models from timm.list_models() with MIN..MAX trainable "
+                           "parameters (as built with timm's default head); needs --sample")
+    what.add_argument("--sample", type=_positive(int), metavar="K", help="how many models to draw")
+    what.add_argument("--sample-seed", type=int, default=0, metavar="S",
+                      help="seed of the draw (default 0)")
+    what.add_argument("--datasets", type=_list(), default=["digits"], metavar="A,B",
+                      help="digits, MedMNIST names, .npz files, image folders (default digits)")
+    what.add_argument("--data-dir", default=str(Path.home() / ".cache" / "pepr" / "medmnist"),
+                      metavar="DIR", help="MedMNIST download cache (default %(default)s)")
+    what.add_argument("--regimes", type=_regimes, default=[False], metavar="R",
+                      help="scratch and/or pretrained (ImageNet weights from timm), "
+                           "comma-separated (default scratch)")
+    what.add_argument("--fractions", type=_fractions, default=[1.0], metavar="F",
+                      help="training-data fractions, e.g. 1,0.1 (the paper's 10%% regime); "
+                           "the subset is the same for every model (default 1)")
+    what.add_argument("--seeds", type=_list(int), default=[0], metavar="S",
+                      help="seeds, e.g. 0,1,2 (default 0)")
+    what.add_argument("--experiment", metavar="LABEL",
+                      help="experiment label (normalisation group) for every job; default "
+                           "DATASET[_pt][_fFRACTION], e.g. digits_pt_f0.1")
+    how = run.add_argument_group("how to train (defaults: the paper's protocol)")
+    how.add_argument("--epochs", type=_positive(int), default=10, help="default %(default)s")
+    how.add_argument("--batch-size", type=_positive(int), default=32, help="default %(default)s")
+    how.add_argument("--lr", type=_positive(float), default=5e-4, dest="learning_rate",
+                     help="Adam learning rate (default %(default)s)")
+    how.add_argument("--image-size", type=_positive(int), default=64,
+                     help="images are resized to this square size (default %(default)s)")
+    how.add_argument("--amp", action="store_true", help="mixed precision (fp16 on CUDA, bf16 on CPU)")
+    how.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    where = run.add_argument_group("measurement and output")
+    where.add_argument("--db", default=os.environ.get("PEPR_DB", "results/pepr.duckdb"),
+                       help="DuckDB file to append runs to (default $PEPR_DB or %(default)s)")
+    where.add_argument("--country", default="DNK",
+                       help="ISO-3 country of the machine, for the grid's carbon intensity "
+                            "(default DNK, the paper's lab)")
+    where.add_argument("--carbon-intensity", type=_positive(float), metavar="G",
+                       help="override the country's carbon intensity, g CO2eq per kWh")
+    where.add_argument("--shard", metavar="I/N", help="run only shard I of N of the plan (0-based)")
+    where.add_argument("--log", metavar="FILE", help="append the JSON lines here, not to stdout")
+    where.add_argument("--quiet", action="store_true", help="no progress bars")
+    where.add_argument("--dry-run", action="store_true", help="print the planned jobs and stop")
+    where.add_argument("--config", metavar="FILE",
+                       help="TOML file of defaults for these flags (keys like batch_size); "
+                            "flags on the command line win")
+    return top
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Parse the command line, with defaults from --config when given."""
+    top = parser()
+    args = top.parse_args(argv)
+    if args.config:
+        run = top._subparsers._group_actions[0].choices["run"]
+        run.set_defaults(**config_defaults(args.config, run))
+        args = top.parse_args(argv)
+    return args
+
+
+def config_defaults(path: str, run: argparse.ArgumentParser) -> dict:
+    """Flag defaults from a TOML file, each value parsed as its flag would parse it."""
+    try:
+        table = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise PeprError(f"--config: {path}: {error}") from None
+    actions = {a.dest: a for a in run._actions}
+    actions.update({a.option_strings[0][2:].replace("-", "_"): a for a in run._actions if a.option_strings})
+    defaults = {}
+    for key, value in table.items():
+        action = actions.get(key)
+        if action is None or key in ("config", "help"):
+            raise PeprError(f"--config: {path}: unknown setting {key!r}")
+        if isinstance(value, list):
+            value = ",".join(map(str, value))
+        if action.type is not None:
+            try:
+                value = action.type(str(value))
+            except argparse.ArgumentTypeError as error:
+                raise PeprError(f"--config: {path}: {key}: {error}") from None
+        defaults[action.dest] = value
+    return defaults
+
+
+def plan_jobs(args):
+    """The jobs this process runs (after sharding), checked against timm."""
+    from agent import plan
+
+    models = list(args.models)
+    if args.models_file:
+        models += plan.read_model_file(args.models_file)
+    if (args.param_range is None) != (args.sample is None):
+        raise PeprError("--param-range and --sample go together")
+    if args.param_range:
+        low, high = args.param_range
+        models += plan.sample_models(low, high, args.sample, args.sample_seed,
+                                     pretrained=any(args.regimes))
+    if not models:
+        raise PeprError("no models: give --models, --models-file or --param-range with --sample")
+    plan.check_models(models)
+    shard = plan.parse_shard(args.shard) if args.shard else None
+    jobs = plan.expand(
+        list(dict.fromkeys(models)), args.datasets, args.regimes, args.fractions, args.seeds,
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+        image_size=args.image_size, amp=args.amp, experiment=args.experiment,
+    )
+    return plan.shard(jobs, *shard) if shard else jobs
+
+
+def run(args) -> int:
+    from agent.measure import check_country
+    from pepr.store import RunStore
+
+    jobs = plan_jobs(args)
+    country = check_country(args.country)
+    store = RunStore(args.db)
+    if args.dry_run:
+        statuses = store.job_statuses() if store.exists() else {}
+        for job in jobs:
+            regime = "pretrained" if job.pretrained else "scratch"
+            print(f"{job.key}  {statuses.get(job.key, 'todo'):11}  {job.experiment:20}  "
+                  f"{job.model:28}  {regime:10}  fraction {job.train_fraction:g}  seed {job.seed}")
+        print(f"{len(jobs)} job(s)", file=sys.stderr)
+        return 0
+
+    from agent.data import load
+    from agent.sweep import Interrupted, run_sweep
+    from agent.train import resolve_device
+
+    device = resolve_device(args.device)
+    for dataset in dict.fromkeys(job.dataset for job in jobs):
+        load(dataset, args.data_dir, args.image_size)
+    try:
+        store.path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PeprError(f"--db: {args.db}: {error.strerror}") from None
+    store.ensure()
+    log = open(args.log, "a") if args.log else sys.stdout
+    try:
+        counts = run_sweep(jobs, store, device=device, data_dir=args.data_dir, country=country,
+                           carbon_intensity=args.carbon_intensity, log=log, quiet=args.quiet)
+    except Interrupted as stop:
+        print(f"pepr-agent: {stop}; the current job is recorded 'interrupted'", file=sys.stderr)
+        return 128 + stop.signum
+    finally:
+        if log is not sys.stdout:
+            log.close()
+    if not args.quiet:
+        print(f"pepr-agent: {counts['ok']} ok, {counts['failed']} failed, "
+              f"{counts['skipped']} already done", file=sys.stderr)
+    return 1 if counts["failed"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The console entry point; returns the exit status."""
+    try:
+        args = parse(sys.argv[1:] if argv is None else argv)
+        return run(args)
+    except PeprError as error:
+        print(f"pepr-agent: {error}", file=sys.stderr)
+        return error.exit_code

@@ -1,0 +1,223 @@
+"""Datasets: `digits`, MedMNIST 2D by name, a MedMNIST-layout `.npz`, or an image folder.
+
+Every loader returns a `Data`: per split (`train`, `val`, `test`) uint8 images shaped
+(N, C, S, S) with C = 1 or 3, resized to the run's image size, and int64 labels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from agent.plan import dataset_label
+from pepr.errors import PeprError
+
+SPLITS = ("train", "val", "test")
+MEDMNIST_SIZES = (28, 64, 128, 224)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
+FOLDER_SPLITS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    name: str
+    images: dict[str, torch.Tensor]  # split -> uint8 (N, C, S, S)
+    labels: dict[str, torch.Tensor]  # split -> int64 (N,)
+    num_classes: int
+
+    @property
+    def channels(self) -> int:
+        return self.images["train"].shape[1]
+
+
+def subsample(n: int, fraction: float) -> np.ndarray:
+    """Indices of a deterministic `fraction` of n items (at least one), the same for every run."""
+    keep = max(1, math.ceil(n * fraction))
+    return np.sort(np.random.default_rng(0).permutation(n)[:keep])
+
+
+@functools.lru_cache(maxsize=1)
+def load(spec: str, data_dir: str, image_size: int) -> Data:
+    """Load and resize a dataset; PeprError naming the spec when it cannot be used."""
+    path = Path(spec)
+    if spec == "digits":
+        arrays = _digits()
+    elif spec.endswith(".npz"):
+        arrays = _npz(path)
+    elif path.is_dir() or "/" in spec:
+        arrays = _folder(path)
+    else:
+        arrays = _medmnist(spec.lower(), Path(data_dir), image_size)
+    return _to_data(spec, arrays, image_size)
+
+
+def _to_data(spec: str, arrays: dict, image_size: int) -> Data:
+    images, labels = {}, {}
+    for split in SPLITS:
+        x, y = _check_split(spec, split, arrays[f"{split}_images"], arrays[f"{split}_labels"])
+        images[split], labels[split] = _resize(x, image_size), torch.from_numpy(y)
+    channels = {x.shape[1] for x in images.values()}
+    if len(channels) != 1:
+        raise PeprError(f"{spec}: splits have different channel counts {sorted(channels)}")
+    num_classes = int(max(int(y.max()) for y in labels.values())) + 1
+    if num_classes < 2:
+        raise PeprError(f"{spec}: needs at least two classes")
+    return Data(dataset_label(spec), images, labels, num_classes)
+
+
+def _check_split(spec: str, split: str, x: np.ndarray, y: np.ndarray):
+    """Images as uint8 NCHW and labels as int64 (N,), or a PeprError saying what is wrong."""
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[-1] in (1, 3):
+        x = x.transpose(0, 3, 1, 2)
+    else:
+        raise PeprError(
+            f"{spec}: {split}_images must be shaped (N, H, W) or (N, H, W, 1|3), got {x.shape}"
+        )
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or len(y) != len(x) or len(y) == 0:
+        raise PeprError(
+            f"{spec}: {split}_labels must be one class index per image "
+            f"({len(x)} images, labels shaped {y.shape}); multi-label data is not supported"
+        )
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+        raise PeprError(f"{spec}: {split}_labels must be non-negative integers")
+    if x.dtype != np.uint8:
+        if not np.issubdtype(x.dtype, np.floating) or x.min() < 0 or x.max() > 1:
+            raise PeprError(f"{spec}: {split}_images must be uint8 or floats in [0, 1]")
+        x = np.round(x * 255).astype(np.uint8)
+    return np.ascontiguousarray(x), y.astype(np.int64)
+
+
+def _resize(x: np.ndarray, size: int, chunk: int = 512) -> torch.Tensor:
+    """uint8 NCHW images resized to size x size (bilinear, antialiased)."""
+    x = torch.from_numpy(x)
+    if x.shape[-2:] == (size, size):
+        return x
+    parts = [
+        F.interpolate(part.float(), size=(size, size), mode="bilinear", antialias=True)
+        .round_()
+        .clamp_(0, 255)
+        .to(torch.uint8)
+        for part in x.split(chunk)
+    ]
+    return torch.cat(parts)
+
+
+def _digits() -> dict:
+    """scikit-learn's 8x8 handwritten digits, split 60/20/20 stratified with a fixed seed."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = np.round(digits.images * (255 / 16)).astype(np.uint8)
+    y = digits.target.astype(np.int64)
+    x_rest, x_test, y_rest, y_test = train_test_split(
+        x, y, test_size=0.2, stratify=y, random_state=0
+    )
+    x_train, x_val, y_train, y_val = train_test_split(
+        x_rest, y_rest, test_size=0.25, stratify=y_rest, random_state=0
+    )
+    return {
+        "train_images": x_train, "train_labels": y_train,
+        "val_images": x_val, "val_labels": y_val,
+        "test_images": x_test, "test_labels": y_test,
+    }
+
+
+def _npz(path: Path) -> dict:
+    if not path.is_file():
+        raise PeprError(f"{path}: no such dataset file")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [
+                f"{s}_{kind}" for s in SPLITS for kind in ("images", "labels")
+                if f"{s}_{kind}" not in archive.files
+            ]
+            if missing:
+                raise PeprError(f"{path}: not in MedMNIST layout, missing {', '.join(missing)}")
+            return {name: archive[name] for name in archive.files}
+    except PeprError:
+        raise
+    except Exception as error:
+        raise PeprError(f"{path}: not a readable .npz file ({error})") from None
+
+
+def _folder(root: Path) -> dict:
+    """root/split/class/image; the classes are the train split's folder names."""
+    from PIL import Image
+
+    if not root.is_dir():
+        raise PeprError(f"{root}: no such dataset folder")
+    split_dirs = {}
+    for split, names in FOLDER_SPLITS.items():
+        found = [root / name for name in names if (root / name).is_dir()]
+        if not found:
+            raise PeprError(f"{root}: missing the {split} split folder ({'/'.join(names)})")
+        split_dirs[split] = found[0]
+    classes = sorted(p.name for p in split_dirs["train"].iterdir() if p.is_dir())
+    if len(classes) < 2:
+        raise PeprError(f"{split_dirs['train']}: needs one folder per class, at least two")
+    arrays = {}
+    files = {
+        split: [
+            (f, c)
+            for c, name in enumerate(classes)
+            if (d / name).is_dir()
+            for f in sorted((d / name).iterdir())
+            if f.suffix.lower() in IMAGE_SUFFIXES
+        ]
+        for split, d in split_dirs.items()
+    }
+    opened = {split: [(Image.open(f), c) for f, c in items] for split, items in files.items()}
+    grey = all(im.mode in ("1", "L", "I", "I;16") for items in opened.values() for im, _ in items)
+    for split, items in opened.items():
+        if not items:
+            raise PeprError(f"{split_dirs[split]}: no images in class folders")
+        shapes = {im.size for im, _ in items}
+        size = max(shapes)
+        arrays[f"{split}_images"] = np.stack(
+            [np.asarray(im.convert("L" if grey else "RGB").resize(size)) for im, _ in items]
+        )
+        arrays[f"{split}_labels"] = np.array([c for _, c in items], dtype=np.int64)
+    return arrays
+
+
+def _medmnist(flag: str, data_dir: Path, image_size: int) -> dict:
+    """A MedMNIST 2D dataset at the smallest published size >= image_size, cached in data_dir."""
+    import medmnist
+
+    info = medmnist.INFO.get(flag)
+    if info is None or flag.endswith("3d"):
+        names = sorted(f for f in medmnist.INFO if not f.endswith("3d"))
+        raise PeprError(
+            f"--datasets: {flag!r} is not digits, a .npz file, an image folder or a MedMNIST 2D "
+            f"dataset ({', '.join(names)})"
+        )
+    if info["task"] != "multi-class" and info["task"] != "binary-class":
+        raise PeprError(f"--datasets: {flag} is a {info['task']} task; only single-label works")
+    size = next((s for s in MEDMNIST_SIZES if s >= image_size), MEDMNIST_SIZES[-1])
+    file = data_dir / (f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cls = getattr(medmnist, info["python_class"])
+    arrays = {}
+    try:
+        for split in SPLITS:
+            ds = cls(split=split, root=str(data_dir), size=size, download=not file.exists())
+            arrays[f"{split}_images"], arrays[f"{split}_labels"] = ds.imgs, ds.labels
+    except Exception as error:
+        raise PeprError(
+            f"--datasets: {flag} ({size} px) is not in {data_dir} and could not be downloaded "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+            f"put {file.name} there"
+        ) from None
+    return arrays

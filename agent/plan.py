@@ -1,0 +1,168 @@
+"""The job plan: models x datasets x regimes x seeds, job keys and sharding."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import random
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from pepr.errors import PeprError
+from pepr.store import job_key
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One training run to do: every setting that changes its result."""
+
+    model: str
+    dataset: str
+    pretrained: bool
+    train_fraction: float
+    seed: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    image_size: int
+    amp: bool
+    experiment: str
+    optimizer: str = "adam"
+    metric: str = "test_accuracy"
+
+    def config(self) -> dict:
+        """The job's settings as a JSON-able dict (what the job key hashes)."""
+        return dataclasses.asdict(self)
+
+    @property
+    def key(self) -> str:
+        return job_key(self.config())
+
+
+def dataset_label(dataset: str) -> str:
+    """A short name for a dataset spec: `digits`, `dermamnist`, or a file or folder stem."""
+    path = Path(dataset)
+    return path.stem if dataset.endswith(".npz") or "/" in dataset or path.is_dir() else dataset.lower()
+
+
+def default_experiment(dataset: str, pretrained: bool, fraction: float) -> str:
+    """The normalisation group of a job, e.g. `digits`, `dermamnist_pt`, `digits_f0.1`."""
+    return (
+        dataset_label(dataset)
+        + ("_pt" if pretrained else "")
+        + ("" if fraction == 1 else f"_f{fraction:g}")
+    )
+
+
+def expand(
+    models: Sequence[str],
+    datasets: Sequence[str],
+    pretrained: Sequence[bool],
+    fractions: Sequence[float],
+    seeds: Sequence[int],
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    image_size: int,
+    amp: bool,
+    experiment: str | None = None,
+) -> list[Job]:
+    """Every combination, dataset-major (so a dataset is loaded once), duplicates dropped."""
+    jobs = [
+        Job(
+            model=model,
+            dataset=dataset,
+            pretrained=pt,
+            train_fraction=float(fraction),
+            seed=seed,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            image_size=image_size,
+            amp=amp,
+            experiment=experiment or default_experiment(dataset, pt, fraction),
+        )
+        for dataset in datasets
+        for pt in pretrained
+        for fraction in fractions
+        for model in models
+        for seed in seeds
+    ]
+    return list(dict.fromkeys(jobs))
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`I/N` -> (I, N) with 0 <= I < N."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
+    if not match or not int(match[1]) < int(match[2]):
+        raise PeprError(f"--shard: expected I/N with 0 <= I < N, e.g. 0/4, got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def shard(jobs: Sequence[Job], index: int, count: int) -> list[Job]:
+    """The jobs of shard `index` of `count`: every count-th job by sorted job key, plan order kept."""
+    keys = sorted(job.key for job in jobs)
+    mine = {key for position, key in enumerate(keys) if position % count == index}
+    return [job for job in jobs if job.key in mine]
+
+
+def check_models(names: Iterable[str]) -> list[str]:
+    """The names, or a PeprError naming the first unknown one with the closest timm names."""
+    import timm
+
+    names = list(names)
+    for name in names:
+        if not timm.is_model(name):
+            close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise PeprError(f"--models: unknown timm model {name!r}{hint}")
+    return names
+
+
+def read_model_file(path: str) -> list[str]:
+    """Model names from a text file, one a line; blank lines and `#` comments ignored."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as error:
+        raise PeprError(f"--models-file: {path}: {error.strerror or error}") from None
+    return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+
+
+def count_params(name: str) -> int:
+    """Trainable parameters of a timm architecture as built by default, without allocating it."""
+    import timm
+    import torch
+
+    with torch.device("meta"):
+        model = timm.create_model(name, pretrained=False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def sample_models(
+    low: float, high: float, count: int, seed: int, *, pretrained: bool, counter=count_params
+) -> list[str]:
+    """`count` timm architectures with low <= params <= high, drawn in a seeded order.
+
+    With `pretrained`, only architectures that timm has pretrained weights for are drawn.
+    """
+    import timm
+
+    pool = timm.list_models(pretrained=pretrained)
+    pool = sorted({name.split(".")[0] for name in pool})
+    random.Random(seed).shuffle(pool)
+    chosen = []
+    for name in pool:
+        try:
+            params = counter(name)
+        except Exception:  # an architecture that does not build by default is skipped
+            continue
+        if low <= params <= high:
+            chosen.append(name)
+            if len(chosen) == count:
+                return chosen
+    raise PeprError(
+        f"--param-range: only {len(chosen)} timm models have {low:g} to {high:g} parameters, "
+        f"{count} asked for"
+    )

@@ -1,0 +1,228 @@
+"""One measured training run: build the timm model, train, evaluate, time and meter it."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from agent.data import Data, subsample
+from agent.measure import EnergyMeter, host_peak_gb, nvml_index, reset_host_peak
+from agent.plan import Job
+from pepr.errors import PeprError
+
+
+def resolve_device(spec: str) -> torch.device:
+    """`auto`, `cpu`, `cuda` or `cuda:N` as a torch device, checked to exist."""
+    if spec == "auto":
+        spec = "cuda:0" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise PeprError(f"--device: expected auto, cpu, cuda or cuda:N, got {spec!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PeprError(f"--device: {spec} asked for, but torch sees no CUDA GPU")
+        index = 0 if device.index is None else device.index
+        if index >= torch.cuda.device_count():
+            raise PeprError(f"--device: {spec}: only {torch.cuda.device_count()} GPU(s) visible")
+        return torch.device("cuda", index)
+    if device.type != "cpu":
+        raise PeprError(f"--device: expected auto, cpu, cuda or cuda:N, got {spec!r}")
+    return device
+
+
+def describe(device: torch.device) -> str:
+    """`cpu` or e.g. `cuda:0 NVIDIA H100 80GB HBM3`."""
+    if device.type == "cuda":
+        return f"cuda:{device.index} {torch.cuda.get_device_name(device)}"
+    return "cpu"
+
+
+def build_model(job: Job, num_classes: int, in_chans: int) -> torch.nn.Module:
+    """The timm model, with the image size passed to architectures that need a fixed one."""
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(job.model)
+    kwargs = {"img_size": job.image_size} if cfg is not None and cfg.fixed_input_size else {}
+    try:
+        return timm.create_model(
+            job.model, pretrained=job.pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs
+        )
+    except Exception as error:
+        if not job.pretrained:
+            raise
+        raise RuntimeError(
+            f"pretrained weights for {job.model} could not be loaded "
+            f"({type(error).__name__}: {_first_line(error)})"
+        ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def batches(
+    x: torch.Tensor, y: torch.Tensor, size: int, device: torch.device, generator=None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Mini-batches on the device, shuffled when a generator is given.
+
+    On CUDA each batch is copied from pinned memory without blocking, so the next batch is
+    prepared while the GPU works on the current one. A last training batch of one image is
+    dropped (batch norm cannot train on it).
+    """
+    n = len(y)
+    order = torch.randperm(n, generator=generator) if generator is not None else None
+    stop = n - 1 if generator is not None and n % size == 1 and n > 1 else n
+    cuda = device.type == "cuda"
+    for start in range(0, stop, size):
+        end = min(start + size, stop)
+        index = order[start:end] if order is not None else slice(start, end)
+        xb, yb = x[index], y[index]
+        if cuda:
+            xb, yb = xb.pin_memory(), yb.pin_memory()
+        yield xb.to(device, non_blocking=cuda), yb.to(device, non_blocking=cuda)
+
+
+class Prepare:
+    """uint8 NCHW batch -> normalised float input for the model (channels repeated if needed)."""
+
+    def __init__(self, model: torch.nn.Module, in_chans: int, device: torch.device):
+        cfg = getattr(model, "pretrained_cfg", {}) or {}
+        mean = torch.tensor(cfg.get("mean", (0.5,) * 3), dtype=torch.float32)
+        std = torch.tensor(cfg.get("std", (0.5,) * 3), dtype=torch.float32)
+        if in_chans == 1:
+            mean, std = mean.mean().reshape(1), std.mean().reshape(1)
+        self.mean = (mean * 255).view(1, -1, 1, 1).to(device)
+        self.std = (std * 255).view(1, -1, 1, 1).to(device)
+        self.in_chans = in_chans
+        self.memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+    def __call__(self, xb: torch.Tensor) -> torch.Tensor:
+        if xb.shape[1] != self.in_chans:
+            xb = xb.expand(-1, self.in_chans, -1, -1)
+        x = (xb.float() - self.mean) / self.std
+        return x.contiguous(memory_format=self.memory_format)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def accuracy(model, prepare, x, y, batch_size, device, amp: bool) -> float:
+    """Top-1 accuracy over a split (one host sync at the end)."""
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    with torch.inference_mode(), torch.autocast(device.type, enabled=amp):
+        for xb, yb in batches(x, y, batch_size, device):
+            correct += (model(prepare(xb)).argmax(1) == yb).sum()
+    return correct.item() / len(y)
+
+
+def run_job(
+    job: Job,
+    data: Data,
+    device: torch.device,
+    country: str,
+    carbon_intensity: float | None = None,
+    on_epoch: Callable[[dict], None] = lambda row: None,
+) -> tuple[dict, list[dict]]:
+    """Train and measure one job; returns the run's measured fields and its epoch rows."""
+    torch.manual_seed(job.seed)
+    generator = torch.Generator().manual_seed(job.seed)
+    keep = torch.from_numpy(subsample(len(data.labels["train"]), job.train_fraction))
+    x_train, y_train = data.images["train"][keep], data.labels["train"][keep]
+    in_chans = 3 if job.pretrained else data.channels
+    cuda = device.type == "cuda"
+    amp = job.amp
+
+    model = build_model(job, data.num_classes, in_chans)
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    model = model.to(device, memory_format=torch.channels_last if cuda else torch.preserve_format)
+    prepare = Prepare(model, in_chans, device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=job.learning_rate)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and cuda)
+    evaluate = lambda split: accuracy(  # noqa: E731
+        model, prepare, data.images[split], data.labels[split], job.batch_size, device, amp
+    )
+
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        torch.cuda.reset_peak_memory_stats(device)
+    host_peak_reset = reset_host_peak()
+    meter = EnergyMeter(country, nvml_index(device) if cuda else None, carbon_intensity)
+    rows = []
+    try:
+        sync(device)
+        start = time.perf_counter()
+        for epoch in range(1, job.epochs + 1):
+            model.train()
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), dtype=torch.long, device=device)
+            seen = 0
+            for xb, yb in batches(x_train, y_train, job.batch_size, device, generator):
+                with torch.autocast(device.type, enabled=amp):
+                    out = model(prepare(xb))
+                    loss = F.cross_entropy(out, yb)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                loss_sum += loss.detach().float() * len(yb)
+                correct += (out.detach().argmax(1) == yb).sum()
+                seen += len(yb)
+            train_loss = loss_sum.item() / seen
+            if not math.isfinite(train_loss):
+                raise FloatingPointError(f"training loss is {train_loss} in epoch {epoch}")
+            row = {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_accuracy": correct.item() / seen,
+                "val_metric": evaluate("val"),
+                "test_metric": evaluate("test"),
+            }
+            sync(device)
+            row["cum_time_s"] = time.perf_counter() - start
+            row["cum_energy_kwh"] = meter.energy_kwh()
+            rows.append(row)
+            on_epoch(row)
+        sync(device)
+        train_time = time.perf_counter() - start
+        energy = meter.stop()
+    finally:
+        meter.close()
+
+    sync(device)
+    start = time.perf_counter()
+    evaluate("test")
+    sync(device)
+    infer_time = time.perf_counter() - start
+
+    fields = {
+        "train_size": len(y_train),
+        "params": params,
+        "performance": rows[-1]["test_metric"],
+        "energy_kwh": energy.total_kwh,
+        "energy_cpu_kwh": energy.cpu_kwh,
+        "energy_gpu_kwh": energy.gpu_kwh,
+        "energy_ram_kwh": energy.ram_kwh,
+        "energy_cpu_method": energy.cpu_method,
+        "energy_gpu_method": energy.gpu_method,
+        "energy_ram_method": energy.ram_method,
+        "co2_kg": energy.co2_kg,
+        "country": energy.country,
+        "carbon_intensity": energy.carbon_intensity,
+        "train_time_s": train_time,
+        "infer_time_s": infer_time,
+        "gpu_mem_reserved_gb": torch.cuda.max_memory_reserved(device) / 1e9 if cuda else None,
+        "gpu_mem_peak_gb": torch.cuda.max_memory_allocated(device) / 1e9 if cuda else None,
+        "host_mem_peak_gb": host_peak_gb() if host_peak_reset else None,
+        "device": describe(device),
+    }
+    return fields, rows
