@@ -1,0 +1,1 @@
+"""The pepr dashboard: a Streamlit what-if explorer of PePR scores (run `make dashboard`)."""

@@ -1,0 +1,1 @@
+"""The dashboard's pages: each module has `render(view)`; app.py routes them with st.navigation."""

@@ -1,0 +1,43 @@
+"""Budget pick: the best model within hard resource caps."""
+
+import streamlit as st
+
+from dashboard import views
+from dashboard.sidebar import View, current
+
+CAPS = {  # column -> (label, unit scale shown to the user)
+    "energy_kwh": ("Energy (kWh)", 1.0),
+    "gpu_mem_reserved_gb": ("GPU memory (GB)", 1.0),
+    "train_time_s": ("Training time (s)", 1.0),
+    "params": ("Parameters (millions)", 1e6),
+}
+
+
+def render(view: View) -> None:
+    st.title("The best model within a budget")
+    models = view.models
+    if models.empty:
+        st.warning("No scoreable runs in the selected experiments.")
+        return
+    st.caption("Leave a cap empty for no limit. Scores stay relative to the whole experiment.")
+    caps = {}
+    for col, (column, (label, scale)) in zip(st.columns(len(CAPS)), CAPS.items()):
+        value = col.number_input(label, min_value=0.0, value=None, placeholder="no cap", key=f"b_{column}")
+        caps[column] = None if value is None else value * scale
+    feasible, excluded = views.budget(models, caps)
+    if feasible.empty:
+        st.warning("No model fits within these caps.")
+    else:
+        by_perf = feasible.sort_values(["performance", "pepr"], ascending=False).iloc[0]
+        by_pepr = feasible.iloc[0]
+        left, right = st.columns(2)
+        left.metric("Best feasible by performance", by_perf["model"], f"performance {by_perf['performance']:.3f}", delta_color="off")
+        right.metric("Best feasible by PePR", by_pepr["model"], f"PePR {by_pepr['pepr']:.3f}", delta_color="off")
+    st.subheader(f"Feasible: {len(feasible)} of {len(models)} models")
+    st.dataframe(feasible[["rank", "model", "pepr", "performance", *CAPS]], hide_index=True, width="stretch")
+    if len(excluded):
+        st.subheader(f"Excluded: {len(excluded)}")
+        st.dataframe(excluded, hide_index=True, width="stretch")
+
+
+render(current("scores"))

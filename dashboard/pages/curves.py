@@ -1,0 +1,45 @@
+"""Curves: performance per epoch against cumulative resource, and the PePR curve's peak."""
+
+import streamlit as st
+
+from dashboard import charts, data, views
+from dashboard.sidebar import View, current
+
+AXES = {"cum_energy_kwh": "cumulative energy (kWh)", "cum_time_s": "cumulative time (s)", "epoch": "epochs"}
+
+
+def render(view: View) -> None:
+    st.title("Learning curves and diminishing returns")
+    table = view.scored.table
+    if table.empty:
+        st.warning("No scoreable runs in the selected experiments.")
+        return
+    ranked = table.sort_values(["rank", "pepr"], ascending=[True, False])
+    labels = dict(zip(ranked["run_id"], ranked["model"] + " · " + ranked["experiment"]))
+    chosen = st.multiselect(
+        "Runs", list(labels), default=list(labels)[:3], format_func=labels.get, key="k_runs"
+    )
+    x = st.radio("Resource axis", list(AXES), format_func=AXES.get, horizontal=True, key="k_x")
+    if not chosen:
+        st.info("Choose one or more runs.")
+        return
+    epochs = data.epochs(view.path, tuple(sorted(chosen)))
+    if x != "epoch" and epochs[x].isna().all():
+        st.info(f"These runs have no {AXES[x]} per epoch; showing epochs instead.")
+        x = "epoch"
+    lines, peaks = views.curves(table[table["run_id"].isin(chosen)], epochs, x, view.controls.normalization, view.controls.alpha)
+    if lines.empty:
+        st.info("These runs have no per-epoch performance.")
+        return
+    left, right = st.columns(2)
+    left.altair_chart(charts.learning_curves(lines, x, AXES[x]), width="stretch")
+    right.altair_chart(charts.pepr_curves(lines, peaks), width="stretch")
+    st.caption("Triangle: where the PePR curve peaks; beyond it more resource buys too little performance.")
+    st.dataframe(
+        peaks[["label", "epoch", "performance", "pepr"]].rename(columns={"label": "run", "epoch": "peak epoch"}),
+        hide_index=True,
+        width="stretch",
+    )
+
+
+render(current("scores"))

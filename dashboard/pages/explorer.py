@@ -1,0 +1,112 @@
+"""Explorer: which model, given what you can afford (headline, Fig. 3d and 4a live, ranking)."""
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, views
+from dashboard.controls import RESOURCES
+from dashboard.sidebar import View, current
+from pepr.score import knee, pareto_front, split_by_params
+
+
+def notes(view: View) -> None:
+    """What the user should know about the scope: unmeasured resources, runs left out."""
+    if view.unmeasured:
+        names = ", ".join(RESOURCES[k][0] for k in view.unmeasured)
+        st.warning(f"Not measured in the selected experiments, so ignored: {names}.")
+    excluded = view.scored.excluded
+    if len(excluded):
+        with st.expander(f"{len(excluded)} run(s) left out of the scores"):
+            st.dataframe(excluded, hide_index=True, width="stretch")
+    table = view.scored.table
+    single = table.groupby("experiment")["model"].nunique().loc[lambda s: s == 1]
+    if len(single):
+        st.info(
+            f"Only one model in {', '.join(single.index)}: there its PePR equals its performance."
+        )
+
+
+def ranking(models: pd.DataFrame, weights: dict) -> pd.DataFrame:
+    """The ranking table as shown (and downloaded)."""
+    losses = {f"loss_{k}": f"lowered by {RESOURCES[k][0].lower()}" for k in weights}
+    columns = {
+        "rank": "PePR rank",
+        "model": "model",
+        "pepr": "PePR",
+        "performance": "performance",
+        "perf_rank": "performance rank",
+        "rank_change": "places gained",
+        **losses,
+        "resource": "R",
+        "params": "parameters",
+        "runs": "runs",
+    }
+    return models[list(columns)].rename(columns=columns)
+
+
+def render(view: View) -> None:
+    st.title("Which model, given what you can afford?")
+    notes(view)
+    models = view.models
+    if models.empty:
+        counts = view.runs[view.runs["experiment"].isin(view.controls.experiments)]["status"]
+        counts = ", ".join(f"{n} {s}" for s, n in counts.value_counts().items())
+        st.warning(
+            f"No scoreable runs in the selected experiments ({counts or 'none'}). "
+            "The **Runs** page lists every run with its status and error."
+        )
+        return
+    top = views.headline(models)
+    best, strongest = top["best"], top["strongest"]
+    left, middle, right = st.columns(3)
+    left.metric("Top model by PePR", best["model"], f"PePR {best['pepr']:.3f}", delta_color="off")
+    middle.metric(
+        "Top model by performance",
+        strongest["model"],
+        f"performance {strongest['performance']:.3f}",
+        delta_color="off",
+    )
+    if best["model"] == strongest["model"]:
+        right.metric("Choosing by PePR costs", "nothing", "same model", delta_color="off")
+    else:
+        saved = ", ".join(f"{ratio:.2g}× less {label}" for label, ratio in top["saved"].items())
+        right.metric(
+            "Choosing by PePR costs",
+            f"{top['points_lost']:.1f} points",
+            f"saves {saved}" if saved else "no resource data to compare",
+            delta_color="off",
+        )
+
+    threshold = view.controls.threshold_m
+    _, cut = split_by_params(models["params"].dropna(), None if threshold is None else threshold * 1e6)
+    front = pareto_front(models["performance"], models["resource"])
+    knee_at = knee(models["performance"], models["resource"], front)
+    left, right = st.columns(2)
+    with left:
+        st.subheader("PePR against model size")
+        color = st.radio("Colour by", list(charts.COLOR_BY), format_func=charts.COLOR_BY.get, horizontal=True, key="e_color")
+        st.altair_chart(charts.pepr_vs_params(models, cut, color), width="stretch")
+    with right:
+        st.subheader("Performance against resource")
+        st.caption("Shading and dotted lines: PePR iso-lines. Red: the Pareto front and its knee.")
+        st.altair_chart(charts.performance_vs_resource(models, front, knee_at, view.controls.alpha), width="stretch")
+
+    st.subheader("Ranking")
+    many = models["experiments"].max() > 1
+    st.caption(
+        ("Mean over the selected experiments per model. " if many else "")
+        + "'lowered by' columns: how much each resource term took off the performance."
+    )
+    shown = ranking(models, view.weights)
+    st.dataframe(shown, hide_index=True, width="stretch", column_config=_formats(shown))
+    st.download_button("Download CSV", shown.to_csv(index=False), "pepr-ranking.csv", "text/csv")
+
+
+def _formats(shown: pd.DataFrame) -> dict:
+    floats = [c for c in shown if c in ("PePR", "performance", "R") or c.startswith("lowered")]
+    config = {c: st.column_config.NumberColumn(format="%.4f") for c in floats}
+    config["parameters"] = st.column_config.NumberColumn(format="localized")
+    return config
+
+
+render(current("scores"))
