@@ -59,23 +59,13 @@ def render(view: View) -> None:
     top = views.headline(models)
     best, strongest = top["best"], top["strongest"]
     left, middle, right = st.columns(3)
-    left.metric("Top model by PePR", best["model"], f"PePR {best['pepr']:.3f}", delta_color="off")
-    middle.metric(
-        "Top model by performance",
-        strongest["model"],
-        f"performance {strongest['performance']:.3f}",
-        delta_color="off",
-    )
+    _card(left, "Top model by PePR", best["model"], f"PePR {best['pepr']:.3f}, performance {best['performance']:.3f}")
+    _card(middle, "Top model by performance", strongest["model"], f"PePR {strongest['pepr']:.3f}, performance {strongest['performance']:.3f}")
     if best["model"] == strongest["model"]:
-        right.metric("Choosing by PePR costs", "nothing", "same model", delta_color="off")
+        _card(right, "Choosing by PePR costs", "nothing", "it is also the top model by performance")
     else:
         saved = ", ".join(f"{ratio:.2g}× less {label}" for label, ratio in top["saved"].items())
-        right.metric(
-            "Choosing by PePR costs",
-            f"{top['points_lost']:.1f} points",
-            f"saves {saved}" if saved else "no resource data to compare",
-            delta_color="off",
-        )
+        _card(right, "Choosing by PePR costs", f"{top['points_lost']:.1f} performance points", f"and uses {saved}" if saved else "no resource data to compare")
 
     threshold = view.controls.threshold_m
     _, cut = split_by_params(models["params"].dropna(), None if threshold is None else threshold * 1e6)
@@ -100,6 +90,12 @@ def render(view: View) -> None:
     shown = ranking(models, view.weights)
     st.dataframe(shown, hide_index=True, width="stretch", column_config=_formats(shown))
     st.download_button("Download CSV", shown.to_csv(index=False), "pepr-ranking.csv", "text/csv")
+
+
+def _card(column, label: str, value: str, note: str) -> None:
+    with column.container(border=True):
+        st.metric(label, value)
+        st.caption(note)
 
 
 def _formats(shown: pd.DataFrame) -> dict:

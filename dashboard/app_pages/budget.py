@@ -31,8 +31,10 @@ def render(view: View) -> None:
         by_perf = feasible.sort_values(["performance", "pepr"], ascending=False).iloc[0]
         by_pepr = feasible.iloc[0]
         left, right = st.columns(2)
-        left.metric("Best feasible by performance", by_perf["model"], f"performance {by_perf['performance']:.3f}", delta_color="off")
-        right.metric("Best feasible by PePR", by_pepr["model"], f"PePR {by_pepr['pepr']:.3f}", delta_color="off")
+        left.metric("Best feasible by performance", by_perf["model"], border=True)
+        left.caption(f"performance {by_perf['performance']:.3f}, PePR {by_perf['pepr']:.3f}")
+        right.metric("Best feasible by PePR", by_pepr["model"], border=True)
+        right.caption(f"performance {by_pepr['performance']:.3f}, PePR {by_pepr['pepr']:.3f}")
     st.subheader(f"Feasible: {len(feasible)} of {len(models)} models")
     st.dataframe(feasible[["rank", "model", "pepr", "performance", *CAPS]], hide_index=True, width="stretch")
     if len(excluded):

@@ -1,1 +1,0 @@
-"""The dashboard's pages: each module has `render(view)`; app.py routes them with st.navigation."""

@@ -1,0 +1,157 @@
+"""The app end to end through AppTest: pages, what-if weights, URL state and hard states."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pepr.store import RunStore
+
+PAGES = ["explorer", "sensitivity", "budget", "comparisons", "curves", "runs", "data_page"]
+
+
+def texts(at, kind: str) -> list[str]:
+    return [element.value for element in getattr(at, kind)]
+
+
+def top_model(at) -> str:
+    return at.metric[0].value
+
+
+def test_every_page_renders(app, crafted_db):
+    at = app(crafted_db).run()
+    for page in PAGES:
+        at.switch_page(f"app_pages/{page}.py").run()
+        assert not at.exception, (page, at.exception)
+        assert not at.error, (page, texts(at, "error"))
+        if page in ("explorer", "sensitivity", "comparisons", "curves"):
+            assert at.get("vega_lite_chart"), f"{page} draws no chart"
+
+
+def test_explorer_shows_what_matters(app, crafted_db):
+    at = app(crafted_db, x="exp").run()
+    assert [m.value for m in at.metric[:2]] == ["tiny", "big"]
+    assert len(at.get("vega_lite_chart")) == 2
+    ranking = at.dataframe[-1].value
+    assert list(ranking["model"]) == ["tiny", "mid", "big"]
+    assert list(ranking["performance rank"]) == [3, 2, 1]
+    # the energy term takes off performance - PePR: 0.95 - 0.95 / 2 for `big`
+    assert ranking.set_index("model").loc["big", "lowered by energy"] == pytest.approx(0.475)
+    assert "and uses 10× less energy, 10× less CO2, 20× less GPU memory" in texts(at, "caption")
+
+
+def test_energy_weight_decides_the_top_model(app, crafted_db):
+    at = app(crafted_db, x="exp", w="none").run()
+    assert top_model(at) == "big"  # no resource weighted: PePR is performance
+    at.slider(key="c_w_energy").set_value(1.0).run()
+    assert top_model(at) == "tiny"
+    assert "w" not in at.query_params  # energy:1 is the default, left out of the link
+
+
+def test_url_restores_controls(app, crafted_db):
+    at = app(crafted_db, x="exp", w="energy:0.5,co2:0.5", n="max", a="3", ci="FRA", t="15").run()
+    assert at.multiselect(key="c_x").value == ["exp"]
+    assert at.slider(key="c_w_energy").value == 0.5
+    assert at.slider(key="c_w_co2").value == 0.5
+    assert at.slider(key="c_w_train_time").value == 0.0
+    assert at.radio(key="c_n").value == "max"
+    assert at.number_input(key="c_a").value == 3.0
+    assert at.radio(key="c_ci").value == "country"
+    assert at.selectbox(key="c_ci_country").value == "FRA"
+    assert at.number_input(key="c_t").value == 15.0
+    assert "Energy 50%, CO2 50%" in " ".join(texts(at, "caption"))
+    # and a change goes back into the URL
+    at.radio(key="c_n").set_value("minmax").run()
+    assert "n" not in at.query_params
+    assert at.query_params["a"] in ("3", ["3"])
+
+
+def test_bad_url_values_fall_back_to_defaults(app, crafted_db):
+    at = app(crafted_db, x="nope", w="energy:7,bogus:1", n="zzz", a="-1", t="abc").run()
+    assert not at.exception
+    assert at.multiselect(key="c_x").value == ["exp", "scratch"]
+    assert at.slider(key="c_w_energy").value == 0.0
+    assert at.radio(key="c_n").value == "minmax"
+    assert at.number_input(key="c_a").value == 1.0
+    assert at.number_input(key="c_t").value is None
+
+
+def test_carbon_intensity_what_if_changes_co2_ranking(app, db, rows):
+    run, _ = rows
+    # `dirty` used little energy on a dirty grid: cheaper in CO2 as measured, dearer once
+    # both runs are put on the same grid.
+    path = db(
+        [
+            run("a", "clean", performance=0.9, energy_kwh=4.0, co2_kg=0.2),
+            run("b", "dirty", performance=0.9, energy_kwh=2.0, co2_kg=1.6),
+        ]
+    )
+    at = app(path, w="co2:1").run()
+    assert top_model(at) == "clean"
+    at = app(path, w="co2:1", ci="400").run()
+    assert top_model(at) == "dirty"
+
+
+def test_unmeasured_resource_is_named_not_fatal(app, db, rows):
+    run, _ = rows
+    path = db([run(f"r{i}", f"m{i}", gpu_mem_reserved_gb=None, performance=0.5 + i / 10) for i in range(3)])
+    at = app(path, w="gpu_memory:1").run()
+    assert at.slider(key="c_w_gpu_memory").disabled
+    assert any("GPU memory" in w for w in texts(at, "warning"))
+    assert top_model(at) == "m2"  # scored on performance alone
+
+
+@pytest.mark.parametrize(
+    "state, message",
+    [
+        ("missing", "No database at"),
+        ("empty", "holds no runs"),
+        ("not duckdb", "Cannot read the database"),
+        ("only failed", "No scoreable runs"),
+        ("single model", "Only one model in exp"),
+    ],
+)
+def test_hard_states_show_a_message(app, db, rows, tmp_path, state, message):
+    run, crafted = rows
+    path = tmp_path / "state.duckdb"
+    if state == "empty":
+        RunStore(path).ensure()
+    elif state == "not duckdb":
+        path.write_text("model,energy\nresnet,1\n")
+    elif state == "only failed":
+        path = db([row for row in crafted if row["status"] != "ok"])
+    elif state == "single model":
+        path = db([run("one", "solo")])
+    at = app(str(path)).run()
+    assert not at.exception
+    shown = " ".join(texts(at, "info") + texts(at, "warning"))
+    assert message in shown
+    at.switch_page("app_pages/runs.py").run()
+    assert not at.exception
+    at.switch_page("app_pages/data_page.py").run()
+    assert not at.exception and at.button(key="d_fetch")
+
+
+def test_locked_database_says_busy(app, crafted_db, monkeypatch):
+    import dashboard.data
+
+    monkeypatch.setattr(dashboard.data, "READ_TIMEOUT_S", 0.3)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb,time; c=duckdb.connect({crafted_db!r}); print('x', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        holder.stdout.readline()
+        at = app(crafted_db).run()
+        assert not at.exception
+        assert any("being written by another process" in i for i in texts(at, "info"))
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.2)
+    dashboard.data.refresh()
+    at.run()  # the retry: readable again
+    assert top_model(at) == "tiny"
