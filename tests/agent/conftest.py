@@ -1,0 +1,68 @@
+"""Shared fixtures for the agent tests: a tiny learnable .npz and a CLI runner."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# Pretrained weights must fail fast instead of retrying the Hugging Face hub for a minute.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def make_npz(path: Path, *, n=(24, 9, 9), size=16, classes=3, seed=0, **overrides) -> Path:
+    """A MedMNIST-layout file of grey images whose class sets which band is bright."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, count in zip(("train", "val", "test"), n):
+        labels = np.arange(count) % classes
+        images = rng.integers(0, 60, (count, size, size), dtype=np.uint8)
+        band = size // classes
+        for i, label in enumerate(labels):
+            images[i, label * band : (label + 1) * band] += 150
+        arrays[f"{split}_images"] = images
+        arrays[f"{split}_labels"] = labels.reshape(-1, 1)
+    arrays.update(overrides)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_npz(tmp_path_factory) -> Path:
+    return make_npz(tmp_path_factory.mktemp("data") / "tiny.npz")
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `pepr-agent` in this process; returns (exit code, stdout, stderr)."""
+    from agent.cli import main
+
+    def run(*argv: str):
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def agent_command(*argv) -> list[str]:
+    return [sys.executable, "-m", "agent", *map(str, argv)]
+
+
+def run_agent(*argv, timeout=300) -> subprocess.CompletedProcess:
+    """Run `python -m agent ...` in a fresh process from the repository root."""
+    return subprocess.run(
+        agent_command(*argv), cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def digest(path: Path) -> str | None:
+    """The file's SHA-256, or None if it does not exist."""
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
