@@ -38,7 +38,7 @@ def by_model(table: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["model", "rank", "perf_rank", "rank_change", "pepr"])
     numeric = ["performance", "pepr", "resource", *(c for c in table if c.startswith(("R_", "loss_")))]
     numeric += [c for c in RESOURCES.values() if c in table]
-    first = ["params", "model_type", "efficient"]
+    first = [c for c in ("params", "model_type", "efficient") if c in table]
     models = table.groupby("model", sort=True).agg(
         runs=("model", "size"),
         experiments=("experiment", "nunique"),
