@@ -8,6 +8,7 @@ opened, so malformed input changes nothing.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -83,10 +84,7 @@ def import_paper(
 
 def load_paper_results(data: bytes, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Parse and validate `all_results.csv` content into run and epoch rows."""
-    table = _parse_csv(data, name)
-    missing = [column for column in REQUIRED_COLUMNS if column not in table]
-    if missing:
-        raise PeprError(f"{name}: missing column(s): {', '.join(missing)}")
+    table = _parse_csv(data, name, REQUIRED_COLUMNS)
     numbers = {column: _numeric(table, column, name) for column in NUMERIC_COLUMNS}
     scores = {column: _numeric(table, column, name) for column in PERFORMANCE_COLUMNS}
     for column, values in numbers.items():
@@ -153,10 +151,7 @@ def load_paper_results(data: bytes, name: str) -> tuple[pd.DataFrame, pd.DataFra
 
 def _join_models(runs: pd.DataFrame, data: bytes, name: str) -> pd.DataFrame:
     """Fill model type and efficient flag from `model_names.csv` where the results lack them."""
-    table = _parse_csv(data, name)
-    missing = [column for column in ("model", "type", "efficient") if column not in table]
-    if missing:
-        raise PeprError(f"{name}: missing column(s): {', '.join(missing)}")
+    table = _parse_csv(data, name, ["model", "type", "efficient"])
     info = pd.DataFrame(
         {
             "model": table["model"],
@@ -206,16 +201,25 @@ def _download(url: str) -> bytes:
         raise DownloadError(f"{url}: cannot download ({reason})") from None
 
 
-def _parse_csv(data: bytes, name: str) -> pd.DataFrame:
-    if not data.strip():
-        raise PeprError(f"{name}: empty file")
+def _parse_csv(data: bytes, name: str, required: list[str]) -> pd.DataFrame:
+    """CSV content as a table of strings, every row as long as the header, `required` present."""
     try:
-        table = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise PeprError(f"{name}: not a readable CSV file ({str(error).splitlines()[0]})") from None
-    if table.empty:
+        rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise PeprError(f"{name}: not a readable CSV file ({error})") from None
+    rows = [row for row in rows if row]
+    if not rows:
+        raise PeprError(f"{name}: empty file")
+    header = [column.strip() for column in rows[0]]
+    missing = [column for column in required if column not in header]
+    if missing:
+        raise PeprError(f"{name}: missing column(s): {', '.join(missing)}")
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise PeprError(f"{name}, row {line}: {len(row)} fields, the header has {len(header)}")
+    if len(rows) == 1:
         raise PeprError(f"{name}: no rows below the header")
-    return table
+    return pd.DataFrame(rows[1:], columns=header)
 
 
 def _first_bad(bad: pd.Series) -> int:

@@ -103,7 +103,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 
 _RETRY_FIRST_DELAY_S = 0.02
-_RETRY_MAX_DELAY_S = 0.5
+_RETRY_MAX_DELAY_S = 0.25
 
 
 def job_key(config: Mapping) -> str:

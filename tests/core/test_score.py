@@ -1,0 +1,219 @@
+"""The score math against the properties the paper states, and its analyses."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pepr.errors import PeprError
+from pepr.score import (
+    compare_groups,
+    knee,
+    normalize,
+    normalize_weights,
+    parse_weights,
+    pareto_front,
+    pepr,
+    pepr_curve,
+    score,
+    split_by_params,
+)
+
+
+def runs(performance, energy, experiment="e", **columns) -> pd.DataFrame:
+    n = len(performance)
+    return pd.DataFrame(
+        {
+            "run_id": [f"r{i}" for i in range(n)],
+            "experiment": [experiment] * n if isinstance(experiment, str) else experiment,
+            "model": [f"m{i}" for i in range(n)],
+            "status": "ok",
+            "performance": performance,
+            "energy_kwh": energy,
+            **columns,
+        }
+    )
+
+
+def test_single_model_scores_its_performance():
+    table = score(runs([0.7], [5.0]), {"energy": 1}).table
+    assert table["pepr"].tolist() == [0.7]
+
+
+@pytest.mark.parametrize("normalization", ["minmax", "max"])
+def test_two_models_cheaper_keeps_p0_dearer_gets_half(normalization):
+    energy = [0.0, 3.0] if normalization == "max" else [1.0, 3.0]
+    table = score(runs([0.8, 0.9], energy), {"energy": 1}, normalization).table
+    assert table["pepr"].tolist() == pytest.approx([0.8, 0.45])
+    assert table["rank"].tolist() == [1, 2]
+    assert table["perf_rank"].tolist() == [2, 1]
+
+
+def test_alpha_100_all_but_ignores_resources():
+    assert pepr(1.0, 1.0, alpha=100) == pytest.approx(100 / 101)
+    table = score(runs([0.8, 1.0], [1.0, 3.0]), {"energy": 1}, alpha=100).table
+    assert table["pepr"].tolist() == pytest.approx([0.8, 100 / 101])
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 1), st.floats(0, 1e6, allow_subnormal=False)),
+        min_size=1,
+        max_size=30,
+    ),
+    st.sampled_from(["minmax", "max"]),
+)
+def test_pepr_lies_between_half_p_and_p(points, normalization):
+    performance, energy = zip(*points)
+    table = score(runs(list(performance), list(energy)), {"energy": 1}, normalization).table
+    p = table["performance"].to_numpy()
+    assert np.all(table["resource"].between(0, 1))
+    assert np.all(table["pepr"].to_numpy() <= p + 1e-12)
+    assert np.all(table["pepr"].to_numpy() >= p / 2 - 1e-12)
+
+
+def test_weights_are_rescaled_to_sum_one():
+    assert normalize_weights({"energy": 2, "co2": 6}) == {"energy": 0.25, "co2": 0.75}
+    assert normalize_weights({"energy": 0, "co2": 3}) == {"co2": 1.0}
+    assert parse_weights("energy=1, co2=0.5") == {"energy": 1.0, "co2": 0.5}
+    frame = runs([0.5, 0.5], [1.0, 2.0], co2_kg=[4.0, 2.0])
+    scaled = score(frame, {"energy": 2, "co2": 6}).table
+    plain = score(frame, {"energy": 0.25, "co2": 0.75}).table
+    assert scaled["pepr"].tolist() == pytest.approx(plain["pepr"].tolist())
+    # R = 0.25 * 0 + 0.75 * 1 for the first run (cheapest energy, dearest CO2), 0.25 for the second.
+    assert scaled["resource"].tolist() == pytest.approx([0.75, 0.25])
+    assert scaled["pepr"].tolist() == pytest.approx([0.5 / 1.75, 0.5 / 1.25])
+
+
+def test_all_zero_weights_ignore_resources():
+    table = score(runs([0.6, 0.9], [1.0, 100.0]), {"energy": 0}).table
+    assert table["pepr"].tolist() == [0.6, 0.9]
+
+
+def test_degenerate_ranges_give_zero_resource():
+    assert normalize([3.0, 3.0, 3.0]).tolist() == [0, 0, 0]
+    assert normalize([0.0, 0.0], "max").tolist() == [0, 0]
+    table = score(runs([0.4, 0.6], [2.0, 2.0]), {"energy": 1}).table
+    assert table["pepr"].tolist() == [0.4, 0.6]
+
+
+def test_normalisation_is_within_each_experiment():
+    frame = runs([0.5] * 4, [1.0, 2.0, 10.0, 30.0], experiment=["a", "a", "b", "b"])
+    table = score(frame, {"energy": 1}).table
+    assert table["R_energy"].tolist() == [0, 1, 0, 1]
+    assert table["rank"].tolist() == [1, 2, 1, 2]
+    shares = score(frame, {"energy": 1}, "max").table
+    assert shares["R_energy"].tolist() == pytest.approx([0.5, 1, 1 / 3, 1])
+
+
+@pytest.mark.parametrize(
+    "weights, message",
+    [
+        ({"energy": -1}, "must be a number >= 0"),
+        ({"watts": 1}, "unknown resource 'watts'"),
+        ({"energy": float("nan")}, "must be a number >= 0"),
+    ],
+)
+def test_bad_weights_are_rejected(weights, message):
+    with pytest.raises(PeprError, match=message):
+        score(runs([0.5], [1.0]), weights)
+
+
+@pytest.mark.parametrize("text", ["energy", "energy=abc", "=1"])
+def test_unparseable_weights_are_rejected(text):
+    with pytest.raises(PeprError):
+        parse_weights(text)
+
+
+@pytest.mark.parametrize("performance", [1.5, -0.1])
+def test_performance_outside_unit_interval_names_the_run(performance):
+    with pytest.raises(PeprError, match=r"run r1 \(m1 in e\): performance .* outside \[0, 1\]"):
+        score(runs([0.5, performance], [1.0, 2.0]), {"energy": 1})
+
+
+def test_bad_alpha_and_normalization_are_rejected():
+    with pytest.raises(PeprError, match="alpha"):
+        score(runs([0.5], [1.0]), {"energy": 1}, alpha=0)
+    with pytest.raises(PeprError, match="normalization"):
+        score(runs([0.5], [1.0]), {"energy": 1}, "zscore")
+
+
+def test_runs_missing_a_weighted_resource_are_excluded_with_a_reason():
+    frame = runs([0.9, 0.8, 0.7, 0.6], [1.0, np.nan, 3.0, 2.0], co2_kg=[1.0, 1.0, np.nan, 1.0])
+    frame.loc[3, "status"] = "failed"
+    result = score(frame, {"energy": 1, "co2": 1})
+    assert result.table["run_id"].tolist() == ["r0"]
+    assert dict(zip(result.excluded["run_id"], result.excluded["reason"])) == {
+        "r1": "no energy measurement",
+        "r2": "no co2 measurement",
+        "r3": "status failed",
+    }
+    # A resource with weight 0 does not exclude anyone.
+    assert score(frame, {"co2": 1}).table["run_id"].tolist() == ["r0", "r1"]
+
+
+def test_loss_terms_split_the_gap_between_performance_and_pepr():
+    frame = runs([0.9, 0.5, 0.7], [1.0, 2.0, 3.0], co2_kg=[3.0, 1.0, 2.0])
+    table = score(frame, {"energy": 1, "co2": 3}).table
+    gap = table["performance"] - table["pepr"]
+    assert (table["loss_energy"] + table["loss_co2"]).tolist() == pytest.approx(gap.tolist())
+    # Run r1: R_energy = 0.5, R_co2 = 0, so energy accounts for all of its loss.
+    assert table.loc[1, "loss_co2"] == 0
+    assert table.loc[1, "loss_energy"] == pytest.approx(gap[1])
+
+
+def test_pareto_front_and_knee():
+    performance = np.array([0.50, 0.80, 0.85, 0.86, 0.70, 0.60])
+    resource = np.array([0.00, 0.10, 0.50, 1.00, 0.60, 0.05])
+    front = pareto_front(performance, resource)
+    assert front.tolist() == [True, True, True, True, False, True]
+    assert knee(performance, resource, front) == 1
+
+
+def test_pareto_front_ties_keep_one_point():
+    front = pareto_front([0.5, 0.5, 0.6], [1.0, 1.0, 1.0])
+    assert front.tolist() == [False, False, True]
+
+
+def test_knee_of_tiny_fronts():
+    assert knee([], []) is None
+    assert knee([0.3], [2.0]) == 0
+    assert knee([0.9, 0.5], [1.0, 0.0]) == 1  # no bend: ties go to the smaller resource
+
+
+def test_pepr_curve_peaks_at_diminishing_returns():
+    energy = [1.0, 2.0, 3.0, 4.0]
+    accuracy = [0.50, 0.80, 0.85, 0.86]
+    curve = pepr_curve(energy, accuracy)
+    assert curve.resource.tolist() == [0.25, 0.5, 0.75, 1.0]
+    assert curve.pepr.tolist() == pytest.approx([0.5 / 1.25, 0.8 / 1.5, 0.85 / 1.75, 0.86 / 2])
+    assert curve.peak == 1
+
+
+def test_pepr_curve_ties_go_to_the_smallest_resource():
+    curve = pepr_curve([2.0, 1.0, 3.0], [0.5, 0.5, 0.5], normalization="minmax", alpha=1e9)
+    assert curve.peak == 1
+
+
+def test_split_by_params_and_group_comparison():
+    labels, threshold = split_by_params([1e6, 2e6, 3e6, 4e6, 5e6])
+    assert threshold == 3e6
+    assert labels.tolist() == ["small", "small", "small", "large", "large"]
+    assert split_by_params([1, 10], threshold=5)[0].tolist() == ["small", "large"]
+
+    values = [0.1, 0.2, 0.3, 0.7, 0.8, 0.9]
+    groups = ["small"] * 3 + ["large"] * 3
+    result = compare_groups(values, groups, "small", "large")
+    assert (result["n_a"], result["n_b"]) == (3, 3)
+    assert result["median_a"] == pytest.approx(0.2)
+    assert result["median_b"] == pytest.approx(0.8)
+    # Welch's t: difference 0.6, each variance 0.01, so t = 0.6 / sqrt(0.01/3 * 2) = 7.35, df = 4.
+    assert result["welch_p"] == pytest.approx(0.00183, abs=1e-4)
+    assert result["mannwhitney_p"] == pytest.approx(0.1)
+
+
+def test_group_comparison_with_too_few_values_has_no_p_values():
+    result = compare_groups([0.5, 0.6, 0.7], ["a", "b", "b"], "a", "b")
+    assert result["welch_p"] is None and result["mannwhitney_p"] is None
+    assert result["median_a"] == 0.5

@@ -1,0 +1,223 @@
+"""The DuckDB run store: schema and migrations, idempotent writes, concurrent access."""
+
+import datetime as dt
+import subprocess
+import sys
+import textwrap
+
+import duckdb
+import pandas as pd
+import pytest
+
+from pepr.errors import PeprError, StoreError
+from pepr.store import SCHEMA_VERSION, RunStore, is_estimate, job_key, merge
+
+
+def run(run_id, **fields):
+    base = dict(
+        run_id=run_id,
+        job_key=f"key-{run_id}",
+        experiment="exp",
+        model="resnet18",
+        source="agent",
+        status="ok",
+        performance=0.5,
+        energy_kwh=0.01,
+    )
+    return {**base, **fields}
+
+
+def test_a_new_file_gets_the_current_schema(tmp_path):
+    store = RunStore(tmp_path / "runs.duckdb")
+    assert not store.exists()
+    store.ensure()
+    with duckdb.connect(str(store.path), read_only=True) as con:
+        version = con.execute("SELECT value FROM pepr_meta WHERE key = 'schema_version'").fetchall()
+        tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    assert version == [(str(SCHEMA_VERSION),)]
+    assert {"runs", "epochs", "pepr_meta"} <= tables
+    assert store.runs().empty and store.epochs().empty and store.job_statuses() == {}
+
+
+def test_an_empty_duckdb_file_is_migrated_on_first_write(tmp_path):
+    path = tmp_path / "empty.duckdb"
+    duckdb.connect(str(path)).close()
+    store = RunStore(path)
+    assert store.runs().empty  # readable before any pepr table exists
+    store.record_run(run("a"))
+    assert store.runs()["run_id"].tolist() == ["a"]
+
+
+def test_a_newer_schema_is_refused(tmp_path):
+    store = RunStore(tmp_path / "new.duckdb")
+    store.ensure()
+    with duckdb.connect(str(store.path)) as con:
+        con.execute("UPDATE pepr_meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(StoreError, match="newer pepr"):
+        store.runs()
+    with pytest.raises(StoreError, match="newer pepr"):
+        store.record_run(run("a"))
+
+
+def test_a_file_that_is_not_duckdb_is_refused_and_kept(tmp_path):
+    path = tmp_path / "notes.duckdb"
+    path.write_text("these are my notes\n" * 100)
+    with pytest.raises(StoreError, match="not a valid DuckDB database"):
+        RunStore(path).runs()
+    with pytest.raises(StoreError, match="not a valid DuckDB database"):
+        RunStore(path).record_run(run("a"))
+    assert path.read_text() == "these are my notes\n" * 100
+
+
+def test_a_foreign_duckdb_file_is_refused(tmp_path):
+    path = tmp_path / "other.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE sales (x INTEGER)")
+    with pytest.raises(StoreError, match="not a pepr database"):
+        RunStore(path).runs()
+
+
+def test_missing_and_unwritable_paths(tmp_path):
+    with pytest.raises(StoreError, match="no such database file"):
+        RunStore(tmp_path / "absent.duckdb").runs()
+    with pytest.raises(StoreError, match="No such file or directory"):
+        RunStore(tmp_path / "no" / "dir" / "x.duckdb").ensure()
+    with pytest.raises(StoreError, match="is a directory"):
+        RunStore(tmp_path).ensure()
+
+
+def test_record_run_moves_a_run_from_running_to_ok_with_its_epochs(tmp_path):
+    store = RunStore(tmp_path / "runs.duckdb")
+    started = dt.datetime(2026, 1, 1, 12, 0, 0)
+    store.record_run(run("a", status="running", performance=None, started_at=started))
+    assert store.runs()["status"].tolist() == ["running"]
+    epochs = [dict(epoch=1, test_metric=0.4), dict(epoch=2, test_metric=0.5)]
+    store.record_run(run("a", started_at=started), epochs)
+    store.record_run(run("a", started_at=started), epochs)
+    stored = store.runs()
+    assert stored[["run_id", "status", "performance"]].values.tolist() == [["a", "ok", 0.5]]
+    assert stored["started_at"].tolist() == [pd.Timestamp(started)]
+    assert store.epochs()[["epoch", "test_metric"]].values.tolist() == [[1, 0.4], [2, 0.5]]
+
+
+def test_unknown_columns_and_statuses_are_rejected(tmp_path):
+    store = RunStore(tmp_path / "runs.duckdb")
+    with pytest.raises(PeprError, match="unknown run column"):
+        store.record_run(run("a", accuracy=0.9))
+    with pytest.raises(StoreError, match="CHECK constraint"):
+        store.record_run(run("a", status="done"))
+    assert not store.exists()  # a failed first write leaves no file behind
+
+
+def test_append_is_idempotent_on_run_id(tmp_path):
+    store = RunStore(tmp_path / "runs.duckdb")
+    runs = pd.DataFrame([run("a"), run("b"), run("b")])
+    epochs = pd.DataFrame({"run_id": ["a", "b"], "epoch": [1, 1], "test_metric": [0.5, 0.5]})
+    assert store.append(runs, epochs) == 2
+    assert store.append(runs, epochs) == 0
+    assert len(store.runs()) == 2 and len(store.epochs()) == 2
+
+
+def test_job_statuses_prefer_ok_then_the_latest_attempt(tmp_path):
+    store = RunStore(tmp_path / "runs.duckdb")
+    t0 = dt.datetime(2026, 1, 1)
+    store.append(
+        pd.DataFrame(
+            [
+                run("a1", job_key="A", status="failed", started_at=t0),
+                run("a2", job_key="A", status="ok", started_at=t0 + dt.timedelta(hours=1)),
+                run("a3", job_key="A", status="interrupted", started_at=t0 + dt.timedelta(hours=2)),
+                run("b1", job_key="B", status="failed", started_at=t0),
+                run("b2", job_key="B", status="interrupted", started_at=t0 + dt.timedelta(hours=1)),
+            ]
+        )
+    )
+    assert store.job_statuses() == {"A": "ok", "B": "interrupted"}
+
+
+def test_reads_filter_by_status_and_experiment(tmp_path):
+    store = RunStore(tmp_path / "runs.duckdb")
+    store.append(
+        pd.DataFrame([run("a"), run("b", status="failed"), run("c", experiment="other")])
+    )
+    assert store.runs(status="ok")["run_id"].tolist() == ["a", "c"]
+    assert store.runs(experiments=["exp"])["run_id"].tolist() == ["a", "b"]
+    assert store.runs(status=["failed"], experiments=["exp"])["run_id"].tolist() == ["b"]
+    summary = store.summary()
+    assert summary.values.tolist() == [
+        ["exp", "agent", "failed", 1],
+        ["exp", "agent", "ok", 1],
+        ["other", "agent", "ok", 1],
+    ]
+
+
+def test_merge_is_idempotent(tmp_path):
+    first, second = RunStore(tmp_path / "a.duckdb"), RunStore(tmp_path / "b.duckdb")
+    first.record_run(run("a"), [dict(epoch=1, test_metric=0.5)])
+    second.record_run(run("b"))
+    target = tmp_path / "all.duckdb"
+    assert merge([first.path, second.path], target) == 2
+    assert merge([first.path, second.path], target) == 0
+    assert sorted(RunStore(target).runs()["run_id"]) == ["a", "b"]
+    assert len(RunStore(target).epochs()) == 1
+    with pytest.raises(PeprError, match="into itself"):
+        merge([target], target)
+
+
+def test_job_key_is_deterministic_and_order_free():
+    assert job_key({"model": "a", "seed": 1}) == job_key({"seed": 1, "model": "a"})
+    assert job_key({"model": "a", "seed": 1}) != job_key({"model": "a", "seed": 2})
+
+
+def test_estimated_methods_are_recognised():
+    assert is_estimate("tdp-estimate") and is_estimate("ram-estimate")
+    assert not is_estimate("rapl") and not is_estimate("gpu-energy-counter") and not is_estimate(None)
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from pepr.store import RunStore
+    store = RunStore(sys.argv[1])
+    for i in range(int(sys.argv[2])):
+        store.record_run(
+            dict(run_id=f"r{i:04d}", job_key=f"k{i}", experiment="e", model="m",
+                 source="agent", status="ok", performance=0.5),
+            [dict(epoch=1, test_metric=0.5)],
+        )
+    """
+)
+READER = textwrap.dedent(
+    """
+    import sys, time
+    from pepr.store import RunStore
+    store = RunStore(sys.argv[1])
+    counts = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        counts.append(len(store.runs()))
+        if counts[-1] == int(sys.argv[2]):
+            break
+        time.sleep(0.01)  # a dashboard polls; it does not spin
+    assert counts == sorted(counts), "a reader saw runs disappear"
+    print(len(counts), counts[-1])
+    """
+)
+
+
+def test_one_writer_and_two_readers_share_the_file(tmp_path):
+    path, total = tmp_path / "shared.duckdb", 60
+    RunStore(path).ensure()
+    readers = [
+        subprocess.Popen([sys.executable, "-c", READER, str(path), str(total)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    writer = subprocess.run([sys.executable, "-c", WRITER, str(path), str(total)], capture_output=True, text=True, timeout=180)
+    assert writer.returncode == 0, writer.stderr
+    for reader in readers:
+        out, err = reader.communicate(timeout=180)
+        assert reader.returncode == 0, err
+        reads, last = map(int, out.split())
+        assert last == total and reads >= 1
+    assert len(RunStore(path).runs()) == total
+    assert len(RunStore(path).epochs()) == total
