@@ -137,10 +137,11 @@ def rank_probabilities(table: pd.DataFrame, top: int = 15) -> alt.Chart:
 
 def distributions(frame: pd.DataFrame, value: str, title: str) -> alt.Chart:
     """Two groups side by side: box plots (median line) over the individual values."""
-    base = alt.Chart(frame).encode(x=alt.X("group:N", title=None))
+    order = list(frame["group"].cat.categories) if hasattr(frame["group"], "cat") else None
+    base = alt.Chart(frame).encode(x=alt.X("group:N", title=None, sort=order, axis=alt.Axis(labelAngle=0)))
     box = base.mark_boxplot(extent="min-max", opacity=0.5, size=40).encode(
         y=alt.Y(f"{value}:Q", title=title, scale=alt.Scale(zero=False)),
-        color=alt.Color("group:N", legend=None),
+        color=alt.Color("group:N", legend=None, sort=order),
     )
     dots = (
         base.transform_calculate(jitter="random() - 0.5")
@@ -151,7 +152,7 @@ def distributions(frame: pd.DataFrame, value: str, title: str) -> alt.Chart:
             tooltip=["model:N", "experiment:N", alt.Tooltip(f"{value}:Q", format=".3f")],
         )
     )
-    return alt.layer(box, dots).properties(height=300, width=220)
+    return alt.layer(box, dots).properties(height=300)
 
 
 def learning_curves(curves: pd.DataFrame, x: str, x_title: str) -> alt.Chart:

@@ -1,5 +1,6 @@
 """Comparisons (paper, Fig. 3 a-c): pretrained vs scratch, full vs reduced data, small vs large."""
 
+import pandas as pd
 import streamlit as st
 
 from dashboard import charts, views
@@ -19,19 +20,30 @@ def render(view: View) -> None:
     st.caption("Each run's PePR is relative to its own experiment. p-values: Welch t-test, Mann-Whitney U.")
     for title, frame in found.items():
         st.subheader(title)
-        left, right, stats = st.columns([1, 1, 1.4])
-        left.altair_chart(charts.distributions(frame, "performance", "performance"))
-        right.altair_chart(charts.distributions(frame, "pepr", "PePR"))
-        stats.dataframe(_readable(views.comparison_stats(frame)), hide_index=True)
+        left, right = st.columns(2)
+        left.altair_chart(charts.distributions(frame, "performance", "performance"), width="stretch")
+        right.altair_chart(charts.distributions(frame, "pepr", "PePR"), width="stretch")
+        st.dataframe(_readable(views.comparison_stats(frame)), hide_index=True, width="stretch")
 
 
 def _readable(table):
+    """One row per measure: n and median of each group, then the two p-values."""
+    a, b = table["a"].iloc[0], table["b"].iloc[0]
+
     def p(value):
         return "n/a" if value is None else ("< 0.001" if value < 0.001 else f"{value:.3f}")
 
-    return table.assign(
-        welch_p=table["welch_p"].map(p), mannwhitney_p=table["mannwhitney_p"].map(p)
-    ).rename(columns={"welch_p": "Welch p", "mannwhitney_p": "Mann-Whitney p"})
+    return pd.DataFrame(
+        {
+            "measure": table["measure"],
+            f"n {a}": table["n_a"],
+            f"n {b}": table["n_b"],
+            f"median {a}": table["median_a"].round(4),
+            f"median {b}": table["median_b"].round(4),
+            "Welch p": table["welch_p"].map(p),
+            "Mann-Whitney p": table["mannwhitney_p"].map(p),
+        }
+    )
 
 
 render(current("scores"))

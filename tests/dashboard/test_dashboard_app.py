@@ -155,3 +155,22 @@ def test_locked_database_says_busy(app, crafted_db, monkeypatch):
     dashboard.data.refresh()
     at.run()  # the retry: readable again
     assert top_model(at) == "tiny"
+
+
+
+def test_curves_offer_recorded_axes_and_mark_the_peak(app, crafted_db, db, rows):
+    at = app(crafted_db, x="exp").run()
+    at.switch_page("app_pages/curves.py").run()
+    assert at.radio(key="k_x").options == ["cumulative energy (kWh)", "cumulative time (s)", "epochs"]
+    peaks = at.dataframe[-1].value
+    # test 0.5, 0.75, 0.8, 0.81 at a quarter of the energy each: PePR peaks at epoch 2
+    assert list(peaks["peak epoch"]) == [2, 2, 2]
+    run, _ = rows
+    import pandas as pd
+
+    bare = db([run("p1", "m1")], pd.DataFrame({"run_id": "p1", "epoch": [1, 2], "test_metric": [0.5, 0.6]}), name="bare")
+    at = app(bare).run()
+    at.switch_page("app_pages/curves.py").run()
+    assert not at.exception
+    assert at.radio(key="k_x").options == ["epochs"]
+    assert any("epochs stand in" in c for c in texts(at, "caption"))
