@@ -174,3 +174,44 @@ def test_curves_offer_recorded_axes_and_mark_the_peak(app, crafted_db, db, rows)
     assert not at.exception
     assert at.radio(key="k_x").options == ["epochs"]
     assert any("epochs stand in" in c for c in texts(at, "caption"))
+
+
+def upload(at, name: str, content: bytes):
+    at.get("file_uploader")[0].set_value((name, content, "text/csv")).run()
+    at.button(key="d_import").click().run()
+    return at
+
+
+def test_data_page_imports_an_upload_into_a_new_database(app, tmp_path, paper_dir):
+    head = b"".join((paper_dir / "all_results.csv").read_bytes().splitlines(keepends=True)[:4])
+    path = str(tmp_path / "new.duckdb")
+    at = app(path).run()
+    assert any("No database at" in i for i in texts(at, "info"))
+    at.switch_page("app_pages/data_page.py").run()
+    upload(at, "all_results.csv", head)
+    assert not at.exception
+    assert any("Imported 3 new run(s)" in s for s in texts(at, "success"))
+    assert len(RunStore(path).runs()) == 3
+    at.switch_page("app_pages/explorer.py").run()
+    assert at.get("vega_lite_chart")  # the new runs are scored at once
+
+
+def test_data_page_rejects_a_bad_upload_with_its_reason(app, crafted_db):
+    at = app(crafted_db).run()
+    at.switch_page("app_pages/data_page.py").run()
+    upload(at, "mine.csv", b"model,dataset\nresnet,derma\n")
+    assert not at.exception
+    (message,) = texts(at, "error")
+    assert message.startswith("Import failed: mine.csv: missing column(s): num_param")
+    assert len(RunStore(crafted_db).runs()) == 8  # nothing written
+
+
+def test_runs_page_lists_every_status_and_flags_estimates(app, crafted_db):
+    at = app(crafted_db).run()
+    at.switch_page("app_pages/runs.py").run()
+    table = at.dataframe[-1].value
+    assert set(table["status"]) == {"ok", "failed", "interrupted"}
+    assert table["energy_estimated"].all()  # every crafted run estimates its RAM energy
+    assert "CUDA out of memory" in set(table["error"].dropna())
+    at.multiselect(key="r_status").set_value(["failed"]).run()
+    assert list(at.dataframe[-1].value["model"]) == ["broken"]
