@@ -45,15 +45,15 @@ def database_path() -> str:
     ).strip()
 
 
-def _load(path: str) -> tuple[pd.DataFrame | None, str | None]:
-    """All runs, or the hard state that prevents reading them."""
+def _load(path: str, read=data.runs) -> tuple[pd.DataFrame | None, str | None]:
+    """All runs (through `read`), or the hard state that prevents reading them."""
     if not path or not RunStore(path).exists():
         return None, (
             f"No database at `{path}`. Run the agent to record runs, or import the paper's "
             "published results on the **Data** page."
         )
     try:
-        runs = data.runs(path)
+        runs = read(path)
     except StoreBusyError:
         return None, "The database is being written by another process (the agent?)."
     except StoreError as error:
@@ -68,10 +68,10 @@ def _load(path: str) -> tuple[pd.DataFrame | None, str | None]:
 
 @st.fragment(run_every=RETRY_S)
 def _retry(path: str, problem: str) -> None:
-    """Look again every few seconds; reload the app once the state has changed."""
+    """Look again every few seconds (quickly, uncached); reload the app once it changed."""
     st.caption(f"Checking again every {RETRY_S} s.")
-    data.refresh()
-    if _load(path)[1] != problem:
+    if _load(path, lambda p: RunStore(p, timeout=0.5).runs())[1] != problem:
+        data.refresh()
         st.rerun()
 
 

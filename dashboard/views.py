@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import numpy as np
 import pandas as pd
 
 from pepr.score import RESOURCES, compare_groups, pepr_curve, split_by_params

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 
 from pepr.store import RunStore
@@ -166,8 +167,6 @@ def test_curves_offer_recorded_axes_and_mark_the_peak(app, crafted_db, db, rows)
     # test 0.5, 0.75, 0.8, 0.81 at a quarter of the energy each: PePR peaks at epoch 2
     assert list(peaks["peak epoch"]) == [2, 2, 2]
     run, _ = rows
-    import pandas as pd
-
     bare = db([run("p1", "m1")], pd.DataFrame({"run_id": "p1", "epoch": [1, 2], "test_metric": [0.5, 0.6]}), name="bare")
     at = app(bare).run()
     at.switch_page("app_pages/curves.py").run()
