@@ -43,9 +43,9 @@ class Scored:
     """The result of `score`.
 
     `table`: the scored runs, with `R_<resource>` (normalised) for each weighted resource,
-    `resource` (their weighted sum), `pepr`, `rank` (1 = best PePR in its experiment),
-    `perf_rank` (the same by performance alone) and `loss_<resource>` (how much of the gap
-    between performance and PePR each resource accounts for).
+    `resource` (their weighted sum), `pepr`, `rank` (1 = best PePR in its experiment) and
+    `loss_<resource>` (how much of the gap between performance and PePR each resource
+    accounts for).
     `excluded`: runs left out, with the reason.
     """
 
@@ -102,19 +102,47 @@ def normalize(values, method: str = "minmax", groups=None) -> np.ndarray:
     `minmax`: (r - min) / (max - min); `max`: r / max. A degenerate range gives 0.
     """
     _check_normalization(method)
-    values = pd.Series(np.asarray(values, dtype=float))
-    if groups is None:
-        high = np.full(len(values), values.max())
-        low = np.full(len(values), values.min())
-    else:
-        grouped = values.groupby(np.asarray(groups), sort=False)
-        high = grouped.transform("max").to_numpy()
-        low = grouped.transform("min").to_numpy()
-    if method == "max":
-        low = np.zeros(len(values))
+    values = np.asarray(values, dtype=float)
+    codes = np.zeros(len(values), dtype=np.intp) if groups is None else pd.factorize(np.asarray(groups))[0]
+    return _normalize_codes(values, codes, method)
+
+
+def _normalize_codes(values: np.ndarray, codes: np.ndarray, method: str) -> np.ndarray:
+    """`normalize` with groups given as integer codes 0..G-1."""
+    n_groups = int(codes.max()) + 1 if len(codes) else 0
+    high = np.full(n_groups, -np.inf)
+    np.maximum.at(high, codes, values)
+    low = np.zeros(n_groups)
+    if method == "minmax":
+        low = np.full(n_groups, np.inf)
+        np.minimum.at(low, codes, values)
     span = high - low
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(span > 0, (values.to_numpy() - low) / span, 0.0)
+    scale = np.divide(1.0, span, out=np.zeros(n_groups), where=span > 0)
+    return (values - low[codes]) * scale[codes]
+
+
+def _rank_descending(values: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Rank within each group, 1 for the largest value; ties share the smallest rank."""
+    n = len(values)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    n_groups = int(codes.max()) + 1
+    by_value = np.argsort(values)[::-1]
+    # A stable sort of 16-bit codes is a radix sort: cheap next to the sort by value.
+    order = by_value[np.argsort(codes[by_value], kind="stable")]
+    sorted_codes, sorted_values = codes[order], values[order]
+    position = np.arange(n)
+    new_tie = np.ones(n, dtype=bool)
+    new_tie[1:] = (sorted_codes[1:] != sorted_codes[:-1]) | (sorted_values[1:] != sorted_values[:-1])
+    tie_start = np.maximum.accumulate(np.where(new_tie, position, 0))
+    group_start = np.concatenate(([0], np.cumsum(np.bincount(codes, minlength=n_groups))[:-1]))
+    ranks = np.empty(n, dtype=np.int64)
+    ranks[order] = tie_start - group_start[sorted_codes] + 1
+    return ranks
+
+
+def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
+    return frame[name].to_numpy(dtype=float, na_value=np.nan)
 
 
 def score(
@@ -134,50 +162,49 @@ def score(
     _check_alpha(alpha)
     _check_normalization(normalization)
     frame = runs.reset_index(drop=True)
-    reasons = pd.Series("", index=frame.index, dtype=object)
+    performance = _column(frame, "performance")
+    costs = {name: _column(frame, RESOURCES[name]) for name in weights}
 
-    def exclude(mask, reason) -> None:
-        reasons[np.asarray(mask) & (reasons == "")] = reason
+    status = frame["status"] if "status" in frame else pd.Series("ok", index=frame.index)
+    problems = [(status != "ok").to_numpy(), np.isnan(performance), *(np.isnan(cost) for cost in costs.values())]
+    dropped = np.logical_or.reduce(problems)
+    reasons = ["status " + status[dropped].astype(str).to_numpy(dtype=object), "no performance"]
+    reasons += [f"no {name} measurement" for name in costs]
+    excluded = frame.loc[dropped, [c for c in ("run_id", group_by, "model") if c in frame]]
+    excluded = excluded.assign(
+        reason=np.select([problem[dropped] for problem in problems], reasons, "")
+    ).reset_index(drop=True)
+    if dropped.any():
+        keep = ~dropped
+        frame = frame[keep].reset_index(drop=True)
+        performance = performance[keep]
+        costs = {name: cost[keep] for name, cost in costs.items()}
 
-    if "status" in frame:
-        exclude(frame["status"] != "ok", "status " + frame["status"].astype(str))
-    exclude(frame["performance"].isna(), "no performance")
-    for name in weights:
-        exclude(frame[RESOURCES[name]].isna(), f"no {name} measurement")
-
-    keep = (reasons == "").to_numpy()
-    table = frame[keep].reset_index(drop=True)
-    excluded = frame.loc[~keep, [c for c in ("run_id", group_by, "model") if c in frame]]
-    excluded = excluded.assign(reason=reasons[~keep]).reset_index(drop=True)
-
-    performance = table["performance"].astype(float)
-    bad = ~performance.between(0.0, 1.0)
+    bad = (performance < 0) | (performance > 1)
     if bad.any():
-        row = table[bad].iloc[0]
+        row = frame.iloc[int(np.flatnonzero(bad)[0])]
         raise PeprError(
             f"run {row.get('run_id', row.name)} ({row.get('model', '?')} in "
             f"{row.get(group_by, '?')}): performance {row['performance']} is outside [0, 1]"
         )
 
-    groups = table[group_by].to_numpy()
-    weighted = np.zeros(len(table))
+    codes = pd.factorize(frame[group_by])[0]
+    codes = codes.astype(np.uint16) if len(codes) and codes.max() < 1 << 16 else codes
+    columns = {f"R_{name}": _normalize_codes(cost, codes, normalization) for name, cost in costs.items()}
+    weighted = np.zeros(len(frame))
     for name, weight in weights.items():
-        table[f"R_{name}"] = normalize(table[RESOURCES[name]], normalization, groups)
-        weighted += weight * table[f"R_{name}"].to_numpy()
-    table["resource"] = weighted
-    table["pepr"] = pepr(performance, weighted, alpha)
-    gap = performance.to_numpy() - table["pepr"].to_numpy()
+        weighted += weight * columns[f"R_{name}"]
+    scores = pepr(performance, weighted, alpha)
+    gap = performance - scores
     for name, weight in weights.items():
-        share = np.divide(
-            weight * table[f"R_{name}"].to_numpy(),
-            weighted,
-            out=np.zeros(len(table)),
-            where=weighted > 0,
-        )
-        table[f"loss_{name}"] = gap * share
-    by_group = table.groupby(group_by, sort=False)
-    table["rank"] = by_group["pepr"].rank(method="min", ascending=False).astype(int)
-    table["perf_rank"] = by_group["performance"].rank(method="min", ascending=False).astype(int)
+        share = np.divide(weight * columns[f"R_{name}"], weighted, out=np.zeros(len(frame)), where=weighted > 0)
+        columns[f"loss_{name}"] = gap * share
+    columns.update(
+        resource=weighted,
+        pepr=scores,
+        rank=_rank_descending(scores, codes),
+    )
+    table = pd.concat([frame, pd.DataFrame(columns, index=frame.index)], axis=1)
     return Scored(table=table, excluded=excluded, weights=weights)
 
 

@@ -47,7 +47,6 @@ def test_two_models_cheaper_keeps_p0_dearer_gets_half(normalization):
     table = score(runs([0.8, 0.9], energy), {"energy": 1}, normalization).table
     assert table["pepr"].tolist() == pytest.approx([0.8, 0.45])
     assert table["rank"].tolist() == [1, 2]
-    assert table["perf_rank"].tolist() == [2, 1]
 
 
 def test_alpha_100_all_but_ignores_resources():
@@ -161,6 +160,17 @@ def test_loss_terms_split_the_gap_between_performance_and_pepr():
     # Run r1: R_energy = 0.5, R_co2 = 0, so energy accounts for all of its loss.
     assert table.loc[1, "loss_co2"] == 0
     assert table.loc[1, "loss_energy"] == pytest.approx(gap[1])
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from("abc"), st.sampled_from([0.1, 0.2, 0.5, 0.9, 1.0])), min_size=1, max_size=40)
+)
+def test_ranks_match_pandas_min_ranking_within_experiments(rows):
+    experiments, performance = zip(*rows)
+    frame = runs(list(performance), [1.0] * len(rows), experiment=list(experiments))
+    table = score(frame, {}).table
+    expected = table.groupby("experiment")["pepr"].rank(method="min", ascending=False).astype(int)
+    assert table["rank"].tolist() == expected.tolist()
 
 
 def test_pareto_front_and_knee():
