@@ -5,12 +5,14 @@ import streamlit as st
 from dashboard import views
 from dashboard.sidebar import View, current
 
-CAPS = {  # column -> (label, unit scale shown to the user)
+CAPS = {  # column -> (label, scale of the number the user types)
     "energy_kwh": ("Energy (kWh)", 1.0),
     "gpu_mem_reserved_gb": ("GPU memory (GB)", 1.0),
     "train_time_s": ("Training time (s)", 1.0),
     "params": ("Parameters (millions)", 1e6),
 }
+LABELS = {"rank": "PePR rank", "pepr": "PePR", **{c: label for c, (label, _) in CAPS.items()}}
+LABELS["params"] = "parameters"
 
 
 def render(view: View) -> None:
@@ -22,7 +24,11 @@ def render(view: View) -> None:
     st.caption("Leave a cap empty for no limit. Scores stay relative to the whole experiment.")
     caps = {}
     for col, (column, (label, scale)) in zip(st.columns(len(CAPS)), CAPS.items()):
-        value = col.number_input(label, min_value=0.0, value=None, placeholder="no cap", key=f"b_{column}")
+        unmeasured = models[column].isna().all()
+        value = col.number_input(
+            label + (" — not measured" if unmeasured else ""),
+            min_value=0.0, value=None, placeholder="no cap", key=f"b_{column}", disabled=unmeasured,
+        )
         caps[column] = None if value is None else value * scale
     feasible, excluded = views.budget(models, caps)
     if feasible.empty:
@@ -36,10 +42,11 @@ def render(view: View) -> None:
         right.metric("Best feasible by PePR", by_pepr["model"], border=True)
         right.caption(f"performance {by_pepr['performance']:.3f}, PePR {by_pepr['pepr']:.3f}")
     st.subheader(f"Feasible: {len(feasible)} of {len(models)} models")
-    st.dataframe(feasible[["rank", "model", "pepr", "performance", *CAPS]], hide_index=True, width="stretch")
+    shown = feasible[["rank", "model", "pepr", "performance", *CAPS]].dropna(axis=1, how="all")
+    st.dataframe(shown.rename(columns=LABELS), hide_index=True, width="stretch")
     if len(excluded):
         st.subheader(f"Excluded: {len(excluded)}")
-        st.dataframe(excluded, hide_index=True, width="stretch")
+        st.dataframe(excluded.rename(columns=LABELS), hide_index=True, width="stretch")
 
 
 render(current("scores"))

@@ -64,8 +64,8 @@ def render(view: View) -> None:
     if best["model"] == strongest["model"]:
         _card(right, "Choosing by PePR costs", "nothing", "it is also the top model by performance")
     else:
-        saved = ", ".join(f"{ratio:.2g}× less {label}" for label, ratio in top["saved"].items())
-        _card(right, "Choosing by PePR costs", f"{top['points_lost']:.1f} performance points", f"and uses {saved}" if saved else "no resource data to compare")
+        saved = ", ".join(_times(ratio, label) for label, ratio in top["saved"].items())
+        _card(right, "Choosing by PePR costs", f"{top['points_lost']:.1f} points", f"of performance, and uses {saved}" if saved else "of performance (no resource data to compare)")
 
     threshold = view.controls.threshold_m
     _, cut = split_by_params(models["params"].dropna(), None if threshold is None else threshold * 1e6)
@@ -90,6 +90,11 @@ def render(view: View) -> None:
     shown = ranking(models, view.weights)
     st.dataframe(shown, hide_index=True, width="stretch", column_config=_formats(shown))
     st.download_button("Download CSV", shown.to_csv(index=False), "pepr-ranking.csv", "text/csv")
+
+
+def _times(ratio: float, label: str) -> str:
+    """`3.1× less energy` (or `2× more` where the top-PePR model uses more)."""
+    return f"{ratio:.2g}× less {label}" if ratio >= 1 else f"{1 / ratio:.2g}× more {label}"
 
 
 def _card(column, label: str, value: str, note: str) -> None:

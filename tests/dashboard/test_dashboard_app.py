@@ -41,7 +41,8 @@ def test_explorer_shows_what_matters(app, crafted_db):
     assert list(ranking["performance rank"]) == [3, 2, 1]
     # the energy term takes off performance - PePR: 0.95 - 0.95 / 2 for `big`
     assert ranking.set_index("model").loc["big", "lowered by energy"] == pytest.approx(0.475)
-    assert "and uses 10× less energy, 10× less CO2, 20× less GPU memory" in texts(at, "caption")
+    assert "of performance, and uses 10× less energy, 10× less CO2, 20× less GPU memory" in texts(at, "caption")
+    assert at.metric[2].value == "15.0 points"
 
 
 def test_energy_weight_decides_the_top_model(app, crafted_db):
@@ -214,3 +215,15 @@ def test_runs_page_lists_every_status_and_flags_estimates(app, crafted_db):
     assert "CUDA out of memory" in set(table["error"].dropna())
     at.multiselect(key="r_status").set_value(["failed"]).run()
     assert list(at.dataframe[-1].value["model"]) == ["broken"]
+
+
+def test_budget_pick_respects_caps(app, crafted_db):
+    at = app(crafted_db, x="exp", w="none").run()
+    at.switch_page("app_pages/budget.py").run()
+    assert [m.value for m in at.metric] == ["big", "big"]  # no caps, no resource weight
+    at.number_input(key="b_gpu_mem_reserved_gb").set_value(10.0).run()
+    assert [m.value for m in at.metric] == ["mid", "mid"]
+    excluded = at.dataframe[-1].value
+    assert list(excluded["model"]) == ["big"] and excluded["reason"].iloc[0] == "gpu_mem_reserved 20 > 10"
+    at.number_input(key="b_params").set_value(0.5).run()  # 0.5 M parameters: nothing fits
+    assert any("No model fits" in w for w in texts(at, "warning"))
