@@ -42,7 +42,9 @@ def render(view: View) -> None:
     st.markdown(f"From the authors' repository, pinned: `{PAPER_RESULTS_URL}` (SHA-256 `{PAPER_RESULTS_SHA256[:16]}…`)")
     if st.button("Download and import", key="d_fetch"):
         _run_import(view, None)
-    upload = st.file_uploader(f"…or upload `all_results.csv` (at most {MAX_UPLOAD_MB} MB)", type="csv", key="d_upload")
+    upload = st.file_uploader(
+        "…or upload `all_results.csv`", type="csv", key="d_upload", max_upload_size=MAX_UPLOAD_MB
+    )
     if upload is not None:
         if upload.size > MAX_UPLOAD_MB * 1_000_000:
             st.error(f"{upload.name} is larger than {MAX_UPLOAD_MB} MB.")

@@ -227,3 +227,15 @@ def test_budget_pick_respects_caps(app, crafted_db):
     assert list(excluded["model"]) == ["big"] and excluded["reason"].iloc[0] == "gpu_mem_reserved 20 > 10"
     at.number_input(key="b_params").set_value(0.5).run()  # 0.5 M parameters: nothing fits
     assert any("No model fits" in w for w in texts(at, "warning"))
+
+
+def test_data_page_fetch_reports_the_outcome(app, tmp_path):
+    path = str(tmp_path / "fetched.duckdb")
+    at = app(path).run()
+    at.switch_page("app_pages/data_page.py").run()
+    at.button(key="d_fetch").click().run()
+    assert not at.exception
+    outcome = texts(at, "success") + texts(at, "error")
+    assert len(outcome) == 1
+    # offline: the download fails with the URL named; online: 1,048 runs arrive
+    assert "cannot download" in outcome[0] or "Imported 1048 new run(s)" in outcome[0]
