@@ -96,6 +96,7 @@ def _seed(runs: pd.DataFrame, experiments: list[str], metrics: list[str]) -> Non
     state["c_n"] = start.normalization
     state["c_a"] = float(start.alpha)
     code = start.intensity.upper()
+    state["c_ci_value"] = 400.0  # a typical grid, until the user types another
     if code in carbon.countries():
         state["c_ci"], state["c_ci_country"] = "country", code
     elif carbon.intensity(start.intensity) is not None:
@@ -153,7 +154,7 @@ def _controls(runs: pd.DataFrame, best_val: bool) -> tuple[Controls, set[str]]:
             format_func=lambda c: f"{countries[c][0]} ({c}), {countries[c][1]:.0f} g/kWh",
         )
     elif mode == "custom":
-        intensity = f"{sb.number_input('g CO2eq per kWh', min_value=0.0, value=400.0, step=10.0, key='c_ci_value'):g}"
+        intensity = f"{sb.number_input('g CO2eq per kWh', min_value=0.0, step=10.0, key='c_ci_value'):g}"
     threshold = sb.number_input(
         "Small/large threshold (M parameters)", min_value=0.0, value=None, step=1.0, key="c_t", placeholder="median"
     )
