@@ -131,14 +131,16 @@ def _controls(runs: pd.DataFrame, best_val: bool) -> tuple[Controls, set[str]]:
     has = views.measured(scope)
     sb.markdown("**Resource weights**")
     raw = {}
-    for name, (label, unit) in RESOURCES.items():
-        off = name not in has
-        suffix = " — not measured here" if off else (f" ({unit})" if unit else "")
-        raw[name] = sb.slider(f"{label}{suffix}", 0.0, 1.0, step=0.05, key=f"c_w_{name}", disabled=off)
+    for name, (label, unit) in RESOURCES.items():  # labels stay fixed: they are the widget's identity
+        label = f"{label} ({unit})" if unit else label
+        raw[name] = sb.slider(label, 0.0, 1.0, step=0.05, key=f"c_w_{name}", disabled=name not in has)
     shown = normalize_weights({k: v for k, v in raw.items() if k in has})
     sb.caption(
         "Normalised: " + (", ".join(f"{RESOURCES[k][0]} {v:.0%}" for k, v in shown.items()) or "none (PePR = performance)")
     )
+    missing = [RESOURCES[k][0] for k in RESOURCES if k not in has]
+    if missing:
+        sb.caption(f"Not measured in these experiments (greyed out): {', '.join(missing)}.")
     normalization = sb.radio(
         "Normalisation per experiment", list(NORMALIZATION_LABELS), format_func=NORMALIZATION_LABELS.get, key="c_n", horizontal=True
     )

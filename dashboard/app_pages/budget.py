@@ -21,13 +21,15 @@ def render(view: View) -> None:
     if models.empty:
         st.warning("No scoreable runs in the selected experiments.")
         return
-    st.caption("Leave a cap empty for no limit. Scores stay relative to the whole experiment.")
+    unmeasured = [c for c in CAPS if models[c].isna().all()]
+    st.caption(
+        "Leave a cap empty for no limit. Scores stay relative to the whole experiment."
+        + (f" Not measured here (greyed out): {', '.join(CAPS[c][0] for c in unmeasured)}." if unmeasured else "")
+    )
     caps = {}
     for col, (column, (label, scale)) in zip(st.columns(len(CAPS)), CAPS.items()):
-        unmeasured = models[column].isna().all()
         value = col.number_input(
-            label + (" — not measured" if unmeasured else ""),
-            min_value=0.0, value=None, placeholder="no cap", key=f"b_{column}", disabled=unmeasured,
+            label, min_value=0.0, value=None, placeholder="no cap", key=f"b_{column}", disabled=column in unmeasured
         )
         caps[column] = None if value is None else value * scale
     feasible, excluded = views.budget(models, caps)

@@ -102,6 +102,7 @@ def test_unmeasured_resource_is_named_not_fatal(app, db, rows):
     path = db([run(f"r{i}", f"m{i}", gpu_mem_reserved_gb=None, performance=0.5 + i / 10) for i in range(3)])
     at = app(path, w="gpu_memory:1").run()
     assert at.slider(key="c_w_gpu_memory").disabled
+    assert "Not measured in these experiments (greyed out): GPU memory." in texts(at, "caption")
     assert any("GPU memory" in w for w in texts(at, "warning"))
     assert top_model(at) == "m2"  # scored on performance alone
 
