@@ -92,12 +92,14 @@ def from_query(
     )
 
 
-def to_query(controls: Controls, experiments: Sequence[str]) -> dict[str, str | list[str]]:
+def to_query(
+    controls: Controls, experiments: Sequence[str], metrics: Sequence[str] = ()
+) -> dict[str, str | list[str]]:
     """Query parameters for controls; defaults are left out to keep links short."""
     query: dict[str, str | list[str]] = {}
     if set(controls.experiments) != set(experiments):
         query["x"] = list(controls.experiments)
-    if controls.metric:
+    if controls.metric and controls.metric != next(iter(metrics), None):
         query["m"] = controls.metric
     if controls.performance != "final":
         query["p"] = controls.performance

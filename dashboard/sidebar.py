@@ -160,6 +160,7 @@ def _controls(runs: pd.DataFrame, best_val: bool) -> tuple[Controls, set[str]]:
     threshold = sb.number_input(
         "Small/large threshold (M parameters)", min_value=0.0, value=None, step=1.0, key="c_t", placeholder="median"
     )
+    sb.caption("The address bar holds these settings: copy it to share this view.")
     controls = Controls(
         experiments=tuple(chosen or experiments),
         metric=metric,
@@ -173,9 +174,11 @@ def _controls(runs: pd.DataFrame, best_val: bool) -> tuple[Controls, set[str]]:
     return controls, has
 
 
-def _mirror(controls: Controls, experiments: list[str]) -> None:
+def _mirror(controls: Controls, runs: pd.DataFrame) -> None:
     """Write the controls into the URL (only when they changed)."""
-    query = to_query(controls, experiments)
+    experiments = sorted(runs["experiment"].dropna().unique())
+    metrics = sorted(runs.loc[runs["status"] == "ok", "metric"].dropna().unique())
+    query = to_query(controls, experiments, metrics)
     current = {key: st.query_params.get_all(key) for key in st.query_params}
     wanted = {key: value if isinstance(value, list) else [value] for key, value in query.items()}
     if current != wanted:
@@ -205,7 +208,7 @@ def _view(path: str) -> View:
     epochs = data.epochs(path)
     best_val = bool(epochs[["val_metric", "test_metric"]].notna().all(axis=1).any())
     controls, has = _controls(runs, best_val)
-    _mirror(controls, sorted(runs["experiment"].dropna().unique()))
+    _mirror(controls, runs)
     scope = runs[runs["experiment"].isin(controls.experiments)]
     if controls.metric is not None:
         scope = scope[scope["metric"] == controls.metric]

@@ -68,14 +68,18 @@ def render(view: View) -> None:
         _card(right, "Choosing by PePR costs", f"{top['points_lost']:.1f} points", f"of performance, and uses {saved}" if saved else "of performance (no resource data to compare)")
 
     threshold = view.controls.threshold_m
-    _, cut = split_by_params(models["params"].dropna(), None if threshold is None else threshold * 1e6)
+    sized = models["params"].dropna()
+    cut = split_by_params(sized, None if threshold is None else threshold * 1e6)[1] if len(sized) else 0.0
     front = pareto_front(models["performance"], models["resource"])
     knee_at = knee(models["performance"], models["resource"], front)
     left, right = st.columns(2)
     with left:
         st.subheader("PePR against model size")
         color = st.radio("Colour by", list(charts.COLOR_BY), format_func=charts.COLOR_BY.get, horizontal=True, key="e_color")
-        st.altair_chart(charts.pepr_vs_params(models, cut, color), width="stretch")
+        if models["params"].notna().any():
+            st.altair_chart(charts.pepr_vs_params(models, cut, color), width="stretch")
+        else:
+            st.info("No parameter counts recorded for these models.")
     with right:
         st.subheader("Performance against resource")
         st.caption("Shading and dotted lines: PePR iso-lines. Red: the Pareto front and its knee.")

@@ -34,7 +34,7 @@ def test_controls_round_trip_through_the_url(experiments, weights, normalization
         intensity=intensity,
         threshold_m=threshold,
     )
-    back = from_query(to_query(controls, EXPERIMENTS), EXPERIMENTS, ["accuracy"])
+    back = from_query(to_query(controls, EXPERIMENTS, ["accuracy"]), EXPERIMENTS, ["accuracy"])
     assert set(back.experiments) == set(experiments)
     assert {k: v for k, v in back.weights.items() if v > 0} == {k: v for k, v in weights.items() if v > 0}
     assert (back.normalization, back.alpha, back.intensity, back.threshold_m) == (
@@ -43,7 +43,8 @@ def test_controls_round_trip_through_the_url(experiments, weights, normalization
 
 
 def test_default_controls_make_an_empty_link():
-    assert to_query(Controls(experiments=tuple(EXPERIMENTS)), EXPERIMENTS) == {}
+    assert to_query(Controls(experiments=tuple(EXPERIMENTS), metric="acc"), EXPERIMENTS, ["acc", "f1"]) == {}
+    assert to_query(Controls(experiments=("a",), metric="f1"), EXPERIMENTS, ["acc", "f1"]) == {"x": ["a"], "m": "f1"}
     assert from_query({}, EXPERIMENTS, ["accuracy"]).weights == DEFAULT_WEIGHTS
 
 
