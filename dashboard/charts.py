@@ -21,7 +21,7 @@ def pepr_vs_params(models: pd.DataFrame, threshold: float, color: str = "model_t
     """PePR against parameter count (log x), the small-model region shaded (paper, Fig. 3d)."""
     data = models.dropna(subset=["params"]).assign(
         group=lambda d: d[color].astype("string").fillna("unknown")
-    )
+    )[["model", "params", "performance", "pepr", "rank", "group"]]
     low = float(data["params"].min()) if len(data) else 1.0
     region = pd.DataFrame({"x0": [min(low, threshold) * 0.9], "x1": [threshold]})
     shade = (
@@ -53,7 +53,9 @@ def performance_vs_resource(
 ) -> alt.Chart:
     """Performance against weighted normalised resource over shaded PePR iso-lines, the Pareto
     front drawn and its knee marked (paper, Fig. 4a)."""
-    data = models.assign(front=np.asarray(front, dtype=bool))
+    data = models[["model", "performance", "pepr", "rank", "resource"]].assign(
+        front=np.asarray(front, dtype=bool)
+    )
     p_low = float(min(data["performance"].min(), 1.0)) if len(data) else 0.0
     p_low = max(0.0, np.floor(p_low * 20) / 20 - 0.05)
     r_grid, p_grid = np.meshgrid(np.linspace(0, 1, 41), np.linspace(p_low, 1, 41))
@@ -135,24 +137,45 @@ def rank_probabilities(table: pd.DataFrame, top: int = 15) -> alt.Chart:
     )
 
 
-def distributions(frame: pd.DataFrame, value: str, title: str) -> alt.Chart:
-    """Two groups side by side: box plots (median line) over the individual values."""
+def distributions(frame: pd.DataFrame, value: str, title: str, max_dots: int = 600) -> alt.Chart:
+    """Two groups side by side: boxes (quartiles, min-max whiskers, median tick) computed here,
+    over the individual values where there are at most `max_dots` of them."""
     order = list(frame["group"].cat.categories) if hasattr(frame["group"], "cat") else None
-    base = alt.Chart(frame).encode(x=alt.X("group:N", title=None, sort=order, axis=alt.Axis(labelAngle=0)))
-    box = base.mark_boxplot(extent="min-max", opacity=0.5, size=40).encode(
-        y=alt.Y(f"{value}:Q", title=title, scale=alt.Scale(zero=False)),
+    stats = (
+        frame.groupby("group", observed=True)[value]
+        .quantile([0.0, 0.25, 0.5, 0.75, 1.0])
+        .unstack()
+        .set_axis(["low", "q1", "median", "q3", "high"], axis=1)
+        .reset_index()
+        .astype({"group": str})
+    )
+    x = alt.X("group:N", title=None, sort=order, axis=alt.Axis(labelAngle=0))
+    base = alt.Chart(stats).encode(x=x)
+    whisker = base.mark_rule(color="#555").encode(
+        y=alt.Y("low:Q", title=title, scale=alt.Scale(zero=False)), y2="high:Q"
+    )
+    box = base.mark_bar(size=40, opacity=0.5).encode(
+        y="q1:Q",
+        y2="q3:Q",
         color=alt.Color("group:N", legend=None, sort=order),
+        tooltip=["group:N", *(alt.Tooltip(f"{c}:Q", format=".3f") for c in ("low", "q1", "median", "q3", "high"))],
     )
-    dots = (
-        base.transform_calculate(jitter="random() - 0.5")
-        .mark_circle(size=14, opacity=0.45, color="#333")
-        .encode(
-            y=f"{value}:Q",
-            xOffset=alt.XOffset("jitter:Q", scale=alt.Scale(domain=[-1, 1])),
-            tooltip=["model:N", "experiment:N", alt.Tooltip(f"{value}:Q", format=".3f")],
+    median = base.mark_tick(size=40, thickness=2, color="black").encode(y="median:Q")
+    layers = [whisker, box, median]
+    if len(frame) <= max_dots:
+        dots = (
+            alt.Chart(frame[["group", value, "model", "experiment"]].astype({"group": str}))
+            .transform_calculate(jitter="random() - 0.5")
+            .mark_circle(size=14, opacity=0.45, color="#333")
+            .encode(
+                x=x,
+                y=f"{value}:Q",
+                xOffset=alt.XOffset("jitter:Q", scale=alt.Scale(domain=[-1, 1])),
+                tooltip=["model:N", "experiment:N", alt.Tooltip(f"{value}:Q", format=".3f")],
+            )
         )
-    )
-    return alt.layer(box, dots).properties(height=300)
+        layers.append(dots)
+    return alt.layer(*layers).properties(height=300)
 
 
 def learning_curves(curves: pd.DataFrame, x: str, x_title: str) -> alt.Chart:

@@ -101,8 +101,7 @@ def comparisons(table: pd.DataFrame, threshold: float | None) -> dict[str, pd.Da
         rows = frame.dropna(subset=[column])
         if rows.empty:
             continue
-        key = rows[keys].astype("string").fillna("?").agg("|".join, axis=1)
-        both = rows.groupby(key)[column].transform("nunique") == 2
+        both = rows.groupby(keys, dropna=False)[column].transform("nunique") == 2
         rows = rows[both.to_numpy()]
         if rows[column].nunique() == 2:
             group = rows[column].astype(bool).map(labels)

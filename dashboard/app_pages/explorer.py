@@ -41,7 +41,7 @@ def ranking(models: pd.DataFrame, weights: dict) -> pd.DataFrame:
         "params": "parameters",
         "runs": "runs",
     }
-    return models[list(columns)].rename(columns=columns)
+    return models[list(columns)].rename(columns=columns).round(4)
 
 
 def render(view: View) -> None:
@@ -92,7 +92,7 @@ def render(view: View) -> None:
         + "'lowered by' columns: how much each resource term took off the performance."
     )
     shown = ranking(models, view.weights)
-    st.dataframe(shown, hide_index=True, width="stretch", column_config=_formats(shown))
+    st.dataframe(shown, hide_index=True, width="stretch", column_config={"parameters": st.column_config.NumberColumn(format="localized")})
     st.download_button("Download CSV", shown.to_csv(index=False), "pepr-ranking.csv", "text/csv")
 
 
@@ -105,13 +105,6 @@ def _card(column, label: str, value: str, note: str) -> None:
     with column.container(border=True):
         st.metric(label, value)
         st.caption(note)
-
-
-def _formats(shown: pd.DataFrame) -> dict:
-    floats = [c for c in shown if c in ("PePR", "performance", "R") or c.startswith("lowered")]
-    config = {c: st.column_config.NumberColumn(format="%.4f") for c in floats}
-    config["parameters"] = st.column_config.NumberColumn(format="localized")
-    return config
 
 
 render(current("scores"))

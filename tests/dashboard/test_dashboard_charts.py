@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from dashboard import charts
 
@@ -68,12 +69,18 @@ def test_rank_probabilities_orders_models_by_top5():
 
 
 def test_distributions_box_per_group():
-    frame = MODELS.assign(experiment="exp", group=["large", "large", "small"])
+    frame = MODELS.assign(experiment="exp", group=pd.Categorical(["large", "large", "small"], ["small", "large"]))
     spec = charts.distributions(frame, "pepr", "PePR").to_dict()
-    box, dots = spec["layer"]
-    assert box["mark"]["type"] == "boxplot"
-    assert box["encoding"]["y"]["field"] == "pepr"
-    assert dots["encoding"]["xOffset"]["field"] == "jitter"
+    whisker, box, median, dots = spec["layer"]
+    boxes = {row["group"]: row for row in layer_data(spec, 0)}
+    assert boxes["large"]["median"] == pytest.approx((0.475 + 0.623) / 2)
+    assert (boxes["large"]["low"], boxes["large"]["high"]) == (0.475, 0.623)
+    assert boxes["small"]["q1"] == boxes["small"]["q3"] == 0.8
+    assert box["encoding"]["x"]["sort"] == ["small", "large"]
+    assert median["mark"]["type"] == "tick"
+    assert dots["encoding"]["xOffset"]["field"] == "jitter" and len(layer_data(spec, 3)) == 3
+    crowded = charts.distributions(frame, "pepr", "PePR", max_dots=2).to_dict()
+    assert [layer["mark"]["type"] for layer in crowded["layer"]] == ["rule", "bar", "tick"]
 
 
 def test_curves_mark_the_peak():
