@@ -123,7 +123,9 @@ def _exec(con: duckdb.DuckDBPyConnection, sql: str, params=None) -> list[tuple]:
 
 
 def _is_lock_conflict(error: Exception) -> bool:
-    return "lock" in str(error).lower()
+    """Another process holds the file, or this one has it open in the other mode."""
+    message = str(error).lower()
+    return "lock" in message or "different configuration" in message
 
 
 def _connect(path: Path, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnection:
