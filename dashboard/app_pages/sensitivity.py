@@ -1,6 +1,5 @@
 """Sensitivity: how robust the ranking is to the weights."""
 
-import pandas as pd
 import streamlit as st
 
 from dashboard import charts
@@ -22,7 +21,7 @@ def render(view: View) -> None:
     taus = {
         "performance only": kendall_tau(models["pepr"], models["performance"]),
         "energy only (least first)": kendall_tau(models["pepr"], -models["energy_kwh"])
-        if models.get("energy_kwh", pd.Series(dtype=float)).notna().all()
+        if models["energy_kwh"].notna().all()
         else None,
     }
     cols = st.columns(len(taus))

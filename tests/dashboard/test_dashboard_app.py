@@ -240,3 +240,14 @@ def test_data_page_fetch_reports_the_outcome(app, tmp_path):
     assert len(outcome) == 1
     # offline: the download fails with the URL named; online: 1,048 runs arrive
     assert "cannot download" in outcome[0] or "Imported 1048 new run(s)" in outcome[0]
+
+
+def test_sensitivity_page_probabilities_and_tau(app, crafted_db):
+    at = app(crafted_db, x="exp", w="energy:0.5,co2:0.5").run()
+    at.switch_page("app_pages/sensitivity.py").run()
+    # PePR order tiny > mid > big is the reverse of performance order, and equals energy order
+    assert [m.value for m in at.metric] == ["-1.00", "1.00"]
+    table = at.dataframe[-1].value.set_index("model")
+    assert table.loc["tiny", "P(rank 1)"] == 1.0  # cheapest in energy and CO2 alike
+    assert table["P(top 5)"].tolist() == [1.0, 1.0, 1.0]  # only three models
+    assert at.get("vega_lite_chart")
