@@ -21,9 +21,12 @@ def notes(view: View) -> None:
     table = view.scored.table
     single = table.groupby("experiment")["model"].nunique().loc[lambda s: s == 1]
     if len(single):
-        st.info(
-            f"Only one model in {', '.join(single.index)}: there its PePR equals its performance."
+        effect = (
+            "its PePR equals its performance"
+            if view.controls.normalization == "minmax"
+            else "under share of max its R is 1 for every resource"
         )
+        st.info(f"Only one model in {', '.join(single.index)}: nothing to compare it with, so {effect}.")
 
 
 def ranking(models: pd.DataFrame, weights: dict) -> pd.DataFrame:
