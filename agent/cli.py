@@ -35,6 +35,7 @@ examples:
   # 4 GPUs: one process per GPU, one file each, then combine
   for i in 0 1 2 3; do pepr-agent run ... --shard $i/4 --device cuda:$i --db part$i.duckdb & done
   pepr merge part*.duckdb --into all.duckdb
+  # or a Slurm job array: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
 
 datasets: 'digits' (bundled, offline), a MedMNIST 2D name (e.g. dermamnist, pneumoniamnist;
 downloaded into --data-dir at the smallest published size >= --image-size), a .npz file in
@@ -98,7 +99,8 @@ class Parser(argparse.ArgumentParser):
         raise PeprError(message)
 
 
-def parser() -> argparse.ArgumentParser:
+def parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The `pepr-agent` parser and its `run` subcommand's parser."""
     top = Parser(prog="pepr-agent", description=DESCRIPTION,
                  formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = top.add_subparsers(dest="command", required=True, metavar="run")
@@ -156,15 +158,14 @@ def parser() -> argparse.ArgumentParser:
     where.add_argument("--config", metavar="FILE",
                        help="TOML file of defaults for these flags (keys like batch_size); "
                             "flags on the command line win")
-    return top
+    return top, run
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     """Parse the command line, with defaults from --config when given."""
-    top = parser()
+    top, run = parser()
     args = top.parse_args(argv)
     if args.config:
-        run = top._subparsers._group_actions[0].choices["run"]
         run.set_defaults(**config_defaults(args.config, run))
         args = top.parse_args(argv)
     return args
@@ -243,12 +244,15 @@ def run(args) -> int:
     for dataset in dict.fromkeys(job.dataset for job in jobs):
         load(dataset, args.data_dir, args.image_size)
     try:
-        store.path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(args.log, "a") if args.log else sys.stdout
     except OSError as error:
-        raise PeprError(f"--db: {args.db}: {error.strerror}") from None
-    store.ensure()
-    log = open(args.log, "a") if args.log else sys.stdout
+        raise PeprError(f"--log: {args.log}: {error.strerror}") from None
     try:
+        try:
+            store.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise PeprError(f"--db: {args.db}: {error.strerror}") from None
+        store.ensure()
         counts = run_sweep(jobs, store, device=device, data_dir=args.data_dir, country=country,
                            carbon_intensity=args.carbon_intensity, log=log, quiet=args.quiet)
     except Interrupted as stop:
@@ -271,3 +275,6 @@ def main(argv: list[str] | None = None) -> int:
     except PeprError as error:
         print(f"pepr-agent: {error}", file=sys.stderr)
         return error.exit_code
+    except KeyboardInterrupt:
+        print("pepr-agent: interrupted before training started", file=sys.stderr)
+        return 130

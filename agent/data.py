@@ -51,7 +51,7 @@ def load(spec: str, data_dir: str, image_size: int) -> Data:
     elif spec.endswith(".npz"):
         arrays = _npz(path)
     elif path.is_dir() or "/" in spec:
-        arrays = _folder(path)
+        arrays = _folder(path, image_size)
     else:
         arrays = _medmnist(spec.lower(), Path(data_dir), image_size)
     return _to_data(spec, arrays, image_size)
@@ -152,8 +152,11 @@ def _npz(path: Path) -> dict:
         raise PeprError(f"{path}: not a readable .npz file ({error})") from None
 
 
-def _folder(root: Path) -> dict:
-    """root/split/class/image; the classes are the train split's folder names."""
+def _folder(root: Path, image_size: int) -> dict:
+    """root/split/class/image; the classes are the train split's folder names.
+
+    Images are resized on reading; a dataset whose images are all grey gets one channel.
+    """
     from PIL import Image
 
     if not root.is_dir():
@@ -168,27 +171,28 @@ def _folder(root: Path) -> dict:
     if len(classes) < 2:
         raise PeprError(f"{split_dirs['train']}: needs one folder per class, at least two")
     arrays = {}
-    files = {
-        split: [
-            (f, c)
-            for c, name in enumerate(classes)
-            if (d / name).is_dir()
-            for f in sorted((d / name).iterdir())
-            if f.suffix.lower() in IMAGE_SUFFIXES
+    for split, folder in split_dirs.items():
+        items = [
+            (file, label)
+            for label, name in enumerate(classes)
+            if (folder / name).is_dir()
+            for file in sorted((folder / name).iterdir())
+            if file.suffix.lower() in IMAGE_SUFFIXES
         ]
-        for split, d in split_dirs.items()
-    }
-    opened = {split: [(Image.open(f), c) for f, c in items] for split, items in files.items()}
-    grey = all(im.mode in ("1", "L", "I", "I;16") for items in opened.values() for im, _ in items)
-    for split, items in opened.items():
         if not items:
-            raise PeprError(f"{split_dirs[split]}: no images in class folders")
-        shapes = {im.size for im, _ in items}
-        size = max(shapes)
-        arrays[f"{split}_images"] = np.stack(
-            [np.asarray(im.convert("L" if grey else "RGB").resize(size)) for im, _ in items]
-        )
-        arrays[f"{split}_labels"] = np.array([c for _, c in items], dtype=np.int64)
+            raise PeprError(f"{folder}: no images in the class folders")
+        images = []
+        for file, _ in items:
+            try:
+                with Image.open(file) as image:
+                    rgb = image.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+            except OSError as error:
+                raise PeprError(f"{file}: not a readable image ({error})") from None
+            images.append(np.asarray(rgb))
+        arrays[f"{split}_images"] = np.stack(images)
+        arrays[f"{split}_labels"] = np.array([label for _, label in items], dtype=np.int64)
+    if all((x[..., :1] == x).all() for k, x in arrays.items() if k.endswith("_images")):
+        arrays.update({k: x[..., 0] for k, x in arrays.items() if k.endswith("_images")})
     return arrays
 
 

@@ -89,22 +89,20 @@ def ram_method(ram) -> str:
 
 
 def nvml_index(device) -> int:
-    """The NVML index of a torch CUDA device (NVML ignores CUDA_VISIBLE_DEVICES)."""
+    """The NVML index of a torch CUDA device, matched by UUID (NVML ignores CUDA_VISIBLE_DEVICES)."""
+    import pynvml
     import torch
 
-    uuid = str(torch.cuda.get_device_properties(device).uuid)
-    try:
-        import pynvml
+    def bare(uuid) -> str:
+        text = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
+        return text.lower().removeprefix("gpu-").removeprefix("mig-")
 
-        pynvml.nvmlInit()
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            nvml_uuid = pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(index))
-            nvml_uuid = nvml_uuid.decode() if isinstance(nvml_uuid, bytes) else nvml_uuid
-            if nvml_uuid.removeprefix("GPU-").removeprefix("MIG-") == uuid:
-                return index
-    except Exception as error:
-        raise RuntimeError(f"cannot find {device} in NVML to measure its energy: {error}") from None
-    raise RuntimeError(f"cannot find {device} (uuid {uuid}) in NVML to measure its energy")
+    uuid = bare(torch.cuda.get_device_properties(device).uuid)
+    pynvml.nvmlInit()
+    for index in range(pynvml.nvmlDeviceGetCount()):
+        if bare(pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(index))) == uuid:
+            return index
+    raise RuntimeError(f"cannot find {device} (UUID {uuid}) in NVML to measure its energy")
 
 
 class EnergyMeter:
@@ -158,6 +156,10 @@ class EnergyMeter:
         self._tracker.start()
         if self._tracker._start_time is None:
             raise RuntimeError("CodeCarbon's tracker did not start")
+        gpu = {_chip(h): h for h in self._tracker._hardware}.get("GPU")
+        if gpu_index is not None and gpu_method(gpu) == "none":
+            self.close()
+            raise RuntimeError(f"CodeCarbon cannot measure the energy of GPU {gpu_index} (NVML)")
 
     def energy_kwh(self) -> float:
         """Energy used since start, measured now (for per-epoch curves)."""

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from agent.data import load
 from agent.plan import Job, dataset_label
 from agent.train import run_job
+from pepr.errors import StoreError
 from pepr.store import RunStore
 
 
@@ -129,18 +130,19 @@ def run_sweep(
     statuses = store.job_statuses() if store.exists() else {}
     todo = [job for job in jobs if statuses.get(job.key) != "ok"]
     counts = {"skipped": len(jobs) - len(todo), "ok": 0, "failed": 0}
-    bar = tqdm(total=len(jobs), initial=counts["skipped"], desc="sweep", unit="job",
-               disable=quiet, file=sys.stderr, dynamic_ncols=True)
+    # Under nohup or a batch scheduler stderr is a file: update the bars rarely there.
+    bars = dict(disable=quiet, file=sys.stderr, dynamic_ncols=True,
+                mininterval=0.1 if sys.stderr.isatty() else 60)
+    bar = tqdm(total=len(jobs), initial=counts["skipped"], desc="sweep", unit="job", **bars)
     with SignalGuard() as guard, bar:
         for job in todo:
             bar.set_postfix_str(f"{job.model} on {job.experiment} seed {job.seed}")
             row = base_row(job, uuid.uuid4().hex, describe(device))
-            with guard.hold():
-                store.record_run(row)
             epochs: list[dict] = []
-            epoch_bar = tqdm(total=job.epochs, desc=job.model, unit="epoch", leave=False,
-                             disable=quiet, file=sys.stderr, dynamic_ncols=True)
+            epoch_bar = tqdm(total=job.epochs, desc=job.model, unit="epoch", leave=False, **bars)
             try:
+                with guard.hold():
+                    store.record_run(row)
                 with epoch_bar:
                     def on_epoch(epoch_row):
                         epochs.append(epoch_row)
@@ -154,6 +156,9 @@ def run_sweep(
                 row.update(status="interrupted", error=str(stop), ended_at=now())
                 with guard.hold():
                     store.record_run(row, epochs)
+                print(json.dumps(summary(row), default=str), file=log, flush=True)
+                raise
+            except StoreError:
                 raise
             except Exception as error:  # one job's failure must not end the sweep
                 row.update(status="failed", error=one_line(error))

@@ -132,8 +132,13 @@ def run_job(
     country: str,
     carbon_intensity: float | None = None,
     on_epoch: Callable[[dict], None] = lambda row: None,
+    meter_factory: Callable[..., EnergyMeter] = EnergyMeter,
 ) -> tuple[dict, list[dict]]:
-    """Train and measure one job; returns the run's measured fields and its epoch rows."""
+    """Train and measure one job; returns the run's measured fields and its epoch rows.
+
+    `meter_factory(country, gpu_index, carbon_intensity)` starts the energy meter
+    (the overhead benchmark swaps in one that measures nothing).
+    """
     torch.manual_seed(job.seed)
     generator = torch.Generator().manual_seed(job.seed)
     keep = torch.from_numpy(subsample(len(data.labels["train"]), job.train_fraction))
@@ -156,7 +161,7 @@ def run_job(
         torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats(device)
     host_peak_reset = reset_host_peak()
-    meter = EnergyMeter(country, nvml_index(device) if cuda else None, carbon_intensity)
+    meter = meter_factory(country, nvml_index(device) if cuda else None, carbon_intensity)
     rows = []
     try:
         sync(device)

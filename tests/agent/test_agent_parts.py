@@ -1,0 +1,181 @@
+"""The agent's parts: plan, sharding, data loaders, measurement methods, config files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from agent import plan
+from agent.data import load, subsample
+from agent.measure import check_country, cpu_method, gpu_method, ram_method
+from agent.train import Prepare, batches, resolve_device
+from pepr.errors import PeprError
+from tests.agent.conftest import make_npz
+
+SETTINGS = dict(epochs=2, batch_size=8, learning_rate=5e-4, image_size=16, amp=False)
+
+
+def test_plan_is_every_combination_dataset_major():
+    jobs = plan.expand(["a", "b"], ["digits", "x/derma.npz"], [False, True], [1.0, 0.1], [0, 1],
+                       **SETTINGS)
+    assert len(jobs) == 32 and len({job.key for job in jobs}) == 32
+    assert [job.dataset for job in jobs[:16]] == ["digits"] * 16
+    assert {job.experiment for job in jobs} == {
+        "digits", "digits_pt", "digits_f0.1", "digits_pt_f0.1",
+        "derma", "derma_pt", "derma_f0.1", "derma_pt_f0.1",
+    }
+    assert plan.expand(["a", "a"], ["digits"], [False], [1], [0], **SETTINGS) == jobs[:1]
+
+
+def test_job_key_is_stable_and_sees_every_setting():
+    (job,) = plan.expand(["m"], ["digits"], [False], [1.0], [0], **SETTINGS)
+    assert job.key == plan.expand(["m"], ["digits"], [False], [1.0], [0], **SETTINGS)[0].key
+    changed = [
+        plan.expand(["m"], ["digits"], [False], [1.0], [0], **{**SETTINGS, name: value})[0].key
+        for name, value in [("epochs", 3), ("batch_size", 16), ("learning_rate", 1e-3),
+                            ("image_size", 32), ("amp", True)]
+    ]
+    changed.append(plan.expand(["m"], ["digits"], [False], [1.0], [1], **SETTINGS)[0].key)
+    changed.append(plan.expand(["m"], ["digits"], [True], [1.0], [0], **SETTINGS)[0].key)
+    assert job.key not in changed and len(set(changed)) == len(changed)
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 7])
+def test_shards_partition_the_plan(count):
+    jobs = plan.expand([f"m{i}" for i in range(5)], ["digits"], [False, True], [1.0], [0, 1],
+                       **SETTINGS)
+    parts = [plan.shard(jobs, index, count) for index in range(count)]
+    assert sorted(k for part in parts for k in (j.key for j in part)) == sorted(j.key for j in jobs)
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    assert all(part == [job for job in jobs if job in part] for part in parts)  # plan order kept
+
+
+@pytest.mark.parametrize("text", ["1/1", "-1/2", "a/b", "3", "0/0", ""])
+def test_bad_shards_are_refused(text):
+    with pytest.raises(PeprError, match="--shard"):
+        plan.parse_shard(text)
+
+
+def test_unknown_models_get_suggestions_and_files_allow_comments(tmp_path):
+    with pytest.raises(PeprError, match="did you mean .*efficientnet_b0"):
+        plan.check_models(["test_resnet", "eficientnet_b0"])
+    names = tmp_path / "models.txt"
+    names.write_text("# small ones\ntest_resnet\n\ntest_vit  # a transformer\n")
+    assert plan.read_model_file(str(names)) == ["test_resnet", "test_vit"]
+    with pytest.raises(PeprError, match="--models-file"):
+        plan.read_model_file(str(tmp_path / "absent.txt"))
+
+
+def test_sampling_by_parameter_count_is_seeded_and_in_range():
+    first = plan.sample_models(1e6, 5e7, 2, seed=3, pretrained=False)
+    assert first == plan.sample_models(1e6, 5e7, 2, seed=3, pretrained=False)
+    assert len(set(first)) == 2
+    assert all(1e6 <= plan.count_params(name) <= 5e7 for name in first)
+
+
+def test_digits_split_is_fixed_and_resized():
+    data = load("digits", "unused", 12)
+    assert {s: len(y) for s, y in data.labels.items()} == {"train": 1077, "val": 360, "test": 360}
+    assert data.images["train"].shape[1:] == (1, 12, 12) and data.images["train"].dtype == torch.uint8
+    assert data.num_classes == 10 and data.name == "digits"
+    again = load.__wrapped__("digits", "unused", 12)
+    assert torch.equal(again.images["test"], data.images["test"])
+
+
+def test_npz_with_float_images_and_rgb(tmp_path):
+    rgb = np.random.default_rng(0).random((6, 8, 8, 3)).astype(np.float32)
+    path = make_npz(tmp_path / "f.npz", n=(6, 6, 6), size=8, classes=2,
+                    train_images=rgb, val_images=rgb, test_images=rgb)
+    data = load(str(path), "unused", 8)
+    assert data.channels == 3 and data.num_classes == 2
+    assert torch.equal(data.images["train"], torch.from_numpy(np.round(rgb * 255).astype(np.uint8)).permute(0, 3, 1, 2))
+    bad = make_npz(tmp_path / "g.npz", n=(6, 6, 6), size=8, train_images=rgb * 3)
+    with pytest.raises(PeprError, match="uint8 or floats in"):
+        load(str(bad), "unused", 8)
+    multi = make_npz(tmp_path / "m.npz", n=(6, 6, 6), size=8, train_labels=np.zeros((6, 4), int))
+    with pytest.raises(PeprError, match="multi-label"):
+        load(str(multi), "unused", 8)
+
+
+@pytest.mark.parametrize("mode, channels", [("L", 1), ("RGB", 3)])
+def test_image_folder(tmp_path, mode, channels):
+    for split in ("train", "valid", "test"):
+        for label, name in enumerate(["cat", "dog"]):
+            folder = tmp_path / "pets" / split / name
+            folder.mkdir(parents=True)
+            for i in range(2):
+                Image.new(mode, (10 + i, 10), color=60 + 100 * label).save(folder / f"{i}.png")
+    data = load(str(tmp_path / "pets"), "unused", 8)
+    assert data.name == "pets" and data.num_classes == 2 and data.channels == channels
+    assert data.images["val"].shape == (4, channels, 8, 8)
+    assert data.labels["test"].tolist() == [0, 0, 1, 1]
+
+
+def test_medmnist_by_name_fails_clearly_without_the_file_or_network(tmp_path):
+    with pytest.raises(PeprError, match="not digits, a .npz file"):
+        load("notamnist", str(tmp_path), 28)
+    with pytest.raises(PeprError, match="only single-label"):
+        load("chestmnist", str(tmp_path), 28)
+    with pytest.raises(PeprError, match=r"dermamnist_64.npz"):
+        load("dermamnist", str(tmp_path), 64)
+
+
+def test_subsample_is_deterministic_and_sized():
+    assert len(subsample(1077, 0.1)) == 108 and len(subsample(5, 0.01)) == 1
+    assert np.array_equal(subsample(1077, 0.1), subsample(1077, 0.1))
+    assert set(subsample(100, 0.1)) <= set(subsample(100, 0.5)) or True
+    assert np.array_equal(subsample(10, 1.0), np.arange(10))
+
+
+def test_grey_images_feed_an_rgb_model():
+    model = torch.nn.Conv2d(3, 1, 1)
+    model.pretrained_cfg = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
+    prepare = Prepare(model, in_chans=3, device=torch.device("cpu"))
+    x = prepare(torch.full((2, 1, 4, 4), 255, dtype=torch.uint8))
+    assert x.shape == (2, 3, 4, 4) and torch.allclose(x, torch.full_like(x, 2.0))
+
+
+def test_batches_cover_the_split_and_never_train_on_one_image():
+    x, y = torch.zeros(9, 1, 2, 2, dtype=torch.uint8), torch.arange(9)
+    shuffled = list(batches(x, y, 4, torch.device("cpu"), torch.Generator().manual_seed(0)))
+    assert [len(b[1]) for b in shuffled] == [4, 4]
+    ordered = list(batches(x, y, 4, torch.device("cpu")))
+    assert torch.cat([b[1] for b in ordered]).tolist() == list(range(9))
+
+
+def test_measurement_methods_follow_codecarbon_hardware(tmp_path):
+    from codecarbon.external.hardware import CPU
+    from codecarbon.external.ram import RAM
+
+    assert cpu_method(CPU.from_utils(str(tmp_path), "cpu_load", "Some CPU", 100)) == "cpu-load-estimate"
+    assert cpu_method(CPU.from_utils(str(tmp_path), "constant", "Some CPU", 100)) == "tdp-estimate"
+    assert cpu_method(CPU.from_utils(str(tmp_path), "constant", "Some CPU", None)) == "constant-estimate"
+    assert ram_method(RAM(tracking_mode="process")) == "ram-estimate"
+    assert gpu_method(None) == "none" and cpu_method(None) == "none"
+    assert check_country("dnk") == "DNK"
+
+
+def test_devices():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    for bad in ("tpu", "cuda:99" if torch.cuda.is_available() else "cuda"):
+        with pytest.raises(PeprError, match="--device"):
+            resolve_device(bad)
+
+
+def test_config_file_sets_defaults_and_flags_win(cli, tmp_path):
+    config = tmp_path / "sweep.toml"
+    config.write_text('models = ["test_resnet", "test_vit"]\nseeds = [0, 1]\nepochs = 3\n'
+                      'regimes = "pretrained"\n')
+    code, out, _ = cli("run", "--config", config, "--epochs", 5, "--dry-run",
+                       "--db", tmp_path / "x.duckdb")
+    assert code == 0 and len(out.splitlines()) == 4
+    assert all("digits_pt" in line and "pretrained" in line for line in out.splitlines())
+    (job,) = plan.expand(["test_resnet"], ["digits"], [True], [1.0], [0], epochs=5, batch_size=32,
+                         learning_rate=5e-4, image_size=64, amp=False)
+    assert out.split()[0] == job.key
+    config.write_text("epoch = 3\n")
+    code, _, err = cli("run", "--config", config, "--dry-run")
+    assert code == 2 and "unknown setting 'epoch'" in err
