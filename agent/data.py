@@ -37,7 +37,8 @@ class Data:
 
 
 def subsample(n: int, fraction: float) -> np.ndarray:
-    """Indices of a deterministic `fraction` of n items (at least one), the same for every run."""
+    """Indices of a deterministic `fraction` of n items (at least one), the same for every run
+    and seed; a smaller fraction is a subset of a larger one."""
     keep = max(1, math.ceil(n * fraction))
     return np.sort(np.random.default_rng(0).permutation(n)[:keep])
 

@@ -126,7 +126,8 @@ class EnergyMeter:
             api_call_interval=-1,
             api_endpoint=None,
             api_key=None,
-            electricitymaps_api_token=None,
+            # "" and not None: None would let a config file's old co2_signal_api_token in.
+            electricitymaps_api_token="",
             emissions_endpoint=None,
             output_dir=os.getcwd(),
             output_file="emissions.csv",

@@ -53,9 +53,7 @@ def build_model(job: Job, num_classes: int, in_chans: int) -> torch.nn.Module:
         return timm.create_model(
             job.model, pretrained=job.pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs
         )
-    except Exception as error:
-        if not job.pretrained:
-            raise
+    except OSError as error:  # weights not downloadable (no network) nor in the cache
         raise RuntimeError(
             f"pretrained weights for {job.model} could not be loaded "
             f"({type(error).__name__}: {_first_line(error)})"

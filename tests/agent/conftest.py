@@ -17,7 +17,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def make_npz(path: Path, *, n=(24, 9, 9), size=16, classes=3, seed=0, **overrides) -> Path:
+def _make_npz(path: Path, *, n=(24, 9, 9), size=16, classes=3, seed=0, **overrides) -> Path:
     """A MedMNIST-layout file of grey images whose class sets which band is bright."""
     rng = np.random.default_rng(seed)
     arrays = {}
@@ -35,8 +35,14 @@ def make_npz(path: Path, *, n=(24, 9, 9), size=16, classes=3, seed=0, **override
 
 
 @pytest.fixture(scope="session")
+def make_npz():
+    """`make_npz(path, n=(train, val, test), size=16, classes=3, **arrays to replace or drop)`."""
+    return _make_npz
+
+
+@pytest.fixture(scope="session")
 def tiny_npz(tmp_path_factory) -> Path:
-    return make_npz(tmp_path_factory.mktemp("data") / "tiny.npz")
+    return _make_npz(tmp_path_factory.mktemp("data") / "tiny.npz")
 
 
 @pytest.fixture
@@ -52,17 +58,33 @@ def cli(capsys):
     return run
 
 
-def agent_command(*argv) -> list[str]:
+def _agent_command(*argv) -> list[str]:
     return [sys.executable, "-m", "agent", *map(str, argv)]
 
 
-def run_agent(*argv, timeout=300) -> subprocess.CompletedProcess:
+@pytest.fixture(scope="session")
+def agent_command():
+    """The command line of `python -m agent ARGV...`."""
+    return _agent_command
+
+
+@pytest.fixture(scope="session")
+def run_agent():
     """Run `python -m agent ...` in a fresh process from the repository root."""
-    return subprocess.run(
-        agent_command(*argv), cwd=ROOT, capture_output=True, text=True, timeout=timeout
-    )
+
+    def run(*argv, timeout=300) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            _agent_command(*argv), cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        )
+
+    return run
 
 
-def digest(path: Path) -> str | None:
-    """The file's SHA-256, or None if it does not exist."""
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+@pytest.fixture(scope="session")
+def digest():
+    """A file's SHA-256, or None if it does not exist."""
+
+    def sha256(path: Path) -> str | None:
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+    return sha256

@@ -6,12 +6,12 @@ import json
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import timm
 
 from pepr.store import RunStore, is_estimate, merge
-from tests.agent.conftest import ROOT, agent_command, digest, make_npz, run_agent
 
 COMMON = ("--epochs", 2, "--batch-size", 8, "--image-size", 16, "--quiet")
 KNOWN_METHODS = {
@@ -56,11 +56,12 @@ def test_real_run_records_one_measured_run(cli, tiny_npz, tmp_path):
     assert epochs[["train_accuracy", "val_metric", "test_metric"]].stack().between(0, 1).all()
 
     (line,) = out.splitlines()
-    assert json.loads(line) | {} == json.loads(line) and json.loads(line)["status"] == "ok"
-    assert json.loads(line)["run_id"] == run.run_id
+    record = json.loads(line)
+    assert record["status"] == "ok" and record["run_id"] == run.run_id
+    assert record["performance"] == run.performance and record["energy_kwh"] == run.energy_kwh
 
 
-def test_digits_end_to_end_through_the_cli_then_resume(tmp_path):
+def test_digits_end_to_end_through_the_cli_then_resume(tmp_path, run_agent):
     db = tmp_path / "digits.duckdb"
     argv = ("run", "--models", "test_efficientnet", "--datasets", "digits", "--epochs", 1,
             "--image-size", 8, "--fractions", 0.25, "--db", db)
@@ -105,21 +106,25 @@ def test_one_failing_job_is_recorded_and_the_sweep_goes_on(cli, tiny_npz, tmp_pa
 
 
 def test_pretrained_weights_unavailable_fail_the_job_clearly(cli, tiny_npz, tmp_path):
-    db = tmp_path / "runs.duckdb"
+    db, log = tmp_path / "runs.duckdb", tmp_path / "runs.jsonl"
     code, out, _ = cli("run", "--models", "test_resnet", "--regimes", "pretrained",
-                       "--datasets", tiny_npz, "--db", db, *COMMON)
-    assert code == 1
+                       "--datasets", tiny_npz, "--db", db, "--log", log, *COMMON)
+    assert code == 1 and out == ""
     run = RunStore(db).runs().iloc[0]
     assert run.status == "failed" and run.experiment == "tiny_pt" and run.pretrained
     assert "pretrained weights for test_resnet could not be loaded" in run.error
+    (line,) = log.read_text().splitlines()
+    assert json.loads(line)["error"] == run.error
 
 
-def test_sigterm_marks_the_job_interrupted_and_a_rerun_completes_it(tmp_path):
+def test_sigterm_marks_the_job_interrupted_and_a_rerun_completes_it(
+    tmp_path, make_npz, agent_command, run_agent
+):
     db = tmp_path / "runs.duckdb"
     data = make_npz(tmp_path / "slow.npz", n=(600, 30, 30), size=24)
     argv = ("run", "--models", "test_resnet", "--datasets", data, "--db", db, "--epochs", 6,
             "--batch-size", 16, "--image-size", 24, "--quiet")
-    process = subprocess.Popen(agent_command(*argv), cwd=ROOT, stdout=subprocess.PIPE,
+    process = subprocess.Popen(agent_command(*argv), cwd=Path(__file__).parents[2], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     store = RunStore(db, timeout=10)
     deadline = time.monotonic() + 120
@@ -196,7 +201,9 @@ def existing_db(tmp_path):
         (("--regimes", "finetuned"), "--regimes"),
     ],
 )
-def test_bad_input_is_one_line_exit_2_and_leaves_the_db_alone(cli, tmp_path, existing_db, argv, message):
+def test_bad_input_is_one_line_exit_2_and_leaves_the_db_alone(
+    cli, tmp_path, existing_db, make_npz, digest, argv, message
+):
     make_npz(tmp_path / "bad.npz", test_labels=None)
     (tmp_path / "junk.npz").write_text("not a zip")
     before = digest(existing_db)
