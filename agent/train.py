@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -137,6 +138,9 @@ def run_job(
     `meter_factory(country, gpu_index, carbon_intensity)` starts the energy meter
     (the overhead benchmark swaps in one that measures nothing).
     """
+    if device.type == "cuda":  # the previous run's cached blocks must not count as this one's
+        gc.collect()
+        torch.cuda.empty_cache()
     torch.manual_seed(job.seed)
     generator = torch.Generator().manual_seed(job.seed)
     keep = torch.from_numpy(subsample(len(data.labels["train"]), job.train_fraction))
