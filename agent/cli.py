@@ -135,18 +135,24 @@ def parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
                       help="experiment label (normalisation group) for every job; default "
                            "DATASET[_pt][_fFRACTION], e.g. digits_pt_f0.1")
     how = run.add_argument_group("how to train (defaults: the paper's protocol)")
-    how.add_argument("--epochs", type=_positive(int), default=10, help="default %(default)s")
-    how.add_argument("--batch-size", type=_positive(int), default=32, help="default %(default)s")
+    how.add_argument("--epochs", type=_positive(int), default=10, metavar="N",
+                     help="default %(default)s")
+    how.add_argument("--batch-size", type=_positive(int), default=32, metavar="N",
+                     help="default %(default)s")
     how.add_argument("--lr", type=_positive(float), default=5e-4, dest="learning_rate",
+                     metavar="LR",
                      help="Adam learning rate (default %(default)s)")
-    how.add_argument("--image-size", type=_positive(int), default=64,
+    how.add_argument("--image-size", type=_positive(int), default=64, metavar="PX",
                      help="images are resized to this square size (default %(default)s)")
-    how.add_argument("--amp", action="store_true", help="mixed precision (fp16 on CUDA, bf16 on CPU)")
-    how.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    how.add_argument("--amp", action="store_true",
+                     help="mixed precision (fp16 on CUDA, bf16 on CPU)")
+    how.add_argument("--device", default="auto", metavar="DEV",
+                     help="auto, cpu, cuda or cuda:N (default auto)")
     where = run.add_argument_group("measurement and output")
     where.add_argument("--db", default=os.environ.get("PEPR_DB", "results/pepr.duckdb"),
+                       metavar="FILE",
                        help="DuckDB file to append runs to (default $PEPR_DB or %(default)s)")
-    where.add_argument("--country", default="DNK",
+    where.add_argument("--country", default="DNK", metavar="ISO3",
                        help="ISO-3 country of the machine, for the grid's carbon intensity "
                             "(default DNK, the paper's lab)")
     where.add_argument("--carbon-intensity", type=_positive(float), metavar="G",
@@ -178,7 +184,8 @@ def config_defaults(path: str, run: argparse.ArgumentParser) -> dict:
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise PeprError(f"--config: {path}: {error}") from None
     actions = {a.dest: a for a in run._actions}
-    actions.update({a.option_strings[0][2:].replace("-", "_"): a for a in run._actions if a.option_strings})
+    flags = {a.option_strings[0][2:].replace("-", "_"): a for a in run._actions if a.option_strings}
+    actions.update(flags)
     defaults = {}
     for key, value in table.items():
         action = actions.get(key)

@@ -89,7 +89,10 @@ def ram_method(ram) -> str:
 
 
 def nvml_index(device) -> int:
-    """The NVML index of a torch CUDA device, matched by UUID (NVML ignores CUDA_VISIBLE_DEVICES)."""
+    """The NVML index of a torch CUDA device, matched by UUID.
+
+    NVML numbers GPUs ignoring CUDA_VISIBLE_DEVICES, so torch's index may differ.
+    """
     import pynvml
     import torch
 

@@ -43,7 +43,9 @@ class Job:
 def dataset_label(dataset: str) -> str:
     """A short name for a dataset spec: `digits`, `dermamnist`, or a file or folder stem."""
     path = Path(dataset)
-    return path.stem if dataset.endswith(".npz") or "/" in dataset or path.is_dir() else dataset.lower()
+    if dataset.endswith(".npz") or "/" in dataset or path.is_dir():
+        return path.stem
+    return dataset.lower()
 
 
 def default_experiment(dataset: str, pretrained: bool, fraction: float) -> str:
@@ -102,7 +104,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def shard(jobs: Sequence[Job], index: int, count: int) -> list[Job]:
-    """The jobs of shard `index` of `count`: every count-th job by sorted job key, plan order kept."""
+    """Shard `index` of `count`: every count-th job by sorted job key, in plan order."""
     keys = sorted(job.key for job in jobs)
     mine = {key for position, key in enumerate(keys) if position % count == index}
     return [job for job in jobs if job.key in mine]

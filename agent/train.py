@@ -52,7 +52,11 @@ def build_model(job: Job, num_classes: int, in_chans: int) -> torch.nn.Module:
     kwargs = {"img_size": job.image_size} if cfg is not None and cfg.fixed_input_size else {}
     try:
         return timm.create_model(
-            job.model, pretrained=job.pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs
+            job.model,
+            pretrained=job.pretrained,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            **kwargs,
         )
     except OSError as error:  # weights not downloadable (no network) nor in the cache
         raise RuntimeError(
@@ -100,7 +104,8 @@ class Prepare:
         self.mean = (mean * 255).view(1, -1, 1, 1).to(device)
         self.std = (std * 255).view(1, -1, 1, 1).to(device)
         self.in_chans = in_chans
-        self.memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+        cuda = device.type == "cuda"
+        self.memory_format = torch.channels_last if cuda else torch.contiguous_format
 
     def __call__(self, xb: torch.Tensor) -> torch.Tensor:
         if xb.shape[1] != self.in_chans:

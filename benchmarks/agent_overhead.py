@@ -8,10 +8,12 @@ and seed, alternating (A B, B A, ...) so drift in machine speed hits both alike:
   a reading at every epoch end), the `running` row and the final row in DuckDB, the JSON line.
 
 Each variant runs once untimed first (CodeCarbon's one-off hardware probe, ~1.5 s per process,
-and torch warm-up are left out). Prints the median wall time of each and the overhead, in wall time (the target) and in
-process CPU time (all threads; less disturbed by other load on a shared machine).
+and torch warm-up are left out). Prints the median times of each and the overhead, in wall
+time (the target) and in process CPU time (all threads; less disturbed by other load).
 
-    .venv/bin/python benchmarks/agent_overhead.py [--model resnet18] [--epochs 10] [--pairs 5]   # about 6 minutes on 2 cores
+    .venv/bin/python benchmarks/agent_overhead.py [--model resnet18] [--epochs 10] [--pairs 5]
+
+takes about 6 minutes on 2 CPU cores.
 """
 
 from __future__ import annotations

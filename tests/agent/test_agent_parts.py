@@ -77,7 +77,8 @@ def test_sampling_by_parameter_count_is_seeded_and_in_range():
 def test_digits_split_is_fixed_and_resized():
     data = load("digits", "unused", 12)
     assert {s: len(y) for s, y in data.labels.items()} == {"train": 1077, "val": 360, "test": 360}
-    assert data.images["train"].shape[1:] == (1, 12, 12) and data.images["train"].dtype == torch.uint8
+    assert data.images["train"].shape[1:] == (1, 12, 12)
+    assert data.images["train"].dtype == torch.uint8
     assert data.num_classes == 10 and data.name == "digits"
     again = load.__wrapped__("digits", "unused", 12)
     assert torch.equal(again.images["test"], data.images["test"])
@@ -89,7 +90,8 @@ def test_npz_with_float_images_and_rgb(tmp_path, make_npz):
                     train_images=rgb, val_images=rgb, test_images=rgb)
     data = load(str(path), "unused", 8)
     assert data.channels == 3 and data.num_classes == 2
-    assert torch.equal(data.images["train"], torch.from_numpy(np.round(rgb * 255).astype(np.uint8)).permute(0, 3, 1, 2))
+    expected = torch.from_numpy(np.round(rgb * 255).astype(np.uint8)).permute(0, 3, 1, 2)
+    assert torch.equal(data.images["train"], expected)
     bad = make_npz(tmp_path / "g.npz", n=(6, 6, 6), size=8, train_images=rgb * 3)
     with pytest.raises(PeprError, match="uint8 or floats in"):
         load(str(bad), "unused", 8)
@@ -148,9 +150,12 @@ def test_measurement_methods_follow_codecarbon_hardware(tmp_path):
     from codecarbon.external.hardware import CPU
     from codecarbon.external.ram import RAM
 
-    assert cpu_method(CPU.from_utils(str(tmp_path), "cpu_load", "Some CPU", 100)) == "cpu-load-estimate"
-    assert cpu_method(CPU.from_utils(str(tmp_path), "constant", "Some CPU", 100)) == "tdp-estimate"
-    assert cpu_method(CPU.from_utils(str(tmp_path), "constant", "Some CPU", None)) == "constant-estimate"
+    def cpu(mode, tdp):
+        return CPU.from_utils(str(tmp_path), mode, "Some CPU", tdp)
+
+    assert cpu_method(cpu("cpu_load", 100)) == "cpu-load-estimate"
+    assert cpu_method(cpu("constant", 100)) == "tdp-estimate"
+    assert cpu_method(cpu("constant", None)) == "constant-estimate"
     assert ram_method(RAM(tracking_mode="process")) == "ram-estimate"
     assert gpu_method(None) == "none" and cpu_method(None) == "none"
     assert check_country("dnk") == "DNK"
@@ -192,7 +197,8 @@ def test_codecarbon_settings_cannot_leak_in_from_the_environment(monkeypatch):
     meter = EnergyMeter("DNK", None)
     tracker = meter._tracker
     energy = meter.stop()
-    assert (tracker._tracking_mode, tracker._measure_power_secs) == (TRACKING_MODE, POWER_SAMPLE_SECS)
+    assert tracker._tracking_mode == TRACKING_MODE
+    assert tracker._measure_power_secs == POWER_SAMPLE_SECS
     assert tracker._pue == 1.0 and tracker._force_cpu_power is None
     assert not tracker._electricitymaps_api_token
     intensity = DataSource().get_global_energy_mix_data()["DNK"]["carbon_intensity"]

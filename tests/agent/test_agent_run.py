@@ -22,7 +22,8 @@ KNOWN_METHODS = {
 
 def test_real_run_records_one_measured_run(cli, tiny_npz, tmp_path):
     db = tmp_path / "runs.duckdb"
-    code, out, _ = cli("run", "--models", "test_resnet", "--datasets", tiny_npz, "--db", db, *COMMON)
+    code, out, _ = cli("run", "--models", "test_resnet", "--datasets", tiny_npz, "--db", db,
+                       *COMMON)
     assert code == 0
     runs = RunStore(db).runs()
     assert len(runs) == 1
@@ -49,7 +50,8 @@ def test_real_run_records_one_measured_run(cli, tiny_npz, tmp_path):
 
     epochs = RunStore(db).epochs()
     assert list(epochs.epoch) == [1, 2] and set(epochs.run_id) == {run.run_id}
-    assert epochs.cum_time_s.is_monotonic_increasing and epochs.cum_time_s.iloc[-1] <= run.train_time_s
+    assert epochs.cum_time_s.is_monotonic_increasing
+    assert epochs.cum_time_s.iloc[-1] <= run.train_time_s
     assert epochs.cum_energy_kwh.is_monotonic_increasing
     assert 0 < epochs.cum_energy_kwh.iloc[-1] <= run.energy_kwh
     assert epochs.test_metric.iloc[-1] == run.performance
@@ -124,8 +126,8 @@ def test_sigterm_marks_the_job_interrupted_and_a_rerun_completes_it(
     data = make_npz(tmp_path / "slow.npz", n=(600, 30, 30), size=24)
     argv = ("run", "--models", "test_resnet", "--datasets", data, "--db", db, "--epochs", 6,
             "--batch-size", 16, "--image-size", 24, "--quiet")
-    process = subprocess.Popen(agent_command(*argv), cwd=Path(__file__).parents[2], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(agent_command(*argv), cwd=Path(__file__).parents[2],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     store = RunStore(db, timeout=10)
     deadline = time.monotonic() + 120
     while not (db.exists() and len(store.runs(status="running"))):
