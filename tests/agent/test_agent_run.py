@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import timm
 
-from pepr.store import RunStore, is_estimate, merge
+from pepr.cli import main as pepr_main
+from pepr.store import RunStore, is_estimate
 
 COMMON = ("--epochs", 2, "--batch-size", 8, "--image-size", 16, "--quiet")
 KNOWN_METHODS = {
@@ -148,7 +149,7 @@ def test_sigterm_marks_the_job_interrupted_and_a_rerun_completes_it(
     assert store.job_statuses() == {run.job_key: "ok"}
 
 
-def test_shards_cover_the_plan_once_and_merge_is_idempotent(cli, tiny_npz, tmp_path):
+def test_shards_cover_the_plan_once_and_merge_is_idempotent(cli, tiny_npz, tmp_path, capsys):
     plan = ("--models", "test_resnet,test_efficientnet,test_byobnet", "--datasets", tiny_npz,
             "--seeds", "0,1", "--epochs", 1, "--batch-size", 8, "--image-size", 16, "--quiet")
     code, full, _ = cli("run", *plan, "--db", tmp_path / "none.duckdb", "--dry-run")
@@ -171,8 +172,9 @@ def test_shards_cover_the_plan_once_and_merge_is_idempotent(cli, tiny_npz, tmp_p
     counts = [len(RunStore(part).runs()) for part in parts]
     assert sorted(counts) == [1, 2]
     everything = tmp_path / "all.duckdb"
-    assert merge(parts, everything) == 3
-    assert merge(parts, everything) == 0
+    merge_command = ["merge", *map(str, parts), "--into", str(everything)]
+    assert pepr_main(merge_command) == 0 and "added 3 run(s)" in capsys.readouterr().out
+    assert pepr_main(merge_command) == 0 and "added 0 run(s)" in capsys.readouterr().out
     merged = RunStore(everything).runs()
     assert len(merged) == 3 and merged.job_key.is_unique and (merged.status == "ok").all()
     assert len(RunStore(everything).epochs()) == 3
