@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from agent.data import load
 from agent.plan import Job, dataset_label
-from agent.train import run_job
+from agent.train import describe, run_job
 from pepr.errors import StoreError
 from pepr.store import RunStore
 
@@ -40,9 +40,9 @@ class SignalGuard:
         self._previous = {}
 
     def _handle(self, signum, frame):
-        self.pending = signum
         if not self.holding:
             raise Interrupted(signum)
+        self.pending = signum
 
     def __enter__(self):
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -55,14 +55,15 @@ class SignalGuard:
 
     @contextlib.contextmanager
     def hold(self):
-        """Delay an arriving signal until the block is done, then raise it."""
+        """Delay a signal arriving during the block until the block is done, then raise it."""
         self.holding = True
         try:
             yield
         finally:
             self.holding = False
-        if self.pending is not None:
-            raise Interrupted(self.pending)
+        signum, self.pending = self.pending, None
+        if signum is not None:
+            raise Interrupted(signum)
 
 
 def software() -> str:
@@ -125,8 +126,6 @@ def run_sweep(
     quiet: bool = False,
 ) -> dict[str, int]:
     """Run the jobs not yet ok; returns counts by outcome. Raises Interrupted on a signal."""
-    from agent.train import describe
-
     statuses = store.job_statuses() if store.exists() else {}
     todo = [job for job in jobs if statuses.get(job.key) != "ok"]
     counts = {"skipped": len(jobs) - len(todo), "ok": 0, "failed": 0}

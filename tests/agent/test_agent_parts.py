@@ -203,3 +203,25 @@ def test_codecarbon_settings_cannot_leak_in_from_the_environment(monkeypatch):
     assert not tracker._electricitymaps_api_token
     intensity = DataSource().get_global_energy_mix_data()["DNK"]["carbon_intensity"]
     assert energy.carbon_intensity == pytest.approx(intensity)
+
+
+def test_signals_wait_for_a_database_write_to_finish():
+    import os
+    import signal
+
+    from agent.sweep import Interrupted, SignalGuard
+
+    previous = signal.getsignal(signal.SIGTERM)
+    steps = []
+    with SignalGuard() as guard:
+        with pytest.raises(Interrupted, match="SIGTERM"):
+            with guard.hold():
+                os.kill(os.getpid(), signal.SIGTERM)
+                steps.append("write finished")
+        assert steps == ["write finished"]
+        with guard.hold():  # a handled signal does not come back
+            steps.append("next write")
+        with pytest.raises(Interrupted, match="SIGINT"):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert steps == ["write finished", "next write"]
+    assert signal.getsignal(signal.SIGTERM) is previous

@@ -139,6 +139,7 @@ def test_sigterm_marks_the_job_interrupted_and_a_rerun_completes_it(
     out, err = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM, err
     assert "SIGTERM" in err and "Traceback" not in err
+    assert [json.loads(line)["status"] for line in out.splitlines()] == ["interrupted"]
     (run,) = store.runs().itertuples()
     assert run.status == "interrupted" and "SIGTERM" in run.error and run.ended_at is not None
 
