@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DB ?= results/pepr.duckdb
 PORT ?= 8501
 
-.PHONY: dashboard test clean
+.PHONY: dashboard test results clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ dashboard: $(VENV)/.dashboard-installed
 
 test: $(VENV)/.all-installed
 	$(BIN)/python -m pytest
+
+# Regenerate results/pepr.duckdb (see results/README.md); jobs already in the file are skipped.
+results: $(VENV)/.all-installed
+	$(BIN)/pepr-agent run --models-file results/models.txt --datasets digits \
+		--fractions 1,0.1 --seeds 0,1 --epochs 4 --image-size 32 --device cpu --country DNK \
+		--db results/pepr.duckdb
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
