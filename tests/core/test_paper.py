@@ -159,3 +159,28 @@ def test_missing_source_file(tmp_path):
     with pytest.raises(PeprError, match=r"nope\.csv: no such file"):
         import_paper(tmp_path / "nope.csv", tmp_path / "db.duckdb")
     assert not (tmp_path / "db.duckdb").exists()
+
+
+def test_import_over_http_checks_the_checksum(paper_dir, tmp_path):
+    """A real HTTP server on localhost stands in for the authors' repository."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(paper_dir))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        db = tmp_path / "paper.duckdb"
+        with pytest.raises(PeprError, match="does not match"):
+            import_paper(f"{base}/all_results.csv", db, sha256="f" * 64)
+        assert not db.exists()
+        added = import_paper(
+            f"{base}/all_results.csv", db, models=f"{base}/model_names.csv", sha256=PAPER_RESULTS_SHA256
+        )
+        assert added == 1048
+        assert RunStore(db).runs(experiments=["lidc"])["model_type"].notna().all()
+    finally:
+        server.shutdown()
