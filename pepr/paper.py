@@ -32,8 +32,7 @@ PAPER_MODELS_SHA256 = "e26300f35a182a893c90d581684c0d61ed016f6e4f8bfcca370b817ea
 MAX_SOURCE_BYTES = 50_000_000
 EPOCH_COLUMNS = [f"test_{i:02d}" for i in range(10)]
 NUMERIC_COLUMNS = ["num_param", "memR", "memM", "energy", "co2", "train_time", "inf_time"]
-PERFORMANCE_COLUMNS = EPOCH_COLUMNS
-REQUIRED_COLUMNS = ["model", "dataset", *NUMERIC_COLUMNS, *PERFORMANCE_COLUMNS]
+REQUIRED_COLUMNS = ["model", "dataset", *NUMERIC_COLUMNS, *EPOCH_COLUMNS]
 
 # Experiment label -> (dataset, pretrained, training-data fraction); None where not stated.
 EXPERIMENTS = {
@@ -86,13 +85,16 @@ def load_paper_results(data: bytes, name: str) -> tuple[pd.DataFrame, pd.DataFra
     """Parse and validate `all_results.csv` content into run and epoch rows."""
     table = _parse_csv(data, name, REQUIRED_COLUMNS)
     numbers = {column: _numeric(table, column, name) for column in NUMERIC_COLUMNS}
-    scores = {column: _numeric(table, column, name) for column in PERFORMANCE_COLUMNS}
+    scores = {column: _numeric(table, column, name) for column in EPOCH_COLUMNS}
     for column, values in numbers.items():
         _check_range(values, column, name, low=0.0)
     for column, values in scores.items():
         _check_range(values, column, name, low=0.0, high=1.0)
     for column in ("model", "dataset"):
         _check_present(table[column], column, name)
+    repeated = table.duplicated(["dataset", "model"])
+    if repeated.any():
+        raise PeprError(f"{_where(name, _first_bad(repeated), 'model')}: a second row for this model and experiment")
 
     labels = table["dataset"]
     known = [EXPERIMENTS.get(label, (None, None, None)) for label in labels]

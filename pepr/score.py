@@ -26,15 +26,6 @@ RESOURCES: dict[str, str] = {
     "infer_time": "infer_time_s",
     "train_size": "train_size",
 }
-RESOURCE_UNITS: dict[str, str] = {
-    "energy": "kWh",
-    "co2": "kg CO2eq",
-    "train_time": "s",
-    "gpu_memory": "GB",
-    "params": "parameters",
-    "infer_time": "s",
-    "train_size": "images",
-}
 NORMALIZATIONS = ("minmax", "max")
 
 

@@ -122,10 +122,13 @@ def _exec(con: duckdb.DuckDBPyConnection, sql: str, params=None) -> list[tuple]:
     return con.execute(sql, params).fetchall()
 
 
+_CONFLICTS = ("could not set lock", "conflicting lock", "different configuration")
+
+
 def _is_lock_conflict(error: Exception) -> bool:
     """Another process holds the file, or this one has it open in the other mode."""
     message = str(error).lower()
-    return "lock" in message or "different configuration" in message
+    return any(conflict in message for conflict in _CONFLICTS)
 
 
 def _connect(path: Path, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnection:
@@ -190,14 +193,17 @@ class RunStore:
     def _write(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """One short read-write connection and one transaction, the schema brought up to date.
 
-        A file that this write created is removed again if the write fails.
+        A file that this write created is removed again if the write fails (unless another
+        process wrote to it first).
         """
         if self.path.is_dir():
             raise StoreError(f"{self.path}: is a directory, not a database file")
-        created = not self.path.exists()
+        existed = self.path.exists()
         con = _connect(self.path, read_only=False, timeout=self.timeout)
         committed = False
+        created = False
         try:
+            created = not existed and _schema_version(con) is None
             _exec(con, "BEGIN TRANSACTION")
             try:
                 self._migrate(con)
@@ -223,10 +229,6 @@ class RunStore:
         try:
             version = _schema_version(con)
             self._check_version(version)
-            if version is not None and version < SCHEMA_VERSION:
-                con.close()
-                self.ensure()
-                con = _connect(self.path, read_only=True, timeout=self.timeout)
             yield None if version is None else con
         except duckdb.Error as error:
             raise StoreError(f"{self.path}: {_duckdb_message(error)}") from None
@@ -274,6 +276,8 @@ class RunStore:
         """Add the runs whose run_id is not yet stored, with their epochs; returns how many."""
         run_frame = _frame(runs, RUN_COLUMNS, "run").drop_duplicates("run_id")
         epoch_frame = _frame(epochs if epochs is not None else [], EPOCH_COLUMNS, "epoch")
+        if not epoch_frame.empty:
+            epoch_frame = epoch_frame.drop_duplicates(["run_id", "epoch"])
         with self._write() as con:
             con.register("new_runs", run_frame)
             _exec(
@@ -381,6 +385,12 @@ def _frame(rows, columns: Mapping[str, str], what: str) -> pd.DataFrame:
     unknown = sorted(set(frame.columns) - set(columns))
     if unknown:
         raise PeprError(f"unknown {what} column(s): {', '.join(unknown)}")
+    if "performance" in frame:
+        performance = pd.to_numeric(frame["performance"], errors="coerce")
+        bad = (performance < 0) | (performance > 1)
+        if bad.any():
+            row = frame[bad.to_numpy()].iloc[0]
+            raise PeprError(f"run {row['run_id']}: performance {row['performance']} is outside [0, 1]")
     return frame
 
 

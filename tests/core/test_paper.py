@@ -127,6 +127,7 @@ GOOD_ROW = "net_a,1000,1.5,1.2,0.02,1.6,10.0,0.5," + ",".join(["0.5"] * 10) + ",
         (HEADER + GOOD_ROW.replace("net_a", ""), r"bad\.csv, row 2, column model: empty"),
         (HEADER + GOOD_ROW + GOOD_ROW.replace(",derma_pt", ",derma_pt,extra"), r"bad\.csv, row 3: 22 fields, the header has 21"),
         (b"\xff\xfe\x00garbage", r"bad\.csv: not a readable CSV file"),
+        (HEADER + GOOD_ROW + GOOD_ROW, r"bad\.csv, row 3, column model: a second row for this model and experiment"),
     ],
 )
 def test_malformed_input_fails_and_changes_nothing(tmp_path, content, message):

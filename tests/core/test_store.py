@@ -164,6 +164,37 @@ def test_merge_is_idempotent(tmp_path):
         merge([target], target)
 
 
+def test_merge_of_overlapping_sources_keeps_one_copy(tmp_path):
+    first = RunStore(tmp_path / "a.duckdb")
+    first.record_run(run("a"), [dict(epoch=1, test_metric=0.5), dict(epoch=2, test_metric=0.6)])
+    copy = tmp_path / "copy.duckdb"
+    copy.write_bytes(first.path.read_bytes())
+    target = tmp_path / "all.duckdb"
+    assert merge([first.path, copy], target) == 1
+    assert RunStore(target).epochs()["epoch"].tolist() == [1, 2]
+
+
+def test_performance_outside_unit_interval_is_never_stored(tmp_path):
+    store = RunStore(tmp_path / "runs.duckdb")
+    store.record_run(run("a"))
+    with pytest.raises(PeprError, match=r"run b: performance 1.5 is outside \[0, 1\]"):
+        store.append(pd.DataFrame([run("b", performance=1.5)]))
+    with pytest.raises(PeprError, match="outside"):
+        store.record_run(run("c", performance=-0.2))
+    assert store.runs()["run_id"].tolist() == ["a"]
+
+
+def test_a_corrupt_file_is_not_mistaken_for_a_locked_one(tmp_path):
+    path = tmp_path / "corrupt.duckdb"
+    RunStore(path).record_run(run("a"))
+    data = bytearray(path.read_bytes())
+    data[4096:12288] = b"\xff" * 8192  # the database headers
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError) as raised:
+        RunStore(path, timeout=30).runs()
+    assert "still locked" not in str(raised.value)
+
+
 def test_job_key_is_deterministic_and_order_free():
     assert job_key({"model": "a", "seed": 1}) == job_key({"seed": 1, "model": "a"})
     assert job_key({"model": "a", "seed": 1}) != job_key({"model": "a", "seed": 2})
@@ -193,6 +224,7 @@ READER = textwrap.dedent(
     from pepr.store import RunStore
     store = RunStore(sys.argv[1])
     counts = []
+    print("ready", flush=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         counts.append(len(store.runs()))
@@ -200,7 +232,7 @@ READER = textwrap.dedent(
             break
         time.sleep(0.01)  # a dashboard polls; it does not spin
     assert counts == sorted(counts), "a reader saw runs disappear"
-    print(len(counts), counts[-1])
+    print(len(counts), sum(0 < c < int(sys.argv[2]) for c in counts), counts[-1])
     """
 )
 
@@ -212,12 +244,15 @@ def test_one_writer_and_two_readers_share_the_file(tmp_path):
         subprocess.Popen([sys.executable, "-c", READER, str(path), str(total)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(2)
     ]
+    for reader in readers:  # both are reading before the writer starts
+        assert reader.stdout.readline().strip() == "ready"
     writer = subprocess.run([sys.executable, "-c", WRITER, str(path), str(total)], capture_output=True, text=True, timeout=180)
     assert writer.returncode == 0, writer.stderr
     for reader in readers:
         out, err = reader.communicate(timeout=180)
         assert reader.returncode == 0, err
-        reads, last = map(int, out.split())
-        assert last == total and reads >= 1
+        reads, partial_reads, last = map(int, out.split())
+        assert last == total
+        assert partial_reads >= 1, "the reader never saw the writer part-way"
     assert len(RunStore(path).runs()) == total
     assert len(RunStore(path).epochs()) == total
