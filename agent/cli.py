@@ -6,8 +6,12 @@ import argparse
 import os
 import re
 import sys
-import tomllib
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 from pepr.errors import PeprError
 
@@ -149,7 +153,7 @@ def parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     how.add_argument("--device", default="auto", metavar="DEV",
                      help="auto, cpu, cuda or cuda:N (default auto)")
     where = run.add_argument_group("measurement and output")
-    where.add_argument("--db", default=os.environ.get("PEPR_DB", "results/pepr.duckdb"),
+    where.add_argument("--db", default=os.environ.get("PEPR_DB", "runs.duckdb"),
                        metavar="FILE",
                        help="DuckDB file to append runs to (default $PEPR_DB or %(default)s)")
     where.add_argument("--country", default="DNK", metavar="ISO3",

@@ -37,12 +37,17 @@ class SignalGuard:
     def __init__(self):
         self.pending: int | None = None
         self.holding = False
+        self.stopping = False
         self._previous = {}
 
     def _handle(self, signum, frame):
-        if not self.holding:
-            raise Interrupted(signum)
-        self.pending = signum
+        if self.stopping:  # a second Ctrl-C must not cut short recording the first
+            return
+        if self.holding:
+            self.pending = signum
+            return
+        self.stopping = True
+        raise Interrupted(signum)
 
     def __enter__(self):
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -63,6 +68,7 @@ class SignalGuard:
             self.holding = False
         signum, self.pending = self.pending, None
         if signum is not None:
+            self.stopping = True
             raise Interrupted(signum)
 
 
