@@ -13,7 +13,11 @@ from pepr.score import RESOURCES, compare_groups, pepr_curve, split_by_params
 from pepr.store import is_estimate
 
 SAVINGS = {"energy_kwh": "energy", "co2_kg": "CO2", "gpu_mem_reserved_gb": "GPU memory"}
-METHODS = ("energy_cpu_method", "energy_gpu_method", "energy_ram_method")
+ENERGY_PARTS = {  # method column -> kWh column
+    "energy_cpu_method": "energy_cpu_kwh",
+    "energy_gpu_method": "energy_gpu_kwh",
+    "energy_ram_method": "energy_ram_kwh",
+}
 
 
 def measured(runs: pd.DataFrame) -> set[str]:
@@ -148,6 +152,11 @@ def curves(
     return pd.concat(parts, ignore_index=True), pd.concat(peaks, ignore_index=True)
 
 
-def flag_estimates(runs: pd.DataFrame) -> pd.Series:
-    """Whether any energy part of each run is an estimate rather than a measurement."""
-    return runs[list(METHODS)].apply(lambda column: column.map(is_estimate)).any(axis=1)
+def estimated_share(runs: pd.DataFrame) -> pd.Series:
+    """The share of each run's energy that is an estimate, not a measurement (0 = all
+    measured); NaN where an estimated part's kWh is unknown."""
+    estimated = pd.Series(0.0, index=runs.index)
+    for method, kwh in ENERGY_PARTS.items():
+        guessed = runs[method].map(is_estimate).astype(bool)
+        estimated += runs[kwh].where(guessed, 0.0).astype(float)
+    return estimated / runs["energy_kwh"]

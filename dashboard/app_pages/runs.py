@@ -6,7 +6,7 @@ from dashboard import views
 from dashboard.sidebar import View, current
 
 COLUMNS = [
-    "status", "experiment", "model", "performance", "energy_kwh", "energy_estimated",
+    "status", "experiment", "model", "performance", "energy_kwh", "estimated_share",
     "energy_cpu_method", "energy_gpu_method", "energy_ram_method", "co2_kg", "train_time_s",
     "gpu_mem_reserved_gb", "params", "source", "device", "error", "started_at", "run_id",
 ]
@@ -14,7 +14,7 @@ COLUMNS = [
 
 def render(view: View) -> None:
     st.title("Runs")
-    runs = view.runs.assign(energy_estimated=views.flag_estimates(view.runs))
+    runs = view.runs.assign(estimated_share=views.estimated_share(view.runs))
     left, middle, right = st.columns(3)
     statuses = left.multiselect("Status", sorted(runs["status"].unique()), key="r_status", placeholder="all")
     experiments = middle.multiselect("Experiment", sorted(runs["experiment"].unique()), key="r_exp", placeholder="all")
@@ -28,13 +28,18 @@ def render(view: View) -> None:
     counts = runs["status"].value_counts()
     st.caption(
         f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
-        + f"; {int(runs['energy_estimated'].sum())} with estimated energy (flagged)."
+        + f"; {int((runs['estimated_share'] > 0).sum())} with part of their energy estimated"
+        " (CodeCarbon's models of CPU or RAM power where no counter could be read)."
     )
     st.dataframe(
         runs[COLUMNS],
         hide_index=True,
         width="stretch",
-        column_config={"energy_estimated": st.column_config.CheckboxColumn("energy estimated")},
+        column_config={
+            "estimated_share": st.column_config.ProgressColumn(
+                "energy estimated", help="Share of the energy that is an estimate", format="percent", min_value=0, max_value=1
+            )
+        },
     )
 
 

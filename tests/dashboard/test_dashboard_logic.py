@@ -127,10 +127,20 @@ def test_best_validation_performance_and_estimates():
     )
     out = views.with_best_validation(runs, epochs)
     assert out["performance"].iloc[0] == 0.7 and pd.isna(out["performance"].iloc[1])
-    methods = pd.DataFrame(
-        {"energy_cpu_method": ["rapl", "tdp-estimate"], "energy_gpu_method": ["none", None], "energy_ram_method": [None, "x"]}
+    parts = pd.DataFrame(
+        {
+            "energy_kwh": [1.0, 2.0, 1.0, 1.0],
+            "energy_cpu_method": ["rapl", "tdp-estimate", "imported", "cpu-load-estimate"],
+            "energy_cpu_kwh": [0.2, 0.5, None, None],
+            "energy_gpu_method": ["gpu-energy-counter", "none", "imported", "none"],
+            "energy_gpu_kwh": [0.7, 0.0, None, 0.0],
+            "energy_ram_method": ["ram-estimate", "ram-estimate", "imported", "ram-estimate"],
+            "energy_ram_kwh": [0.1, 0.3, None, 0.2],
+        }
     )
-    assert list(views.flag_estimates(methods)) == [False, True]
+    shares = views.estimated_share(parts)
+    assert shares.iloc[:3].tolist() == pytest.approx([0.1, 0.4, 0.0])
+    assert pd.isna(shares.iloc[3])  # an estimated part of unknown size
 
 
 def test_curves_peak_where_pepr_is_highest():
