@@ -112,6 +112,8 @@ def comparisons(table: pd.DataFrame, threshold: float | None) -> dict[str, pd.Da
             found[title] = rows.assign(group=pd.Categorical(group, list(labels.values())))
     sized = table.dropna(subset=["params"])
     if len(sized):
+        if threshold is None:  # the median model, as on the explorer, not the median run
+            threshold = float(sized.drop_duplicates("model")["params"].median())
         labels, cut = split_by_params(sized["params"], threshold)
         if len(set(labels)) == 2:
             found[f"Small vs large models (threshold {cut / 1e6:.3g} M parameters)"] = sized.assign(
