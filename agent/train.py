@@ -43,6 +43,13 @@ def describe(device: torch.device) -> str:
     return "cpu"
 
 
+def architecture_type(model: torch.nn.Module) -> str:
+    """The paper's tag: `Other` where any layer attends or mixes tokens (transformers, hybrids,
+    MLP mixers), else `CNN`. Read from the layers' class names, e.g. timm's `Attention`."""
+    names = {type(module).__name__.lower() for module in model.modules()}
+    return "Other" if any(word in name for name in names for word in ("attention", "attn", "mixer")) else "CNN"
+
+
 def build_model(job: Job, num_classes: int, in_chans: int) -> torch.nn.Module:
     """The timm model, with the image size passed to architectures that need a fixed one."""
     import timm
@@ -156,6 +163,7 @@ def run_job(
 
     model = build_model(job, data.num_classes, in_chans)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    model_type = architecture_type(model)
     model = model.to(device, memory_format=torch.channels_last if cuda else torch.preserve_format)
     prepare = Prepare(model, in_chans, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=job.learning_rate)
@@ -219,6 +227,7 @@ def run_job(
     fields = {
         "train_size": len(y_train),
         "params": params,
+        "model_type": model_type,
         "performance": rows[-1]["test_metric"],
         "energy_kwh": energy.total_kwh,
         "energy_cpu_kwh": energy.cpu_kwh,

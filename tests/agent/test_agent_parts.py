@@ -228,3 +228,15 @@ def test_signals_wait_for_a_database_write_to_finish():
         with pytest.raises(Interrupted, match="SIGINT"):  # outside a write: at once
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGTERM) is previous
+
+
+@pytest.mark.parametrize(
+    "model, expected",
+    [("test_resnet", "CNN"), ("test_efficientnet", "CNN"), ("test_convnext", "CNN"), ("test_vit", "Other"), ("test_coatnet", "Other")],
+)
+def test_architecture_type_follows_the_papers_cnn_or_other(model, expected):
+    import timm
+
+    from agent.train import architecture_type
+
+    assert architecture_type(timm.create_model(model, num_classes=3)) == expected

@@ -38,6 +38,7 @@ def test_real_run_records_one_measured_run(cli, tiny_npz, tmp_path):
     assert run.country == "DNK"
     expected = timm.create_model("test_resnet", num_classes=3, in_chans=1)
     assert run.params == sum(p.numel() for p in expected.parameters() if p.requires_grad)
+    assert run.model_type == "CNN"
     assert 0 <= run.performance <= 1
     assert run.train_size == 24 and run.experiment == "tiny" and run.dataset == "tiny"
     assert run.device == "cpu" and run.gpu_mem_peak_gb != run.gpu_mem_peak_gb  # NULL on CPU
