@@ -132,13 +132,20 @@ def comparison_stats(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def run_labels(runs: pd.DataFrame) -> pd.Series:
+    """`model · experiment · seed N` per run_id (no seed part where none was recorded)."""
+    seeds = runs["seed"] if "seed" in runs else pd.Series(None, index=runs.index, dtype=float)
+    seed = seeds.map(lambda value: "" if pd.isna(value) else f" · seed {int(value)}")
+    return pd.Series((runs["model"] + " · " + runs["experiment"] + seed).to_numpy(), index=runs["run_id"])
+
+
 def curves(
     runs: pd.DataFrame, epochs: pd.DataFrame, x: str, normalization: str, alpha: float
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-epoch performance against cumulative `x` with the PePR curve, and each run's peak.
 
     Performance per epoch is the test metric, else the validation metric."""
-    labels = runs.set_index("run_id").apply(lambda r: f"{r['model']} · {r['experiment']}", axis=1)
+    labels = run_labels(runs)
     parts, peaks = [], []
     for run_id, rows in epochs.sort_values("epoch").groupby("run_id", sort=False):
         rows = rows.assign(performance=rows["test_metric"].fillna(rows["val_metric"]))

@@ -15,7 +15,7 @@ def render(view: View) -> None:
         st.warning("No scoreable runs in the selected experiments.")
         return
     ranked = table.sort_values(["rank", "pepr"], ascending=[True, False])
-    labels = dict(zip(ranked["run_id"], ranked["model"] + " · " + ranked["experiment"]))
+    labels = views.run_labels(ranked).to_dict()
     chosen = st.multiselect(
         "Runs", list(labels), default=list(labels)[:3], format_func=labels.get, key="k_runs"
     )

@@ -190,3 +190,14 @@ def test_kendall_tau():
     assert kendall_tau([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
     assert kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
     assert kendall_tau([1], [1]) is None and kendall_tau([1, 1], [1, 2]) is None
+
+
+def test_run_labels_tell_seeds_apart():
+    runs = pd.DataFrame(
+        {"run_id": ["a", "b", "c"], "model": ["resnet18"] * 3, "experiment": ["digits"] * 3, "seed": [0, 1, None]}
+    )
+    assert views.run_labels(runs).to_dict() == {
+        "a": "resnet18 · digits · seed 0",
+        "b": "resnet18 · digits · seed 1",
+        "c": "resnet18 · digits",
+    }
