@@ -90,7 +90,8 @@ def pepr(performance, resource, alpha: float = 1.0):
 def normalize(values, method: str = "minmax", groups=None) -> np.ndarray:
     """Resource costs scaled to [0, 1] within each group (one group if `groups` is None).
 
-    `minmax`: (r - min) / (max - min); `max`: r / max. A degenerate range gives 0.
+    `minmax`: (r - min) / (max - min); `max`: r / max. A degenerate range (all equal, or a
+    max of 0) gives 0, so a lone model scores its performance under either.
     """
     _check_normalization(method)
     values = np.asarray(values, dtype=float)
@@ -103,12 +104,13 @@ def _normalize_codes(values: np.ndarray, codes: np.ndarray, method: str) -> np.n
     n_groups = int(codes.max()) + 1 if len(codes) else 0
     high = np.full(n_groups, -np.inf)
     np.maximum.at(high, codes, values)
-    low = np.zeros(n_groups)
-    if method == "minmax":
-        low = np.full(n_groups, np.inf)
-        np.minimum.at(low, codes, values)
+    low = np.full(n_groups, np.inf)
+    np.minimum.at(low, codes, values)
+    degenerate = high <= low  # all equal (a single model, too): R = 0, PePR = P
+    if method == "max":
+        low = np.zeros(n_groups)
     span = high - low
-    scale = np.divide(1.0, span, out=np.zeros(n_groups), where=span > 0)
+    scale = np.divide(1.0, span, out=np.zeros(n_groups), where=(span > 0) & ~degenerate)
     return (values - low[codes]) * scale[codes]
 
 

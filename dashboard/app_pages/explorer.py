@@ -21,12 +21,10 @@ def notes(view: View) -> None:
     table = view.scored.table
     single = table.groupby("experiment")["model"].nunique().loc[lambda s: s == 1]
     if len(single):
-        effect = (
-            "its PePR equals its performance"
-            if view.controls.normalization == "minmax"
-            else "under share of max its R is 1 for every resource"
+        st.info(
+            f"Only one model in {', '.join(single.index)}: nothing to compare it with, so its PePR "
+            "equals its performance."
         )
-        st.info(f"Only one model in {', '.join(single.index)}: nothing to compare it with, so {effect}.")
 
 
 def ranking(models: pd.DataFrame, weights: dict) -> pd.DataFrame:

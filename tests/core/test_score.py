@@ -36,8 +36,9 @@ def runs(performance, energy, experiment="e", **columns) -> pd.DataFrame:
     )
 
 
-def test_single_model_scores_its_performance():
-    table = score(runs([0.7], [5.0]), {"energy": 1}).table
+@pytest.mark.parametrize("normalization", ["minmax", "max"])
+def test_single_model_scores_its_performance(normalization):
+    table = score(runs([0.7], [5.0]), {"energy": 1}, normalization).table
     assert table["pepr"].tolist() == [0.7]
 
 
@@ -92,7 +93,9 @@ def test_all_zero_weights_ignore_resources():
 
 def test_degenerate_ranges_give_zero_resource():
     assert normalize([3.0, 3.0, 3.0]).tolist() == [0, 0, 0]
+    assert normalize([3.0, 3.0, 3.0], "max").tolist() == [0, 0, 0]
     assert normalize([0.0, 0.0], "max").tolist() == [0, 0]
+    assert normalize([2.0, 2.0, 1.0, 4.0], "max", groups=["a", "a", "b", "b"]).tolist() == [0, 0, 0.25, 1]
     table = score(runs([0.4, 0.6], [2.0, 2.0]), {"energy": 1}).table
     assert table["pepr"].tolist() == [0.4, 0.6]
 
