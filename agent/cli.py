@@ -176,8 +176,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     top, run = parser()
     args = top.parse_args(argv)
     if args.config:
+        given = args
         run.set_defaults(**config_defaults(args.config, run))
         args = top.parse_args(argv)
+        for action in run._actions:  # a list flag replaces the file's list, not extends it
+            if isinstance(action, argparse._ExtendAction) and getattr(given, action.dest):
+                setattr(args, action.dest, getattr(given, action.dest))
     return args
 
 

@@ -180,6 +180,9 @@ def test_config_file_sets_defaults_and_flags_win(cli, tmp_path):
     (job,) = plan.expand(["test_resnet"], ["digits"], [True], [1.0], [0], epochs=5, batch_size=32,
                          learning_rate=5e-4, image_size=64, amp=False)
     assert out.split()[0] == job.key
+    code, out, _ = cli("run", "--config", config, "--models", "test_efficientnet", "--dry-run",
+                       "--db", tmp_path / "x.duckdb")
+    assert code == 0 and [line.split()[3] for line in out.splitlines()] == ["test_efficientnet"] * 2
     config.write_text("epoch = 3\n")
     code, _, err = cli("run", "--config", config, "--dry-run")
     assert code == 2 and "unknown setting 'epoch'" in err
