@@ -239,9 +239,13 @@ def run(args) -> int:
     from agent.measure import check_country
     from pepr.store import RunStore
 
+    from agent.plan import check_protocol
+
     jobs = plan_jobs(args)
     country = check_country(args.country)
     store = RunStore(args.db)
+    if store.exists():
+        check_protocol(jobs, store.runs(experiments=sorted({job.experiment for job in jobs})))
     if args.dry_run:
         statuses = store.job_statuses() if store.exists() else {}
         for job in jobs:

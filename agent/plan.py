@@ -9,6 +9,8 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import pandas as pd
+
 from pepr.errors import PeprError
 from pepr.store import job_key
 
@@ -93,6 +95,30 @@ def expand(
         for seed in seeds
     ]
     return list(dict.fromkeys(jobs))
+
+
+# The settings that every run of one experiment must share to be compared fairly.
+PROTOCOL = ("epochs", "batch_size", "learning_rate", "image_size", "optimizer", "amp")
+
+
+def check_protocol(jobs: Sequence[Job], stored) -> None:
+    """Refuse a plan that would mix protocols in one experiment (normalised together).
+
+    `stored`: the database's runs (a DataFrame). A PeprError names the experiment and the
+    settings that differ, and suggests --experiment.
+    """
+    for job in jobs:
+        mine = {name: getattr(job, name) for name in PROTOCOL}
+        theirs = stored.loc[stored["experiment"] == job.experiment, list(PROTOCOL)].drop_duplicates()
+        for row in theirs.to_dict("records"):
+            differ = [name for name in PROTOCOL if not pd.isna(row[name]) and row[name] != mine[name]]
+            if differ:
+                raise PeprError(
+                    f"experiment {job.experiment!r} already holds runs with "
+                    + ", ".join(f"{name}={row[name]}" for name in differ)
+                    + " (this sweep: " + ", ".join(f"{name}={mine[name]}" for name in differ)
+                    + "); name another with --experiment"
+                )
 
 
 def parse_shard(text: str) -> tuple[int, int]:

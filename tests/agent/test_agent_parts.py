@@ -12,6 +12,7 @@ from agent.data import load, subsample
 from agent.measure import check_country, cpu_method, gpu_method, ram_method
 from agent.train import Prepare, batches, resolve_device
 from pepr.errors import PeprError
+from pepr.store import RunStore
 
 SETTINGS = dict(epochs=2, batch_size=8, learning_rate=5e-4, image_size=16, amp=False)
 
@@ -243,3 +244,26 @@ def test_architecture_type_follows_the_papers_cnn_or_other(model, expected):
     from agent.train import architecture_type
 
     assert architecture_type(timm.create_model(model, num_classes=3)) == expected
+
+
+def test_a_sweep_cannot_mix_protocols_in_one_experiment(cli, tmp_path):
+    db = tmp_path / "runs.duckdb"
+    code, out, _ = cli("run", "--models", "test_resnet", "--epochs", 4, "--image-size", 32, "--dry-run", "--db", db)
+    (key,) = [line.split()[0] for line in out.splitlines()]
+    RunStore(db).record_run(
+        dict(run_id="r1", job_key=key, experiment="digits", model="test_resnet", source="agent", status="ok",
+             epochs=4, batch_size=32, learning_rate=5e-4, image_size=32, optimizer="adam", amp=False)
+    )
+    before = db.read_bytes()
+    code, out, err = cli("run", "--models", "test_vit", "--epochs", 2, "--image-size", 32, "--dry-run", "--db", db)
+    assert code == 2
+    assert err.strip() == (
+        "pepr-agent: experiment 'digits' already holds runs with epochs=4 (this sweep: epochs=2); "
+        "name another with --experiment"
+    )
+    assert db.read_bytes() == before
+    code, out, _ = cli("run", "--models", "test_vit", "--epochs", 2, "--image-size", 32, "--dry-run",
+                       "--db", db, "--experiment", "digits_e2")
+    assert code == 0 and "digits_e2" in out
+    code, out, _ = cli("run", "--models", "test_resnet", "--epochs", 4, "--image-size", 32, "--dry-run", "--db", db)
+    assert code == 0 and out.split()[1] == "ok"
