@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
-import json
-from pathlib import Path
 
 import pandas as pd
-
-_MIX = Path("data", "private_infra", "global_energy_mix.json")
 
 
 @functools.cache
 def countries() -> dict[str, tuple[str, float]]:
-    """ISO-3 code -> (country name, g CO2eq per kWh); empty where CodeCarbon is absent."""
-    spec = importlib.util.find_spec("codecarbon")
-    if spec is None or not spec.submodule_search_locations:
-        return {}
-    path = Path(next(iter(spec.submodule_search_locations)), _MIX)
+    """ISO-3 code -> (country name, g CO2eq per kWh), as the agent's CodeCarbon uses them;
+    empty where CodeCarbon is not installed."""
     try:
-        mix = json.loads(path.read_text())
-    except (OSError, ValueError):
+        from codecarbon.input import DataSource
+    except ImportError:
         return {}
+    mix = DataSource().get_global_energy_mix_data()
     return {
         code: (row.get("country_name", code), float(row["carbon_intensity"]))
         for code, row in sorted(mix.items())

@@ -81,7 +81,7 @@ def show_problem(view: View) -> None:
     _retry(view.path, view.problem)
 
 
-def _seed(runs: pd.DataFrame, experiments: list[str], metrics: list[str]) -> None:
+def _seed(experiments: list[str], metrics: list[str]) -> None:
     """Set the widgets from the URL once per session."""
     if st.session_state.get("_seeded") == st.session_state.get("db"):
         return
@@ -107,12 +107,19 @@ def _seed(runs: pd.DataFrame, experiments: list[str], metrics: list[str]) -> Non
     state["_seeded"] = state.get("db")
 
 
-def _controls(runs: pd.DataFrame, best_val: bool) -> tuple[Controls, set[str]]:
-    """Draw the what-if controls; return them and the resources measured in the chosen scope."""
-    sb = st.sidebar
+def _choices(runs: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The experiments and the performance metrics (of ok runs) a user can pick from."""
     experiments = sorted(runs["experiment"].dropna().unique())
     metrics = sorted(runs.loc[runs["status"] == "ok", "metric"].dropna().unique())
-    _seed(runs, experiments, metrics)
+    return experiments, metrics
+
+
+def _controls(
+    runs: pd.DataFrame, experiments: list[str], metrics: list[str], best_val: bool
+) -> tuple[Controls, set[str]]:
+    """Draw the what-if controls; return them and the resources measured in the chosen scope."""
+    sb = st.sidebar
+    _seed(experiments, metrics)
     state = st.session_state
     state["c_x"] = [e for e in state.get("c_x", []) if e in experiments]
     chosen = sb.multiselect("Experiments", experiments, key="c_x", help="Empty = all.")
@@ -174,10 +181,8 @@ def _controls(runs: pd.DataFrame, best_val: bool) -> tuple[Controls, set[str]]:
     return controls, has
 
 
-def _mirror(controls: Controls, runs: pd.DataFrame) -> None:
+def _mirror(controls: Controls, experiments: list[str], metrics: list[str]) -> None:
     """Write the controls into the URL (only when they changed)."""
-    experiments = sorted(runs["experiment"].dropna().unique())
-    metrics = sorted(runs.loc[runs["status"] == "ok", "metric"].dropna().unique())
     query = to_query(controls, experiments, metrics)
     current = {key: st.query_params.get_all(key) for key in st.query_params}
     wanted = {key: value if isinstance(value, list) else [value] for key, value in query.items()}
@@ -207,8 +212,9 @@ def _view(path: str) -> View:
         return View(path=path, problem=problem)
     epochs = data.epochs(path)
     best_val = bool(epochs[["val_metric", "test_metric"]].notna().all(axis=1).any())
-    controls, has = _controls(runs, best_val)
-    _mirror(controls, runs)
+    experiments, metrics = _choices(runs)
+    controls, has = _controls(runs, experiments, metrics, best_val)
+    _mirror(controls, experiments, metrics)
     scope = runs[runs["experiment"].isin(controls.experiments)]
     if controls.metric is not None:
         scope = scope[scope["metric"] == controls.metric]
