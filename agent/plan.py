@@ -107,14 +107,16 @@ def check_protocol(jobs: Sequence[Job], stored) -> None:
     `stored`: the database's runs (a DataFrame). A PeprError names the experiment and the
     settings that differ, and suggests --experiment.
     """
-    for job in jobs:
-        mine = {name: getattr(job, name) for name in PROTOCOL}
-        theirs = stored.loc[stored["experiment"] == job.experiment, list(PROTOCOL)].drop_duplicates()
+    stored_protocols = stored[["experiment", *PROTOCOL]].drop_duplicates()
+    planned = {(job.experiment, tuple(getattr(job, name) for name in PROTOCOL)): None for job in jobs}
+    for experiment, values in planned:
+        mine = dict(zip(PROTOCOL, values))
+        theirs = stored_protocols[stored_protocols["experiment"] == experiment]
         for row in theirs.to_dict("records"):
             differ = [name for name in PROTOCOL if not pd.isna(row[name]) and row[name] != mine[name]]
             if differ:
                 raise PeprError(
-                    f"experiment {job.experiment!r} already holds runs with "
+                    f"experiment {experiment!r} already holds runs with "
                     + ", ".join(f"{name}={row[name]}" for name in differ)
                     + " (this sweep: " + ", ".join(f"{name}={mine[name]}" for name in differ)
                     + "); name another with --experiment"
