@@ -15,6 +15,8 @@ except ModuleNotFoundError:  # Python 3.10
 
 from pepr.errors import PeprError
 
+AMP_MODES = ("off", "fp16", "bf16")
+
 DESCRIPTION = """\
 Train timm image classifiers and measure what each run costs: energy (CPU, GPU, RAM, with
 CodeCarbon), CO2, time, GPU and host memory, parameters and training data. Every run goes to
@@ -31,7 +33,7 @@ examples:
 
   # the paper's protocol on MedMNIST Derma: 10 epochs, Adam 5e-4, batch 32, fine-tuned
   pepr-agent run --models-file models.txt --datasets dermamnist --regimes pretrained \\
-      --fractions 1,0.1 --image-size 224 --device cuda --amp --db results/derma.duckdb
+      --fractions 1,0.1 --image-size 224 --device cuda --amp bf16 --db results/derma.duckdb
 
   # 20 models of 1M-25M parameters drawn from timm (seeded), shown but not run
   pepr-agent run --param-range 1e6:25e6 --sample 20 --regimes pretrained --dry-run
@@ -148,8 +150,9 @@ def parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
                      help="Adam learning rate (default %(default)s)")
     how.add_argument("--image-size", type=_positive(int), default=64, metavar="PX",
                      help="images are resized to this square size (default %(default)s)")
-    how.add_argument("--amp", action="store_true",
-                     help="mixed precision (fp16 on CUDA, bf16 on CPU)")
+    how.add_argument("--amp", choices=AMP_MODES, default="off",
+                     help="mixed precision: off (default, the paper's protocol), fp16 (with a "
+                          "gradient scaler; CUDA only) or bf16 (CUDA or CPU)")
     how.add_argument("--device", default="auto", metavar="DEV",
                      help="auto, cpu, cuda or cuda:N (default auto)")
     where = run.add_argument_group("measurement and output")

@@ -28,14 +28,20 @@ class Job:
     batch_size: int
     learning_rate: float
     image_size: int
-    amp: bool
+    amp: str  # mixed precision: off, fp16 or bf16
     experiment: str
     optimizer: str = "adam"
     metric: str = "test_accuracy"
 
     def config(self) -> dict:
-        """The job's settings as a JSON-able dict (what the job key hashes)."""
-        return dataclasses.asdict(self)
+        """The job's settings as a JSON-able dict (what the job key hashes).
+
+        `amp` off is hashed as `false`, as before modes existed, so old jobs keep their keys.
+        """
+        config = dataclasses.asdict(self)
+        if config["amp"] == "off":
+            config["amp"] = False
+        return config
 
     @property
     def key(self) -> str:
@@ -70,7 +76,7 @@ def expand(
     batch_size: int,
     learning_rate: float,
     image_size: int,
-    amp: bool,
+    amp: str,
     experiment: str | None = None,
 ) -> list[Job]:
     """Every combination, dataset-major (so a dataset is loaded once), duplicates dropped."""

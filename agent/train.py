@@ -126,11 +126,20 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def accuracy(model, prepare, x, y, batch_size, device, amp: bool) -> float:
+AMP_DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def autocast(device: torch.device, amp: str):
+    """The autocast context for a mixed-precision mode (`off`: full precision)."""
+    dtype = AMP_DTYPES[amp]
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def accuracy(model, prepare, x, y, batch_size, device, amp: str) -> float:
     """Top-1 accuracy over a split (one host sync at the end)."""
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=device)
-    with torch.inference_mode(), torch.autocast(device.type, enabled=amp):
+    with torch.inference_mode(), autocast(device, amp):
         for xb, yb in batches(x, y, batch_size, device):
             correct += (model(prepare(xb)).argmax(1) == yb).sum()
     return correct.item() / len(y)
@@ -167,7 +176,7 @@ def run_job(
     model = model.to(device, memory_format=torch.channels_last if cuda else torch.preserve_format)
     prepare = Prepare(model, in_chans, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=job.learning_rate)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and cuda)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")  # bf16 needs no scaling
     evaluate = lambda split: accuracy(  # noqa: E731
         model, prepare, data.images[split], data.labels[split], job.batch_size, device, amp
     )
@@ -187,7 +196,7 @@ def run_job(
             correct = torch.zeros((), dtype=torch.long, device=device)
             seen = 0
             for xb, yb in batches(x_train, y_train, job.batch_size, device, generator):
-                with torch.autocast(device.type, enabled=amp):
+                with autocast(device, amp):
                     out = model(prepare(xb))
                     loss = F.cross_entropy(out, yb)
                 optimizer.zero_grad(set_to_none=True)

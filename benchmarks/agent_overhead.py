@@ -66,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
 
     (job,) = expand([args.model], [args.dataset], [False], [1.0], [0], epochs=args.epochs,
-                    batch_size=32, learning_rate=5e-4, image_size=args.image_size, amp=False)
+                    batch_size=32, learning_rate=5e-4, image_size=args.image_size, amp="off")
     device = torch.device("cpu")
     data_dir = tempfile.mkdtemp()
     data = load(job.dataset, data_dir, job.image_size)

@@ -56,6 +56,25 @@ PROTOCOL = {
     "device": "NVIDIA GeForce RTX 3090 (as published)",
 }
 
+# How the published numbers were measured (PEPR.md), recorded with every imported run.
+CARBONTRACKER_PUE = 1.58  # Carbontracker multiplies its energy by this data-centre PUE
+PROVENANCE = {
+    "energy_tool": "carbontracker",
+    "pue": CARBONTRACKER_PUE,
+    "energy_cpu_scope": "device",
+    "energy_gpu_scope": "device",
+    "energy_ram_scope": "device",
+    "train_time_scope": "last-epoch",
+    "carbon_intensity_source": "live-grid",
+    "country": "DNK",
+    "provenance": (
+        "Selvan et al., NLDL 2025: the authors' published all_results.csv "
+        f"(github.com/saintslab/PePR at {PAPER_COMMIT[:12]}, SHA-256 {PAPER_RESULTS_SHA256[:12]}), "
+        "measured on one RTX 3090 with Carbontracker (PUE 1.58 included, live Danish grid "
+        "intensity); train_time is the last epoch's time"
+    ),
+}
+
 
 def import_paper(
     source: str | Path | bytes | None,
@@ -132,6 +151,7 @@ def load_paper_results(data: bytes, name: str) -> tuple[pd.DataFrame, pd.DataFra
             "gpu_mem_peak_gb": numbers["memM"],
             "device": PROTOCOL["device"],
             "config": json.dumps({"origin": "Selvan et al. NLDL 2025, data/all_results.csv"}),
+            **PROVENANCE,
             "source": "paper-import",
             "status": "ok",
         }

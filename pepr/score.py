@@ -15,17 +15,10 @@ import pandas as pd
 from scipy import stats
 
 from pepr.errors import PeprError
+from pepr.resources import RESOURCES as REGISTRY
 
-# Resource name (as on the command line) -> run column.
-RESOURCES: dict[str, str] = {
-    "energy": "energy_kwh",
-    "co2": "co2_kg",
-    "train_time": "train_time_s",
-    "gpu_memory": "gpu_mem_reserved_gb",
-    "params": "params",
-    "infer_time": "infer_time_s",
-    "train_size": "train_size",
-}
+# Resource name (as on the command line) -> run column, from the one registry.
+RESOURCES: dict[str, str] = {name: resource.column for name, resource in REGISTRY.items()}
 NORMALIZATIONS = ("minmax", "max")
 
 

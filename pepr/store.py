@@ -26,10 +26,11 @@ import pandas as pd
 
 from pepr.errors import PeprError, StoreBusyError, StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("running", "ok", "failed", "interrupted")
 
-RUN_COLUMNS: dict[str, str] = {
+# Schema 1, as created by migration 1 (never edit: files in the field have it).
+_RUN_COLUMNS_1: dict[str, str] = {
     "run_id": "VARCHAR PRIMARY KEY",
     "job_key": "VARCHAR NOT NULL",
     "experiment": "VARCHAR NOT NULL",
@@ -76,6 +77,28 @@ RUN_COLUMNS: dict[str, str] = {
     "ended_at": "TIMESTAMP",
 }
 
+# Added by schema 2 (see MIGRATIONS): provenance, training settings and who ran each run.
+_RUN_COLUMNS_2: dict[str, str] = {
+    "pue": "DOUBLE",  # power usage effectiveness already included in energy_kwh (1.0: none)
+    "energy_tool": "VARCHAR",  # what measured the energy: codecarbon, carbontracker, ...
+    "train_time_scope": "VARCHAR",  # 'run' (whole training) or 'last-epoch' (the paper's CSV)
+    "carbon_intensity_source": "VARCHAR",  # country-average, user, live-grid, ...
+    "provenance": "VARCHAR",  # one line: where the numbers come from
+    "energy_cpu_scope": "VARCHAR",  # 'process' (this run's share) or 'device' (whole device)
+    "energy_gpu_scope": "VARCHAR",
+    "energy_ram_scope": "VARCHAR",
+    "cudnn_benchmark": "BOOLEAN",
+    "deterministic": "BOOLEAN",
+    "channels_last": "BOOLEAN",
+    "gpu_uuid": "VARCHAR",
+    "pid": "INTEGER",
+    "slurm_job_id": "VARCHAR",
+    "slurm_array_task_id": "INTEGER",
+    "heartbeat_at": "TIMESTAMP",
+}
+# The runs table now. Schema 2 stores the mixed-precision mode as text: off, fp16 or bf16.
+RUN_COLUMNS: dict[str, str] = {**_RUN_COLUMNS_1, "amp": "VARCHAR", **_RUN_COLUMNS_2}
+
 EPOCH_COLUMNS: dict[str, str] = {
     "run_id": "VARCHAR NOT NULL",
     "epoch": "INTEGER NOT NULL",
@@ -96,8 +119,16 @@ def _create_table(name: str, columns: Mapping[str, str], extra: str = "") -> str
 # Migration N brings a file from schema N-1 to N. Append new steps; never edit old ones.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
-        _create_table("runs", RUN_COLUMNS),
+        _create_table("runs", _RUN_COLUMNS_1),
         _create_table("epochs", EPOCH_COLUMNS, ",\n    PRIMARY KEY (run_id, epoch)"),
+        "CREATE INDEX runs_job_key ON runs (job_key)",
+    ),
+    2: (
+        "DROP INDEX runs_job_key",  # DuckDB alters no table that an index depends on
+        *(f"ALTER TABLE runs ADD COLUMN {col} {decl}" for col, decl in _RUN_COLUMNS_2.items()),
+        # Before schema 2, amp meant fp16 on CUDA and bf16 on the CPU.
+        "ALTER TABLE runs ALTER amp TYPE VARCHAR USING CASE WHEN amp AND device LIKE 'cuda%'"
+        " THEN 'fp16' WHEN amp THEN 'bf16' WHEN NOT amp THEN 'off' END",
         "CREATE INDEX runs_job_key ON runs (job_key)",
     ),
 }
@@ -321,7 +352,7 @@ class RunStore:
                     "statuses": list(statuses) if statuses is not None else None,
                     "experiments": list(experiments) if experiments is not None else None,
                 },
-            ).df()
+            ).df().pipe(_as_current_schema)
 
     def epochs(self, run_ids: Sequence[str] | None = None) -> pd.DataFrame:
         """Per-epoch rows, optionally only for the given runs."""
@@ -392,6 +423,16 @@ def _frame(rows, columns: Mapping[str, str], what: str) -> pd.DataFrame:
             row = frame[bad.to_numpy()].iloc[0]
             raise PeprError(f"run {row['run_id']}: performance {row['performance']} is outside [0, 1]")
     return frame
+
+
+def _as_current_schema(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs read from a file of an older schema (opened read-only, so not migrated), shaped as
+    the current schema: columns it lacks are NULL, and amp is text as migration 2 makes it."""
+    if runs["amp"].dtype == bool or runs["amp"].dtype == "boolean":
+        cuda = runs["device"].fillna("").str.startswith("cuda")
+        amp = runs["amp"].astype("boolean")
+        runs = runs.assign(amp=amp.map({True: "bf16", False: "off"}).where(~(amp.fillna(False) & cuda), "fp16"))
+    return runs.reindex(columns=list(RUN_COLUMNS))
 
 
 def _empty(columns: Mapping[str, str]) -> pd.DataFrame:

@@ -14,7 +14,7 @@ from agent.train import Prepare, batches, resolve_device
 from pepr.errors import PeprError
 from pepr.store import RunStore
 
-SETTINGS = dict(epochs=2, batch_size=8, learning_rate=5e-4, image_size=16, amp=False)
+SETTINGS = dict(epochs=2, batch_size=8, learning_rate=5e-4, image_size=16, amp="off")
 
 
 def test_plan_is_every_combination_dataset_major():
@@ -35,7 +35,7 @@ def test_job_key_is_stable_and_sees_every_setting():
     changed = [
         plan.expand(["m"], ["digits"], [False], [1.0], [0], **{**SETTINGS, name: value})[0].key
         for name, value in [("epochs", 3), ("batch_size", 16), ("learning_rate", 1e-3),
-                            ("image_size", 32), ("amp", True)]
+                            ("image_size", 32), ("amp", "bf16")]
     ]
     changed.append(plan.expand(["m"], ["digits"], [False], [1.0], [1], **SETTINGS)[0].key)
     changed.append(plan.expand(["m"], ["digits"], [True], [1.0], [0], **SETTINGS)[0].key)
@@ -179,7 +179,7 @@ def test_config_file_sets_defaults_and_flags_win(cli, tmp_path):
     assert code == 0 and len(out.splitlines()) == 4
     assert all("digits_pt" in line and "pretrained" in line for line in out.splitlines())
     (job,) = plan.expand(["test_resnet"], ["digits"], [True], [1.0], [0], epochs=5, batch_size=32,
-                         learning_rate=5e-4, image_size=64, amp=False)
+                         learning_rate=5e-4, image_size=64, amp="off")
     assert out.split()[0] == job.key
     code, out, _ = cli("run", "--config", config, "--models", "test_efficientnet", "--dry-run",
                        "--db", tmp_path / "x.duckdb")
@@ -252,7 +252,7 @@ def test_a_sweep_cannot_mix_protocols_in_one_experiment(cli, tmp_path):
     (key,) = [line.split()[0] for line in out.splitlines()]
     RunStore(db).record_run(
         dict(run_id="r1", job_key=key, experiment="digits", model="test_resnet", source="agent", status="ok",
-             epochs=4, batch_size=32, learning_rate=5e-4, image_size=32, optimizer="adam", amp=False)
+             epochs=4, batch_size=32, learning_rate=5e-4, image_size=32, optimizer="adam", amp="off")
     )
     before = db.read_bytes()
     code, out, err = cli("run", "--models", "test_vit", "--epochs", 2, "--image-size", 32, "--dry-run", "--db", db)

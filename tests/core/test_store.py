@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from pepr.errors import PeprError, StoreError
-from pepr.store import SCHEMA_VERSION, RunStore, is_estimate, job_key, merge
+from pepr.store import MIGRATIONS, SCHEMA_VERSION, RunStore, is_estimate, job_key, merge
 
 
 def run(run_id, **fields):
@@ -25,6 +25,36 @@ def run(run_id, **fields):
         energy_kwh=0.01,
     )
     return {**base, **fields}
+
+
+def _schema_1_file(path):
+    """A file as pepr wrote it before schema 2, with amp still a yes/no."""
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE pepr_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        con.execute("INSERT INTO pepr_meta VALUES ('schema_version', '1')")
+        for statement in MIGRATIONS[1]:
+            con.execute(statement)
+        for run_id, amp, device in [("a", True, "cuda:0 NVIDIA H200"), ("b", True, "cpu"), ("c", False, "cpu")]:
+            con.execute(
+                "INSERT INTO runs (run_id, job_key, experiment, model, source, status, amp, device)"
+                " VALUES (?, 'k', 'exp', 'm', 'agent', 'ok', ?, ?)", [run_id, amp, device])
+
+
+def test_a_schema_1_file_reads_as_the_current_schema_and_migrates_on_write(tmp_path):
+    path = tmp_path / "old.duckdb"
+    _schema_1_file(path)
+    store = RunStore(path)
+    before = store.runs()  # read-only: not migrated, but shaped like the current schema
+    assert dict(zip(before["run_id"], before["amp"])) == {"a": "fp16", "b": "bf16", "c": "off"}
+    assert "pue" in before and before["pue"].isna().all()
+    store.ensure()
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("SELECT value FROM pepr_meta").fetchall() == [(str(SCHEMA_VERSION),)]
+        stored = dict(con.execute("SELECT run_id, amp FROM runs").fetchall())
+    assert stored == {"a": "fp16", "b": "bf16", "c": "off"}
+    after = store.runs()
+    assert list(after.columns) == list(before.columns)
+    assert after["amp"].tolist() == before["amp"].tolist()
 
 
 def test_a_new_file_gets_the_current_schema(tmp_path):

@@ -1,0 +1,55 @@
+"""The one registry of resources a run can cost: name, run column, label, unit, readable scale.
+
+The score, the `pepr` command, the dashboard and budget caps all read resources from here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Resource:
+    name: str  # on the command line and in links, e.g. `energy`
+    column: str  # the run column holding it, in `unit`
+    label: str  # for people, e.g. `Training energy`
+    unit: str  # the column's unit ("" for counts)
+    # Readable units: (unit, how many of the column's unit make one), smallest first.
+    scales: tuple[tuple[str, float], ...] = ()
+
+
+RESOURCE_LIST: tuple[Resource, ...] = (
+    Resource("energy", "energy_kwh", "Training energy", "kWh",
+             (("mWh", 1e-6), ("Wh", 1e-3), ("kWh", 1.0), ("MWh", 1e3))),
+    Resource("co2", "co2_kg", "CO2eq emitted", "kg",
+             (("mg", 1e-6), ("g", 1e-3), ("kg", 1.0), ("t", 1e3))),
+    Resource("train_time", "train_time_s", "Training time", "s",
+             (("ms", 1e-3), ("s", 1.0), ("min", 60.0), ("h", 3600.0))),
+    Resource("gpu_memory", "gpu_mem_reserved_gb", "GPU memory (reserved peak)", "GB",
+             (("MB", 1e-3), ("GB", 1.0))),
+    Resource("params", "params", "Parameters", "",
+             (("", 1.0), ("k", 1e3), ("M", 1e6), ("B", 1e9))),
+    Resource("infer_time", "infer_time_s", "Inference time (test set)", "s",
+             (("ms", 1e-3), ("s", 1.0), ("min", 60.0), ("h", 3600.0))),
+    Resource("train_size", "train_size", "Training images", "",
+             (("", 1.0), ("k", 1e3), ("M", 1e6))),
+)
+RESOURCES: dict[str, Resource] = {resource.name: resource for resource in RESOURCE_LIST}
+
+
+def readable_unit(resource: Resource, typical: float) -> tuple[str, float]:
+    """The unit to show values near `typical` in, and the factor to divide them by.
+
+    The largest scale whose unit is at most `typical`, so `0.00003 kWh` reads `30 mWh`.
+    """
+    if not resource.scales:
+        return resource.unit, 1.0
+    chosen = resource.scales[0]
+    if typical is not None and math.isfinite(typical) and typical > 0:
+        for unit, factor in resource.scales:
+            if typical >= factor:
+                chosen = (unit, factor)
+    else:
+        chosen = next((s for s in resource.scales if s[1] == 1.0), chosen)
+    return chosen
