@@ -1,25 +1,57 @@
 """The pepr dashboard: `streamlit run dashboard/app.py` (or `make dashboard`).
 
-The sidebar (database and what-if controls) is shared by every page and mirrored in the URL
-(see `dashboard.controls`); each page in `app_pages/` (not `pages/`: Streamlit treats a folder of that name as an old-style multipage app, which runs a page without this script) reads what it decided with
-`dashboard.sidebar.current()`. The server listens on localhost (.streamlit/config.toml);
-pass `--server.address 0.0.0.0` to share it on a network.
+The frame around every page: pick a database, seed the widgets from the link, draw the
+sidebar, compute the one view (`dashboard.views.build_view`), mirror the choices into the
+link, and run the page, a function of that view. The server listens on localhost
+(.streamlit/config.toml); pass `--server.address 0.0.0.0` to share it on a network.
 """
+
+import functools
+import sys
+from pathlib import Path
 
 import streamlit as st
 
-from dashboard import sidebar
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `streamlit run` from anywhere
+
+from dashboard import data, sidebar, sources  # noqa: E402
+from dashboard.app_pages import budget, comparisons, curves, data_page, explorer, runs, sensitivity  # noqa: E402
+from dashboard.controls import to_query  # noqa: E402
+from dashboard.views import build_view, measured, offer  # noqa: E402
+
+PAGES = [  # (module, title, icon, url path)
+    (explorer, "Explorer", ":material/insights:", "explorer"),
+    (sensitivity, "Sensitivity", ":material/tune:", "sensitivity"),
+    (budget, "Budget pick", ":material/savings:", "budget"),
+    (comparisons, "Comparisons", ":material/compare:", "comparisons"),
+    (curves, "Curves", ":material/show_chart:", "curves"),
+    (runs, "Runs", ":material/table_rows:", "runs"),
+    (data_page, "Data", ":material/database:", "data"),
+]
 
 st.set_page_config(page_title="pepr · PePR explorer", page_icon="🌱", layout="wide")
-sidebar.view(sidebar.database_path())
-st.navigation(
-    [
-        st.Page("app_pages/explorer.py", title="Explorer", icon=":material/insights:", default=True),
-        st.Page("app_pages/sensitivity.py", title="Sensitivity", icon=":material/tune:"),
-        st.Page("app_pages/budget.py", title="Budget pick", icon=":material/savings:"),
-        st.Page("app_pages/comparisons.py", title="Comparisons", icon=":material/compare:"),
-        st.Page("app_pages/curves.py", title="Curves", icon=":material/show_chart:"),
-        st.Page("app_pages/runs.py", title="Runs", icon=":material/table_rows:"),
-        st.Page("app_pages/data_page.py", title="Data", icon=":material/database:", url_path="data"),
-    ]
-).run()
+found = sources.sources()
+source = sidebar.pick_database(found)
+view, problem = None, "No database to open."
+if source is not None:
+    all_runs, problem = data.load(source.path)
+    if all_runs is not None:
+        epochs = data.epochs(str(source.path))
+        offered = offer(all_runs, epochs)
+        ignored = sidebar.seed(offered, list(found))
+        sidebar.keep_page_state()
+        scope = all_runs[all_runs["experiment"].isin(sidebar.controls(offered).experiments)]
+        sidebar.draw(offered, measured(scope[scope["status"] == "ok"]))
+        controls = sidebar.controls(offered)
+        view = build_view(all_runs, epochs, controls, ignored)
+        query = to_query(controls, offered.metrics, offered.default, list(found))
+        if {k: st.query_params.get_all(k) for k in st.query_params} != {
+            k: v if isinstance(v, list) else [v] for k, v in query.items()
+        }:
+            st.query_params.from_dict(query)
+pages = [
+    st.Page(functools.partial(module.page, view, problem, source), title=title, icon=icon, url_path=path,
+            default=module is explorer)
+    for module, title, icon, path in PAGES
+]
+st.navigation(pages).run()

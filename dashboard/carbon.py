@@ -6,6 +6,8 @@ import functools
 
 import pandas as pd
 
+from dashboard.controls import MAX_G_PER_KWH, number
+
 
 @functools.cache
 def countries() -> dict[str, tuple[str, float]]:
@@ -29,11 +31,7 @@ def intensity(choice: str) -> float | None:
         return None
     if choice.upper() in countries():
         return countries()[choice.upper()][1]
-    try:
-        value = float(choice)
-    except ValueError:
-        return None
-    return value if value >= 0 else None
+    return number(choice, 0.0, MAX_G_PER_KWH)
 
 
 def with_intensity(runs: pd.DataFrame, g_per_kwh: float | None) -> pd.DataFrame:

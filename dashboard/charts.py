@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import altair as alt
 import numpy as np
 import pandas as pd
 
+from pepr.resources import RESOURCES
 from pepr.score import pepr
 
 _TOOLTIP = [
@@ -14,112 +17,144 @@ _TOOLTIP = [
     alt.Tooltip("pepr:Q", title="PePR", format=".3f"),
     alt.Tooltip("rank:Q", title="PePR rank"),
 ]
-COLOR_BY = {"model_type": "model type", "efficient": "efficient"}
+TOOLTIP_RESOURCES = ("energy", "co2", "train_time", "gpu_memory", "params")
+GROUPS = {  # colour-by column -> {value: legend label}, colours
+    "model_type": ({"CNN": "CNN", "Other": "Other"}, ["#1f77b4", "#ff7f0e", "#9e9e9e"]),
+    "efficient": ({True: "efficient", False: "not efficient"}, ["#2ca02c", "#7f7f7f", "#d0d0d0"]),
+}
+COLOR_TITLES = {"model_type": "model type", "efficient": "efficient (own paper's claim)"}
+NO_LIMIT = 0  # Vega-Lite: a label limit of 0 never cuts a label
 
 
-def pepr_vs_params(models: pd.DataFrame, threshold: float, color: str = "model_type") -> alt.Chart:
-    """PePR against parameter count (log x), the small-model region shaded (paper, Fig. 3d)."""
-    data = models.dropna(subset=["params"]).assign(
-        group=lambda d: d[color].astype("string").fillna("unknown")
-    )[["model", "params", "performance", "pepr", "rank", "group"]]
-    low = float(data["params"].min()) if len(data) else 1.0
-    region = pd.DataFrame({"x0": [min(low, threshold) * 0.9], "x1": [threshold]})
-    shade = (
-        alt.Chart(region)
-        .mark_rect(color="#2ca02c", opacity=0.08)
-        .encode(x=alt.X("x0:Q"), x2="x1:Q")
-    )
-    edge = alt.Chart(region).mark_rule(strokeDash=[4, 3], color="#2ca02c").encode(x="x1:Q")
-    label = (
-        alt.Chart(region)
-        .mark_text(align="right", baseline="top", dx=-4, dy=4, color="#2ca02c")
-        .encode(x="x1:Q", y=alt.value(0), text=alt.value("small models"))
-    )
+def readable(models: pd.DataFrame, units: Mapping[str, tuple[str, float]]) -> tuple[pd.DataFrame, list]:
+    """Resource columns scaled to readable units, and tooltips naming the units."""
+    data = models.copy()
+    tips = []
+    for name in TOOLTIP_RESOURCES:
+        resource = RESOURCES[name]
+        if resource.column in data and name in units and data[resource.column].notna().any():
+            unit, factor = units[name]
+            field = f"show_{name}"
+            data[field] = data[resource.column].astype(float) / factor
+            title = f"{resource.label} ({unit})" if unit else f"{resource.label} ({'count' if not resource.unit else resource.unit})"
+            tips.append(alt.Tooltip(f"{field}:Q", title=title, format=".3~g"))
+    return data, tips
+
+
+def pepr_vs_params(
+    models: pd.DataFrame, threshold: float, color: str = "model_type", units: Mapping[str, tuple[str, float]] | None = None
+) -> alt.Chart:
+    """PePR against parameter count (log x over the models' own range), the small-model region
+    shaded and named in the title (paper, Fig. 3d)."""
+    labels, colours = GROUPS[color]
+    data, tips = readable(models.dropna(subset=["params"]), units or {})
+    data = data.assign(group=data[color].map(lambda v: labels.get(v if not pd.isna(v) else None, "unknown")))
+    data = data[["model", "params", "performance", "pepr", "rank", "group", *(c for c in data if c.startswith("show_"))]]
+    low = float(data["params"].min()) if len(data) else 1e6
+    high = float(data["params"].max()) if len(data) else 1e8
+    domain = [min(low, threshold) / 1.3, max(high, threshold) * 1.3]
+    region = pd.DataFrame({"x0": [domain[0]], "x1": [threshold]})
+    x = alt.X("params:Q", scale=alt.Scale(type="log", domain=domain, nice=False), title="parameters (log scale)",
+              axis=alt.Axis(format="~s"))
+    shade = alt.Chart(region).mark_rect(color="#2ca02c", opacity=0.08).encode(x=alt.X("x0:Q", scale=alt.Scale(type="log", domain=domain, nice=False)), x2="x1:Q")
+    edge = alt.Chart(region).mark_rule(strokeDash=[4, 3], color="#2ca02c").encode(x=alt.X("x1:Q", scale=alt.Scale(type="log", domain=domain, nice=False)))
+    order = [*labels.values(), "unknown"]
     points = (
         alt.Chart(data)
-        .mark_circle(size=60, opacity=0.8)
+        .mark_circle(size=60, opacity=0.85)
         .encode(
-            x=alt.X("params:Q", scale=alt.Scale(type="log"), title="parameters (log scale)"),
+            x=x,
             y=alt.Y("pepr:Q", title="PePR", scale=alt.Scale(zero=False)),
-            color=alt.Color("group:N", title=COLOR_BY.get(color, color)),
-            tooltip=[*_TOOLTIP, alt.Tooltip("params:Q", title="parameters", format=",")],
+            color=alt.Color("group:N", title=COLOR_TITLES[color], scale=alt.Scale(domain=order, range=colours),
+                            legend=alt.Legend(orient="bottom", labelLimit=NO_LIMIT)),
+            tooltip=[*_TOOLTIP, *tips],
         )
     )
-    return alt.layer(shade, edge, label, points).properties(height=380)
+    title = alt.TitleParams(f"Shaded: small models, at most {threshold / 1e6:.3g}M parameters", fontSize=12, fontWeight="normal", anchor="start")
+    return alt.layer(shade, edge, points).properties(height=380, title=title)
 
 
 def performance_vs_resource(
-    models: pd.DataFrame, front: np.ndarray, knee: int | None, alpha: float = 1.0, levels: int = 6
+    models: pd.DataFrame,
+    front: np.ndarray,
+    alpha: float = 1.0,
+    levels: int = 5,
+    units: Mapping[str, tuple[str, float]] | None = None,
 ) -> alt.Chart:
-    """Performance against weighted normalised resource over shaded PePR iso-lines, the Pareto
-    front drawn and its knee marked (paper, Fig. 4a)."""
-    data = models[["model", "performance", "pepr", "rank", "resource"]].assign(
+    """Performance against weighted normalised resource over labelled PePR iso-lines, the
+    Pareto front drawn and the top-PePR model marked: where the highest iso-line touches the
+    front (paper, Fig. 4a)."""
+    data, tips = readable(models, units or {})
+    data = data[["model", "performance", "pepr", "rank", "resource", *(c for c in data if c.startswith("show_"))]].assign(
         front=np.asarray(front, dtype=bool)
     )
     p_low = float(min(data["performance"].min(), 1.0)) if len(data) else 0.0
     p_low = max(0.0, np.floor(p_low * 20) / 20 - 0.05)
-    r_grid, p_grid = np.meshgrid(np.linspace(0, 1, 41), np.linspace(p_low, 1, 41))
+    r_grid, p_grid = np.meshgrid(np.linspace(0, 1, 21), np.linspace(p_low, 1, 21))
     surface = pd.DataFrame({"R": r_grid.ravel(), "P": p_grid.ravel()})
     surface["pepr"] = pepr(surface["P"].to_numpy(), surface["R"].to_numpy(), alpha)
-    step_r, step_p = 1 / 40, (1 - p_low) / 40
+    step_r, step_p = 1 / 20, (1 - p_low) / 20
+    x_scale, y_scale = alt.Scale(domain=[0, 1]), alt.Scale(domain=[p_low, 1])
     heat = (
         alt.Chart(surface.assign(R2=surface.R + step_r, P2=surface.P + step_p))
-        .mark_rect(opacity=0.35)
+        .mark_rect(opacity=0.3)
         .encode(
-            x=alt.X("R:Q", title="weighted normalised resource R", scale=alt.Scale(domain=[0, 1])),
+            x=alt.X("R:Q", title="weighted normalised resource R", scale=x_scale),
             x2="R2:Q",
-            y=alt.Y("P:Q", title="performance", scale=alt.Scale(domain=[p_low, 1])),
+            y=alt.Y("P:Q", title="performance", scale=y_scale),
             y2="P2:Q",
             color=alt.Color("pepr:Q", title="PePR", scale=alt.Scale(scheme="greens")),
         )
     )
+    top = float(data["pepr"].max()) if len(data) else 0.5
+    values = sorted({round(float(v), 2) for v in np.linspace(p_low / (1 + 1 / alpha), top, levels)} | {round(top, 3)})
     r_line = np.linspace(0, 1, 21)
-    values = np.linspace(surface["pepr"].min(), surface["pepr"].max(), levels + 2)[1:-1]
     iso = pd.DataFrame(
-        [
-            {"level": round(float(c), 3), "R": r, "P": float(c * (alpha + r) / alpha)}
-            for c in values
-            for r in r_line
-        ]
+        [{"level": c, "R": r, "P": float(c * (alpha + r) / alpha)} for c in values for r in r_line]
     ).query("@p_low <= P <= 1")
     lines = (
         alt.Chart(iso)
         .mark_line(color="#555", strokeDash=[2, 3], strokeWidth=1, clip=True)
-        .encode(x="R:Q", y="P:Q", detail="level:N", tooltip=alt.Tooltip("level:Q", title="PePR"))
+        .encode(x=alt.X("R:Q", scale=x_scale), y=alt.Y("P:Q", scale=y_scale), detail="level:N",
+                tooltip=alt.Tooltip("level:Q", title="PePR on this line"))
+    )
+    ends = iso.sort_values("R").groupby("level", as_index=False).last()
+    iso_labels = (
+        alt.Chart(ends.assign(text=ends["level"].map(lambda v: f"PePR {v:g}")))
+        .mark_text(align="right", baseline="bottom", dx=-2, dy=-2, fontSize=10, color="#444")
+        .encode(x=alt.X("R:Q", scale=x_scale), y=alt.Y("P:Q", scale=y_scale), text="text:N")
     )
     points = (
         alt.Chart(data)
-        .mark_circle(size=55, opacity=0.85)
-        .encode(
-            x="resource:Q",
-            y="performance:Q",
-            color=alt.value("#1f77b4"),
-            tooltip=[*_TOOLTIP, alt.Tooltip("resource:Q", title="R", format=".3f")],
-        )
+        .mark_circle(size=55, opacity=0.85, color="#1f77b4")
+        .encode(x=alt.X("resource:Q", scale=x_scale), y=alt.Y("performance:Q", scale=y_scale),
+                tooltip=[*_TOOLTIP, alt.Tooltip("resource:Q", title="R (normalised)", format=".3f"), *tips])
     )
     front_line = (
         alt.Chart(data[data["front"]].sort_values("resource"))
         .mark_line(color="#d62728", point=True)
-        .encode(x="resource:Q", y="performance:Q", order="resource:Q", tooltip=_TOOLTIP)
+        .encode(x=alt.X("resource:Q", scale=x_scale), y=alt.Y("performance:Q", scale=y_scale), order="resource:Q",
+                tooltip=[*_TOOLTIP, *tips])
     )
-    layers = [heat, lines, points, front_line]
-    if knee is not None:
-        knee_row = data.iloc[[knee]]
+    layers = [heat, lines, iso_labels, points, front_line]
+    if len(data):
+        best = data[data["rank"] == data["rank"].min()].head(1)
         layers.append(
-            alt.Chart(knee_row)
+            alt.Chart(best)
             .mark_point(shape="diamond", size=260, color="#d62728", filled=True)
-            .encode(x="resource:Q", y="performance:Q", tooltip=_TOOLTIP)
+            .encode(x=alt.X("resource:Q", scale=x_scale), y=alt.Y("performance:Q", scale=y_scale), tooltip=[*_TOOLTIP, *tips])
         )
         layers.append(
-            alt.Chart(knee_row)
+            alt.Chart(best.assign(text="top PePR: " + best["model"]))
             .mark_text(align="left", dx=10, dy=-10, fontWeight="bold", color="#d62728")
-            .encode(x="resource:Q", y="performance:Q", text=alt.value("knee"))
+            .encode(x=alt.X("resource:Q", scale=x_scale), y=alt.Y("performance:Q", scale=y_scale), text="text:N")
         )
     return alt.layer(*layers).properties(height=380)
 
 
 def rank_probabilities(table: pd.DataFrame, top: int = 15) -> alt.Chart:
-    """Per model, the probability of ranking first and of being in the top 5, as bars."""
+    """Per model, the probability of ranking first and of being in the top 5, as bars; model
+    names in full."""
     head = table.sort_values(["p_top5", "p_first"], ascending=False).head(top)
     long = head.melt(
         id_vars="model", value_vars=["p_first", "p_top5"], var_name="event", value_name="p"
@@ -128,19 +163,22 @@ def rank_probabilities(table: pd.DataFrame, top: int = 15) -> alt.Chart:
         alt.Chart(long)
         .mark_bar()
         .encode(
-            y=alt.Y("model:N", sort=list(head["model"]), title=None),
+            y=alt.Y("model:N", sort=list(head["model"]), title=None, axis=alt.Axis(labelLimit=NO_LIMIT)),
             x=alt.X("p:Q", title="probability", scale=alt.Scale(domain=[0, 1])),
-            color=alt.Color("event:N", title=None),
+            color=alt.Color("event:N", title=None, legend=alt.Legend(orient="bottom")),
             yOffset="event:N",
             tooltip=["model:N", "event:N", alt.Tooltip("p:Q", format=".2f")],
         )
+        .properties(height=max(120, 34 * len(head)))
     )
 
 
-def distributions(frame: pd.DataFrame, value: str, title: str, max_dots: int = 600) -> alt.Chart:
+def distributions(frame: pd.DataFrame, value: str, title: str, max_dots: int = 600, scale: float = 1.0) -> alt.Chart:
     """Two groups side by side: boxes (quartiles, min-max whiskers, median tick) computed here,
-    over the individual values where there are at most `max_dots` of them."""
+    over the individual values where there are at most `max_dots` of them; values divided by
+    `scale` (a readable unit)."""
     order = list(frame["group"].cat.categories) if hasattr(frame["group"], "cat") else None
+    frame = frame.assign(**{value: frame[value].astype(float) / scale})
     stats = (
         frame.groupby("group", observed=True)[value]
         .quantile([0.0, 0.25, 0.5, 0.75, 1.0])
@@ -158,7 +196,7 @@ def distributions(frame: pd.DataFrame, value: str, title: str, max_dots: int = 6
         y="q1:Q",
         y2="q3:Q",
         color=alt.Color("group:N", legend=None, sort=order),
-        tooltip=["group:N", *(alt.Tooltip(f"{c}:Q", format=".3f") for c in ("low", "q1", "median", "q3", "high"))],
+        tooltip=["group:N", *(alt.Tooltip(f"{c}:Q", format=".3~g") for c in ("low", "q1", "median", "q3", "high"))],
     )
     median = base.mark_tick(size=40, thickness=2, color="black").encode(y="median:Q")
     layers = [whisker, box, median]
@@ -171,23 +209,29 @@ def distributions(frame: pd.DataFrame, value: str, title: str, max_dots: int = 6
                 x=x,
                 y=f"{value}:Q",
                 xOffset=alt.XOffset("jitter:Q", scale=alt.Scale(domain=[-1, 1])),
-                tooltip=["model:N", "experiment:N", alt.Tooltip(f"{value}:Q", format=".3f")],
+                tooltip=["model:N", "experiment:N", alt.Tooltip(f"{value}:Q", title=title, format=".3~g")],
             )
         )
         layers.append(dots)
-    return alt.layer(*layers).properties(height=300)
+    return alt.layer(*layers).properties(height=260)
 
 
-def learning_curves(curves: pd.DataFrame, x: str, x_title: str) -> alt.Chart:
-    """Performance per epoch against cumulative resource, one line per run."""
+def _run_colour(curves: pd.DataFrame) -> alt.Color:
+    return alt.Color("label:N", title="run", legend=alt.Legend(orient="bottom", columns=1, labelLimit=NO_LIMIT))
+
+
+def learning_curves(curves: pd.DataFrame, x: str, x_title: str, scale: float = 1.0) -> alt.Chart:
+    """Performance per epoch against cumulative resource (divided by `scale`), one line per run."""
+    data = curves.assign(**{x: curves[x].astype(float) / scale})
     return (
-        alt.Chart(curves)
+        alt.Chart(data)
         .mark_line(point=True)
         .encode(
             x=alt.X(f"{x}:Q", title=x_title),
             y=alt.Y("performance:Q", title="performance", scale=alt.Scale(zero=False)),
-            color=alt.Color("label:N", title="run"),
-            tooltip=["label:N", "epoch:Q", alt.Tooltip("performance:Q", format=".3f")],
+            color=_run_colour(data),
+            tooltip=["label:N", "epoch:Q", alt.Tooltip(f"{x}:Q", title=x_title, format=".3~g"),
+                     alt.Tooltip("performance:Q", format=".3f")],
         )
         .properties(height=320)
     )
@@ -201,7 +245,7 @@ def pepr_curves(curves: pd.DataFrame, peaks: pd.DataFrame) -> alt.Chart:
         .encode(
             x=alt.X("R:Q", title="normalised cumulative resource R"),
             y=alt.Y("pepr:Q", title="PePR", scale=alt.Scale(zero=False)),
-            color=alt.Color("label:N", title="run"),
+            color=_run_colour(curves),
             tooltip=["label:N", "epoch:Q", alt.Tooltip("pepr:Q", format=".3f")],
         )
     )
@@ -212,7 +256,7 @@ def pepr_curves(curves: pd.DataFrame, peaks: pd.DataFrame) -> alt.Chart:
             x="R:Q",
             y="pepr:Q",
             color=alt.Color("label:N"),
-            tooltip=["label:N", alt.Tooltip("epoch:Q", title="peak epoch"), "pepr:Q"],
+            tooltip=["label:N", alt.Tooltip("epoch:Q", title="peak epoch"), alt.Tooltip("pepr:Q", format=".3f")],
         )
     )
     return alt.layer(lines, peak).properties(height=320)

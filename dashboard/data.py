@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
+from pepr.errors import StoreBusyError, StoreError
 from pepr.store import RunStore
 
-DEFAULT_DB = "results/pepr.duckdb"
 TTL_S = 15  # new runs written by the agent show up within this many seconds
 READ_TIMEOUT_S = 5.0  # wait this long for a lock before telling the user the file is busy
-
-
-def default_path() -> str:
-    """The database path: $PEPR_DB, else results/pepr.duckdb."""
-    return os.environ.get("PEPR_DB") or DEFAULT_DB
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
@@ -26,14 +21,34 @@ def runs(path: str) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
-def epochs(path: str, run_ids: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """Per-epoch rows, for the given runs or all."""
-    return RunStore(path, timeout=READ_TIMEOUT_S).epochs(
-        list(run_ids) if run_ids is not None else None
-    )
+def epochs(path: str) -> pd.DataFrame:
+    """Every per-epoch row."""
+    return RunStore(path, timeout=READ_TIMEOUT_S).epochs()
 
 
 def refresh() -> None:
     """Forget cached reads (after a write)."""
     runs.clear()
     epochs.clear()
+
+
+def load(path, read=runs) -> tuple[pd.DataFrame | None, str | None]:
+    """All runs (through `read`), or the hard state that prevents reading them, said without
+    naming anything on the server but the file chosen."""
+    if not RunStore(path).exists():
+        return None, (
+            "This database file does not exist (yet). Run the agent to record runs, or import "
+            "the paper's published results on the **Data** page."
+        )
+    try:
+        found = read(str(path))
+    except StoreBusyError:
+        return None, "The database is being written by another process (the agent?)."
+    except StoreError as error:
+        reason = str(error).split(": ", 1)[-1].replace(str(path), Path(path).name)
+        if "not a valid DuckDB database" in reason:
+            reason = "it is not a DuckDB database file"
+        return None, f"Cannot read this database: {reason.rstrip('.!')}."
+    if found.empty:
+        return None, "This database holds no runs yet. Start the agent, or import the paper's results on the **Data** page."
+    return found, None

@@ -1,238 +1,198 @@
-"""The sidebar: which database, its hard states, and the what-if controls (mirrored in the URL)."""
+"""The sidebar and the session state: widgets only; what they mean is `dashboard.views`.
+
+Every widget's value lives in `st.session_state` under a fixed key, seeded once from the link
+(`dashboard.controls.from_query`) and read back into one `Controls` by `controls()`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 
-import pandas as pd
 import streamlit as st
 
-from dashboard import carbon, data, views
+from dashboard import carbon
 from dashboard.controls import (
+    CAPPED,
+    CONCENTRATIONS,
     NORMALIZATION_LABELS,
     PERFORMANCE,
-    RESOURCES,
+    SAMPLES,
+    WEIGHTED,
     Controls,
     from_query,
-    to_query,
 )
-from pepr.errors import PeprError, StoreBusyError, StoreError
-from pepr.score import Scored, normalize_weights, score
-from pepr.store import RunStore
+from dashboard.sources import Source
+from dashboard.text import plain
+from dashboard.views import Offer
+from pepr.resources import RESOURCES
+from pepr.score import normalize_weights
 
-RETRY_S = 5
-_CI_MODES = {"": "as measured", "country": "a country's grid", "custom": "a number (g/kWh)"}
-
-
-@dataclass
-class View:
-    """What every page reads: the runs, the controls, and the scores under them."""
-
-    path: str
-    problem: str | None = None  # a hard state: no file, busy, unreadable, no runs
-    runs: pd.DataFrame = field(default_factory=pd.DataFrame)  # every run, any status
-    controls: Controls = field(default_factory=Controls)
-    weights: dict[str, float] = field(default_factory=dict)  # normalised, measured only
-    unmeasured: list[str] = field(default_factory=list)  # resources with no value in scope
-    scored: Scored | None = None
-    models: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per model
+CI_MODES = {"": "as measured", "country": "a country's grid", "custom": "a number (g/kWh)"}
+# Widget keys drawn on pages: kept when their page is not shown (Streamlit forgets them otherwise).
+PAGE_KEYS = ("e_color", "s_n", "s_c", "k_runs", "k_x", "r_status", "r_exp", "r_model", "bl_k")
 
 
-def database_path() -> str:
-    """The database file: $PEPR_DB or results/pepr.duckdb, or what the user types."""
-    return st.sidebar.text_input(
-        "Database file", value=data.default_path(), key="db", help="A pepr DuckDB file; opened read-only."
-    ).strip()
-
-
-def _load(path: str, read=data.runs) -> tuple[pd.DataFrame | None, str | None]:
-    """All runs (through `read`), or the hard state that prevents reading them."""
-    if not path or not RunStore(path).exists():
-        return None, (
-            f"No database at `{path}`. Run the agent to record runs, or import the paper's "
-            "published results on the **Data** page."
-        )
-    try:
-        runs = read(path)
-    except StoreBusyError:
-        return None, "The database is being written by another process (the agent?)."
-    except StoreError as error:
-        return None, f"Cannot read the database: {error}"
-    if runs.empty:
-        return None, (
-            f"`{path}` holds no runs yet. Start the agent, or import the paper's results on "
-            "the **Data** page."
-        )
-    return runs, None
-
-
-@st.fragment(run_every=RETRY_S)
-def _retry(path: str, problem: str) -> None:
-    """Look again every few seconds (quickly, uncached); reload the app once it changed."""
-    st.caption(f"Checking again every {RETRY_S} s.")
-    if _load(path, lambda p: RunStore(p, timeout=0.5).runs())[1] != problem:
-        data.refresh()
-        st.rerun()
-
-
-def show_problem(view: View) -> None:
-    """Tell the user why there is nothing to show yet (and keep checking)."""
-    st.info(view.problem)
-    _retry(view.path, view.problem)
-
-
-def _seed(experiments: list[str], metrics: list[str]) -> None:
-    """Set the widgets from the URL once per session."""
-    if st.session_state.get("_seeded") == st.session_state.get("db"):
-        return
-    params = {key: st.query_params.get_all(key) for key in st.query_params}
-    start = from_query(params, experiments, metrics)
+def pick_database(found: Mapping[str, Source]) -> Source | None:
+    """The database picker; the link's `db` chooses the first one of a session."""
     state = st.session_state
-    state["c_x"] = list(start.experiments)
+    keys = list(found)
+    if state.get("_switch_db") in keys:
+        state["db"] = state.pop("_switch_db")
+    if "db" not in state or state["db"] not in keys:
+        wanted = st.query_params.get("db")
+        state["db"] = wanted if wanted in keys else (keys[0] if keys else None)
+    if not keys:
+        st.sidebar.error("No database to open: none shipped, none in the user data folder.")
+        return None
+    key = st.sidebar.selectbox("Database", keys, key="db", format_func=lambda k: found[k].label)
+    return found[key]
+
+
+def keep_page_state() -> None:
+    """Re-assign page widgets' values so that they survive a visit to another page."""
+    state = st.session_state
+    for key in (*PAGE_KEYS, *(k for k in state if str(k).startswith(("cap_", "bl_")))):
+        if key in state:
+            state[key] = state[key]
+
+
+def seed(offer: Offer, dbs: list[str]) -> list[str]:
+    """Set every widget from the link, once per session and database; returns the link values
+    that were ignored, with why."""
+    state = st.session_state
+    if state.get("_seeded") == state.get("db"):
+        return state.get("_ignored", [])
+    first = "_seeded" not in state
+    params = {key: st.query_params.get_all(key) for key in st.query_params} if first else {}
+    start, ignored = from_query(params, offer.experiments, offer.metrics, offer.default, dbs, list(carbon.countries()))
+    for dataset, experiments in offer.groups.items():
+        state[f"c_x:{dataset}"] = [e for e in start.experiments if e in experiments]
     state["c_m"] = start.metric
     state["c_p"] = start.performance
-    for name in RESOURCES:
+    for name in WEIGHTED:
         state[f"c_w_{name}"] = float(start.weights.get(name, 0.0))
     state["c_n"] = start.normalization
     state["c_a"] = float(start.alpha)
     code = start.intensity.upper()
-    state["c_ci_value"] = 400.0  # a typical grid, until the user types another
-    if code in carbon.countries():
-        state["c_ci"], state["c_ci_country"] = "country", code
+    countries = carbon.countries()
+    state["c_ci_country"] = code if code in countries else home_country(offer, countries)
+    state["c_ci_value"] = 400.0
+    if code in countries:
+        state["c_ci"] = "country"
     elif carbon.intensity(start.intensity) is not None:
         state["c_ci"], state["c_ci_value"] = "custom", carbon.intensity(start.intensity)
     else:
         state["c_ci"] = ""
     state["c_t"] = start.threshold_m
-    state["_seeded"] = state.get("db")
+    for name in CAPPED:
+        state[f"cap_{name}"] = start.caps.get(name)
+    state["bl_weights"] = dict(start.baseline_weights)
+    state["bl_n"] = start.baseline_normalization
+    state["bl_a"] = start.baseline_alpha
+    state["bl_k"] = start.top_k
+    state["s_n"], state["s_c"] = start.samples, int(start.concentration)
+    state["e_color"] = start.color
+    state["k_runs"] = list(start.curve_runs)
+    state["k_x"] = start.curve_axis or None
+    state["r_status"], state["r_exp"], state["r_model"] = list(start.run_status), list(start.run_experiments), start.run_model
+    state["_seeded"], state["_ignored"] = state.get("db"), ignored
+    return ignored
 
 
-def _choices(runs: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """The experiments and the performance metrics (of ok runs) a user can pick from."""
-    experiments = sorted(runs["experiment"].dropna().unique())
-    metrics = sorted(runs.loc[runs["status"] == "ok", "metric"].dropna().unique())
-    return experiments, metrics
+def home_country(offer: Offer, countries: Mapping[str, tuple[str, float]]) -> str | None:
+    """The runs' own country; where none is recorded, the one whose grid is closest to the
+    intensity they were measured at."""
+    if offer.country in countries:
+        return offer.country
+    if offer.intensity is None or not countries:
+        return next(iter(countries), None)
+    return min(countries, key=lambda code: abs(countries[code][1] - offer.intensity))
 
 
-def _controls(
-    runs: pd.DataFrame, experiments: list[str], metrics: list[str], best_val: bool
-) -> tuple[Controls, set[str]]:
-    """Draw the what-if controls; return them and the resources measured in the chosen scope."""
-    sb = st.sidebar
-    _seed(experiments, metrics)
-    state = st.session_state
-    state["c_x"] = [e for e in state.get("c_x", []) if e in experiments]
-    chosen = sb.multiselect("Experiments", experiments, key="c_x", help="Empty = all.")
-    scope = runs[runs["experiment"].isin(chosen or experiments) & (runs["status"] == "ok")]
-    metric = None
-    if metrics:
-        if state.get("c_m") not in metrics:
-            state["c_m"] = metrics[0]
-        metric = sb.selectbox("Performance metric", metrics, key="c_m")
-        scope = scope[scope["metric"] == metric]
-    performance = "final"
-    if best_val:
-        performance = sb.radio(
-            "Performance", list(PERFORMANCE), format_func=PERFORMANCE.get, key="c_p", horizontal=True
-        )
-    has = views.measured(scope)
-    sb.markdown("**Resource weights**")
-    raw = {}
-    for name, (label, unit) in RESOURCES.items():  # labels stay fixed: they are the widget's identity
-        label = f"{label} ({unit})" if unit else label
-        raw[name] = sb.slider(label, 0.0, 1.0, step=0.05, key=f"c_w_{name}", disabled=name not in has)
-    shown = normalize_weights({k: v for k, v in raw.items() if k in has})
-    sb.caption(
-        "Normalised: " + (", ".join(f"{RESOURCES[k][0]} {v:.0%}" for k, v in shown.items()) or "none (PePR = performance)")
+def controls(offer: Offer, state: Mapping | None = None) -> Controls:
+    """The controls as the widgets hold them now."""
+    state = st.session_state if state is None else state
+    chosen = tuple(e for dataset in offer.groups for e in state.get(f"c_x:{dataset}", []) if e in offer.experiments)
+    mode = state.get("c_ci", "")
+    intensity = ""
+    if mode == "country" and state.get("c_ci_country"):
+        intensity = state["c_ci_country"]
+    elif mode == "custom" and state.get("c_ci_value") is not None:
+        intensity = f"{float(state['c_ci_value']):g}"
+    caps = {name: float(state[f"cap_{name}"]) for name in CAPPED if state.get(f"cap_{name}") is not None}
+    return Controls(
+        db=state.get("db") or "",
+        experiments=chosen or offer.default,
+        metric=state.get("c_m") if state.get("c_m") in offer.metrics else next(iter(offer.metrics), None),
+        performance=state.get("c_p") or "final",
+        weights={name: float(state.get(f"c_w_{name}", 0.0)) for name in WEIGHTED},
+        normalization=state.get("c_n") or "minmax",
+        alpha=float(state.get("c_a") if state.get("c_a") is not None else 1.0),
+        intensity=intensity,
+        threshold_m=state.get("c_t"),
+        caps=caps,
+        baseline_weights=dict(state.get("bl_weights", {"energy": 1.0})),
+        baseline_normalization=state.get("bl_n", "minmax"),
+        baseline_alpha=float(state.get("bl_a", 1.0)),
+        top_k=int(state.get("bl_k") or 5),
+        samples=int(state.get("s_n") or 500),
+        concentration=float(state.get("s_c") or 20),
+        color=state.get("e_color") or "model_type",
+        curve_runs=tuple(state.get("k_runs") or ()),
+        curve_axis=state.get("k_x") or "",
+        run_status=tuple(state.get("r_status") or ()),
+        run_experiments=tuple(state.get("r_exp") or ()),
+        run_model=state.get("r_model") or "",
     )
-    missing = [RESOURCES[k][0] for k in RESOURCES if k not in has]
+
+
+def pin_baseline() -> None:
+    """Pin the current weighting as the baseline the Explorer compares with."""
+    state = st.session_state
+    state["bl_weights"] = {name: float(state.get(f"c_w_{name}", 0.0)) for name in WEIGHTED if state.get(f"c_w_{name}", 0.0) > 0}
+    state["bl_n"] = state.get("c_n", "minmax")
+    state["bl_a"] = max(1.0, float(state.get("c_a") or 1.0))
+
+
+def draw(offer: Offer, measured: set[str]) -> None:
+    """Draw the what-if controls (their values are read by `controls`)."""
+    sb = st.sidebar
+    sb.markdown("**Experiments** (normalisation groups)")
+    for dataset, experiments in offer.groups.items():
+        sb.multiselect(
+            plain(dataset), experiments, key=f"c_x:{dataset}", format_func=offer.describe.get,
+            placeholder="none", help="Each experiment is scored within itself; a model's figures are its mean over those chosen.",
+        )
+    if offer.metrics:
+        sb.selectbox("Performance metric", offer.metrics, key="c_m")
+    if offer.best_val:
+        sb.radio("Performance", list(PERFORMANCE), format_func=PERFORMANCE.get, key="c_p", horizontal=True)
+    sb.markdown("**Resource weights**")
+    for name in WEIGHTED:  # labels stay fixed: they are the widget's identity
+        resource = RESOURCES[name]
+        sb.slider(resource.label, 0.0, 1.0, step=0.05, key=f"c_w_{name}", disabled=name not in measured)
+    state = st.session_state
+    shown = normalize_weights({k: float(state.get(f"c_w_{k}", 0.0)) for k in WEIGHTED if k in measured})
+    sb.caption(
+        "Normalised: " + (", ".join(f"{RESOURCES[k].label} {v:.0%}" for k, v in shown.items()) or "none (PePR = performance)")
+    )
+    missing = [RESOURCES[k].label for k in WEIGHTED if k not in measured]
     if missing:
         sb.caption(f"Not measured in these experiments (greyed out): {', '.join(missing)}.")
-    normalization = sb.radio(
-        "Normalisation per experiment", list(NORMALIZATION_LABELS), format_func=NORMALIZATION_LABELS.get, key="c_n", horizontal=True
-    )
-    alpha = sb.number_input("Trade-off factor alpha", min_value=1.0, step=0.5, key="c_a", help="1 = basic PePR; large = resources matter little.")
-    mode = sb.radio("Grid carbon intensity", list(_CI_MODES), format_func=_CI_MODES.get, key="c_ci")
-    intensity = ""
+    sb.button("Pin these weights as the baseline", key="c_pin", on_click=pin_baseline,
+              help="The Explorer then shows which models moved, entered or left the top k.")
+    sb.radio("Normalisation per experiment", list(NORMALIZATION_LABELS), format_func=NORMALIZATION_LABELS.get, key="c_n", horizontal=True)
+    sb.number_input("Trade-off factor alpha (at least 1)", step=0.5, key="c_a", format="%g",
+                    help="1 = basic PePR; large = resources matter little.")
+    mode = sb.radio("Grid carbon intensity", list(CI_MODES), format_func=CI_MODES.get, key="c_ci")
     countries = carbon.countries()
     if mode == "country" and countries:
-        intensity = sb.selectbox(
-            "Country",
-            list(countries),
-            key="c_ci_country",
+        sb.selectbox(
+            "Country", list(countries), key="c_ci_country",
             format_func=lambda c: f"{countries[c][0]} ({c}), {countries[c][1]:.0f} g/kWh",
         )
     elif mode == "custom":
-        intensity = f"{sb.number_input('g CO2eq per kWh', min_value=0.0, step=10.0, key='c_ci_value'):g}"
-    threshold = sb.number_input(
-        "Small/large threshold (M parameters)", min_value=0.0, value=None, step=1.0, key="c_t", placeholder="median"
-    )
-    sb.caption("The address bar holds these settings: copy it to share this view.")
-    controls = Controls(
-        experiments=tuple(chosen or experiments),
-        metric=metric,
-        performance=performance,
-        weights=raw,
-        normalization=normalization,
-        alpha=float(alpha),
-        intensity=intensity,
-        threshold_m=threshold,
-    )
-    return controls, has
-
-
-def _mirror(controls: Controls, experiments: list[str], metrics: list[str]) -> None:
-    """Write the controls into the URL (only when they changed)."""
-    query = to_query(controls, experiments, metrics)
-    current = {key: st.query_params.get_all(key) for key in st.query_params}
-    wanted = {key: value if isinstance(value, list) else [value] for key, value in query.items()}
-    if current != wanted:
-        st.query_params.from_dict(query)
-
-
-def current(needs: str = "scores") -> View:
-    """This run's view for a page; where it lacks what the page `needs` ("scores", "runs" or
-    ""), show the hard state and stop the page there."""
-    found = st.session_state["_view"]
-    if (needs == "scores" and found.scored is None) or (needs == "runs" and found.runs.empty):
-        show_problem(found)
-        st.stop()
-    return found
-
-
-def view(path: str) -> View:
-    """Load the runs, draw the controls, score the runs in scope; pages get it by `current`."""
-    st.session_state["_view"] = found = _view(path)
-    return found
-
-
-def _view(path: str) -> View:
-    runs, problem = _load(path)
-    if problem:
-        return View(path=path, problem=problem)
-    epochs = data.epochs(path)
-    best_val = bool(epochs[["val_metric", "test_metric"]].notna().all(axis=1).any())
-    experiments, metrics = _choices(runs)
-    controls, has = _controls(runs, experiments, metrics, best_val)
-    _mirror(controls, experiments, metrics)
-    scope = runs[runs["experiment"].isin(controls.experiments)]
-    if controls.metric is not None:
-        scope = scope[scope["metric"] == controls.metric]
-    if controls.performance == "bestval":
-        scope = views.with_best_validation(scope, epochs)
-    scope = carbon.with_intensity(scope, carbon.intensity(controls.intensity))
-    weights = {k: v for k, v in controls.weights.items() if k in has}
-    unmeasured = [k for k, v in controls.weights.items() if v > 0 and k not in has]
-    try:
-        scored = score(scope, weights, controls.normalization, controls.alpha)
-    except PeprError as error:
-        return View(path=path, problem=f"Cannot score these runs: {error}", runs=runs, controls=controls)
-    return View(
-        path=path,
-        runs=runs,
-        controls=controls,
-        weights=scored.weights,
-        unmeasured=unmeasured,
-        scored=scored,
-        models=views.by_model(scored.table),
-    )
+        sb.number_input("g CO2eq per kWh", min_value=0.0, max_value=5000.0, step=10.0, key="c_ci_value", format="%g")
+    sb.number_input("Small/large threshold (millions of parameters)", min_value=0.0, step=1.0, key="c_t",
+                    placeholder="median model", format="%g")
+    sb.caption("The address bar holds every choice on every page: copy it to share this view.")

@@ -1,18 +1,35 @@
-"""Pure data shaping for the pages: per-model summaries, headline, budget, comparisons, curves.
+"""What the pages show, as one pure function of (runs, epochs, controls): `build_view`.
 
-Scores come from `pepr.score` only; this module averages, filters and labels them.
+Scores come from `pepr.score` only; this module chooses the runs in scope, re-prices CO2,
+averages per model, and labels with readable units. No Streamlit here: plain pytest tests it.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
-from pepr.score import RESOURCES, compare_groups, pepr_curve, split_by_params
+from dashboard.carbon import intensity, with_intensity
+from dashboard.controls import CAPPED, WEIGHTED, Controls, default_experiments
+from pepr.resources import COLUMNS, RESOURCES, format_value, typical_unit
+from pepr.score import (
+    compare_groups,
+    compare_paired,
+    knee,
+    pareto_front,
+    pepr_curve,
+    score,
+    split_by_params,
+)
+from pepr.sensitivity import kendall_tau, rank_stability, sample_weights
 from pepr.store import is_estimate
 
-SAVINGS = {"energy_kwh": "energy", "co2_kg": "CO2", "gpu_mem_reserved_gb": "GPU memory"}
+SAVINGS = ("energy", "co2", "gpu_memory")
+COSTS = ("energy", "co2", "train_time")  # shown per group on the Comparisons page
 ENERGY_PARTS = {  # method column -> kWh column
     "energy_cpu_method": "energy_cpu_kwh",
     "energy_gpu_method": "energy_gpu_kwh",
@@ -20,9 +37,256 @@ ENERGY_PARTS = {  # method column -> kWh column
 }
 
 
+@dataclass(frozen=True)
+class Offer:
+    """What a database offers to choose from."""
+
+    experiments: list[str]
+    metrics: list[str]
+    default: tuple[str, ...]  # the experiments to open on
+    best_val: bool  # per-epoch validation and test metrics exist
+    groups: dict[str, list[str]]  # dataset -> its experiments, ordered
+    describe: dict[str, str]  # experiment -> `pretrained · all data` (for the selector)
+    country: str | None  # where most runs were measured
+    intensity: float | None  # their median grid intensity, g/kWh
+
+
+def offer(runs: pd.DataFrame, epochs: pd.DataFrame) -> Offer:
+    ok = runs[runs["status"] == "ok"]
+    metrics = sorted(ok["metric"].dropna().unique())
+    info = runs.groupby("experiment", sort=True).agg(
+        dataset=("dataset", "first"), pretrained=("pretrained", "first"), fraction=("train_fraction", "first")
+    )
+    info["dataset"] = info["dataset"].fillna("other").astype(str)
+    info["order"] = [
+        (2 if pd.isna(p) else 0 if bool(p) else 1, -(f if pd.notna(f) else -1)) for p, f in zip(info["pretrained"], info["fraction"])
+    ]
+    info = info.sort_values(["dataset", "order"])
+    groups: dict[str, list[str]] = {}
+    for experiment, row in info.iterrows():
+        groups.setdefault(row["dataset"], []).append(str(experiment))
+    describe = {str(e): experiment_label(e, row["pretrained"], row["fraction"]) for e, row in info.iterrows()}
+    countries = ok["country"].dropna()
+    has_val = epochs[["val_metric", "test_metric"]].notna().all(axis=1).any() if len(epochs) else False
+    return Offer(
+        experiments=[e for es in groups.values() for e in es],
+        metrics=metrics,
+        default=default_experiments(runs),
+        best_val=bool(has_val),
+        groups=groups,
+        describe=describe,
+        country=str(countries.mode().iloc[0]) if len(countries) else None,
+        intensity=float(ok["carbon_intensity"].median()) if ok["carbon_intensity"].notna().any() else None,
+    )
+
+
+def experiment_label(experiment: str, pretrained, fraction) -> str:
+    """`derma_pt: pretrained, all data`, naming what is not recorded as such."""
+    training = {True: "pretrained", False: "from scratch"}.get(None if pd.isna(pretrained) else bool(pretrained), "pretraining not recorded")
+    data = "data fraction not recorded" if pd.isna(fraction) else ("all data" if fraction >= 1 else f"{fraction:.0%} of the data")
+    return f"{experiment}: {training}, {data}"
+
+
+@dataclass(frozen=True)
+class Carbon:
+    """What the grid carbon-intensity choice does here."""
+
+    chosen: float | None  # g/kWh, None = as measured
+    measured: tuple[float, float] | None  # lowest and highest intensity the runs were measured at
+    message: str
+    changes_ranking: bool
+
+
+@dataclass(frozen=True)
+class View:
+    """Everything the pages show. Cheap parts are computed at once, the rest when a page asks."""
+
+    controls: Controls
+    offer: Offer
+    runs: pd.DataFrame  # every run of the database, any status
+    epochs: pd.DataFrame
+    table: pd.DataFrame  # scored ok runs of every experiment (CO2 re-priced)
+    excluded: pd.DataFrame  # runs in scope left out of the scores, with the reason
+    models: pd.DataFrame  # one row per model in scope, ranked
+    weights: dict[str, float]  # normalised, measured ones only
+    unmeasured: list[str]  # weighted but not measured in scope
+    measured: set[str]
+    threshold: float | None  # small/large split in parameters, computed once
+    units: dict[str, tuple[str, float]]  # resource -> readable unit for this scope
+    carbon: Carbon
+    provenance: list[str]
+    notes: list[str] = field(default_factory=list)  # ignored link values, alpha below 1, ...
+
+    @property
+    def scope(self) -> pd.DataFrame:
+        return self.table[self.table["experiment"].isin(self.controls.experiments)]
+
+    @functools.cached_property
+    def headline(self) -> dict | None:
+        return headline(self.models)
+
+    @functools.cached_property
+    def front(self) -> tuple[np.ndarray, int | None]:
+        mask = pareto_front(self.models["performance"], self.models["resource"])
+        return mask, knee(self.models["performance"], self.models["resource"], mask)
+
+    @functools.cached_property
+    def budget(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        return budget(self.models, self.controls.caps, self.units)
+
+    @functools.cached_property
+    def baseline(self) -> pd.DataFrame:
+        c = self.controls
+        weights = {k: v for k, v in c.baseline_weights.items() if k in self.measured}
+        before = by_model(score(self.scope_runs, weights, c.baseline_normalization, c.baseline_alpha).table)
+        return top_changes(before, self.models, c.top_k)
+
+    @functools.cached_property
+    def scope_runs(self) -> pd.DataFrame:
+        return self.table[self.table["experiment"].isin(self.controls.experiments)].drop(
+            columns=[c for c in self.table if c.startswith(("R_", "loss_")) or c in ("resource", "pepr", "rank")]
+        )
+
+    @functools.cached_property
+    def comparisons(self) -> list[Comparison]:
+        return comparisons(self.table, self.scope, self.offer, self.threshold, self.units)
+
+    @functools.cached_property
+    def sensitivity(self) -> pd.DataFrame | None:
+        """P(rank 1) and P(top 5) per model, None where fewer than two resources are weighted."""
+        if len(self.weights) < 2 or self.models.empty:
+            return None
+        samples = sample_weights(self.weights, n=self.controls.samples, concentration=self.controls.concentration)
+        stability = rank_stability(self.scope, samples, alpha=self.controls.alpha)
+        table = self.models[["model", "rank", "pepr"]].merge(stability, on="model")
+        return table.sort_values(["p_first", "p_top5", "rank"], ascending=[False, False, True], ignore_index=True)
+
+    @functools.cached_property
+    def taus(self) -> dict[str, float | None]:
+        models = self.models
+        energy = models["energy_kwh"] if "energy_kwh" in models else pd.Series(dtype=float)
+        return {
+            "performance only": kendall_tau(models["pepr"], models["performance"]),
+            "energy only (least first)": kendall_tau(models["pepr"], -energy) if len(energy) and energy.notna().all() else None,
+        }
+
+    def curve_runs(self) -> list[str]:
+        """The runs on the Curves page: the chosen ones still in scope, else the top three."""
+        ranked = self.scope.sort_values(["rank", "pepr", "model"], ascending=[True, False, True])
+        chosen = [r for r in self.controls.curve_runs if r in set(ranked["run_id"])]
+        return chosen or list(ranked["run_id"].head(3))
+
+    def curves(self, run_ids: list[str], axis: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """`curves` of these runs, in this order."""
+        runs = self.table.set_index("run_id").loc[[r for r in run_ids if r in set(self.table["run_id"])]].reset_index()
+        epochs = self.epochs[self.epochs["run_id"].isin(run_ids)]
+        return curves(runs, epochs, axis, "max", self.controls.alpha)
+
+
+def build_view(runs: pd.DataFrame, epochs: pd.DataFrame, controls: Controls, notes: list[str] | None = None) -> View:
+    """The one function from (runs, epochs, choices) to what every page shows."""
+    found = offer(runs, epochs)
+    notes = list(notes or [])
+    table = runs
+    if controls.metric is not None:
+        table = table[table["metric"] == controls.metric]
+    if controls.performance == "bestval":
+        table = with_best_validation(table, epochs)
+    chosen_g = intensity(controls.intensity)
+    unpriced = table[table["experiment"].isin(controls.experiments)]
+    priced = with_intensity(table, chosen_g)
+    in_scope = priced[priced["experiment"].isin(controls.experiments)]
+    measured_here = measured(in_scope[in_scope["status"] == "ok"])
+    weights = {k: v for k, v in controls.weights.items() if k in measured_here}
+    unmeasured = [k for k, v in controls.weights.items() if v > 0 and k not in measured_here]
+    alpha = controls.alpha
+    if alpha < 1:
+        notes.append(f"alpha {alpha:g} is below 1, outside the paper's range: the score uses 1.")
+        alpha = 1.0
+    scored = score(priced, weights, controls.normalization, alpha)
+    table = scored.table
+    scope = table[table["experiment"].isin(controls.experiments)]
+    excluded = scored.excluded[scored.excluded["experiment"].isin(controls.experiments)]
+    models = by_model(scope)
+    sized = models["params"].dropna() if "params" in models else pd.Series(dtype=float)
+    threshold = None
+    if len(sized):
+        given = None if controls.threshold_m is None else controls.threshold_m * 1e6
+        threshold = split_by_params(sized, given)[1]  # the median model, computed here once
+    units = {
+        name: typical_unit(RESOURCES[name], models[RESOURCES[name].column])
+        for name in RESOURCES
+        if RESOURCES[name].column in models
+    }
+    return View(
+        controls=controls,
+        offer=found,
+        runs=runs,
+        epochs=epochs,
+        table=table,
+        excluded=excluded,
+        models=models,
+        weights=scored.weights,
+        unmeasured=unmeasured,
+        measured=measured_here,
+        threshold=threshold,
+        units=units,
+        carbon=carbon_effect(unpriced, weights, chosen_g),
+        provenance=provenance(in_scope),
+        notes=notes,
+    )
+
+
 def measured(runs: pd.DataFrame) -> set[str]:
-    """The resources with at least one value among these runs."""
-    return {name for name, column in RESOURCES.items() if runs[column].notna().any()}
+    """The weightable resources with at least one value among these runs."""
+    return {name for name in WEIGHTED if RESOURCES[name].column in runs and runs[RESOURCES[name].column].notna().any()}
+
+
+def carbon_effect(measured_runs: pd.DataFrame, weights: Mapping[str, float], chosen: float | None) -> Carbon:
+    """Say what the intensity choice changes (`measured_runs`: the runs in scope as measured):
+    CO2 figures, totals and caps always; the ranking only where CO2 is weighted and the runs
+    of an experiment were measured at different intensities."""
+    ok = measured_runs[measured_runs["status"] == "ok"].dropna(subset=["carbon_intensity"])
+    spread = (float(ok["carbon_intensity"].min()), float(ok["carbon_intensity"].max())) if len(ok) else None
+    varies = bool(len(ok)) and bool(ok.groupby("experiment")["carbon_intensity"].nunique().gt(1).any())
+    if "co2" not in weights:
+        text = "CO2 is not weighted: the grid changes the CO2 figures, totals and caps, not the ranking."
+        return Carbon(chosen, spread, text, False)
+    if not varies:
+        text = (
+            "Each experiment's runs were measured at one grid intensity, so any single intensity "
+            "scales every run's CO2 by the same factor: the ranking cannot change, only the CO2 "
+            "figures, totals and caps do."
+        )
+        return Carbon(chosen, spread, text, False)
+    low, high = spread
+    text = (
+        f"These runs were measured at {low:.0f} to {high:.0f} g CO2eq/kWh (the grid at the time of each "
+        "run): " + ("on one grid for all, CO2 ranks them as energy does." if chosen is not None
+                     else "choose one grid to compare them on equal terms.")
+    )
+    return Carbon(chosen, spread, text, True)
+
+
+def provenance(runs: pd.DataFrame) -> list[str]:
+    """One line per way the runs in view were measured."""
+    lines = []
+    for text in runs["provenance"].dropna().unique() if "provenance" in runs else []:
+        lines.append(str(text))
+    own = runs[runs["provenance"].isna()] if "provenance" in runs else runs
+    if len(own):
+        tools = ", ".join(sorted(own["energy_tool"].dropna().astype(str).unique())) if "energy_tool" in own else ""
+        pues = sorted(own["pue"].dropna().unique()) if "pue" in own else []
+        devices = ", ".join(sorted(own["device"].dropna().astype(str).unique())) if "device" in own else ""
+        scopes = sorted(own["train_time_scope"].dropna().unique()) if "train_time_scope" in own else []
+        lines.append(
+            "Measured by the pepr agent"
+            + (f" with {tools}" if tools else "")
+            + (f", PUE {', '.join(f'{p:g}' for p in pues)}" if pues else "")
+            + (f", on {devices}" if devices else "")
+            + (f"; training time covers the {'whole run' if scopes == ['run'] else ', '.join(scopes)}" if scopes else "")
+        )
+    return lines
 
 
 def with_best_validation(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
@@ -38,14 +302,14 @@ def by_model(table: pd.DataFrame) -> pd.DataFrame:
     """One row per model: means over its scored runs (across the chosen experiments), ranked by
     mean PePR (`rank`) and by mean performance (`perf_rank`)."""
     if table.empty:
-        return pd.DataFrame(columns=["model", "rank", "perf_rank", "rank_change", "pepr"])
+        return pd.DataFrame(columns=["model", "rank", "perf_rank", "rank_change", "pepr", "performance", "resource", "params", "runs", "experiments"])
     numeric = ["performance", "pepr", "resource", *(c for c in table if c.startswith(("R_", "loss_")))]
-    numeric += [c for c in RESOURCES.values() if c in table]
+    numeric += [r.column for r in RESOURCES.values() if r.column in table and r.column != "params"]
     first = [c for c in ("params", "model_type", "efficient") if c in table]
     models = table.groupby("model", sort=True).agg(
         runs=("model", "size"),
         experiments=("experiment", "nunique"),
-        **{c: (c, "mean") for c in dict.fromkeys(numeric) if c != "params"},
+        **{c: (c, "mean") for c in dict.fromkeys(numeric)},
         **{c: (c, "first") for c in first},
     )
     models["rank"] = models["pepr"].rank(method="min", ascending=False).astype(int)
@@ -61,75 +325,176 @@ def headline(models: pd.DataFrame) -> dict | None:
     best = models.iloc[0]
     strongest = models.sort_values(["performance", "pepr"], ascending=False).iloc[0]
     saved = {}
-    for column, label in SAVINGS.items():
+    for name in SAVINGS:
+        column = RESOURCES[name].column
         mine, theirs = best.get(column), strongest.get(column)
         if pd.notna(mine) and pd.notna(theirs) and mine > 0:
-            saved[label] = float(theirs / mine)
+            saved[name] = float(theirs / mine)
     return {
         "best": best,
         "strongest": strongest,
         "points_lost": float((strongest["performance"] - best["performance"]) * 100),
-        "saved": saved,  # label -> how many times less the top-PePR model uses
+        "saved": saved,  # resource -> how many times less the top-PePR model uses
     }
 
 
-def budget(models: pd.DataFrame, caps: Mapping[str, float | None]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Models within every cap (column -> maximum; None = no cap), and the others with why."""
+def budget(
+    models: pd.DataFrame, caps: Mapping[str, float | None], units: Mapping[str, tuple[str, float]]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Models within every cap (resource -> maximum in its stored unit), and the others with
+    why, in readable units."""
     reasons = pd.Series("", index=models.index, dtype=object)
-    for column, cap in caps.items():
-        if cap is None:
+    for name, cap in caps.items():
+        if cap is None or name not in CAPPED:
             continue
-        values = models[column]
-        over = values > cap
-        missing = values.isna()
-        label = column.removesuffix("_kwh").removesuffix("_gb").removesuffix("_s")
-        reasons[over & (reasons == "")] = [f"{label} {v:.4g} > {cap:g}" for v in values[over & (reasons == "")]]
-        reasons[missing & (reasons == "")] = f"{label} not measured"
+        resource = RESOURCES[name]
+        values = models[resource.column] if resource.column in models else pd.Series(np.nan, index=models.index)
+        unit = units.get(name)
+        open_ = reasons == ""
+        over = (values > cap * (1 + 1e-9)) & open_  # a cap typed in mWh is exact to the digit shown
+        reasons[over] = [
+            f"{resource.label} {format_value(v, resource, unit)} > {format_value(cap, resource, unit)}" for v in values[over]
+        ]
+        reasons[values.isna() & open_] = f"{resource.label}: not measured"
     ok = reasons == ""
-    excluded = models.loc[~ok, ["model", *caps]].assign(reason=reasons[~ok])
+    excluded = models.loc[~ok].assign(reason=reasons[~ok])
     return models[ok], excluded.reset_index(drop=True)
 
 
-def comparisons(table: pd.DataFrame, threshold: float | None) -> dict[str, pd.DataFrame]:
-    """The paper's Fig. 3 a-c groups, each only where the data has both sides:
-    title -> scored runs with a `group` column (first group listed first)."""
-    found: dict[str, pd.DataFrame] = {}
+def top_changes(before: pd.DataFrame, after: pd.DataFrame, k: int) -> pd.DataFrame:
+    """The top k before and after a change of weighting: each model in either, its two ranks
+    and what happened (`entered`, `left`, `up 2`, `down 1`, `same`)."""
+    b = before.set_index("model")["rank"]
+    a = after.set_index("model")["rank"]
+    names = list(dict.fromkeys([*after.loc[after["rank"] <= k, "model"], *before.loc[before["rank"] <= k, "model"]]))
+    rows = []
+    for name in names:
+        was, now = b.get(name), a.get(name)
+        in_before, in_after = was is not None and was <= k, now is not None and now <= k
+        if in_after and not in_before:
+            change = "entered"
+        elif in_before and not in_after:
+            change = "left"
+        elif was == now:
+            change = "same"
+        else:
+            change = f"up {was - now}" if now < was else f"down {now - was}"
+        rows.append({"model": name, "pinned rank": was, "rank now": now, "change": change})
+    frame = pd.DataFrame(rows, columns=["model", "pinned rank", "rank now", "change"])
+    return frame.sort_values(["rank now", "pinned rank"], ignore_index=True)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two groups of scored runs (paper, Fig. 3 a-c) with their tests and costs."""
+
+    title: str
+    frame: pd.DataFrame  # scored runs with a categorical `group`
+    stats: pd.DataFrame  # one row per measure
+    costs: pd.DataFrame  # one row per group: runs, median energy, CO2, time per run, totals
+    left_out: list[str]  # experiments not compared, with why
+    paired: bool  # the same models on both sides
+    note: str = ""
+
+
+_PAIRS = {
+    "Pretrained vs from scratch": ("pretrained", ["dataset", "train_fraction"], {True: "pretrained", False: "from scratch"}),
+    "Full vs reduced training data": ("full_data", ["dataset", "pretrained"], {True: "full data", False: "reduced data"}),
+}
+
+
+def comparisons(
+    table: pd.DataFrame, scope: pd.DataFrame, found: Offer, threshold: float | None,
+    units: Mapping[str, tuple[str, float]],
+) -> list[Comparison]:
+    """Pretrained vs scratch and full vs reduced data over every experiment of the database
+    (paired by model), and small vs large models in the chosen experiments (unpaired)."""
+    result: list[Comparison] = []
     if table.empty:
-        return found
-    pairs = {
-        "Pretrained vs from scratch": ("pretrained", ["dataset", "train_fraction"], {True: "pretrained", False: "from scratch"}),
-        "Full vs reduced training data": ("full_data", ["dataset", "pretrained"], {True: "full data", False: "reduced data"}),
-    }
-    frame = table.assign(full_data=table["train_fraction"].ge(1.0).where(table["train_fraction"].notna()))
-    for title, (column, keys, labels) in pairs.items():
-        rows = frame.dropna(subset=[column])
+        return result
+    frame = table.assign(full_data=table["train_fraction"].ge(1.0).astype("boolean").where(table["train_fraction"].notna()))
+    for title, (column, keys, labels) in _PAIRS.items():
+        known = frame.dropna(subset=[column, *keys])
+        both = known.groupby(keys, dropna=False)[column].transform("nunique") == 2
+        rows = known[both.to_numpy()]
         if rows.empty:
             continue
-        both = rows.groupby(keys, dropna=False)[column].transform("nunique") == 2
-        rows = rows[both.to_numpy()]
-        if rows[column].nunique() == 2:
-            group = rows[column].astype(bool).map(labels)
-            found[title] = rows.assign(group=pd.Categorical(group, list(labels.values())))
-    sized = table.dropna(subset=["params"])
-    if len(sized):
-        if threshold is None:  # the median model, as on the explorer, not the median run
-            threshold = float(sized.drop_duplicates("model")["params"].median())
+        used = set(rows["experiment"])
+        left = []
+        for experiment in found.experiments:
+            if experiment in used:
+                continue
+            sample = frame[frame["experiment"] == experiment]
+            missing = [k for k in (column, *keys) if k in sample and sample[k].isna().all()]
+            why = f"{_KNOWN[missing[0]]} not recorded" if missing else "no counterpart on the other side"
+            left.append(f"{experiment} ({why})")
+        group = rows[column].astype(bool).map(labels)
+        rows = rows.assign(group=pd.Categorical(group, list(labels.values())))
+        pairs = rows.pivot_table(index=[*[k for k in keys], "model"], columns=column, values=["performance", "pepr", "energy_kwh"], aggfunc="mean", dropna=False)
+        result.append(
+            Comparison(
+                title=title,
+                frame=rows,
+                stats=_stats(rows, pairs, list(labels)),
+                costs=_costs(rows, units),
+                left_out=left,
+                paired=True,
+                note="Across every experiment of the database, each scored within itself.",
+            )
+        )
+    sized = scope.dropna(subset=["params"])
+    if len(sized) and threshold is not None:
         labels, cut = split_by_params(sized["params"], threshold)
         if len(set(labels)) == 2:
-            found[f"Small vs large models (threshold {cut / 1e6:.3g} M parameters)"] = sized.assign(
-                group=pd.Categorical(labels, ["small", "large"])
+            rows = sized.assign(group=pd.Categorical(labels, ["small", "large"]))
+            result.append(
+                Comparison(
+                    title=f"Small vs large models (threshold {format_value(cut, RESOURCES['params'])} parameters)",
+                    frame=rows,
+                    stats=_stats(rows, None, None),
+                    costs=_costs(rows, units),
+                    left_out=[],
+                    paired=False,
+                    note="In the chosen experiments; different models on each side, so unpaired tests only.",
+                )
             )
-    return found
+    return result
 
 
-def comparison_stats(frame: pd.DataFrame) -> pd.DataFrame:
-    """Medians and p-values (Welch t-test, Mann-Whitney U) for performance and PePR."""
-    a, b = frame["group"].cat.categories
-    rows = [
-        {"measure": label, **compare_groups(frame[column], frame["group"].astype(str), a, b)}
-        for column, label in (("performance", "performance"), ("pepr", "PePR"))
-    ]
-    return pd.DataFrame(rows)
+_KNOWN = {"pretrained": "pretraining", "train_fraction": "training-data fraction", "full_data": "training-data fraction", "dataset": "dataset"}
+MEASURES = {"performance": "performance", "pepr": "PePR", "energy_kwh": "energy"}
+
+
+def _stats(rows: pd.DataFrame, pairs: pd.DataFrame | None, sides: list | None) -> pd.DataFrame:
+    """Per measure: n and median per group, the paper's unpaired t-test, Welch and
+    Mann-Whitney, and for paired samples the Wilcoxon signed-rank and paired t-tests."""
+    a, b = rows["group"].cat.categories
+    out = []
+    for column, label in MEASURES.items():
+        if column not in rows or rows[column].isna().all():
+            continue
+        entry = {"measure": label, **compare_groups(rows[column], rows["group"].astype(str), a, b)}
+        if pairs is not None:
+            paired = compare_paired(pairs[(column, sides[0])], pairs[(column, sides[1])])
+            entry.update(paired)
+        out.append(entry)
+    return pd.DataFrame(out)
+
+
+def _costs(rows: pd.DataFrame, units: Mapping[str, tuple[str, float]]) -> pd.DataFrame:
+    """Per group: runs, and the median per run and the total of energy, CO2 and time."""
+    out = []
+    for group, part in rows.groupby("group", observed=True):
+        entry = {"group": str(group), "runs": len(part)}
+        for name in COSTS:
+            resource = RESOURCES[name]
+            values = part[resource.column].dropna() if resource.column in part else pd.Series(dtype=float)
+            if values.empty:
+                continue
+            entry[f"median {resource.noun} per run"] = format_value(values.median(), resource, units.get(name))
+            entry[f"total {resource.noun}"] = format_value(values.sum(), resource)
+        out.append(entry)
+    return pd.DataFrame(out)
 
 
 def run_labels(runs: pd.DataFrame) -> pd.Series:
@@ -147,7 +512,11 @@ def curves(
     Performance per epoch is the test metric, else the validation metric."""
     labels = run_labels(runs)
     parts, peaks = [], []
-    for run_id, rows in epochs.sort_values("epoch").groupby("run_id", sort=False):
+    by_run = dict(tuple(epochs.sort_values("epoch").groupby("run_id", sort=False)))
+    for run_id in runs["run_id"]:
+        if run_id not in by_run:
+            continue
+        rows = by_run[run_id]
         rows = rows.assign(performance=rows["test_metric"].fillna(rows["val_metric"]))
         rows = rows.dropna(subset=["performance", x])
         if rows.empty:
@@ -169,3 +538,20 @@ def estimated_share(runs: pd.DataFrame) -> pd.Series:
         guessed = runs[method].map(is_estimate).astype(bool)
         estimated += runs[kwh].where(guessed, 0.0).astype(float)
     return estimated / runs["energy_kwh"]
+
+
+def readable_table(frame: pd.DataFrame, units: Mapping[str, tuple[str, float]], labels: Mapping[str, str]) -> pd.DataFrame:
+    """Resource columns scaled to readable units with the unit in the header; other columns
+    renamed by `labels` (columns in neither are dropped)."""
+    out = {}
+    for column in frame:
+        resource = COLUMNS.get(column)
+        if resource is not None and resource.name in units:
+            unit, factor = units[resource.name]
+            header = labels.get(column, resource.label)
+            out[f"{header} ({unit})" if resource.unit else (f"{header} ({unit})" if unit else header)] = (
+                frame[column].astype(float) / factor
+            )
+        elif column in labels:
+            out[labels[column]] = frame[column]
+    return pd.DataFrame(out, index=frame.index)

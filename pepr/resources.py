@@ -17,23 +17,24 @@ class Resource:
     unit: str  # the column's unit ("" for counts)
     # Readable units: (unit, how many of the column's unit make one), smallest first.
     scales: tuple[tuple[str, float], ...] = ()
+    noun: str = ""  # in running text, e.g. `uses 3x less energy`
 
 
 RESOURCE_LIST: tuple[Resource, ...] = (
     Resource("energy", "energy_kwh", "Training energy", "kWh",
-             (("mWh", 1e-6), ("Wh", 1e-3), ("kWh", 1.0), ("MWh", 1e3))),
+             (("mWh", 1e-6), ("Wh", 1e-3), ("kWh", 1.0), ("MWh", 1e3)), noun="energy"),
     Resource("co2", "co2_kg", "CO2eq emitted", "kg",
-             (("mg", 1e-6), ("g", 1e-3), ("kg", 1.0), ("t", 1e3))),
+             (("mg", 1e-6), ("g", 1e-3), ("kg", 1.0), ("t", 1e3)), noun="CO2"),
     Resource("train_time", "train_time_s", "Training time", "s",
-             (("ms", 1e-3), ("s", 1.0), ("min", 60.0), ("h", 3600.0))),
+             (("ms", 1e-3), ("s", 1.0), ("min", 60.0), ("h", 3600.0)), noun="training time"),
     Resource("gpu_memory", "gpu_mem_reserved_gb", "GPU memory (reserved peak)", "GB",
-             (("MB", 1e-3), ("GB", 1.0))),
+             (("MB", 1e-3), ("GB", 1.0)), noun="GPU memory"),
     Resource("params", "params", "Parameters", "",
-             (("", 1.0), ("k", 1e3), ("M", 1e6), ("B", 1e9))),
+             (("", 1.0), ("k", 1e3), ("M", 1e6), ("B", 1e9)), noun="parameters"),
     Resource("infer_time", "infer_time_s", "Inference time (test set)", "s",
-             (("ms", 1e-3), ("s", 1.0), ("min", 60.0), ("h", 3600.0))),
+             (("ms", 1e-3), ("s", 1.0), ("min", 60.0), ("h", 3600.0)), noun="inference time"),
     Resource("train_size", "train_size", "Training images", "",
-             (("", 1.0), ("k", 1e3), ("M", 1e6))),
+             (("", 1.0), ("k", 1e3), ("M", 1e6)), noun="training images"),
 )
 RESOURCES: dict[str, Resource] = {resource.name: resource for resource in RESOURCE_LIST}
 
@@ -53,3 +54,33 @@ def readable_unit(resource: Resource, typical: float) -> tuple[str, float]:
     else:
         chosen = next((s for s in resource.scales if s[1] == 1.0), chosen)
     return chosen
+
+
+COLUMNS: dict[str, Resource] = {resource.column: resource for resource in RESOURCE_LIST}
+
+
+def typical_unit(resource: Resource, values) -> tuple[str, float]:
+    """`readable_unit` for a set of values: the unit that fits their median positive value."""
+    positive = sorted(x for x in map(_finite, values) if x is not None and x > 0)
+    return readable_unit(resource, positive[len(positive) // 2] if positive else None)
+
+
+def format_value(value, resource: Resource, unit: tuple[str, float] | None = None) -> str:
+    """`30 mWh`, `1.2 GB`, `24.6M`: a value in its readable unit (or in `unit`), 3 significant
+    digits; `n/a` for a missing value."""
+    if _finite(value) is None:
+        return "n/a"
+    name, factor = unit or readable_unit(resource, abs(float(value)))
+    number = f"{float(value) / factor:.3g}"
+    if resource.unit:
+        return f"{number} {name}"
+    return f"{number}{name}"
+
+
+def _finite(value) -> float | None:
+    """`value` as a finite float; None for missing (None, NaN, pandas NA) or non-numbers."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None

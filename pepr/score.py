@@ -256,7 +256,8 @@ def split_by_params(params, threshold: float | None = None) -> tuple[np.ndarray,
 
 
 def compare_groups(values, labels, a: str, b: str) -> dict:
-    """Medians of two groups and the p-values of Welch's t-test and the Mann-Whitney U test.
+    """Medians of two groups and the p-values of unpaired tests: Student's t-test (the paper's,
+    `scipy.stats.ttest_ind`), Welch's t-test and the Mann-Whitney U test.
 
     p-values are None where a group has fewer than two values or the test is undefined.
     """
@@ -271,12 +272,31 @@ def compare_groups(values, labels, a: str, b: str) -> dict:
         "n_b": len(y),
         "median_a": float(np.median(x)) if len(x) else None,
         "median_b": float(np.median(y)) if len(y) else None,
+        "student_p": None,
         "welch_p": None,
         "mannwhitney_p": None,
     }
     if len(x) >= 2 and len(y) >= 2:
-        welch = stats.ttest_ind(x, y, equal_var=False).pvalue
-        mann_whitney = stats.mannwhitneyu(x, y, alternative="two-sided").pvalue
-        result["welch_p"] = None if np.isnan(welch) else float(welch)
-        result["mannwhitney_p"] = None if np.isnan(mann_whitney) else float(mann_whitney)
+        result["student_p"] = _p(stats.ttest_ind(x, y).pvalue)
+        result["welch_p"] = _p(stats.ttest_ind(x, y, equal_var=False).pvalue)
+        result["mannwhitney_p"] = _p(stats.mannwhitneyu(x, y, alternative="two-sided").pvalue)
     return result
+
+
+def compare_paired(a, b) -> dict:
+    """Tests for two samples paired position by position (the same models in two settings):
+    the number of complete pairs, the median difference a - b, and the p-values of the
+    Wilcoxon signed-rank test and the paired t-test (None where undefined)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    keep = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[keep], b[keep]
+    result = {"pairs": len(a), "median_diff": float(np.median(a - b)) if len(a) else None,
+              "wilcoxon_p": None, "paired_t_p": None}
+    if len(a) >= 2 and np.any(a != b):
+        result["wilcoxon_p"] = _p(stats.wilcoxon(a, b).pvalue)
+        result["paired_t_p"] = _p(stats.ttest_rel(a, b).pvalue)
+    return result
+
+
+def _p(value) -> float | None:
+    return None if np.isnan(value) else float(value)

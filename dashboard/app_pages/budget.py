@@ -1,54 +1,76 @@
-"""Budget pick: the best model within hard resource caps."""
+"""Budget pick: the best model within hard resource caps, typed in readable units."""
+
+from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import views
-from dashboard.sidebar import View, current
+from dashboard.app_pages import provenance, ready, scoreable
+from dashboard.controls import CAPPED
+from dashboard.text import plain
+from dashboard.views import View, readable_table
+from pepr.resources import RESOURCES
 
-CAPS = {  # column -> (label, scale of the number the user types)
-    "energy_kwh": ("Energy (kWh)", 1.0),
-    "gpu_mem_reserved_gb": ("GPU memory (GB)", 1.0),
-    "train_time_s": ("Training time (s)", 1.0),
-    "params": ("Parameters (millions)", 1e6),
-}
-LABELS = {"rank": "PePR rank", "pepr": "PePR", **{c: label for c, (label, _) in CAPS.items()}}
-LABELS["params"] = "parameters"
+LABELS = {"rank": "PePR rank", "model": "model", "pepr": "PePR", "performance": "performance", "reason": "why excluded"}
 
 
-def render(view: View) -> None:
+def _store(name: str, factor: float) -> None:
+    """Keep a typed cap in the resource's stored unit (so it survives a change of unit)."""
+    value = st.session_state[f"b_cap_{name}"]
+    st.session_state[f"cap_{name}"] = None if value is None else float(value) * factor
+
+
+def page(view: View | None, problem: str | None, source) -> None:
     st.title("The best model within a budget")
-    models = view.models
-    if models.empty:
-        st.warning("No scoreable runs in the selected experiments.")
+    if not ready(view, problem, source):
         return
-    unmeasured = [c for c in CAPS if models[c].isna().all()]
+    provenance(view)
+    if not scoreable(view):
+        return
+    models = view.models
+    present = [n for n in CAPPED if RESOURCES[n].column in models and models[RESOURCES[n].column].notna().any()]
+    missing = [RESOURCES[n].label for n in CAPPED if n not in present]
     st.caption(
         "Leave a cap empty for no limit. Scores stay relative to the whole experiment."
-        + (f" Not measured here (greyed out): {', '.join(CAPS[c][0] for c in unmeasured)}." if unmeasured else "")
+        + (f" Not measured here: {', '.join(missing)}." if missing else "")
+        + (f" CO2 at {view.carbon.chosen:g} g/kWh." if view.carbon.chosen is not None else "")
     )
-    caps = {}
-    for col, (column, (label, scale)) in zip(st.columns(len(CAPS)), CAPS.items()):
-        value = col.number_input(
-            label, min_value=0.0, value=None, placeholder="no cap", key=f"b_{column}", disabled=column in unmeasured
+    state = st.session_state
+    for column, name in zip(st.columns(len(present) or 1), present):
+        resource = RESOURCES[name]
+        unit, factor = view.units[name]
+        cap = state.get(f"cap_{name}")
+        state[f"b_cap_{name}"] = None if cap is None else cap / factor
+        typical = models[resource.column].median() / factor
+        column.number_input(
+            f"{resource.label} ({unit})" if unit else f"{resource.label} (count)",
+            min_value=0.0, step=_step(typical), format="%g", placeholder="no cap",
+            key=f"b_cap_{name}", on_change=_store, args=(name, factor),
         )
-        caps[column] = None if value is None else value * scale
-    feasible, excluded = views.budget(models, caps)
+    feasible, excluded = view.budget
     if feasible.empty:
         st.warning("No model fits within these caps.")
     else:
         by_perf = feasible.sort_values(["performance", "pepr"], ascending=False).iloc[0]
         by_pepr = feasible.iloc[0]
         left, right = st.columns(2)
-        left.metric("Best feasible by performance", by_perf["model"], border=True)
-        left.caption(f"performance {by_perf['performance']:.3f}, PePR {by_perf['pepr']:.3f}")
-        right.metric("Best feasible by PePR", by_pepr["model"], border=True)
-        right.caption(f"performance {by_pepr['performance']:.3f}, PePR {by_pepr['pepr']:.3f}")
+        for box, label, row in ((left, "Best feasible by performance", by_perf), (right, "Best feasible by PePR", by_pepr)):
+            card = box.container(border=True)
+            card.caption(label)
+            card.markdown(f"**{plain(row['model'])}**")
+            card.caption(f"performance {row['performance']:.3f}, PePR {row['pepr']:.3f}")
+    columns = ["rank", "model", "pepr", "performance", *(RESOURCES[n].column for n in present)]
     st.subheader(f"Feasible: {len(feasible)} of {len(models)} models")
-    shown = feasible[["rank", "model", "pepr", "performance", *CAPS]].dropna(axis=1, how="all")
-    st.dataframe(shown.rename(columns=LABELS), hide_index=True, width="stretch")
+    st.dataframe(readable_table(feasible[columns], view.units, LABELS), hide_index=True, width="stretch")
     if len(excluded):
         st.subheader(f"Excluded: {len(excluded)}")
-        st.dataframe(excluded.rename(columns=LABELS), hide_index=True, width="stretch")
+        st.dataframe(readable_table(excluded[["model", *columns[4:], "reason"]], view.units, LABELS), hide_index=True, width="stretch")
 
 
-render(current("scores"))
+def _step(typical: float) -> float:
+    """A step of about a tenth of a typical value, rounded to 1, 2 or 5 times a power of ten."""
+    import math
+
+    if not typical or not math.isfinite(typical) or typical <= 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(typical / 10))
+    return float(next(m * power for m in (1, 2, 5, 10) if m * power >= typical / 10))

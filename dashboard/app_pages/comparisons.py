@@ -1,49 +1,75 @@
-"""Comparisons (paper, Fig. 3 a-c): pretrained vs scratch, full vs reduced data, small vs large."""
+"""Comparisons (paper, Fig. 3 a-c): pretrained vs scratch, full vs reduced data, small vs large,
+with the paper's unpaired t-test next to the sound paired tests, and what each group cost."""
+
+from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, views
-from dashboard.sidebar import View, current
+from dashboard import charts
+from dashboard.app_pages import provenance, ready
+from dashboard.text import plain
+from dashboard.views import View
+from pepr.resources import RESOURCES
 
 
-def render(view: View) -> None:
+def page(view: View | None, problem: str | None, source) -> None:
     st.title("Comparisons")
-    threshold = view.controls.threshold_m
-    found = views.comparisons(view.scored.table, None if threshold is None else threshold * 1e6)
+    if not ready(view, problem, source):
+        return
+    provenance(view)
+    found = view.comparisons
     if not found:
         st.info(
-            "The selected experiments hold no such pairs: pretrained and from-scratch runs of a "
-            "dataset, full and reduced training data, or models on both sides of the size threshold."
+            "This database holds no such pairs: pretrained and from-scratch runs of a dataset, "
+            "full and reduced training data, or models on both sides of the size threshold."
         )
         return
-    st.caption("Each run's PePR is relative to its own experiment. p-values: Welch t-test, Mann-Whitney U.")
-    for title, frame in found.items():
-        st.subheader(title)
-        left, right = st.columns(2)
-        left.altair_chart(charts.distributions(frame, "performance", "performance"), width="stretch")
-        right.altair_chart(charts.distributions(frame, "pepr", "PePR"), width="stretch")
-        st.dataframe(_readable(views.comparison_stats(frame)), hide_index=True, width="stretch")
-
-
-def _readable(table):
-    """One row per measure: n and median of each group, then the two p-values."""
-    a, b = table["a"].iloc[0], table["b"].iloc[0]
-
-    def p(value):
-        return "n/a" if value is None else ("< 0.001" if value < 0.001 else f"{value:.3f}")
-
-    return pd.DataFrame(
-        {
-            "measure": table["measure"],
-            f"n {a}": table["n_a"],
-            f"n {b}": table["n_b"],
-            f"median {a}": table["median_a"].round(4),
-            f"median {b}": table["median_b"].round(4),
-            "Welch p": table["welch_p"].map(p),
-            "Mann-Whitney p": table["mannwhitney_p"].map(p),
-        }
+    st.caption(
+        "PePR is relative to each run's own experiment, under the sidebar's weights. "
+        "p-values: the paper's unpaired Student t-test (scipy ttest_ind), Welch and Mann-Whitney; "
+        "where the same models are on both sides, the paired Wilcoxon signed-rank and paired t-tests, "
+        "the sound ones for such samples."
     )
+    energy = RESOURCES["energy"]
+    for comparison in found:
+        st.subheader(comparison.title)
+        st.caption(comparison.note)
+        if comparison.left_out:
+            st.caption("Left out: " + "; ".join(plain(e) for e in comparison.left_out) + ".")
+        st.dataframe(comparison.costs, hide_index=True, width="stretch")
+        st.dataframe(_readable(comparison.stats, comparison.paired), hide_index=True, width="stretch")
+        left, middle, right = st.columns(3)
+        left.altair_chart(charts.distributions(comparison.frame, "performance", "performance"), width="stretch")
+        middle.altair_chart(charts.distributions(comparison.frame, "pepr", "PePR"), width="stretch")
+        if energy.column in comparison.frame and comparison.frame[energy.column].notna().any():
+            unit, factor = view.units.get("energy", ("kWh", 1.0))
+            right.altair_chart(
+                charts.distributions(comparison.frame.dropna(subset=[energy.column]), energy.column, f"energy ({unit})", scale=factor),
+                width="stretch",
+            )
 
 
-render(current("scores"))
+def _p(value) -> str:
+    return "n/a" if value is None or pd.isna(value) else ("< 0.001" if value < 0.001 else f"{value:.3f}")
+
+
+def _readable(table: pd.DataFrame, paired: bool) -> pd.DataFrame:
+    """One row per measure: n and median per group, then the p-values, labelled."""
+    a, b = table["a"].iloc[0], table["b"].iloc[0]
+    out = {
+        "measure": table["measure"],
+        f"n {a}": table["n_a"],
+        f"n {b}": table["n_b"],
+        f"median {a}": table["median_a"].map(lambda v: f"{v:.4g}"),
+        f"median {b}": table["median_b"].map(lambda v: f"{v:.4g}"),
+        "paper's test: unpaired t p": table["student_p"].map(_p),
+        "Welch p": table["welch_p"].map(_p),
+        "Mann-Whitney p": table["mannwhitney_p"].map(_p),
+    }
+    if paired:
+        out["pairs (same model)"] = table["pairs"]
+        out[f"median paired difference ({a} - {b})"] = table["median_diff"].map(lambda v: "n/a" if v is None or pd.isna(v) else f"{v:.4g}")
+        out["paired: Wilcoxon p"] = table["wilcoxon_p"].map(_p)
+        out["paired: t p"] = table["paired_t_p"].map(_p)
+    return pd.DataFrame(out)

@@ -1,43 +1,48 @@
 """Curves: performance per epoch against cumulative resource, and the PePR curve's peak."""
 
+from __future__ import annotations
+
 import streamlit as st
 
-from dashboard import charts, data, views
-from dashboard.sidebar import View, current
+from dashboard import charts, views
+from dashboard.app_pages import ready, scoreable
+from dashboard.controls import AXES
+from dashboard.views import View
+from pepr.resources import RESOURCES, typical_unit
 
-AXES = {"cum_energy_kwh": "cumulative energy (kWh)", "cum_time_s": "cumulative time (s)", "epoch": "epochs"}
+AXIS_RESOURCE = {"cum_energy_kwh": "energy", "cum_time_s": "train_time"}
 
 
-def render(view: View) -> None:
+def page(view: View | None, problem: str | None, source) -> None:
     st.title("Learning curves and diminishing returns")
-    table = view.scored.table
-    if table.empty:
-        st.warning("No scoreable runs in the selected experiments.")
+    if not ready(view, problem, source):
         return
-    ranked = table.sort_values(["rank", "pepr"], ascending=[True, False])
+    if not scoreable(view):
+        return
+    ranked = view.scope.sort_values(["rank", "pepr", "model"], ascending=[True, False, True])
     labels = views.run_labels(ranked).to_dict()
-    chosen = st.multiselect(
-        "Runs", list(labels), default=list(labels)[:3], format_func=labels.get, key="k_runs"
-    )
-    if not chosen:
-        st.info("Choose one or more runs.")
-        return
-    epochs = data.epochs(view.path, tuple(sorted(chosen)))
+    st.session_state["k_runs"] = view.curve_runs()  # the chosen runs still here, else the top three
+    chosen = st.multiselect("Runs (default: the top three by PePR)", list(labels), format_func=labels.get, key="k_runs")
+    epochs = view.epochs[view.epochs["run_id"].isin(chosen)]
     if epochs.empty:
         st.info("These runs have no per-epoch records.")
         return
-    axes = [axis for axis in AXES if epochs[axis].notna().any()]
+    axes = [axis for axis in AXES if axis in epochs and epochs[axis].notna().any()]
     if st.session_state.get("k_x") not in axes:
-        st.session_state.pop("k_x", None)
+        st.session_state["k_x"] = axes[0]
     if axes == ["epoch"]:
         st.caption("No cumulative energy or time recorded per epoch for these runs: epochs stand in.")
     x = st.radio("Resource axis", axes, format_func=AXES.get, horizontal=True, key="k_x")
-    lines, peaks = views.curves(table[table["run_id"].isin(chosen)], epochs, x, "max", view.controls.alpha)
+    lines, peaks = view.curves(chosen, x)
     if lines.empty:
         st.info("These runs have no per-epoch performance recorded.")
         return
+    unit, factor = ("", 1.0)
+    if x in AXIS_RESOURCE:
+        unit, factor = typical_unit(RESOURCES[AXIS_RESOURCE[x]], lines[x])
+    title = f"{AXES[x]} ({unit})" if unit else AXES[x]
     left, right = st.columns(2)
-    left.altair_chart(charts.learning_curves(lines, x, AXES[x]), width="stretch")
+    left.altair_chart(charts.learning_curves(lines, x, title, factor), width="stretch")
     right.altair_chart(charts.pepr_curves(lines, peaks), width="stretch")
     st.caption(
         "R is the share of each run's total. Triangle: where the PePR curve peaks; beyond it "
@@ -50,6 +55,3 @@ def render(view: View) -> None:
         hide_index=True,
         width="stretch",
     )
-
-
-render(current("scores"))

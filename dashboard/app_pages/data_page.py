@@ -1,52 +1,102 @@
-"""Data: what the database holds, and importing the paper's published results (the only write)."""
+"""Data: what the database holds and where its numbers come from, and importing the paper's
+published results into a database of your own (the dashboard's only write, never into
+`results/`). Each section is one function; add new ones to SECTIONS."""
+
+from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import data
-from dashboard.sidebar import View, current
+from dashboard import data, sources
+from dashboard.app_pages import provenance
+from dashboard.text import plain
+from dashboard.views import View
 from pepr.errors import PeprError
-from pepr.paper import PAPER_RESULTS_SHA256, PAPER_RESULTS_URL, import_paper
+from pepr.paper import PAPER_COMMIT, PAPER_RESULTS_SHA256, PAPER_RESULTS_URL, import_paper
 
 MAX_UPLOAD_MB = 10  # the uploader refuses larger files itself
+NEW = "new"
 
 
-def _run_import(view: View, source, name: str | None = None) -> None:
-    try:
-        with st.spinner("Importing..."):
-            added = import_paper(source, view.path, name=name)
-    except PeprError as error:
-        st.session_state["d_message"] = ("error", f"Import failed: {error}")
-    else:
-        st.session_state["d_message"] = ("success", f"Imported {added} new run(s) into `{view.path}`.")
-        data.refresh()
-    st.rerun()
-
-
-def render(view: View) -> None:
+def page(view: View | None, problem: str | None, source) -> None:
     st.title("Data")
     kind, text = st.session_state.pop("d_message", (None, None))
     if kind:
         getattr(st, kind)(text)
-    st.write(f"Database: `{view.path}`")
-    if view.runs.empty:
-        st.info(view.problem or "No runs yet.")
-    else:
-        summary = view.runs.groupby(["experiment", "source", "status"]).size().rename("runs")
-        st.dataframe(summary.reset_index(), hide_index=True, width="stretch")
+    for section in SECTIONS:
+        section(view, problem, source)
 
+
+def holdings(view: View | None, problem: str | None, source) -> None:
+    """What the chosen database holds."""
+    if source is not None:
+        st.write(f"Database: {plain(source.label)}" + ("" if source.writable else " (read-only here)"))
+    if view is None:
+        st.info(problem or "No runs yet.")
+        return
+    provenance(view)
+    summary = view.runs.groupby(["experiment", "source", "status"]).size().rename("runs")
+    st.dataframe(summary.reset_index(), hide_index=True, width="stretch")
+
+
+def target() -> tuple[str, object]:
+    """Where an import goes: a new database (named here) or one of yours; (key, path)."""
+    found = {k: s for k, s in sources.sources().items() if s.writable}
+    options = [NEW, *found]
+    current = st.session_state.get("db")
+    if st.session_state.get("d_target") not in options:
+        st.session_state["d_target"] = current if current in found else NEW
+    choice = st.selectbox(
+        "Import into", options, key="d_target",
+        format_func=lambda k: "a new database of yours" if k == NEW else found[k].label,
+        help=f"Your databases live in {sources.user_dir()} ($PEPR_DATA_DIR). The shipped results are never written.",
+    )
+    if choice != NEW:
+        return choice, found[choice].path
+    name = st.text_input("Name of the new database", key="d_name", placeholder="e.g. paper")
+    return NEW, name
+
+
+def _run_import(key: str, where, source_bytes, name: str | None = None) -> None:
+    if key == NEW:
+        try:
+            path = sources.new_database(str(where or ""))
+        except ValueError as error:
+            st.session_state["d_message"] = ("error", f"Import refused: {error}.")
+            st.rerun()
+        if path.exists():
+            st.session_state["d_message"] = ("error", "Import refused: you already have a database of that name; choose it under 'Import into'.")
+            st.rerun()
+    else:
+        path = where
+    try:
+        with st.spinner("Importing..."):
+            added = import_paper(source_bytes, path, name=name)
+    except PeprError as error:
+        reason = str(error).replace(str(path), path.name)
+        st.session_state["d_message"] = ("error", f"Import failed: {plain(reason)}")
+    else:
+        st.session_state["d_message"] = ("success", f"Imported {added} new run(s) into {path.stem}.")
+        data.refresh()
+        st.session_state["_switch_db"] = f"user:{path.stem}"  # open it: the picker reads this first
+    st.rerun()
+
+
+def paper_import(view: View | None, problem: str | None, source) -> None:
+    """Import the paper's published results, downloaded (pinned) or uploaded."""
     st.subheader("Import the paper's published results")
     st.caption(
-        "Selvan et al. (NLDL 2025) publish 1,048 runs (131 models × 8 experiments). Runs already "
-        "in the database are skipped. This is the dashboard's only write."
+        "Selvan et al. (NLDL 2025) publish 1,048 runs (131 models × 8 experiments), MIT licence. "
+        "Runs already in the database are skipped."
     )
-    st.markdown(f"From the authors' repository, pinned: `{PAPER_RESULTS_URL}` (SHA-256 `{PAPER_RESULTS_SHA256[:16]}…`)")
+    key, where = target()
+    st.markdown(f"From the authors' repository at commit `{PAPER_COMMIT[:12]}`: `{PAPER_RESULTS_URL}` (SHA-256 `{PAPER_RESULTS_SHA256[:16]}…`)")
     if st.button("Download and import", key="d_fetch"):
-        _run_import(view, None)
+        _run_import(key, where, None)
     upload = st.file_uploader(
         "…or upload `all_results.csv`", type="csv", key="d_upload", max_upload_size=MAX_UPLOAD_MB
     )
-    if upload is not None and st.button(f"Import {upload.name}", key="d_import"):
-        _run_import(view, upload.getvalue(), upload.name)
+    if upload is not None and st.button("Import the uploaded file", key="d_import"):
+        _run_import(key, where, upload.getvalue(), upload.name)
 
 
-render(current(""))
+SECTIONS = [holdings, paper_import]

@@ -1,100 +1,122 @@
-"""Explorer: which model, given what you can afford (headline, Fig. 3d and 4a live, ranking)."""
+"""Explorer: which model, given what you can afford (headline, Fig. 3d and 4a, the ranking,
+and what changed against the pinned baseline)."""
+
+from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, views
-from dashboard.controls import RESOURCES
-from dashboard.sidebar import View, current
-from pepr.score import knee, pareto_front, split_by_params
+from dashboard import charts
+from dashboard.app_pages import provenance, ready, scoreable
+from dashboard.controls import COLOR_BY, NORMALIZATION_LABELS
+from dashboard.text import plain
+from dashboard.views import View, readable_table
+from pepr.resources import RESOURCES, format_value
+
+
+def page(view: View | None, problem: str | None, source) -> None:
+    st.title("Which model, given what you can afford?")
+    if not ready(view, problem, source):
+        return
+    provenance(view)
+    notes(view)
+    if not scoreable(view):
+        return
+    headline(view)
+    charts_row(view)
+    baseline(view)
+    ranking(view)
 
 
 def notes(view: View) -> None:
-    """What the user should know about the scope: unmeasured resources, runs left out."""
+    """What the user should know about the scope: unmeasured resources, runs left out, CO2."""
     if view.unmeasured:
-        names = ", ".join(RESOURCES[k][0] for k in view.unmeasured)
+        names = ", ".join(RESOURCES[k].label for k in view.unmeasured)
         st.warning(f"Not measured in the selected experiments, so ignored: {names}.")
-    excluded = view.scored.excluded
-    if len(excluded):
-        with st.expander(f"{len(excluded)} run(s) left out of the scores"):
-            st.dataframe(excluded, hide_index=True, width="stretch")
-    table = view.scored.table
-    single = table.groupby("experiment")["model"].nunique().loc[lambda s: s == 1]
+    if len(view.excluded):
+        with st.expander(f"{len(view.excluded)} run(s) left out of the scores"):
+            st.dataframe(view.excluded, hide_index=True, width="stretch")
+    single = view.scope.groupby("experiment")["model"].nunique().loc[lambda s: s == 1]
     if len(single):
         st.info(
-            f"Only one model in {', '.join(single.index)}: nothing to compare it with, so its PePR "
-            "equals its performance."
+            f"Only one model in {', '.join(plain(e) for e in single.index)}: nothing to compare it with, so its "
+            "PePR equals its performance."
         )
+    if view.carbon.chosen is not None or "co2" in view.weights:
+        st.caption(f"Grid carbon intensity: {view.carbon.message}")
 
 
-def ranking(models: pd.DataFrame, weights: dict) -> pd.DataFrame:
-    """The ranking table as shown (and downloaded)."""
-    losses = {f"loss_{k}": f"lowered by {RESOURCES[k][0].lower()}" for k in weights}
-    columns = {
-        "rank": "PePR rank",
-        "model": "model",
-        "pepr": "PePR",
-        "performance": "performance",
-        "perf_rank": "performance rank",
-        "rank_change": "places gained",
-        **losses,
-        "resource": "R",
-        "params": "parameters",
-        "runs": "runs",
-    }
-    return models[list(columns)].rename(columns=columns).round(4)
-
-
-def render(view: View) -> None:
-    st.title("Which model, given what you can afford?")
-    notes(view)
-    models = view.models
-    if models.empty:
-        counts = view.runs[view.runs["experiment"].isin(view.controls.experiments)]["status"]
-        counts = ", ".join(f"{n} {s}" for s, n in counts.value_counts().items())
-        st.warning(
-            f"No scoreable runs in the selected experiments ({counts or 'none'}). "
-            "The **Runs** page lists every run with its status and error."
-        )
-        return
-    top = views.headline(models)
+def headline(view: View) -> None:
+    top = view.headline
     best, strongest = top["best"], top["strongest"]
     left, middle, right = st.columns(3)
     _card(left, "Top model by PePR", best["model"], f"PePR {best['pepr']:.3f}, performance {best['performance']:.3f}")
     _card(middle, "Top model by performance", strongest["model"], f"PePR {strongest['pepr']:.3f}, performance {strongest['performance']:.3f}")
     if best["model"] == strongest["model"]:
-        _card(right, "Choosing by PePR costs", "nothing", "it is also the top model by performance")
+        right.container(border=True).markdown("Choosing by PePR costs  \n**nothing**  \nit is also the top model by performance")
     else:
-        saved = ", ".join(_times(ratio, label) for label, ratio in top["saved"].items())
-        _card(right, "Choosing by PePR costs", f"{top['points_lost']:.1f} points", f"of performance, and uses {saved}" if saved else "of performance (no resource data to compare)")
+        saved = ", ".join(_times(ratio, RESOURCES[name].noun) for name, ratio in top["saved"].items())
+        box = right.container(border=True)
+        box.caption("Choosing by PePR costs")
+        box.markdown(f"**{top['points_lost']:.1f} points**")
+        box.caption(f"of performance, and uses {saved}" if saved else "of performance (no resource data to compare)")
+    scope = view.scope
+    totals = [
+        format_value(scope[RESOURCES[name].column].sum(), RESOURCES[name])
+        + f" {RESOURCES[name].noun}"
+        for name in ("energy", "co2")
+        if RESOURCES[name].column in scope and scope[RESOURCES[name].column].notna().any()
+    ]
+    grid = "" if view.carbon.chosen is None else f" (CO2 at {view.carbon.chosen:g} g/kWh)"
+    st.caption(f"{len(scope)} scored runs of {len(view.models)} models; together {' and '.join(totals) or 'no energy recorded'}{grid}.")
 
-    threshold = view.controls.threshold_m
-    sized = models["params"].dropna()
-    cut = split_by_params(sized, None if threshold is None else threshold * 1e6)[1] if len(sized) else 0.0
-    front = pareto_front(models["performance"], models["resource"])
-    knee_at = knee(models["performance"], models["resource"], front)
+
+def charts_row(view: View) -> None:
+    models = view.models
     left, right = st.columns(2)
     with left:
         st.subheader("PePR against model size")
-        color = st.radio("Colour by", list(charts.COLOR_BY), format_func=charts.COLOR_BY.get, horizontal=True, key="e_color")
-        if models["params"].notna().any():
-            st.altair_chart(charts.pepr_vs_params(models, cut, color), width="stretch")
+        st.radio("Colour by", list(COLOR_BY), format_func=COLOR_BY.get, horizontal=True, key="e_color")
+        if view.threshold is not None:
+            st.altair_chart(charts.pepr_vs_params(models, view.threshold, view.controls.color, view.units), width="stretch")
         else:
             st.info("No parameter counts recorded for these models.")
     with right:
         st.subheader("Performance against resource")
-        st.caption("Shading and dotted lines: PePR iso-lines. Red: the Pareto front and its knee.")
-        st.altair_chart(charts.performance_vs_resource(models, front, knee_at, view.controls.alpha), width="stretch")
+        st.caption("Dotted lines: equal PePR. Red: the Pareto front; the diamond is the top-PePR model, where the highest iso-line touches the front.")
+        st.altair_chart(charts.performance_vs_resource(models, view.front[0], view.controls.alpha, units=view.units), width="stretch")
 
-    st.subheader("Ranking")
-    many = models["experiments"].max() > 1
+
+def baseline(view: View) -> None:
+    c = view.controls
+    weights = ", ".join(f"{RESOURCES[k].label} {v:g}" for k, v in c.baseline_weights.items() if v > 0) or "none"
+    st.subheader("Against the pinned baseline")
+    st.number_input("Top k", min_value=1, max_value=50, step=1, key="bl_k")
     st.caption(
-        ("Mean over the selected experiments per model. " if many else "")
-        + "'lowered by' columns: how much each resource term took off the performance."
+        f"Baseline: weights {weights}, {NORMALIZATION_LABELS[c.baseline_normalization]}, alpha {c.baseline_alpha:g} "
+        "(pin the current weights in the sidebar). 'entered' and 'left': the top k now against the baseline's."
     )
-    shown = ranking(models, view.weights)
-    st.dataframe(shown, hide_index=True, width="stretch", column_config={"parameters": st.column_config.NumberColumn(format="localized")})
-    st.download_button("Download CSV", shown.to_csv(index=False), "pepr-ranking.csv", "text/csv")
+    st.dataframe(view.baseline, hide_index=True, width="stretch")
+
+
+RANKING = {
+    "rank": "PePR rank", "model": "model", "pepr": "PePR", "performance": "performance",
+    "perf_rank": "performance rank", "rank_change": "places above its performance rank",
+}
+
+
+def ranking(view: View) -> None:
+    st.subheader("Ranking")
+    models = view.models
+    if models["experiments"].max() > 1:
+        st.caption("Mean over the selected experiments per model.")
+    labels = {**RANKING, **{f"loss_{k}": f"lowered by {RESOURCES[k].noun}" for k in view.weights}, "resource": "R"}
+    columns = [*RANKING, *(f"loss_{k}" for k in view.weights), "resource",
+               *(r.column for r in RESOURCES.values() if r.column in models and models[r.column].notna().any()), "runs"]
+    labels["runs"] = "runs"
+    shown = readable_table(models[columns], view.units, labels).round(4)
+    st.dataframe(shown, hide_index=True, width="stretch")
+    st.download_button("Download CSV", shown.to_csv(index=False), "pepr-ranking.csv", "text/csv", key="e_download")
 
 
 def _times(ratio: float, label: str) -> str:
@@ -102,10 +124,8 @@ def _times(ratio: float, label: str) -> str:
     return f"{ratio:.2g}× less {label}" if ratio >= 1 else f"{1 / ratio:.2g}× more {label}"
 
 
-def _card(column, label: str, value: str, note: str) -> None:
-    with column.container(border=True):
-        st.metric(label, value)
-        st.caption(note)
-
-
-render(current("scores"))
+def _card(column, label: str, name: str, note: str) -> None:
+    box = column.container(border=True)
+    box.caption(label)
+    box.markdown(f"**{plain(name)}**")
+    box.caption(note)

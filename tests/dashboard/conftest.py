@@ -89,20 +89,41 @@ def crafted_db(tmp_path) -> str:
 
 
 @pytest.fixture
-def app(monkeypatch):
-    """An AppTest factory for a database path (the app reads $PEPR_DB)."""
+def user_dir(tmp_path, monkeypatch) -> Path:
+    """The user data folder ($PEPR_DATA_DIR) of this test: the only place the app may write."""
+    folder = tmp_path / "user-data"
+    monkeypatch.setenv("PEPR_DATA_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
+def app(monkeypatch, user_dir):
+    """An AppTest factory for a database path given at start ($PEPR_DB); a query value may be
+    a list (a repeated parameter)."""
     from streamlit.testing.v1 import AppTest
 
     import dashboard.data
 
-    def make(db: str, **query) -> AppTest:
+    def make(start: str | None, **query) -> AppTest:
         dashboard.data.refresh()
-        monkeypatch.setenv("PEPR_DB", db)
+        if start is None:
+            monkeypatch.delenv("PEPR_DB", raising=False)
+        else:
+            monkeypatch.setenv("PEPR_DB", start)
         at = AppTest.from_file(APP, default_timeout=60)
         at.query_params.update(query)
         return at
 
     return make
+
+
+def goto(at, url_path: str):
+    """Switch an AppTest to a page of st.navigation (pages are callables, so AppTest's
+    switch_page, which wants a file, cannot name them) and run it."""
+    from streamlit.util import calc_hash
+
+    at._page_hash = calc_hash(url_path)
+    return at.run()
 
 
 @pytest.fixture

@@ -1,48 +1,95 @@
-"""The app end to end through AppTest: pages, what-if weights, URL state and hard states."""
+"""The app end to end through AppTest: pages, links, the database picker, writes, hard states."""
 
 from __future__ import annotations
 
+import http.server
+import re
 import subprocess
 import sys
-import time
+import threading
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from pepr.store import RunStore
+from tests.dashboard.conftest import goto, make_db
 
-PAGES = ["explorer", "sensitivity", "budget", "comparisons", "curves", "runs", "data_page"]
+PAGES = ["explorer", "sensitivity", "budget", "comparisons", "curves", "runs", "data"]
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = {"paper": ROOT / "results" / "paper.duckdb", "agent": ROOT / "results" / "pepr.duckdb"}
 
 
 def texts(at, kind: str) -> list[str]:
     return [element.value for element in getattr(at, kind)]
 
 
+def unescape(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text)
+
+
+def cards(at) -> list[str]:
+    """The bold names of the headline cards, as the user reads them."""
+    return [unescape(m.value.strip("*")) for m in at.markdown if m.value.startswith("**") and m.value.endswith("**")]
+
+
 def top_model(at) -> str:
-    return at.metric[0].value
+    return cards(at)[0]
+
+
+def link(at) -> dict[str, list[str]]:
+    """The address bar's query, each value as a list."""
+    return {k: v if isinstance(v, list) else [v] for k, v in at.query_params.items()}
 
 
 def test_every_page_renders(app, crafted_db):
     at = app(crafted_db).run()
     for page in PAGES:
-        at.switch_page(f"app_pages/{page}.py").run()
+        goto(at, page)
         assert not at.exception, (page, at.exception)
         assert not at.error, (page, texts(at, "error"))
-        if page in ("explorer", "sensitivity", "comparisons", "curves"):
+        if page in ("explorer", "comparisons", "curves"):
             assert at.get("vega_lite_chart"), f"{page} draws no chart"
+
+
+@pytest.mark.parametrize("key", list(SHIPPED))
+def test_every_page_renders_on_the_shipped_databases(app, key):
+    if not SHIPPED[key].is_file():
+        pytest.skip(f"{SHIPPED[key]} is not built (make results/paper.duckdb)")
+    at = app(None, db=key).run()
+    for page in PAGES:
+        goto(at, page)
+        assert not at.exception, (page, at.exception)
+        assert not at.error, (page, texts(at, "error"))
+        assert not at.warning, (page, texts(at, "warning"))
+    assert at.selectbox(key="db").value == key
+
+
+def test_make_dashboard_opens_the_paper_on_derma_with_its_provenance(app):
+    if not SHIPPED["paper"].is_file():
+        pytest.skip("results/paper.duckdb is not built")
+    at = app(str(SHIPPED["paper"])).run()
+    assert at.multiselect(key="c_x:derma").value == ["derma_pt"]
+    assert at.multiselect(key="c_x:lidc").value == [] and at.multiselect(key="c_x:pneumonia").value == []
+    source = unescape(next(c for c in texts(at, "caption") if c.startswith("Source:")))
+    assert "Selvan et al., NLDL 2025" in source and "Carbontracker (PUE 1.58" in source and "last epoch" in source
+    assert "131 scored runs of 131 models" in " ".join(texts(at, "caption"))
+    assert dict(at.query_params) == {}  # the default view has the shortest link
 
 
 def test_explorer_shows_what_matters(app, crafted_db):
     at = app(crafted_db, x="exp").run()
-    assert [m.value for m in at.metric[:2]] == ["tiny", "big"]
+    assert cards(at)[:2] == ["tiny", "big"]
     assert len(at.get("vega_lite_chart")) == 2
     ranking = at.dataframe[-1].value
     assert list(ranking["model"]) == ["tiny", "mid", "big"]
     assert list(ranking["performance rank"]) == [3, 2, 1]
     # the energy term takes off performance - PePR: 0.95 - 0.95 / 2 for `big`
     assert ranking.set_index("model").loc["big", "lowered by energy"] == pytest.approx(0.475)
+    assert list(ranking["Training energy (kWh)"]) == [1.0, 5.0, 10.0]
+    assert list(ranking["GPU memory (reserved peak) (GB)"]) == [1.0, 8.0, 20.0]
     assert "of performance, and uses 10× less energy, 10× less CO2, 20× less GPU memory" in texts(at, "caption")
-    assert at.metric[2].value == "15.0 points"
+    assert "**15.0 points**" in texts(at, "markdown")
 
 
 def test_energy_weight_decides_the_top_model(app, crafted_db):
@@ -53,48 +100,120 @@ def test_energy_weight_decides_the_top_model(app, crafted_db):
     assert "w" not in at.query_params  # energy:1 is the default, left out of the link
 
 
-def test_url_restores_controls(app, crafted_db):
-    at = app(crafted_db, x="exp", w="energy:0.5,co2:0.5", n="max", a="3", ci="FRA", t="15").run()
-    assert at.multiselect(key="c_x").value == ["exp"]
-    assert at.slider(key="c_w_energy").value == 0.5
-    assert at.slider(key="c_w_co2").value == 0.5
+def test_a_link_restores_every_choice_and_changes_go_back_into_it(app, crafted_db):
+    query = dict(x=["exp", "scratch"], w="energy:0.5,co2:0.5", n="max", a="3", ci="FRA", t="15",
+                 cap="gpu_memory:10", k="2", col="efficient", rq="i")
+    at = app(crafted_db, **query).run()
+    assert at.multiselect(key="c_x:digits").value == ["exp", "scratch"]
+    assert at.slider(key="c_w_energy").value == 0.5 and at.slider(key="c_w_co2").value == 0.5
     assert at.slider(key="c_w_train_time").value == 0.0
     assert at.radio(key="c_n").value == "max"
     assert at.number_input(key="c_a").value == 3.0
-    assert at.radio(key="c_ci").value == "country"
-    assert at.selectbox(key="c_ci_country").value == "FRA"
+    assert at.radio(key="c_ci").value == "country" and at.selectbox(key="c_ci_country").value == "FRA"
     assert at.number_input(key="c_t").value == 15.0
-    assert "Energy 50%, CO2 50%" in " ".join(texts(at, "caption"))
-    # and a change goes back into the URL
+    assert at.radio(key="e_color").value == "efficient"
+    assert "Training energy 50%, CO2eq emitted 50%" in " ".join(texts(at, "caption"))
+    goto(at, "budget")
+    assert at.number_input(key="b_cap_gpu_memory").value == 10.0
+    goto(at, "runs")
+    assert at.text_input(key="r_model").value == "i"
+    assert {k: link(at)[k] for k in query} == {k: v if isinstance(v, list) else [v] for k, v in query.items()}
     at.radio(key="c_n").set_value("minmax").run()
-    assert "n" not in at.query_params
-    assert at.query_params["a"] in ("3", ["3"])
+    assert "n" not in at.query_params and link(at)["a"] == ["3"]
 
 
-def test_bad_url_values_fall_back_to_defaults(app, crafted_db):
-    at = app(crafted_db, x="nope", w="energy:7,bogus:1", n="zzz", a="-1", t="abc").run()
-    assert not at.exception
-    assert at.multiselect(key="c_x").value == ["exp", "scratch"]
-    assert at.slider(key="c_w_energy").value == 0.0
-    assert at.radio(key="c_n").value == "minmax"
-    assert at.number_input(key="c_a").value == 1.0
-    assert at.number_input(key="c_t").value is None
-
-
-def test_carbon_intensity_what_if_changes_co2_ranking(app, db, rows):
+def test_budget_caps_in_readable_units_survive_other_pages_and_the_link(app, db, rows):
     run, _ = rows
-    # `dirty` used little energy on a dirty grid: cheaper in CO2 as measured, dearer once
-    # both runs are put on the same grid.
-    path = db(
-        [
-            run("a", "clean", performance=0.9, energy_kwh=4.0, co2_kg=0.2),
-            run("b", "dirty", performance=0.9, energy_kwh=2.0, co2_kg=1.6),
-        ]
-    )
+    path = db([run(f"r{i}", f"m{i}", performance=0.5 + i / 10, energy_kwh=e, gpu_mem_reserved_gb=None)
+               for i, e in enumerate([0.00001, 0.00002, 0.00003, 0.00004])])
+    at = goto(app(path).run(), "budget")
+    cap = at.number_input(key="b_cap_energy")
+    assert cap.label == "Training energy (mWh)" and cap.step == 5.0  # a tenth of the typical 25 mWh, rounded up
+    cap.set_value(30.0).run()  # mWh
+    feasible = at.dataframe[0].value
+    assert list(feasible["model"]) == ["m0", "m1", "m2"]  # PePR-E: 0.5, 0.45, 0.42
+    assert list(feasible["Training energy (mWh)"]) == pytest.approx([10.0, 20.0, 30.0])
+    (reason,) = at.dataframe[1].value["why excluded"]
+    assert reason == "Training energy 40 mWh > 30 mWh"
+    assert link(at)["cap"] == ["energy:3e-05"]
+    goto(at, "explorer")
+    goto(at, "budget")
+    assert at.number_input(key="b_cap_energy").value == 30.0
+    assert len(at.dataframe[0].value) == 3
+
+
+def test_budget_answers_the_clinic_with_one_4gb_gpu(app):
+    if not SHIPPED["paper"].is_file():
+        pytest.skip("results/paper.duckdb is not built")
+    from pepr.score import score
+
+    runs = RunStore(SHIPPED["paper"]).runs().query("experiment == 'derma_pt'")
+    table = score(runs, {"energy": 1}).table
+    fits = table[table["gpu_mem_reserved_gb"] <= 4.0]
+    expected = fits.sort_values("pepr", ascending=False)["model"].iloc[0]
+    at = goto(app(str(SHIPPED["paper"])).run(), "budget")
+    at.number_input(key="b_cap_gpu_memory").set_value(4.0).run()
+    assert cards(at)[1] == expected  # best feasible by PePR, as `pepr score` ranks it
+    assert len(at.dataframe[0].value) == len(fits)
+
+
+def test_alpha_below_one_is_said(app, crafted_db):
+    at = app(crafted_db, x="exp").run()
+    at.number_input(key="c_a").set_value(0.5).run()
+    assert [unescape(w) for w in texts(at, "warning")] == ["Ignored: alpha 0.5 is below 1, outside the paper's range: the score uses 1."]
+    assert top_model(at) == "tiny"
+
+
+@pytest.mark.parametrize(
+    "query, shown",
+    [
+        (dict(w="foo:2,energy:abc"), "w: foo:2, energy:abc"),
+        (dict(w="co2:1", ci="inf"), "ci: 'inf'"),
+        (dict(x="![p](http://host/pixel.png)"), "x: no experiment"),
+        (dict(a="nan"), "a: 'nan'"),
+        (dict(cap="energy:-1"), "cap: energy:-1"),
+        (dict(db="../../etc/passwd"), "db: '../../etc/passwd'"),
+        (dict(t="1e400"), "t: '1e400'"),
+        (dict(k="x"), "k: 'x'"),
+    ],
+)
+def test_a_bad_link_value_is_named_and_changes_nothing(app, crafted_db, query, shown):
+    before = RunStore(crafted_db).runs()
+    at = app(crafted_db, **query).run()
+    assert not at.exception
+    (warning,) = texts(at, "warning")
+    assert unescape(warning).startswith(f"Ignored: {shown}")
+    assert "![" not in warning and "](" not in warning  # shown as text, never as an image
+    assert top_model(at) == "tiny"  # the defaults: PePR-E on `exp`
+    pd.testing.assert_frame_equal(RunStore(crafted_db).runs(), before)
+
+
+def test_carbon_intensity_re_prices_a_live_grid(app, db, rows):
+    run, _ = rows
+    path = db([run("a", "clean", performance=0.9, energy_kwh=4.0, co2_kg=0.2, carbon_intensity=50.0, country="DNK"),
+               run("b", "dirty", performance=0.9, energy_kwh=2.0, co2_kg=1.6, carbon_intensity=800.0, country="DNK")])
     at = app(path, w="co2:1").run()
     assert top_model(at) == "clean"
-    at = app(path, w="co2:1", ci="400").run()
+    assert any("measured at 50 to 800 g CO2eq/kWh" in c for c in texts(at, "caption"))
+    at.radio(key="c_ci").set_value("country").run()
+    assert at.selectbox(key="c_ci_country").value == "DNK"  # the runs' own country first
     assert top_model(at) == "dirty"
+    assert link(at)["ci"] == ["DNK"]
+
+
+def test_names_from_data_are_shown_as_text(app, db, rows):
+    run, _ = rows
+    evil = "![p](http://host/pixel.png)"
+    path = db([run("a", evil, experiment=evil, performance=0.9), run("b", "other", experiment=evil, performance=0.5, energy_kwh=5)])
+    at = app(path).run()
+    for page in PAGES:
+        goto(at, page)
+        assert not at.exception, page
+        for kind in ("markdown", "caption", "info", "warning", "success", "error"):
+            for shown in texts(at, kind):
+                assert "![p](" not in shown, (page, kind, shown)
+    goto(at, "explorer")
+    assert top_model(at) == evil
 
 
 def test_unmeasured_resource_is_named_not_fatal(app, db, rows):
@@ -102,7 +221,7 @@ def test_unmeasured_resource_is_named_not_fatal(app, db, rows):
     path = db([run(f"r{i}", f"m{i}", gpu_mem_reserved_gb=None, performance=0.5 + i / 10) for i in range(3)])
     at = app(path, w="gpu_memory:1").run()
     assert at.slider(key="c_w_gpu_memory").disabled
-    assert "Not measured in these experiments (greyed out): GPU memory." in texts(at, "caption")
+    assert "Not measured in these experiments (greyed out): GPU memory (reserved peak)." in texts(at, "caption")
     assert any("GPU memory" in w for w in texts(at, "warning"))
     assert top_model(at) == "m2"  # scored on performance alone
 
@@ -110,9 +229,9 @@ def test_unmeasured_resource_is_named_not_fatal(app, db, rows):
 @pytest.mark.parametrize(
     "state, message",
     [
-        ("missing", "No database at"),
+        ("missing", "does not exist (yet)"),
         ("empty", "holds no runs"),
-        ("not duckdb", "Cannot read the database"),
+        ("not duckdb", "Cannot read this database"),
         ("only failed", "No scoreable runs"),
         ("single model", "Only one model in exp"),
     ],
@@ -132,9 +251,10 @@ def test_hard_states_show_a_message(app, db, rows, tmp_path, state, message):
     assert not at.exception
     shown = " ".join(texts(at, "info") + texts(at, "warning"))
     assert message in shown
-    at.switch_page("app_pages/runs.py").run()
+    assert str(tmp_path) not in shown  # nothing about the server's files
+    goto(at, "runs")
     assert not at.exception
-    at.switch_page("app_pages/data_page.py").run()
+    goto(at, "data")
     assert not at.exception and at.button(key="d_fetch")
 
 
@@ -143,38 +263,40 @@ def test_locked_database_says_busy(app, crafted_db, monkeypatch):
 
     monkeypatch.setattr(dashboard.data, "READ_TIMEOUT_S", 0.3)
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import duckdb,time; c=duckdb.connect({crafted_db!r}); print('x', flush=True); time.sleep(30)"],
-        stdout=subprocess.PIPE,
+        [sys.executable, "-c", f"import duckdb,sys; c=duckdb.connect({crafted_db!r}); print('x', flush=True); sys.stdin.read()"],
+        stdout=subprocess.PIPE, stdin=subprocess.PIPE,
     )
     try:
-        holder.stdout.readline()
+        holder.stdout.readline()  # the lock is held
         at = app(crafted_db).run()
         assert not at.exception
         assert any("being written by another process" in i for i in texts(at, "info"))
     finally:
-        holder.kill()
-        holder.wait()
-    time.sleep(0.2)
+        holder.stdin.close()  # the holder exits and releases the lock
+        holder.wait(timeout=30)
     dashboard.data.refresh()
     at.run()  # the retry: readable again
     assert top_model(at) == "tiny"
 
 
-
-def test_curves_offer_recorded_axes_and_mark_the_peak(app, crafted_db, db, rows):
+def test_curves_offer_recorded_axes_mark_the_peak_and_follow_the_database(app, crafted_db, rows, user_dir):
+    run, _ = rows
+    user_dir.mkdir()
+    make_db(user_dir / "bare.duckdb", [run("p1", "m1", seed=4)], pd.DataFrame({"run_id": "p1", "epoch": [1, 2], "test_metric": [0.5, 0.6]}))
     at = app(crafted_db, x="exp").run()
-    at.switch_page("app_pages/curves.py").run()
-    assert at.radio(key="k_x").options == ["cumulative energy (kWh)", "cumulative time (s)", "epochs"]
+    goto(at, "curves")
+    assert at.radio(key="k_x").options == ["cumulative energy", "cumulative time", "epochs"]
     peaks = at.dataframe[-1].value
     # test 0.5, 0.75, 0.8, 0.81 at a quarter of the energy each: PePR peaks at epoch 2
     assert list(peaks["peak epoch"]) == [2, 2, 2]
-    run, _ = rows
-    bare = db([run("p1", "m1")], pd.DataFrame({"run_id": "p1", "epoch": [1, 2], "test_metric": [0.5, 0.6]}), name="bare")
-    at = app(bare).run()
-    at.switch_page("app_pages/curves.py").run()
+    assert list(peaks["run"]) == ["tiny · exp", "mid · exp", "big · exp"]
+    at.selectbox(key="db").set_value("user:bare").run()
+    goto(at, "curves")
     assert not at.exception
+    assert at.multiselect(key="k_runs").value == ["p1"]  # the default runs, picked again
     assert at.radio(key="k_x").options == ["epochs"]
     assert any("epochs stand in" in c for c in texts(at, "caption"))
+    assert list(at.dataframe[-1].value["run"]) == ["m1 · exp · seed 4"]
 
 
 def upload(at, name: str, content: bytes):
@@ -183,74 +305,167 @@ def upload(at, name: str, content: bytes):
     return at
 
 
-def test_data_page_imports_an_upload_into_a_new_database(app, tmp_path, paper_dir):
+def test_data_page_imports_into_a_new_user_database_never_into_results(app, user_dir, paper_dir):
     head = b"".join((paper_dir / "all_results.csv").read_bytes().splitlines(keepends=True)[:4])
-    path = str(tmp_path / "new.duckdb")
-    at = app(path).run()
-    assert any("No database at" in i for i in texts(at, "info"))
-    at.switch_page("app_pages/data_page.py").run()
+    shipped = {p: p.stat().st_mtime_ns for p in (ROOT / "results").glob("*.duckdb")}
+    at = goto(app(None).run(), "data")
+    at.text_input(key="d_name").set_value("mine").run()
     upload(at, "all_results.csv", head)
     assert not at.exception
-    assert any("Imported 3 new run(s)" in s for s in texts(at, "success"))
-    assert len(RunStore(path).runs()) == 3
-    at.switch_page("app_pages/explorer.py").run()
+    assert "Imported 3 new run(s) into mine." in texts(at, "success")
+    assert len(RunStore(user_dir / "mine.duckdb").runs()) == 3
+    assert at.selectbox(key="db").value == "user:mine"  # and it is open now
+    assert {p: p.stat().st_mtime_ns for p in (ROOT / "results").glob("*.duckdb")} == shipped
+    goto(at, "explorer")
     assert at.get("vega_lite_chart")  # the new runs are scored at once
 
 
-def test_data_page_rejects_a_bad_upload_with_its_reason(app, crafted_db):
-    at = app(crafted_db).run()
-    at.switch_page("app_pages/data_page.py").run()
-    upload(at, "mine.csv", b"model,dataset\nresnet,derma\n")
+BAD_UPLOADS = [
+    ("mine.csv", b"model,dataset\nresnet,derma\n", "mine.csv: missing column(s): num_param"),
+    ("empty.csv", b"", "empty.csv"),
+    ("bytes.csv", bytes(range(256)) * 4, "bytes.csv"),
+]
+
+
+@pytest.fixture(scope="module")
+def good_rows(paper_dir):
+    return (paper_dir / "all_results.csv").read_bytes().splitlines(keepends=True)
+
+
+def _broken(good_rows, column: str, value: str) -> bytes:
+    header = good_rows[0].decode().rstrip("\r\n").replace('"', "").split(",")
+    row = good_rows[1].decode().rstrip("\r\n").split(",")
+    row[header.index(column)] = value
+    return good_rows[0] + (",".join(row) + "\n").encode()
+
+
+@pytest.mark.parametrize(
+    "column, value",
+    [("energy", "abc"), ("energy", "-1"), ("energy", "inf"), ("test_09", "1.5"), ("test_09", "nan"), ("num_param", "-5"), ("co2", "")],
+)
+def test_a_bad_upload_is_refused_with_its_reason_and_nothing_written(app, crafted_db, user_dir, good_rows, column, value):
+    target = user_dir / "kept.duckdb"
+    user_dir.mkdir()
+    target.write_bytes(Path(crafted_db).read_bytes())
+    before = RunStore(target).runs()
+    at = goto(app(None, db="user:kept").run(), "data")
+    assert at.selectbox(key="d_target").value == "user:kept"
+    upload(at, "all_results.csv", _broken(good_rows, column, value))
     assert not at.exception
     (message,) = texts(at, "error")
-    assert message.startswith("Import failed: mine.csv: missing column(s): num_param")
-    assert len(RunStore(crafted_db).runs()) == 8  # nothing written
+    assert unescape(message).startswith("Import failed: all_results.csv") and column in unescape(message)
+    pd.testing.assert_frame_equal(RunStore(target).runs(), before)
 
 
-def test_runs_page_lists_every_status_and_flags_estimates(app, crafted_db):
-    at = app(crafted_db).run()
-    at.switch_page("app_pages/runs.py").run()
+@pytest.mark.parametrize("name, content, message", BAD_UPLOADS)
+def test_a_broken_file_is_refused_and_no_database_is_created(app, user_dir, name, content, message):
+    at = goto(app(None).run(), "data")
+    at.text_input(key="d_name").set_value("fresh").run()
+    upload(at, name, content)
+    assert not at.exception
+    (error,) = texts(at, "error")
+    assert unescape(error).startswith(f"Import failed: {message}")
+    assert not (user_dir / "fresh.duckdb").exists()
+
+
+@pytest.mark.parametrize("name", ["../escape", "/etc/x", "a b", ""])
+def test_a_new_database_must_be_a_plain_name(app, user_dir, tmp_path, name):
+    at = goto(app(None).run(), "data")
+    at.text_input(key="d_name").set_value(name).run()
+    upload(at, "all_results.csv", b"model\n")
+    (error,) = texts(at, "error")
+    assert error.startswith("Import refused: a database name is")
+    assert not list(tmp_path.glob("*.duckdb")) and not (tmp_path / "escape.duckdb").exists()
+
+
+@pytest.fixture
+def paper_server(paper_dir):
+    """The paper's two files over real HTTP on localhost."""
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(paper_dir), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("localhost", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://localhost:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_data_page_download_imports_the_pinned_files(app, user_dir, paper_server, monkeypatch):
+    import pepr.paper
+
+    monkeypatch.setattr(pepr.paper, "PAPER_RESULTS_URL", f"{paper_server}/all_results.csv")
+    monkeypatch.setattr(pepr.paper, "PAPER_MODELS_URL", f"{paper_server}/model_names.csv")
+    at = goto(app(None).run(), "data")
+    at.text_input(key="d_name").set_value("paper").run()
+    at.button(key="d_fetch").click().run()
+    assert texts(at, "error") == []
+    assert texts(at, "success") == ["Imported 1048 new run(s) into paper."]
+    assert len(RunStore(user_dir / "paper.duckdb").runs()) == 1048
+
+
+def test_data_page_download_failure_is_said_and_writes_nothing(app, user_dir, monkeypatch):
+    import pepr.paper
+
+    monkeypatch.setattr(pepr.paper, "PAPER_RESULTS_URL", "http://localhost:9/all_results.csv")  # discard port
+    at = goto(app(None).run(), "data")
+    at.text_input(key="d_name").set_value("paper").run()
+    at.button(key="d_fetch").click().run()
+    assert texts(at, "success") == []
+    (error,) = texts(at, "error")
+    assert "cannot download" in unescape(error)
+    assert not (user_dir / "paper.duckdb").exists()
+
+
+def test_runs_page_lists_every_status_in_readable_units(app, crafted_db):
+    at = goto(app(crafted_db).run(), "runs")
     table = at.dataframe[-1].value
     assert set(table["status"]) == {"ok", "failed", "interrupted"}
+    assert "energy_kwh" not in table and "gpu_mem_reserved_gb" not in table
     ok = table[table["status"] == "ok"].set_index("model")
+    assert ok.loc["tiny", "Training energy (kWh)"].tolist() == [1.0, 1.0]
     # RAM (0.1 of 1 kWh by default) is the only estimated part of the crafted runs
-    assert ok.loc["tiny", "estimated_share"].tolist() == pytest.approx([0.1, 0.1])
-    assert ok.loc["big", "estimated_share"].tolist() == pytest.approx([0.01, 0.01])
+    assert ok.loc["tiny", "energy estimated"].tolist() == pytest.approx([0.1, 0.1])
+    assert ok.loc["big", "energy estimated"].tolist() == pytest.approx([0.01, 0.01])
     assert "CUDA out of memory" in set(table["error"].dropna())
     at.multiselect(key="r_status").set_value(["failed"]).run()
     assert list(at.dataframe[-1].value["model"]) == ["broken"]
+    assert link(at)["rs"] == ["failed"]
 
 
-def test_budget_pick_respects_caps(app, crafted_db):
-    at = app(crafted_db, x="exp", w="none").run()
-    at.switch_page("app_pages/budget.py").run()
-    assert [m.value for m in at.metric] == ["big", "big"]  # no caps, no resource weight
-    at.number_input(key="b_gpu_mem_reserved_gb").set_value(10.0).run()
-    assert [m.value for m in at.metric] == ["mid", "mid"]
-    excluded = at.dataframe[-1].value
-    assert list(excluded["model"]) == ["big"] and excluded["reason"].iloc[0] == "gpu_mem_reserved 20 > 10"
-    at.number_input(key="b_params").set_value(0.5).run()  # 0.5 M parameters: nothing fits
-    assert any("No model fits" in w for w in texts(at, "warning"))
-
-
-def test_data_page_fetch_reports_the_outcome(app, tmp_path):
-    path = str(tmp_path / "fetched.duckdb")
-    at = app(path).run()
-    at.switch_page("app_pages/data_page.py").run()
-    at.button(key="d_fetch").click().run()
-    assert not at.exception
-    outcome = texts(at, "success") + texts(at, "error")
-    assert len(outcome) == 1
-    # offline: the download fails with the URL named; online: 1,048 runs arrive
-    assert "cannot download" in outcome[0] or "Imported 1048 new run(s)" in outcome[0]
-
-
-def test_sensitivity_page_probabilities_and_tau(app, crafted_db):
-    at = app(crafted_db, x="exp", w="energy:0.5,co2:0.5").run()
-    at.switch_page("app_pages/sensitivity.py").run()
-    # PePR order tiny > mid > big is the reverse of performance order, and equals energy order
+def test_sensitivity_needs_a_second_weight(app, crafted_db):
+    at = goto(app(crafted_db, x="exp").run(), "sensitivity")
     assert [m.value for m in at.metric] == ["-1.00", "1.00"]
+    assert not at.get("vega_lite_chart") and any("nothing to vary" in i for i in texts(at, "info"))
+    at = goto(app(crafted_db, x="exp", w="energy:0.5,co2:0.5", sn="200").run(), "sensitivity")
     table = at.dataframe[-1].value.set_index("model")
     assert table.loc["tiny", "P(rank 1)"] == 1.0  # cheapest in energy and CO2 alike
     assert table["P(top 5)"].tolist() == [1.0, 1.0, 1.0]  # only three models
+    assert at.select_slider(key="s_n").value == 200
     assert at.get("vega_lite_chart")
+
+
+def test_comparisons_label_the_papers_test_and_the_paired_one(app, crafted_db):
+    at = goto(app(crafted_db, x="exp").run(), "comparisons")
+    headers = [list(frame.value.columns) for frame in at.dataframe]
+    stats = next(h for h in headers if "paper's test: unpaired t p" in h)
+    assert "paired: Wilcoxon p" in stats and "pairs (same model)" in stats
+    costs = at.dataframe[0].value.set_index("group")
+    assert costs.loc["pretrained", "median energy per run"] == "5 kWh"
+    assert costs.loc["from scratch", "total energy"] == "16 kWh"
+
+
+def test_top_five_against_the_pinned_baseline(app, crafted_db):
+    at = app(crafted_db, x="exp").run()
+    at.slider(key="c_w_energy").set_value(0.0).run()
+    changes = next(f.value for f in at.dataframe if "change" in f.value)
+    assert changes.set_index("model")["change"].to_dict() == {"big": "up 2", "mid": "same", "tiny": "down 2"}
+    at.button(key="c_pin").click().run()
+    changes = next(f.value for f in at.dataframe if "change" in f.value)
+    assert set(changes["change"]) == {"same"}
+    assert link(at)["bw"] == ["none"]

@@ -1,4 +1,7 @@
-"""The pure parts: URL form of the controls, carbon intensity, per-model views, sensitivity."""
+"""The pure parts: the URL form of the choices, the view built from (runs, epochs, choices),
+carbon re-pricing, units, budget, baseline, comparisons and sensitivity. Plain pytest."""
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -7,117 +10,338 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dashboard import carbon, views
-from dashboard.controls import DEFAULT_WEIGHTS, RESOURCES, Controls, from_query, to_query
+from dashboard.controls import DEFAULT_WEIGHTS, WEIGHTED, Controls, from_query, to_query
+from dashboard.sources import new_database, sources
+from dashboard.text import plain
 from pepr.errors import PeprError
+from pepr.resources import RESOURCES, format_value, typical_unit
 from pepr.score import score
 from pepr.sensitivity import kendall_tau, rank_stability, sample_weights
 
 EXPERIMENTS = ["a", "b", "c"]
+EPOCHS = pd.DataFrame(columns=["run_id", "epoch", "val_metric", "test_metric", "cum_time_s", "cum_energy_kwh"])
+
+
+def frame(rows, **common) -> pd.DataFrame:
+    base = {"status": "ok", "metric": "accuracy", "dataset": "d", "pretrained": True, "train_fraction": 1.0,
+            "params": 1e6, "carbon_intensity": 100.0, "country": "DNK", "provenance": None, "seed": 0}
+    table = pd.DataFrame([{**base, **common, **row} for row in rows])
+    table["run_id"] = [f"{r['experiment']}-{r['model']}" if "run_id" not in r else r["run_id"] for r in table.to_dict("records")]
+    if "co2_kg" not in table:
+        table["co2_kg"] = table["energy_kwh"] * table["carbon_intensity"] / 1000
+    return table
+
+
+def view_of(runs, epochs=EPOCHS, **choices) -> views.View:
+    return views.build_view(runs, epochs, Controls(**{"experiments": tuple(sorted(runs["experiment"].unique())), "metric": "accuracy", **choices}))
+
+
+# -- links ----------------------------------------------------------------------------------
 
 
 @settings(max_examples=60, deadline=None)
 @given(
     experiments=st.lists(st.sampled_from(EXPERIMENTS), min_size=1, unique=True),
-    weights=st.dictionaries(st.sampled_from(list(RESOURCES)), st.sampled_from([0.0, 0.05, 0.5, 1.0])),
+    weights=st.dictionaries(st.sampled_from(WEIGHTED), st.sampled_from([0.0, 0.05, 0.5, 1.0, 0.123456789])),
     normalization=st.sampled_from(["minmax", "max"]),
     alpha=st.sampled_from([1.0, 2.5, 100.0]),
     intensity=st.sampled_from(["", "FRA", "350"]),
     threshold=st.sampled_from([None, 0.0, 24.6]),
+    caps=st.dictionaries(st.sampled_from(["energy", "gpu_memory", "co2"]), st.sampled_from([3e-05, 4.0, 0.1])),
+    runs=st.lists(st.sampled_from(["r1", "r2", "r3"]), unique=True),
+    pages=st.tuples(st.sampled_from([100, 2000]), st.sampled_from([2.0, 200.0]), st.sampled_from(["model_type", "efficient"])),
 )
-def test_controls_round_trip_through_the_url(experiments, weights, normalization, alpha, intensity, threshold):
+def test_every_choice_round_trips_through_the_link(experiments, weights, normalization, alpha, intensity, threshold, caps, runs, pages):
     controls = Controls(
-        experiments=tuple(experiments),
-        metric="accuracy",
-        weights=weights,
-        normalization=normalization,
-        alpha=alpha,
-        intensity=intensity,
-        threshold_m=threshold,
+        db="agent", experiments=tuple(experiments), metric="accuracy", weights=weights, normalization=normalization,
+        alpha=alpha, intensity=intensity, threshold_m=threshold, caps=caps, baseline_weights={"co2": 1.0},
+        baseline_normalization="max", baseline_alpha=2.0, top_k=7, samples=pages[0], concentration=pages[1],
+        color=pages[2], curve_runs=tuple(runs), curve_axis="cum_time_s", run_status=("failed",),
+        run_experiments=("b",), run_model="res",
     )
-    back = from_query(to_query(controls, EXPERIMENTS, ["accuracy"]), EXPERIMENTS, ["accuracy"])
-    assert set(back.experiments) == set(experiments)
-    assert {k: v for k, v in back.weights.items() if v > 0} == {k: v for k, v in weights.items() if v > 0}
-    assert (back.normalization, back.alpha, back.intensity, back.threshold_m) == (
-        normalization, alpha, intensity, threshold
-    )
+    query = to_query(controls, ["accuracy"], ("a",), ["paper", "agent"])
+    back, ignored = from_query(query, EXPERIMENTS, ["accuracy"], ("a",), ["paper", "agent"], ["FRA"])
+    assert ignored == []
+    positive = {k: v for k, v in weights.items() if v > 0}
+    assert back == Controls(**{**controls.__dict__, "weights": positive})
 
 
-def test_default_controls_make_an_empty_link():
-    assert to_query(Controls(experiments=tuple(EXPERIMENTS), metric="acc"), EXPERIMENTS, ["acc", "f1"]) == {}
-    assert to_query(Controls(experiments=("a",), metric="f1"), EXPERIMENTS, ["acc", "f1"]) == {"x": ["a"], "m": "f1"}
-    assert from_query({}, EXPERIMENTS, ["accuracy"]).weights == DEFAULT_WEIGHTS
+def test_default_choices_make_an_empty_link():
+    assert to_query(Controls(experiments=("a",), metric="acc"), ["acc", "f1"], ("a",)) == {}
+    assert to_query(Controls(experiments=("a", "b"), metric="f1"), ["acc", "f1"], ("a",)) == {"x": ["a", "b"], "m": "f1"}
+    assert from_query({}, EXPERIMENTS, ["accuracy"], ("b",))[0] == Controls(experiments=("b",), metric="accuracy")
+
+
+@pytest.mark.parametrize(
+    "params, field, expected, message",
+    [
+        ({"w": "foo:2,energy:abc"}, "weights", DEFAULT_WEIGHTS, "w: foo:2, energy:abc"),
+        ({"w": "foo:2,co2:0.5"}, "weights", {"co2": 0.5}, "w: foo:2"),
+        ({"w": "energy:7"}, "weights", DEFAULT_WEIGHTS, "w: energy:7"),
+        ({"w": "none"}, "weights", {}, None),
+        ({"x": "nope"}, "experiments", ("a",), "x: no experiment 'nope'"),
+        ({"x": "![p](http://host/pixel.png)"}, "experiments", ("a",), "x: no experiment"),
+        ({"n": "zzz"}, "normalization", "minmax", "n: 'zzz'"),
+        ({"a": "-1"}, "alpha", 1.0, "a: '-1'"),
+        ({"a": "nan"}, "alpha", 1.0, "a: 'nan'"),
+        ({"a": "inf"}, "alpha", 1.0, "a: 'inf'"),
+        ({"t": "abc"}, "threshold_m", None, "t: 'abc'"),
+        ({"ci": "inf"}, "intensity", "", "ci: 'inf'"),
+        ({"ci": "nan"}, "intensity", "", "ci: 'nan'"),
+        ({"ci": "-5"}, "intensity", "", "ci: '-5'"),
+        ({"ci": "XXX"}, "intensity", "", "ci: 'XXX'"),
+        ({"ci": "fra"}, "intensity", "FRA", None),
+        ({"cap": "energy:-1,gpu_memory:4"}, "caps", {"gpu_memory": 4.0}, "cap: energy:-1"),
+        ({"cap": "bogus:1"}, "caps", {}, "cap: bogus:1"),
+        ({"k": "2.5"}, "top_k", 5, "k: '2.5'"),
+        ({"k": "0"}, "top_k", 5, "k: '0'"),
+        ({"sn": "7"}, "samples", 500, "sn: '7'"),
+        ({"sc": "1e9"}, "concentration", 20.0, "sc: '1e9'"),
+        ({"col": "<b>x</b>"}, "color", "model_type", "col: '<b>x</b>'"),
+        ({"ax": "energy"}, "curve_axis", "", "ax: 'energy'"),
+        ({"db": "../../etc/passwd"}, "db", "paper", "db: '../../etc/passwd'"),
+        ({"p": "best"}, "performance", "final", "p: 'best'"),
+        ({"m": "f1"}, "metric", "accuracy", "m: 'f1'"),
+        ({"bw": "energy:x"}, "baseline_weights", DEFAULT_WEIGHTS, "bw: energy:x"),
+    ],
+)
+def test_bad_link_values_fall_back_and_are_named(params, field, expected, message):
+    controls, ignored = from_query(params, EXPERIMENTS, ["accuracy"], ("a",), ["paper", "agent"], ["FRA"])
+    assert getattr(controls, field) == expected
+    if message is None:
+        assert ignored == []
+    else:
+        (line,) = ignored
+        assert line.startswith(message)
+
+
+def test_a_name_from_data_is_escaped():
+    name = "![p](http://host/pixel.png) <img src=x> $x$ :red[a] **b**"
+    shown = plain(name)
+    assert re.search(r"(?<!\\)[!\[\]()<>$:*]", shown) is None  # every Markdown character escaped
+    assert re.sub(r"\\(.)", r"\1", shown) == name  # and nothing else changed
+
+
+# -- databases ------------------------------------------------------------------------------
+
+
+def test_the_picker_offers_shipped_user_and_start_files_only(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "paper.duckdb").write_bytes(b"")
+    (results / "pepr.duckdb").write_bytes(b"")
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "mine.duckdb").write_bytes(b"")
+    (user / "notes.txt").write_bytes(b"")
+    env = {"PEPR_DATA_DIR": str(user)}
+    assert list(sources(env, results)) == ["paper", "agent", "user:mine"]
+    assert [s.writable for s in sources(env, results).values()] == [False, False, True]
+    started = sources({**env, "PEPR_DB": str(tmp_path / "other.duckdb")}, results)
+    assert list(started) == ["start", "paper", "agent", "user:mine"] and not started["start"].writable
+    # a start path naming a shipped file opens that entry first, not a copy of it
+    assert list(sources({**env, "PEPR_DB": str(results / "pepr.duckdb")}, results)) == ["agent", "paper", "user:mine"]
+
+
+@pytest.mark.parametrize("name", ["../x", "/etc/passwd", "a/b", "", ".hidden", "x" * 65, "a b", "c:\\d"])
+def test_a_new_database_name_cannot_leave_the_user_folder(tmp_path, name):
+    with pytest.raises(ValueError, match="a database name is"):
+        new_database(name, {"PEPR_DATA_DIR": str(tmp_path)})
+    assert new_database("paper.duckdb", {"PEPR_DATA_DIR": str(tmp_path / "u")}) == tmp_path / "u" / "paper.duckdb"
+
+
+def test_the_default_scope_is_one_experiment():
+    rows = [{"experiment": e, "model": m, "performance": 0.5, "energy_kwh": 1.0, "pretrained": p, "train_fraction": f}
+            for e, p, f in [("derma", False, 1.0), ("derma_pt", True, 1.0), ("derma_small", None, 0.1), ("lidc", True, 1.0)]
+            for m in "xy"]
+    runs = frame(rows)
+    runs["pretrained"] = runs["pretrained"].astype("boolean")
+    found = views.offer(runs, EPOCHS)
+    assert found.default == ("derma_pt",)  # full data and pretrained first, then by name
+    assert found.groups == {"d": ["derma_pt", "lidc", "derma", "derma_small"]}
+    assert found.describe["derma_small"] == "derma_small: pretraining not recorded, 10% of the data"
+
+
+# -- units ------------------------------------------------------------------------------------
+
+
+def test_readable_units():
+    energy, memory, params = RESOURCES["energy"], RESOURCES["gpu_memory"], RESOURCES["params"]
+    assert format_value(0.00003, energy) == "30 mWh"
+    assert format_value(3.076e-05, energy) == "30.8 mWh"
+    assert format_value(0.0123, energy) == "12.3 Wh"
+    assert format_value(2.5, memory) == "2.5 GB" and format_value(0.25, memory) == "250 MB"
+    assert format_value(24.6e6, params) == "24.6M"
+    assert format_value(float("nan"), energy) == "n/a"
+    assert typical_unit(energy, [1e-5, 2e-5, 3e-5, None]) == ("mWh", 1e-6)
+
+
+# -- carbon intensity -----------------------------------------------------------------------
 
 
 def test_carbon_intensity_choices():
     assert carbon.countries()["FRA"][0] == "France"
     assert carbon.intensity("fra") == carbon.countries()["FRA"][1]
     assert carbon.intensity("250") == 250.0
-    assert carbon.intensity("") is None and carbon.intensity("-5") is None and carbon.intensity("XXX") is None
+    for bad in ("", "-5", "XXX", "inf", "nan", "1e9"):
+        assert carbon.intensity(bad) is None, bad
     runs = pd.DataFrame({"energy_kwh": [2.0, None], "co2_kg": [9.0, 1.0]})
     assert carbon.with_intensity(runs, None) is runs
     out = carbon.with_intensity(runs, 500.0)
     assert out["co2_kg"].iloc[0] == 1.0 and pd.isna(out["co2_kg"].iloc[1])
 
 
-def scored(rows) -> pd.DataFrame:
-    frame = pd.DataFrame(rows)
-    return views.by_model(score(frame.assign(status="ok"), {"energy": 1}).table)
+LIVE_GRID = frame(
+    [  # `dirty` used little energy on a dirty grid: cheapest in CO2 as measured, dearer on one grid
+        {"experiment": "e", "model": "clean", "performance": 0.9, "energy_kwh": 4.0, "carbon_intensity": 50.0},
+        {"experiment": "e", "model": "dirty", "performance": 0.9, "energy_kwh": 2.0, "carbon_intensity": 800.0},
+        {"experiment": "e", "model": "mid", "performance": 0.9, "energy_kwh": 3.0, "carbon_intensity": 100.0},
+    ]
+)
 
 
-def test_by_model_averages_over_experiments_and_ranks():
-    models = scored(
-        [
-            {"experiment": "e1", "model": "x", "performance": 0.9, "energy_kwh": 2.0, "params": 5},
-            {"experiment": "e1", "model": "y", "performance": 0.8, "energy_kwh": 1.0, "params": 1},
-            {"experiment": "e2", "model": "x", "performance": 0.7, "energy_kwh": 2.0, "params": 5},
-            {"experiment": "e2", "model": "y", "performance": 0.6, "energy_kwh": 1.0, "params": 1},
-        ]
-    ).set_index("model")
-    assert models.loc["x", "performance"] == pytest.approx(0.8)
-    assert models.loc["x", "pepr"] == pytest.approx(0.4)  # 0.9/2 and 0.7/2
-    assert models.loc["y", "rank"] == 1 and models.loc["x", "perf_rank"] == 1
-    assert models.loc["y", "rank_change"] == 1 and models.loc["x", "experiments"] == 2
+def test_one_grid_re_prices_co2_measured_on_a_live_grid():
+    measured = view_of(LIVE_GRID, weights={"co2": 1.0})
+    assert list(measured.models["model"]) == ["clean", "mid", "dirty"]  # 0.2, 0.3, 1.6 kg
+    assert measured.carbon.changes_ranking and "measured at 50 to 800 g CO2eq/kWh" in measured.carbon.message
+    on_one = view_of(LIVE_GRID, weights={"co2": 1.0}, intensity="400")
+    assert list(on_one.models["model"]) == ["dirty", "mid", "clean"]  # now as energy ranks them
+    assert on_one.models.set_index("model")["co2_kg"].to_dict() == pytest.approx({"dirty": 0.8, "mid": 1.2, "clean": 1.6})
 
 
-def test_headline_and_budget():
-    models = scored(
-        [
-            {"experiment": "e", "model": "big", "performance": 0.95, "energy_kwh": 10.0, "gpu_mem_reserved_gb": 8.0},
-            {"experiment": "e", "model": "tiny", "performance": 0.80, "energy_kwh": 1.0, "gpu_mem_reserved_gb": 2.0},
-            {"experiment": "e", "model": "odd", "performance": 0.50, "energy_kwh": 5.0, "gpu_mem_reserved_gb": None},
-        ]
-    )
-    top = views.headline(models)
+def test_the_page_says_when_the_grid_cannot_change_the_ranking():
+    constant = LIVE_GRID.assign(carbon_intensity=150.0, co2_kg=LIVE_GRID["energy_kwh"] * 0.15)
+    a = view_of(constant, weights={"co2": 1.0}, intensity="FRA")
+    b = view_of(constant, weights={"co2": 1.0}, intensity="POL")
+    assert list(a.models["model"]) == list(b.models["model"]) == list(view_of(constant, weights={"energy": 1.0}).models["model"])
+    assert not a.carbon.changes_ranking and "cannot change" in a.carbon.message
+    assert a.models["co2_kg"].sum() != pytest.approx(b.models["co2_kg"].sum())  # the figures do change
+    assert "not weighted" in view_of(constant, weights={"energy": 1.0}, intensity="POL").carbon.message
+
+
+# -- the view ---------------------------------------------------------------------------------
+
+
+CRAFTED = frame(
+    [
+        {"experiment": "e", "model": "big", "performance": 0.95, "energy_kwh": 10.0, "gpu_mem_reserved_gb": 20.0, "params": 100e6},
+        {"experiment": "e", "model": "mid", "performance": 0.90, "energy_kwh": 5.0, "gpu_mem_reserved_gb": 8.0, "params": 20e6},
+        {"experiment": "e", "model": "tiny", "performance": 0.80, "energy_kwh": 1.0, "gpu_mem_reserved_gb": 1.0, "params": 1e6},
+        {"experiment": "e", "model": "odd", "performance": 0.50, "energy_kwh": 5.0, "gpu_mem_reserved_gb": None, "params": 3e6},
+    ]
+)
+
+
+def test_view_ranks_headline_and_threshold():
+    view = view_of(CRAFTED)
+    assert list(view.models["model"]) == ["tiny", "mid", "big", "odd"]  # 0.8, 0.623, 0.475, 0.346
+    top = view.headline
     assert (top["best"]["model"], top["strongest"]["model"]) == ("tiny", "big")
     assert top["points_lost"] == pytest.approx(15.0)
-    assert top["saved"] == {"energy": 10.0, "GPU memory": 4.0}
-    feasible, excluded = views.budget(models, {"energy_kwh": 6.0, "gpu_mem_reserved_gb": 4.0})
-    assert list(feasible["model"]) == ["tiny"]
+    assert top["saved"] == {"energy": 10.0, "co2": 10.0, "gpu_memory": 20.0}
+    assert view.threshold == pytest.approx((3e6 + 20e6) / 2)  # the median model
+    assert view_of(CRAFTED, threshold_m=5.0).threshold == 5e6
+
+
+def test_alpha_below_one_is_said_and_not_used():
+    view = view_of(CRAFTED, alpha=0.5)
+    assert view.notes == ["alpha 0.5 is below 1, outside the paper's range: the score uses 1."]
+    assert view.models["pepr"].tolist() == view_of(CRAFTED).models["pepr"].tolist()
+
+
+def test_budget_caps_in_readable_units():
+    small = CRAFTED.assign(energy_kwh=CRAFTED["energy_kwh"] * 3e-5 / 5)  # 60, 30, 6, 30 mWh
+    view = view_of(small, caps={"energy": 3e-5, "gpu_memory": 10.0})
+    feasible, excluded = view.budget
+    assert view.units["energy"] == ("mWh", 1e-6)
+    assert list(feasible["model"]) == ["tiny", "mid"]  # 30 mWh is within a 30 mWh cap
     reasons = dict(zip(excluded["model"], excluded["reason"]))
-    assert reasons == {"big": "energy 10 > 6", "odd": "gpu_mem_reserved not measured"}
-    assert len(views.budget(models, {"energy_kwh": None})[0]) == 3
+    assert reasons == {"big": "Training energy 60 mWh > 30 mWh", "odd": "GPU memory (reserved peak): not measured"}
 
 
-def test_comparisons_only_where_pairs_exist():
+def test_baseline_shows_moved_entered_and_left():
+    runs = frame([{"experiment": "e", "model": f"m{i}", "performance": p, "energy_kwh": e, "gpu_mem_reserved_gb": g}
+                  for i, (p, e, g) in enumerate([(0.9, 1, 9), (0.8, 2, 1), (0.95, 9, 2), (0.5, 1, 1), (0.7, 5, 5)])])
+    # baseline PePR-E: m0 0.9, m1 0.8/1.125=0.711, m3 0.5, m4 0.7/1.5=0.467, m2 0.95/2=0.475
+    # now memory only: m1 0.8, m3 0.5, m2 0.95/1.125=0.844, m4 0.7/1.5=0.467, m0 0.9/2=0.45
+    view = view_of(runs, weights={"gpu_memory": 1.0}, top_k=3)
+    changes = view.baseline.set_index("model")
+    assert changes["change"].to_dict() == {"m2": "entered", "m1": "same", "m3": "same", "m0": "left"}
+    assert changes.loc["m2", "pinned rank"] == 4 and changes.loc["m0", "rank now"] == 5
+    moved = view_of(runs, weights={"gpu_memory": 1.0}, top_k=5).baseline.set_index("model")["change"]
+    assert moved.to_dict() == {"m2": "up 3", "m1": "same", "m3": "same", "m4": "up 1", "m0": "down 4"}
+
+
+def test_sensitivity_needs_two_weights():
+    assert view_of(CRAFTED).sensitivity is None
+    table = view_of(CRAFTED.dropna(subset=["gpu_mem_reserved_gb"]), weights={"energy": 0.5, "gpu_memory": 0.5}, samples=200).sensitivity
+    assert table.set_index("model").loc["tiny", "p_first"] == 1.0 and len(table) == 3
+
+
+def test_curve_runs_fall_back_to_the_top_three_in_a_new_database():
+    view = view_of(CRAFTED, curve_runs=("gone-1", "gone-2"))
+    assert view.curve_runs() == ["e-tiny", "e-mid", "e-big"]
+    assert view_of(CRAFTED, curve_runs=("e-big",)).curve_runs() == ["e-big"]
+
+
+def test_provenance_lines():
+    paper = frame([{"experiment": "e", "model": "x", "performance": 0.5, "energy_kwh": 1.0, "provenance": "Selvan et al."}])
+    agent = paper.assign(provenance=None, energy_tool="codecarbon", pue=1.0, device="cpu", train_time_scope="run")
+    assert views.provenance(paper) == ["Selvan et al."]
+    assert views.provenance(agent) == ["Measured by the pepr agent with codecarbon, PUE 1, on cpu; training time covers the whole run"]
+
+
+# -- comparisons ------------------------------------------------------------------------------
+
+
+def paired_study() -> pd.DataFrame:
+    """Three models in four experiments, as the paper's Derma: pretrained, from scratch, 10%
+    (pretraining not recorded) and an unknown fraction."""
     rows = []
-    for i, (pretrained, fraction) in enumerate([(True, 1.0), (False, 1.0), (True, 0.1)] * 3):
-        rows.append(
-            {"experiment": f"{pretrained}-{fraction}", "dataset": "d", "model": f"m{i % 3}",
-             "pretrained": pretrained, "train_fraction": fraction, "params": 10 ** (6 + i % 3),
-             "performance": 0.5 + 0.04 * i, "energy_kwh": 1.0 + i}
-        )
-    table = score(pd.DataFrame(rows).assign(status="ok"), {"energy": 1}).table
-    found = views.comparisons(table, None)
-    pre = found["Pretrained vs from scratch"]
-    assert list(pre["group"].cat.categories) == ["pretrained", "from scratch"]
-    assert len(pre) == 6  # the 10% runs have no from-scratch twin
-    assert len(found["Full vs reduced training data"]) == 6
-    small = next(v for k, v in found.items() if k.startswith("Small vs large"))
-    stats = views.comparison_stats(small)
-    assert list(stats["measure"]) == ["performance", "PePR"] and stats["n_a"].iloc[0] == 6
-    assert views.comparisons(table[table["pretrained"]].query("train_fraction == 1"), None).keys() <= {
-        k for k in found if k.startswith("Small")
-    }
+    for e, pretrained, fraction, gain in [("pt", True, 1.0, 0.3), ("scratch", False, 1.0, 0.0),
+                                          ("small", None, 0.1, 0.1), ("smallest", None, None, 0.05)]:
+        for i, m in enumerate(["m0", "m1", "m2", "m3", "m4"]):
+            rows.append({"experiment": e, "model": m, "pretrained": pretrained, "train_fraction": fraction,
+                         "performance": 0.5 + gain + 0.01 * i, "energy_kwh": 1.0 + i + (0.5 if pretrained else 0), "params": 10 ** (6 + i % 3)})
+    runs = frame(rows)
+    runs["pretrained"] = runs["pretrained"].astype("boolean")
+    return runs
+
+
+def test_comparisons_pair_by_model_name_left_out_and_show_costs():
+    view = view_of(paired_study(), experiments=("pt",))
+    by_title = {c.title: c for c in view.comparisons}
+    assert list(by_title)[:1] == ["Pretrained vs from scratch"]
+    assert not any(t.startswith("Full vs reduced") for t in by_title)  # no full/reduced pair of known pretraining
+    pre = by_title["Pretrained vs from scratch"]
+    assert set(pre.frame["experiment"]) == {"pt", "scratch"}
+    assert pre.left_out == ["small (pretraining not recorded)", "smallest (pretraining not recorded)"]
+    stats = pre.stats.set_index("measure")
+    assert stats.loc["performance", "pairs"] == 5
+    assert stats.loc["performance", "median_diff"] == pytest.approx(0.3)
+    # every pair differs by exactly 0.3: the paired t-test is undefined-free, Wilcoxon exact
+    assert stats.loc["performance", "wilcoxon_p"] == pytest.approx(0.0625)
+    assert stats.loc["performance", "student_p"] is not None
+    costs = pre.costs.set_index("group")
+    assert costs.loc["pretrained", "median energy per run"] == "3.5 kWh"
+    assert costs.loc["from scratch", "total energy"] == "15 kWh"
+    small = next(c for c in view.comparisons if c.title.startswith("Small vs large"))
+    assert not small.paired and set(small.frame["experiment"]) == {"pt"}
+
+
+def test_comparisons_exist_only_where_pairs_do():
+    runs = paired_study()
+    only_pt = runs[runs["experiment"] == "pt"]
+    titles = [c.title for c in view_of(only_pt, experiments=("pt",)).comparisons]
+    assert titles == ["Small vs large models (threshold 10M parameters)"]
+    full = runs.assign(pretrained=runs["pretrained"].fillna(True))
+    titles = [c.title for c in view_of(full, experiments=("pt",)).comparisons]
+    assert titles[:2] == ["Pretrained vs from scratch", "Full vs reduced training data"]
+    reduced = next(c for c in view_of(full, experiments=("pt",)).comparisons if c.title.startswith("Full"))
+    assert reduced.left_out == ["smallest (training-data fraction not recorded)", "scratch (no counterpart on the other side)"]
+
+
+# -- curves, estimates, sensitivity -------------------------------------------------------
 
 
 def test_best_validation_performance_and_estimates():
@@ -144,7 +368,7 @@ def test_best_validation_performance_and_estimates():
 
 
 def test_curves_peak_where_pepr_is_highest():
-    runs = pd.DataFrame({"run_id": ["a"], "model": ["m"], "experiment": ["e"]})
+    runs = pd.DataFrame({"run_id": ["a"], "model": ["m"], "experiment": ["e"], "seed": [3]})
     epochs = pd.DataFrame(
         {"run_id": "a", "epoch": [1, 2, 3], "test_metric": [0.5, 0.9, 0.92], "val_metric": None,
          "cum_energy_kwh": [1.0, 2.0, 3.0]}
@@ -152,10 +376,7 @@ def test_curves_peak_where_pepr_is_highest():
     lines, peaks = views.curves(runs, epochs, "cum_energy_kwh", "max", 1.0)
     # PePR = P / (1 + E/3): 0.375, 0.54, 0.46 -> epoch 2
     assert np.allclose(lines["pepr"], [0.5 / (4 / 3), 0.9 / (5 / 3), 0.92 / 2])
-    assert peaks["epoch"].tolist() == [2] and peaks["label"].tolist() == ["m · e"]
-
-
-# -- pepr.sensitivity ---------------------------------------------------------------------
+    assert peaks["epoch"].tolist() == [2] and peaks["label"].tolist() == ["m · e · seed 3"]
 
 
 def test_samples_centre_on_the_weights():
@@ -172,11 +393,9 @@ def test_samples_centre_on_the_weights():
 
 def test_rank_stability_reflects_who_wins_where():
     # a is cheap in energy, b is cheap in CO2; equal performance.
-    frame = pd.DataFrame(
-        {"experiment": "e", "model": ["a", "b", "c"], "performance": [0.9, 0.9, 0.5],
-         "energy_kwh": [1.0, 2.0, 2.0], "co2_kg": [2.0, 1.0, 2.0], "status": "ok"}
-    )
-    table = score(frame, {"energy": 1, "co2": 1}).table
+    table = score(frame([{"experiment": "e", "model": m, "performance": p, "energy_kwh": e, "co2_kg": c}
+                         for m, p, e, c in [("a", 0.9, 1.0, 2.0), ("b", 0.9, 2.0, 1.0), ("c", 0.5, 2.0, 2.0)]]),
+                  {"energy": 1, "co2": 1}).table
     mostly_energy = sample_weights({"energy": 0.9, "co2": 0.1}, n=500, concentration=100)
     result = rank_stability(table, mostly_energy, top=2).set_index("model")
     assert result.loc["a", "p_first"] > 0.95 and result.loc["c", "p_first"] == 0
@@ -190,14 +409,3 @@ def test_kendall_tau():
     assert kendall_tau([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
     assert kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
     assert kendall_tau([1], [1]) is None and kendall_tau([1, 1], [1, 2]) is None
-
-
-def test_run_labels_tell_seeds_apart():
-    runs = pd.DataFrame(
-        {"run_id": ["a", "b", "c"], "model": ["resnet18"] * 3, "experiment": ["digits"] * 3, "seed": [0, 1, None]}
-    )
-    assert views.run_labels(runs).to_dict() == {
-        "a": "resnet18 · digits · seed 0",
-        "b": "resnet18 · digits · seed 1",
-        "c": "resnet18 · digits",
-    }
