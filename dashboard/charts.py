@@ -107,7 +107,8 @@ def performance_vs_resource(
         )
     )
     top = float(data["pepr"].max()) if len(data) else 0.5
-    values = sorted({round(float(v), 2) for v in np.linspace(p_low / (1 + 1 / alpha), top, levels)} | {round(top, 3)})
+    steps = {round(float(v), 2) for v in np.linspace(p_low / (1 + 1 / alpha), top, levels)}
+    values = sorted({v for v in steps if abs(v - top) > 0.03} | {round(top, 3)})  # no two labels on one spot
     r_line = np.linspace(0, 1, 21)
     iso = pd.DataFrame(
         [{"level": c, "R": r, "P": float(c * (alpha + r) / alpha)} for c in values for r in r_line]

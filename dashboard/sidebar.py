@@ -160,9 +160,10 @@ def draw(offer: Offer, measured: set[str]) -> None:
     sb.markdown("**Experiments** (normalisation groups)")
     for dataset, experiments in offer.groups.items():
         sb.multiselect(
-            plain(dataset), experiments, key=f"c_x:{dataset}", format_func=offer.describe.get,
-            placeholder="none", help="Each experiment is scored within itself; a model's figures are its mean over those chosen.",
+            plain(dataset), experiments, key=f"c_x:{dataset}", placeholder="none",
+            help="Each experiment is scored within itself; a model's figures are its mean over those chosen.",
         )
+        sb.caption("; ".join(plain(offer.describe[e]) for e in experiments))
     if offer.metrics:
         sb.selectbox("Performance metric", offer.metrics, key="c_m")
     if offer.best_val:

@@ -1,13 +1,16 @@
-"""Names from data shown as text: every Markdown character escaped."""
+"""Names from data shown as text: every Markdown character escaped, no link recognised."""
 
 from __future__ import annotations
 
 import re
 
-_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&])")
+_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&@])")
+ZERO_WIDTH = "\u200b"  # invisible, but no autolink (http://, www., a@b) spans it
 
 
 def plain(value) -> str:
     """`value` as text that Streamlit's Markdown shows literally (no links, images, HTML,
     LaTeX or colour directives); line breaks become spaces."""
-    return _SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
+    escaped = _SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
+    escaped = escaped.replace("\\:", "\\:" + ZERO_WIDTH).replace("\\@", "\\@" + ZERO_WIDTH)
+    return re.sub(r"(?i)www\\\.", "www" + ZERO_WIDTH + "\\.", escaped)

@@ -53,7 +53,10 @@ def headline(view: View) -> None:
     _card(left, "Top model by PePR", best["model"], f"PePR {best['pepr']:.3f}, performance {best['performance']:.3f}")
     _card(middle, "Top model by performance", strongest["model"], f"PePR {strongest['pepr']:.3f}, performance {strongest['performance']:.3f}")
     if best["model"] == strongest["model"]:
-        right.container(border=True).markdown("Choosing by PePR costs  \n**nothing**  \nit is also the top model by performance")
+        box = right.container(border=True)
+        box.caption("Choosing by PePR costs")
+        box.markdown("**nothing**")
+        box.caption("it is also the top model by performance")
     else:
         saved = ", ".join(_times(ratio, RESOURCES[name].noun) for name, ratio in top["saved"].items())
         box = right.container(border=True)

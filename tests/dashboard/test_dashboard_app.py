@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from pepr.store import RunStore
+from dashboard.text import ZERO_WIDTH
 from tests.dashboard.conftest import goto, make_db
 
 PAGES = ["explorer", "sensitivity", "budget", "comparisons", "curves", "runs", "data"]
@@ -25,7 +26,8 @@ def texts(at, kind: str) -> list[str]:
 
 
 def unescape(text: str) -> str:
-    return re.sub(r"\\(.)", r"\1", text)
+    """Markdown as the user reads it."""
+    return re.sub(r"\\(.)", r"\1", text).replace(ZERO_WIDTH, "")
 
 
 def cards(at) -> list[str]:

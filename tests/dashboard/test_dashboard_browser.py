@@ -98,10 +98,18 @@ def charts_drawn(page, count: int, timeout_ms: int = 60_000) -> None:
         """(n) => {
             const charts = [...document.querySelectorAll("[data-testid='stVegaLiteChart']")];
             const drawn = charts.filter(c => [...c.querySelectorAll('canvas, svg')].some(e => e.getBoundingClientRect().width > 50));
-            const running = document.querySelector("[data-testid='stStatusWidget']");
-            return drawn.length >= n && !running;
+            const state = document.querySelector("[data-testid='stApp']")?.getAttribute("data-test-script-state");
+            return drawn.length >= n && state === "notRunning";
         }""",
         arg=count,
+        timeout=timeout_ms,
+    )
+
+
+def idle(page, timeout_ms: int = 60_000) -> None:
+    """Wait until the app's script has run and finished (the page's own state attribute)."""
+    page.wait_for_function(
+        """() => document.querySelector("[data-testid='stApp']")?.getAttribute("data-test-script-state") === "notRunning" """,
         timeout=timeout_ms,
     )
 
@@ -140,10 +148,14 @@ def test_markup_in_names_is_never_rendered(serve, db, rows):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1400})
             page.on("request", lambda request: fetched.append(request.url) if "pixel" in request.url else None)
-            for where in ("explorer", "budget", "comparisons", "curves"):
+            for where in ("", "budget", "comparisons", "curves", "runs", "data"):
                 page.goto(f"{url}/{where}")
-                page.get_by_text(evil, exact=True).first.wait_for(timeout=60_000)
+                idle(page)
+                if where in ("", "budget"):  # the top model's name in its card, as text
+                    names = page.locator("[data-testid='stMarkdownContainer'] strong").all_inner_texts()
+                    assert evil in [n.replace("\u200b", "") for n in names], where
                 assert page.locator("img[src*='pixel']").count() == 0, where
+                assert page.locator("a[href*='pixel']").count() == 0, where
         finally:
             browser.close()
     assert fetched == []

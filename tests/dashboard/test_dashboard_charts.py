@@ -4,72 +4,82 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboard import charts
+from dashboard import charts, views
 
 MODELS = pd.DataFrame(
     {
-        "model": ["big", "mid", "tiny"],
-        "performance": [0.95, 0.90, 0.80],
-        "pepr": [0.475, 0.623, 0.80],
-        "resource": [1.0, 4 / 9, 0.0],
-        "rank": [3, 2, 1],
-        "params": [100e6, 20e6, 1e6],
-        "model_type": ["CNN", "Other", None],
-        "efficient": [False, False, True],
+        "model": ["tiny", "mid", "big"],
+        "performance": [0.80, 0.90, 0.95],
+        "pepr": [0.80, 0.623, 0.475],
+        "resource": [0.0, 4 / 9, 1.0],
+        "rank": [1, 2, 3],
+        "params": [1e6, 20e6, 100e6],
+        "energy_kwh": [0.00001, 0.00005, 0.0001],
+        "gpu_mem_reserved_gb": [0.5, 2.0, 8.0],
+        "model_type": [None, "Other", "CNN"],
+        "efficient": [True, False, False],
     }
 )
+UNITS = {"energy": ("mWh", 1e-6), "gpu_memory": ("GB", 1.0), "params": ("M", 1e6)}
 
 
 def layer_data(spec: dict, index: int) -> list[dict]:
     return spec["datasets"][spec["layer"][index]["data"]["name"]]
 
 
-def test_pepr_vs_params_is_log_x_with_small_region_shaded():
-    spec = charts.pepr_vs_params(MODELS, threshold=20e6).to_dict()
-    shade, edge, _, points = spec["layer"]
-    assert points["encoding"]["x"]["scale"]["type"] == "log"
-    assert points["encoding"]["y"]["field"] == "pepr"
-    assert points["encoding"]["color"]["title"] == "model type"
+def test_pepr_vs_params_log_x_over_the_models_range_small_region_in_the_title():
+    spec = charts.pepr_vs_params(MODELS, threshold=20e6, units=UNITS).to_dict()
+    shade, edge, points = spec["layer"]
+    scale = points["encoding"]["x"]["scale"]
+    assert scale["type"] == "log" and scale["nice"] is False
+    assert scale["domain"] == pytest.approx([1e6 / 1.3, 100e6 * 1.3])  # not to 1e9
+    assert spec["title"]["text"] == "Shaded: small models, at most 20M parameters"  # not on the points
     region = layer_data(spec, 0)[0]
-    assert region["x1"] == 20e6 and region["x0"] < 1e6
-    groups = [row["group"] for row in layer_data(spec, 3)]
-    assert groups == ["CNN", "Other", "unknown"]
-    by_flag = charts.pepr_vs_params(MODELS, 20e6, color="efficient").to_dict()
-    assert [row["group"] for row in layer_data(by_flag, 3)] == ["False", "False", "True"]
+    assert region["x1"] == 20e6 and region["x0"] == pytest.approx(1e6 / 1.3)
+    assert [row["group"] for row in layer_data(spec, 2)] == ["unknown", "Other", "CNN"]
+    tips = {t["title"]: t["field"] for t in points["encoding"]["tooltip"]}
+    assert tips["Training energy (mWh)"] == "show_energy"
+    assert [row["show_energy"] for row in layer_data(spec, 2)] == pytest.approx([10, 50, 100])
 
 
-def test_performance_vs_resource_draws_front_knee_and_iso_lines():
+def test_colour_by_efficient_is_labelled_in_two_distinct_colours():
+    spec = charts.pepr_vs_params(MODELS, 20e6, color="efficient").to_dict()
+    points = spec["layer"][2]
+    assert [row["group"] for row in layer_data(spec, 2)] == ["efficient", "not efficient", "not efficient"]
+    colour = points["encoding"]["color"]["scale"]
+    assert colour["domain"][:2] == ["efficient", "not efficient"]
+    assert colour["range"][0] != colour["range"][1] and "False" not in str(colour)
+
+
+def test_performance_vs_resource_marks_the_top_pepr_model_and_labels_iso_lines():
     front = np.array([True, True, True])
-    spec = charts.performance_vs_resource(MODELS, front, knee=1, alpha=1.0).to_dict()
-    heat, lines, points, front_line, knee, label = spec["layer"]
-    assert heat["mark"]["type"] == "rect" and heat["encoding"]["color"]["field"] == "pepr"
+    spec = charts.performance_vs_resource(MODELS, front, alpha=1.0, units=UNITS).to_dict()
+    heat, lines, labels, points, front_line, marker, name = spec["layer"]
     surface = layer_data(spec, 0)
     corner = next(r for r in surface if r["R"] == 1.0 and r["P"] == 1.0)
     assert corner["pepr"] == 0.5  # PePR(R=1, P=1) = 1/2
     iso = pd.DataFrame(layer_data(spec, 1))
-    # every iso-line keeps PePR constant: P / (1 + R) == level
-    assert np.allclose(iso["P"] / (1 + iso["R"]), iso["level"], atol=1e-3)
-    assert [r["resource"] for r in layer_data(spec, 3)] == sorted(MODELS["resource"])
-    assert layer_data(spec, 4)[0]["model"] == "mid"
-    assert knee["mark"]["shape"] == "diamond"
+    assert np.allclose(iso["P"] / (1 + iso["R"]), iso["level"], atol=1e-3)  # each line keeps PePR constant
+    assert 0.8 in set(iso["level"])  # the line through the top model
+    texts = [row["text"] for row in layer_data(spec, 2)]
+    assert texts and all(t.startswith("PePR ") for t in texts) and len(texts) == iso["level"].nunique()
+    assert layer_data(spec, 5)[0]["model"] == "tiny" and marker["mark"]["shape"] == "diamond"
+    assert layer_data(spec, 6)[0]["text"] == "top PePR: tiny"
+    tips = [t.get("title") for t in points["encoding"]["tooltip"]]
+    assert "Training energy (mWh)" in tips and "GPU memory (reserved peak) (GB)" in tips
 
 
-def test_performance_vs_resource_without_knee_has_no_marker():
-    spec = charts.performance_vs_resource(MODELS, np.array([False, False, True]), None).to_dict()
-    assert len(spec["layer"]) == 4
-    assert [r["model"] for r in layer_data(spec, 3)] == ["tiny"]
-
-
-def test_rank_probabilities_orders_models_by_top5():
-    table = pd.DataFrame({"model": ["a", "b"], "p_first": [0.1, 0.9], "p_top5": [0.5, 1.0]})
+def test_rank_probabilities_show_full_names():
+    table = pd.DataFrame({"model": ["mobilenetv3_small_050", "mobilenetv3_small_100"], "p_first": [0.1, 0.9], "p_top5": [0.5, 1.0]})
     spec = charts.rank_probabilities(table).to_dict()
-    assert spec["encoding"]["y"]["sort"] == ["b", "a"]
+    assert spec["encoding"]["y"]["sort"] == ["mobilenetv3_small_100", "mobilenetv3_small_050"]
+    assert spec["encoding"]["y"]["axis"]["labelLimit"] == 0  # never cut
     values = {(r["model"], r["event"]): r["p"] for r in spec["datasets"][spec["data"]["name"]]}
-    assert values[("b", "rank 1")] == 0.9 and values[("a", "top 5")] == 0.5
+    assert values[("mobilenetv3_small_100", "rank 1")] == 0.9
 
 
 def test_distributions_box_per_group():
-    frame = MODELS.assign(experiment="exp", group=pd.Categorical(["large", "large", "small"], ["small", "large"]))
+    frame = MODELS.assign(experiment="exp", group=pd.Categorical(["small", "large", "large"], ["small", "large"]))
     spec = charts.distributions(frame, "pepr", "PePR").to_dict()
     whisker, box, median, dots = spec["layer"]
     boxes = {row["group"]: row for row in layer_data(spec, 0)}
@@ -81,14 +91,22 @@ def test_distributions_box_per_group():
     assert dots["encoding"]["xOffset"]["field"] == "jitter" and len(layer_data(spec, 3)) == 3
     crowded = charts.distributions(frame, "pepr", "PePR", max_dots=2).to_dict()
     assert [layer["mark"]["type"] for layer in crowded["layer"]] == ["rule", "bar", "tick"]
+    scaled = charts.distributions(frame, "energy_kwh", "energy (mWh)", scale=1e-6).to_dict()
+    assert {row["group"]: row["high"] for row in layer_data(scaled, 0)}["large"] == pytest.approx(100)
 
 
-def test_curves_mark_the_peak():
-    lines = pd.DataFrame(
-        {"label": "a", "epoch": [1, 2, 3], "R": [1 / 3, 2 / 3, 1], "pepr": [0.4, 0.5, 0.45],
-         "performance": [0.5, 0.8, 0.9], "cum_energy_kwh": [1, 2, 3]}
+def test_curves_chart_marks_the_peak_the_view_found_and_keeps_seeds_in_the_legend():
+    runs = pd.DataFrame({"run_id": ["a", "b"], "model": ["resnet18"] * 2, "experiment": ["digits"] * 2, "seed": [0, 1]})
+    epochs = pd.DataFrame(
+        {"run_id": ["a"] * 3 + ["b"] * 3, "epoch": [1, 2, 3] * 2, "val_metric": None,
+         "test_metric": [0.5, 0.9, 0.92, 0.5, 0.6, 0.99], "cum_energy_kwh": [1.0, 2.0, 3.0] * 2}
     )
-    spec = charts.pepr_curves(lines, lines.iloc[[1]]).to_dict()
-    assert layer_data(spec, 1) [0]["epoch"] == 2
-    learn = charts.learning_curves(lines, "cum_energy_kwh", "kWh").to_dict()
-    assert learn["encoding"]["x"]["field"] == "cum_energy_kwh"
+    lines, peaks = views.curves(runs, epochs, "cum_energy_kwh", "max", 1.0)
+    spec = charts.pepr_curves(lines, peaks).to_dict()
+    # a: 0.5/(4/3), 0.9/(5/3), 0.92/2 -> epoch 2; b: 0.375, 0.36, 0.495 -> epoch 3
+    marked = {row["label"]: row["epoch"] for row in layer_data(spec, 1)}
+    assert marked == {"resnet18 · digits · seed 0": 2, "resnet18 · digits · seed 1": 3}
+    assert spec["layer"][0]["encoding"]["color"]["legend"]["labelLimit"] == 0
+    learn = charts.learning_curves(lines, "cum_energy_kwh", "cumulative energy (Wh)", scale=1e-3).to_dict()
+    assert learn["encoding"]["x"]["title"] == "cumulative energy (Wh)"
+    assert [row["cum_energy_kwh"] for row in learn["datasets"][learn["data"]["name"]]][:3] == [1000, 2000, 3000]

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from dashboard import carbon, views
 from dashboard.controls import DEFAULT_WEIGHTS, WEIGHTED, Controls, from_query, to_query
 from dashboard.sources import new_database, sources
-from dashboard.text import plain
+from dashboard.text import ZERO_WIDTH, plain
 from pepr.errors import PeprError
 from pepr.resources import RESOURCES, format_value, typical_unit
 from pepr.score import score
@@ -116,10 +116,11 @@ def test_bad_link_values_fall_back_and_are_named(params, field, expected, messag
 
 
 def test_a_name_from_data_is_escaped():
-    name = "![p](http://host/pixel.png) <img src=x> $x$ :red[a] **b**"
+    name = "![p](http://host/pixel.png) <img src=x> $x$ :red[a] **b** www.x.org a@b.org"
     shown = plain(name)
-    assert re.search(r"(?<!\\)[!\[\]()<>$:*]", shown) is None  # every Markdown character escaped
-    assert re.sub(r"\\(.)", r"\1", shown) == name  # and nothing else changed
+    assert re.search(r"(?<!\\)[!\[\]()<>$:*@]", shown) is None  # every Markdown character escaped
+    assert "://" not in shown.replace("\\", "") and "www." not in shown.replace("\\", "")  # no autolink
+    assert re.sub(r"\\(.)", r"\1", shown).replace(ZERO_WIDTH, "") == name  # and nothing else changed
 
 
 # -- databases ------------------------------------------------------------------------------
