@@ -19,7 +19,6 @@ from pepr.resources import COLUMNS, RESOURCES, format_value, typical_unit
 from pepr.score import (
     compare_groups,
     compare_paired,
-    knee,
     pareto_front,
     pepr_curve,
     score,
@@ -126,9 +125,9 @@ class View:
         return headline(self.models)
 
     @functools.cached_property
-    def front(self) -> tuple[np.ndarray, int | None]:
-        mask = pareto_front(self.models["performance"], self.models["resource"])
-        return mask, knee(self.models["performance"], self.models["resource"], mask)
+    def front(self) -> np.ndarray:
+        """Which models are on the performance-versus-resource Pareto front."""
+        return pareto_front(self.models["performance"], self.models["resource"])
 
     @functools.cached_property
     def budget(self) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -16,7 +16,7 @@ LABELS = {"rank": "PePR rank", "model": "model", "pepr": "PePR", "performance": 
 def _store(name: str, factor: float) -> None:
     """Keep a typed cap in the resource's stored unit (so it survives a change of unit)."""
     value = st.session_state[f"b_cap_{name}"]
-    st.session_state[f"cap_{name}"] = None if value is None else float(value) * factor
+    st.session_state[f"cap_{name}"] = None if value is None else float(f"{float(value) * factor:.12g}")
 
 
 def page(view: View | None, problem: str | None, source) -> None:

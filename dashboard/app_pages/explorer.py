@@ -87,7 +87,7 @@ def charts_row(view: View) -> None:
     with right:
         st.subheader("Performance against resource")
         st.caption("Dotted lines: equal PePR. Red: the Pareto front; the diamond is the top-PePR model, where the highest iso-line touches the front.")
-        st.altair_chart(charts.performance_vs_resource(models, view.front[0], view.controls.alpha, units=view.units), width="stretch")
+        st.altair_chart(charts.performance_vs_resource(models, view.front, view.controls.alpha, units=view.units), width="stretch")
 
 
 def baseline(view: View) -> None:

@@ -471,3 +471,29 @@ def test_top_five_against_the_pinned_baseline(app, crafted_db):
     changes = next(f.value for f in at.dataframe if "change" in f.value)
     assert set(changes["change"]) == {"same"}
     assert link(at)["bw"] == ["none"]
+
+
+def test_top_five_with_co2_and_memory_in_three_interactions_with_the_clis_numbers(app, tmp_path):
+    """The acceptance question: how does the top 5 change when CO2 and memory are weighed too?"""
+    if not SHIPPED["paper"].is_file():
+        pytest.skip("results/paper.duckdb is not built")
+    import csv
+    import io
+    from contextlib import redirect_stdout
+
+    from pepr.cli import main
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["score", "--db", str(SHIPPED["paper"]), "--experiment", "derma_pt",
+                     "--weights", "energy=1,co2=1,gpu_memory=1", "--format", "csv"]) == 0
+    cli = {row["model"]: float(row["pepr"]) for row in csv.DictReader(io.StringIO(out.getvalue()))}
+    at = app(str(SHIPPED["paper"])).run()
+    at.slider(key="c_w_co2").set_value(1.0).run()  # 1
+    at.slider(key="c_w_gpu_memory").set_value(1.0).run()  # 2: the Explorer shows it at once
+    ranking = at.dataframe[-1].value
+    assert dict(zip(ranking["model"], ranking["PePR"])) == pytest.approx({m: round(v, 4) for m, v in cli.items()}, abs=1e-4)
+    changes = next(f.value for f in at.dataframe if "change" in f.value)
+    top_cli = sorted(cli, key=cli.get, reverse=True)[:5]
+    assert list(changes.loc[changes["rank now"] <= 5, "model"]) == top_cli
+    assert set(changes["change"]) - {"same"}  # something moved, entered or left
