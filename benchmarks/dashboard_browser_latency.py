@@ -82,11 +82,11 @@ def cold_load(browser, url: str, charts: int) -> float:
 def controls(page) -> dict:
     """Each sidebar control of the dashboard: name -> an action that changes it."""
     sidebar = page.locator("[data-testid='stSidebar']")
-    sliders = sidebar.locator("[data-testid='stSlider'] [role='slider']")
+    sliders = sidebar.locator("[data-testid='stSlider'] input[type='range']")
     found = {}
     for i in range(sliders.count()):
         slider = sliders.nth(i)
-        if slider.get_attribute("aria-disabled") == "true":
+        if slider.is_disabled():
             continue
         label = sidebar.locator("[data-testid='stSlider']").nth(i).locator("label").inner_text()
         keys = iter(["ArrowRight", "ArrowLeft"] * 1000)
@@ -126,13 +126,13 @@ def main(argv=None) -> int:
                 for _ in range(args.repeat):
                     cold["dashboard"].append(cold_load(browser, app_url, 2))
                     cold["minimal"].append(cold_load(browser, mini_url, 1))
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
                 page.goto(app_url)
                 page.wait_for_function(CHARTS_DRAWN, arg=2, timeout=120_000)
-                other = browser.new_page(viewport={"width": 1400, "height": 1000})
+                other = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
                 other.goto(mini_url)
                 other.wait_for_function(CHARTS_DRAWN, arg=1, timeout=120_000)
-                slider = other.locator("[role='slider']")
+                slider = other.locator("input[type='range']")
                 keys = iter(["ArrowRight", "ArrowLeft"] * 10_000)
                 changes = {name: ([], []) for name in controls(page)}
                 actions = controls(page)

@@ -13,10 +13,8 @@ import streamlit as st
 from dashboard import carbon
 from dashboard.controls import (
     CAPPED,
-    CONCENTRATIONS,
     NORMALIZATION_LABELS,
     PERFORMANCE,
-    SAMPLES,
     WEIGHTED,
     Controls,
     from_query,

@@ -3,7 +3,6 @@ and what changed against the pinned baseline)."""
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 from dashboard import charts
