@@ -64,7 +64,9 @@ def timed(page, action) -> float:
     """Milliseconds from `action` until the rerun it causes has finished and been painted."""
     page.evaluate(WAIT_RUN)
     action()
-    return page.evaluate("() => window.__done.then(t => t - window.__t0)")
+    page.evaluate("() => { window.__elapsed = undefined; window.__done.then(t => { window.__elapsed = t - window.__t0; }); }")
+    page.wait_for_function("() => window.__elapsed !== undefined", timeout=60_000)
+    return page.evaluate("() => window.__elapsed")
 
 
 def cold_load(browser, url: str, charts: int) -> float:
@@ -89,7 +91,8 @@ def controls(page) -> dict:
         if slider.is_disabled():
             continue
         label = sidebar.locator("[data-testid='stSlider']").nth(i).locator("label").inner_text()
-        keys = iter(["ArrowRight", "ArrowLeft"] * 1000)
+        at_max = float(slider.get_attribute("value")) >= float(slider.get_attribute("max"))
+        keys = iter((["ArrowLeft", "ArrowRight"] if at_max else ["ArrowRight", "ArrowLeft"]) * 1000)
         found[f"weight: {label}"] = lambda s=slider, k=keys: s.press(next(k))
     flip = iter(["share of max", "min-max"] * 1000)
     found["normalisation"] = lambda: sidebar.get_by_text(next(flip), exact=True).click()
@@ -98,9 +101,9 @@ def controls(page) -> dict:
         f"[data-testid='stNumberInput{next(alpha)}']").click()
     grid = iter(["a number (g/kWh)", "as measured"] * 1000)
     found["carbon intensity"] = lambda: sidebar.get_by_text(next(grid), exact=True).click()
-    threshold = iter(["StepUp", "StepDown"] * 1000)
-    found["small/large threshold"] = lambda: sidebar.locator("[data-testid='stNumberInput']").last.locator(
-        f"[data-testid='stNumberInput{next(threshold)}']").click()
+    threshold = iter(["30", "20"] * 1000)
+    found["small/large threshold"] = lambda: sidebar.locator("[data-testid='stNumberInput'] input").last.fill(next(threshold)) or \
+        sidebar.locator("[data-testid='stNumberInput'] input").last.press("Enter")
     found["pin baseline"] = lambda: sidebar.get_by_role("button", name="Pin these weights as the baseline").click()
     return found
 
