@@ -39,7 +39,7 @@ def page(view: View | None, problem: str | None, source) -> None:
         resource = RESOURCES[name]
         unit, factor = view.units[name]
         cap = state.get(f"cap_{name}")
-        state[f"b_cap_{name}"] = None if cap is None else cap / factor
+        state[f"b_cap_{name}"] = None if cap is None else float(f"{cap / factor:.12g}")  # 30 mWh, not 30.000000000000004
         typical = models[resource.column].median() / factor
         column.number_input(
             f"{resource.label} ({unit})" if unit else f"{resource.label} (count)",
