@@ -153,6 +153,11 @@ def parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     how.add_argument("--amp", choices=AMP_MODES, default="off",
                      help="mixed precision: off (default, the paper's protocol), fp16 (with a "
                           "gradient scaler; CUDA only) or bf16 (CUDA or CPU)")
+    how.add_argument("--cudnn-benchmark", action="store_true",
+                     help="let cuDNN time its algorithms for each input shape: often faster, "
+                          "but its trials raise peak GPU memory (off by default; recorded)")
+    how.add_argument("--deterministic", action="store_true",
+                     help="deterministic algorithms only: reproducible, often slower (recorded)")
     how.add_argument("--device", default="auto", metavar="DEV",
                      help="auto, cpu, cuda or cuda:N (default auto)")
     where = run.add_argument_group("measurement and output")
@@ -234,6 +239,7 @@ def plan_jobs(args):
         list(dict.fromkeys(models)), args.datasets, args.regimes, args.fractions, args.seeds,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
         image_size=args.image_size, amp=args.amp, experiment=args.experiment,
+        cudnn_benchmark=args.cudnn_benchmark, deterministic=args.deterministic,
     )
     return plan.shard(jobs, *shard) if shard else jobs
 
@@ -263,6 +269,8 @@ def run(args) -> int:
     from agent.train import resolve_device
 
     device = resolve_device(args.device)
+    if args.amp == "fp16" and device.type != "cuda":
+        raise PeprError("--amp fp16 needs a CUDA device; on the CPU use --amp bf16")
     for dataset in dict.fromkeys(job.dataset for job in jobs):
         load(dataset, args.data_dir, args.image_size)
     try:
