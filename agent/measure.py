@@ -228,6 +228,23 @@ class EnergyMeter:
             self._tracker.stop()
 
 
+class NullMeter:
+    """A meter that measures nothing: the baseline of the overhead benchmarks."""
+
+    def __init__(self, *args):
+        pass
+
+    def energy_kwh(self) -> float:
+        return 0.0
+
+    def stop(self) -> Energy:
+        return Energy(None, None, None, None, None, "", None, "none", "none", "none",
+                      None, None, None)
+
+    def close(self) -> None:
+        pass
+
+
 def energy_from_totals(data, methods: dict[str, str], country: str,
                        carbon_intensity: float | None, gpu_scope: str = "device") -> Energy:
     """`Energy` from CodeCarbon's final totals (an `EmissionsData`) and each part's method."""
