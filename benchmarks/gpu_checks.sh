@@ -16,7 +16,7 @@ if [ ! -s "$SWEEP_DB" ]; then
   echo "== CUDA tests"
   timeout 240 "$PY" -m pytest -q -p no:cacheprovider -rs -s tests/agent/test_agent_gpu.py 2>&1 | tee "$OUT/cuda-tests.log" | tail -25
   echo "== throughput"
-  timeout 150 "$PY" benchmarks/agent_throughput.py --device cuda:0 --images 1024 --epochs 2 --rounds 3 2>&1 \
+  timeout 150 "$PY" benchmarks/agent_throughput.py --device cuda:0 --epochs 1 --rounds 3 2>&1 \
     | grep -v Warning | tee "$OUT/throughput.log" | tail -6
 fi
 echo "== paper-protocol sweep"
