@@ -50,8 +50,9 @@ downloaded into --data-dir at the smallest published size >= --image-size), a .n
 MedMNIST's layout (train_images, train_labels, val_..., test_...), or an image folder laid out
 as root/{train,val,test}/<class>/<image>.
 
-exit status: 0 all jobs ok, 1 some job failed, 2 bad input (nothing recorded),
-130/143 stopped by SIGINT/SIGTERM (the current job is recorded 'interrupted').
+exit status: 0 all jobs ok, 1 some job failed or an unexpected error (--debug: traceback),
+2 bad input (one line, nothing recorded), 130/143 stopped by SIGINT/SIGTERM (the current job
+is recorded 'interrupted'), 141 the output's reader went away.
 Output: one JSON line per finished job on stdout (or --log), progress bars on stderr."""
 
 
