@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,9 @@ def subsample(n: int, fraction: float) -> np.ndarray:
 def load(spec: str, data_dir: str, image_size: int) -> Data:
     """Load and resize a dataset; PeprError naming the spec when it cannot be used."""
     path = Path(spec)
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]+://", spec):
+        raise PeprError(f"--datasets: {spec}: URLs are not read; give digits, a MedMNIST name, "
+                        "a .npz file or an image folder")
     if spec == "digits":
         arrays = _digits()
     elif spec.endswith(".npz"):

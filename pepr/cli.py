@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 
 from pepr import __version__
@@ -30,6 +31,12 @@ def _alpha(text: str) -> float:
     return value
 
 
+def _sha256(text: str) -> str:
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", text):
+        raise argparse.ArgumentTypeError(f"expected 64 hexadecimal digits, got {text!r}")
+    return text.lower()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="pepr",
@@ -47,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imp.add_argument("src", nargs="?", help="all_results.csv: a path or an http(s) URL")
     imp.add_argument("--models", metavar="CSV", help="model_names.csv, for model type and efficient flag")
-    imp.add_argument("--sha256", help="expected SHA-256 of SRC")
+    imp.add_argument("--sha256", type=_sha256, help="expected SHA-256 of SRC")
     imp.add_argument("--db", required=True, help="DuckDB file to add the runs to (created if absent)")
 
     sc = commands.add_parser(

@@ -64,8 +64,14 @@ def place(tmp_path_factory, make_npz):
     return base
 
 
+@pytest.fixture(scope="module")
+def rows(place):
+    """The database's rows before any case ran."""
+    return snapshot(place / "runs.duckdb")
+
+
 @pytest.fixture
-def agent(place, capsys):
+def agent(place, rows, capsys):
     """Run `pepr-agent ARGS` in this process ({dir}, {db} filled in) after writing `config`
     to {dir}/sweep.toml; asserts the database's rows and the folder's files are unchanged."""
     db = place / "runs.duckdb"
@@ -74,12 +80,11 @@ def agent(place, capsys):
         toml = place / "sweep.toml"
         if config is not None:
             toml.write_text(config)
-        before = snapshot(db)
         files = {p: p.read_bytes() for p in place.iterdir() if p.is_file() and p != db}
         try:
             code = agent_cli.main([str(a).format(dir=place, db=db) for a in args])
             out, err = capsys.readouterr()
-            assert snapshot(db) == before
+            assert snapshot(db) == rows
             assert {p: p.read_bytes() for p in files} == files
             assert sorted(place.iterdir()) == sorted([db, *files, place / "folder"])
         finally:
@@ -179,6 +184,8 @@ DATASETS = [
     ("multi.npz", "multi.npz: train_labels must be one class index per image"),
     ("one_class.npz", "one_class.npz: needs at least two classes"),
     ("folder", "folder: missing the train split folder"),
+    ("ftp://example.org/derma.npz", "--datasets: ftp://example.org/derma.npz: URLs are not read"),
+    ("https://example.org/derma.npz", "--datasets: https://example.org/derma.npz: URLs are not read"),
     ("pickle.pkl", "--datasets: 'pickle.pkl' is not digits, a .npz file, an image folder or a MedMNIST 2D"),
 ]
 
@@ -192,7 +199,7 @@ def test_bad_datasets(agent, place, name, message):
         finally:
             (place / "folder" / "inner.npz").rmdir()
         return
-    spec = name if name == "pickle.pkl" else place / name
+    spec = name if name == "pickle.pkl" or "://" in name else place / name
     check(agent(*RUN, "--datasets", spec), message)
 
 

@@ -54,18 +54,23 @@ def place(tmp_path_factory):
     return base
 
 
+@pytest.fixture(scope="module")
+def rows(place):
+    """The database's rows before any case ran."""
+    return snapshot(place / "runs.duckdb")
+
+
 @pytest.fixture
-def pepr(place, capsys):
+def pepr(place, rows, capsys):
     """Run `pepr ARGS` ({db} and {dir} filled in); asserts the database kept its rows and the
     other files their bytes; returns (exit code, stderr)."""
     db = place / "runs.duckdb"
 
     def run(*args):
-        before = snapshot(db)
         files = {p: p.read_bytes() for p in place.iterdir() if p.is_file() and p != db}
         code = main([str(a).format(db=db, dir=place) for a in args])
         out, err = capsys.readouterr()
-        assert snapshot(db) == before
+        assert snapshot(db) == rows
         assert {p: p.read_bytes() for p in files} == files
         assert sorted(place.iterdir()) == sorted([db, *files, place / "folder"])
         return code, out, err
@@ -220,6 +225,9 @@ def test_bad_csv_files(pepr, place, content, message):
          "{dir}/notes.csv: missing column(s): model, type, efficient"),
         (["import-paper", "{dir}/good.csv", "--models", "{dir}/models.csv", "--db", "{db}"],
          "{dir}/models.csv, row 3, column efficient: expected 0 or 1, got '-1'"),
+        (["import-paper", "{dir}/good.csv", "--sha256", "abc", "--db", "{db}"],
+         "argument --sha256: expected 64 hexadecimal digits, got 'abc'"),
+        (["import-paper", "{dir}/good.csv", "--sha256", "g" * 64, "--db", "{db}"], "argument --sha256: expected 64"),
         (["import-paper", "{dir}/good.csv", "--sha256", "0" * 64, "--db", "{db}"],
          "{dir}/good.csv: SHA-256 "),
     ],
