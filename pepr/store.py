@@ -289,7 +289,7 @@ class RunStore:
     @contextlib.contextmanager
     def _read(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
         """One short read-only connection; None stands for a file with no pepr tables yet."""
-        if not self.path.exists() and not self.path.is_dir():
+        if not self.path.exists():
             raise StoreError(f"{self.path}: no such database file")
         check_database_path(self.path)
         con = _connect(self.path, read_only=True, timeout=self.timeout)
