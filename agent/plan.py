@@ -174,6 +174,8 @@ def read_model_file(path: str) -> list[str]:
         lines = Path(path).read_text().splitlines()
     except OSError as error:
         raise PeprError(f"--models-file: {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise PeprError(f"--models-file: {path}: not a text file") from None
     return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
 
 

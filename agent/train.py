@@ -51,12 +51,25 @@ def architecture_type(model: torch.nn.Module) -> str:
 
 
 def build_model(job: Job, num_classes: int, in_chans: int) -> torch.nn.Module:
-    """The timm model, with the image size passed to architectures that need a fixed one."""
+    """The timm model, with the image size passed to architectures that need a fixed one.
+
+    Pretrained weights come from the local cache when they are there (no network at all);
+    otherwise from the hub, and with the hub out of reach the job fails at once, in one line.
+    """
     import timm
     from timm.models import get_pretrained_cfg
 
     cfg = get_pretrained_cfg(job.model)
     kwargs = {"img_size": job.image_size} if cfg is not None and cfg.fixed_input_size else {}
+    if job.pretrained:
+        cached = cached_weights(cfg)
+        if cached is not None:
+            kwargs["pretrained_cfg_overlay"] = {"file": cached}
+        elif cfg is not None and cfg.hf_hub_id and not _hub_reachable():
+            raise RuntimeError(
+                f"pretrained weights for {job.model} could not be loaded: not in the cache "
+                f"({_hub_cache()}) and the hub is out of reach (offline)"
+            )
     try:
         return timm.create_model(
             job.model,
@@ -70,6 +83,48 @@ def build_model(job: Job, num_classes: int, in_chans: int) -> torch.nn.Module:
             f"pretrained weights for {job.model} could not be loaded "
             f"({type(error).__name__}: {_first_line(error)})"
         ) from None
+
+
+def cached_weights(cfg) -> str | None:
+    """The local file of a timm pretrained config's weights, from the Hugging Face or torch hub
+    cache, or None if neither has it."""
+    if cfg is None:
+        return None
+    if cfg.hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, _, revision = cfg.hf_hub_id.partition("@")
+        for filename in dict.fromkeys(filter(None, (cfg.hf_hub_filename, "model.safetensors", "pytorch_model.bin"))):
+            found = try_to_load_from_cache(repo, filename, revision=revision or None)
+            if isinstance(found, str):
+                return found
+    if cfg.url:
+        from pathlib import Path
+        from urllib.parse import urlparse
+
+        file = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name
+        if file.is_file():
+            return str(file)
+    return None
+
+
+def _hub_cache() -> str:
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+def _hub_reachable(timeout_s: float = 5.0) -> bool:
+    """Whether the Hugging Face hub answers now (never, in offline mode): one request, no retries."""
+    from huggingface_hub import constants, get_session
+
+    if constants.is_offline_mode():
+        return False
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout_s)
+    except Exception:  # any failure to connect means out of reach
+        return False
+    return True
 
 
 def _first_line(error: BaseException) -> str:

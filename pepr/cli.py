@@ -1,17 +1,19 @@
 """The `pepr` command: import the paper's results, score runs, summarise and merge databases.
 
-Exit codes: 0 success, 2 bad usage or bad input (one line on stderr), 1 anything else.
+Exit codes (see `pepr.cli_frame`): 0 success, 2 bad usage or bad input (one line on stderr),
+1 anything else.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import sys
 
-import pandas as pd
-
 from pepr import __version__
-from pepr.errors import PeprError
+from pepr.cli_frame import Parser, run_command
+from pepr.errors import PeprError, one_line
 from pepr.paper import PAPER_RESULTS_URL, import_paper
 from pepr.score import NORMALIZATIONS, RESOURCES, parse_weights, score
 from pepr.store import RunStore, merge
@@ -19,20 +21,29 @@ from pepr.store import RunStore, merge
 FORMATS = ("table", "csv", "json")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line and exit code 2."""
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
 
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+def _sha256(text: str) -> str:
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", text):
+        raise argparse.ArgumentTypeError(f"expected 64 hexadecimal digits, got {text!r}")
+    return text.lower()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="pepr",
         description="PePR: performance per resource unit (Selvan et al., NLDL 2025).",
     )
     parser.add_argument("--version", action="version", version=f"pepr {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     imp = commands.add_parser(
         "import-paper",
@@ -43,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imp.add_argument("src", nargs="?", help="all_results.csv: a path or an http(s) URL")
     imp.add_argument("--models", metavar="CSV", help="model_names.csv, for model type and efficient flag")
-    imp.add_argument("--sha256", help="expected SHA-256 of SRC")
+    imp.add_argument("--sha256", type=_sha256, help="expected SHA-256 of SRC")
     imp.add_argument("--db", required=True, help="DuckDB file to add the runs to (created if absent)")
 
     sc = commands.add_parser(
@@ -60,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"resource weights, rescaled to sum 1 (default energy=1, PePR-E); resources: {', '.join(RESOURCES)}",
     )
     sc.add_argument("--normalization", choices=NORMALIZATIONS, default="minmax", help="within each experiment (default minmax)")
-    sc.add_argument("--alpha", type=float, default=1.0, help="trade-off factor > 0 (default 1; large ignores resources)")
+    sc.add_argument("--alpha", type=_alpha, default=1.0, help="trade-off factor > 0 (default 1; large ignores resources)")
     sc.add_argument("--format", choices=FORMATS, default="table")
 
     info = commands.add_parser("info", help="runs per experiment, source and status")
@@ -83,13 +94,16 @@ def _import(args) -> int:
 
 
 def _score(args) -> int:
-    weights = parse_weights(args.weights)
+    try:
+        weights = parse_weights(args.weights)
+    except PeprError as error:
+        raise PeprError(f"--weights: {error}") from None
     runs = RunStore(args.db).runs()
     if args.experiment:
         unknown = sorted(set(args.experiment) - set(runs["experiment"]))
         if unknown:
             known = ", ".join(sorted(runs["experiment"].unique())) or "none"
-            raise PeprError(f"{args.db}: no experiment {', '.join(unknown)} (known: {known})")
+            raise PeprError(f"--experiment: {args.db} has no experiment {', '.join(map(repr, unknown))} (known: {known})")
         runs = runs[runs["experiment"].isin(args.experiment)]
     result = score(runs, weights, args.normalization, args.alpha)
     columns = ["experiment", "model", "performance", *(f"R_{name}" for name in result.weights), "pepr", "rank", "run_id"]
@@ -101,7 +115,7 @@ def _score(args) -> int:
     else:
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}") if len(table) else "no runs to score")
     for row in result.excluded.itertuples():
-        print(f"excluded: {row.run_id} ({row.model} in {row.experiment}): {row.reason}", file=sys.stderr)
+        print(one_line(f"excluded: {row.run_id} ({row.model} in {row.experiment}): {row.reason}"), file=sys.stderr)
     return 0
 
 
@@ -128,19 +142,14 @@ def _merge(args) -> int:
 COMMANDS = {"import-paper": _import, "score": _score, "info": _info, "merge": _merge}
 
 
-def main(argv: list[str] | None = None) -> int:
+def _run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except PeprError as error:
-        print(f"pepr: {error}", file=sys.stderr)
-        return error.exit_code
-    except KeyboardInterrupt:
-        print("pepr: interrupted", file=sys.stderr)
-        return 130
-    except Exception as error:  # a bug: still one line, and exit 1
-        print(f"pepr: unexpected error: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
+    return COMMANDS[args.command](args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The console entry point; returns the exit status (see `pepr.cli_frame`)."""
+    return run_command("pepr", _run, argv)
 
 
 if __name__ == "__main__":

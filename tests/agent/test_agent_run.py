@@ -201,7 +201,7 @@ def existing_db(tmp_path):
         (("--models", "resnet19"), "unknown timm model 'resnet19'; did you mean"),
         (("--datasets", "{tmp}/missing.npz"), "missing.npz: no such dataset file"),
         (("--datasets", "{tmp}/bad.npz"), "bad.npz: not in MedMNIST layout, missing test_labels"),
-        (("--datasets", "{tmp}/junk.npz"), "junk.npz: not a readable .npz file"),
+        (("--datasets", "{tmp}/junk.npz"), "junk.npz: not a .npz file (not a zip archive of arrays)"),
         (("--shard", "2/2"), "--shard: expected I/N with 0 <= I < N"),
         (("--shard", "x"), "--shard: expected I/N"),
         (("--country", "XYZ"), "--country: CodeCarbon has no carbon intensity for 'XYZ'"),
