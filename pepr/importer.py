@@ -301,7 +301,7 @@ def _convert_column(raw: pd.Series, spec: ColumnMap, name: str, errors: list) ->
     return values
 
 
-def _check_values(runs: pd.DataFrame, columns: Mapping[str, str], name: str, errors: list) -> None:
+def _check_values(runs: pd.DataFrame, frame: pd.DataFrame, columns: Mapping[str, str], name: str, errors: list) -> None:
     """Ranges: performance in [0, 1] after conversion, costs not negative."""
     if "performance" in columns:
         performance = pd.to_numeric(runs["performance"], errors="coerce")
@@ -318,7 +318,7 @@ def _check_values(runs: pd.DataFrame, columns: Mapping[str, str], name: str, err
         bad = values < 0
         if bad.any():
             row = bad.idxmax()
-            errors.append((row, f"{_where(name, row, column)}: {field_name} {values[row]:g} is negative"))
+            errors.append((row, f"{_where(name, row, column)}: {field_name} {_text(frame[column])[row]} is negative"))
 
 
 def _content_ids(parts: Sequence[pd.DataFrame], experiment: pd.Series) -> pd.Series:
@@ -364,7 +364,7 @@ def convert(
         for column in matched.columns.drop("raw"):
             if column not in runs or column in _EMISSION_ONLY:
                 runs[column] = matched[column]
-    _check_values(runs, {s.field: s.column for s in maps}, table.name, errors)
+    _check_values(runs, frame, {s.field: s.column for s in maps}, table.name, errors)
 
     raw_parts = [frame] + ([pd.DataFrame(matched["raw"].tolist(), index=frame.index)] if matched is not None else [])
     if "run_id" not in runs:
