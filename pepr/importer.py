@@ -285,7 +285,7 @@ def _convert_column(raw: pd.Series, spec: ColumnMap, name: str, errors: list) ->
     if bad.any():
         row = bad.idxmax()
         errors.append((row, f"{_where(name, row, spec.column)}: not a number: {text[row]!r}"))
-        return values
+        values = values.where(~bad)
     if kind.kind == "integer":
         fractional = values.notna() & (values != values.round())
         if fractional.any():
