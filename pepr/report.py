@@ -253,7 +253,7 @@ def _top(table: pd.DataFrame, weights) -> str:
 
     by_performance = table.sort_values(["performance", "rank"], ascending=[False, True]).head(TOP)
     return "\n".join([
-        "## Top models", "", f"By PePR (rank 1 is the best trade-off):", "", _md_table(header, rows(table.head(TOP))),
+        "## Top models", "", "By PePR (rank 1 is the best trade-off):", "", _md_table(header, rows(table.head(TOP))),
         "", "By performance alone:", "", _md_table(header, rows(by_performance)),
     ])
 

@@ -296,7 +296,7 @@ def test_mapping_mistakes_are_one_line_and_write_nothing(extra, message, tmp_pat
     assert not db.exists()
 
 
-def bad_value(column, value, fmt="csv"):
+def bad_value(column, value):
     frame = pd.DataFrame(TABLE).astype(object)
     frame.loc[1, column] = value
     return frame

@@ -79,3 +79,24 @@ def test_codecarbon_upload_joins(tmp_path):
     at.button(key="ip_import").click().run()
     runs = RunStore(db).runs().set_index("model")
     assert runs.loc["b", "energy_kwh"] == 0.006 and runs.loc["b", "co2_kg"] == 0.002 and runs.loc["b", "country"] == "DNK"
+
+
+def report_script(db: str) -> None:
+    from dashboard.report_panel import report_downloads
+    from pepr.store import RunStore
+
+    report_downloads(RunStore(db).runs(), "exp", {"energy": 1.0})
+
+
+def test_report_downloads_offer_the_cli_report(crafted_db, tmp_path):
+    import io
+    import zipfile
+
+    from dashboard.report_panel import report_zip
+    from pepr.report import build_report
+
+    at = AppTest.from_function(report_script, args=(str(crafted_db),), default_timeout=60).run()
+    assert not at.exception and len(at.get("download_button")) == 2
+    files = zipfile.ZipFile(io.BytesIO(report_zip(build_report(RunStore(crafted_db).runs(), "exp", {"energy": 1.0}))))
+    assert {"report.md", "table.tex", "performance_vs_resource.svg", "pepr_ranking.png"} <= set(files.namelist())
+    assert "| 1 | tiny | 0.8000 |" in files.read("report.md").decode()
