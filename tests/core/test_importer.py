@@ -411,3 +411,22 @@ def test_import_over_http(tmp_path, capsys):
         assert "cannot download" in capsys.readouterr().err
     finally:
         server.shutdown()
+
+
+def test_the_papers_csv_through_the_generic_import_scores_like_import_paper(paper_dir, tmp_path):
+    """An independent path to the same numbers: mapping the paper's columns by hand (CO2 in g,
+    memory in GB) must give import-paper's PePR-E, PePR-C and PePR-M to the last bit."""
+    from pepr.paper import import_paper
+    from pepr.score import score
+
+    generic, reference = tmp_path / "generic.duckdb", tmp_path / "paper.duckdb"
+    assert run("import", paper_dir / "all_results.csv", "--db", generic, "--map", "model=model",
+               "--map", "experiment=dataset", "--map", "performance=test_09", "--map", "energy=energy:kWh",
+               "--map", "co2=co2:g", "--map", "gpu_memory=memR:GB", "--map", "params=num_param",
+               "--energy-tool", "carbontracker") == 0
+    import_paper(paper_dir / "all_results.csv", reference)
+    for weights in ({"energy": 1}, {"co2": 1}, {"gpu_memory": 1, "params": 1}):
+        ours = score(RunStore(generic).runs(), weights).table.set_index(["experiment", "model"]).sort_index()
+        theirs = score(RunStore(reference).runs(), weights).table.set_index(["experiment", "model"]).sort_index()
+        assert len(ours) == 1048
+        assert (ours["pepr"] == theirs["pepr"]).all() and (ours["rank"] == theirs["rank"]).all()
