@@ -81,8 +81,8 @@ ENERGY_METHODS = (
 )
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 
-# CodeCarbon's emissions.csv: its column -> (run column, multiply, divide). Energies are kWh,
-# emissions kg, duration s.
+# CodeCarbon's emissions.csv: its column -> the run column. CodeCarbon writes energies in kWh,
+# emissions in kg and duration in s, the store's units.
 CODECARBON_NUMBERS = {
     "energy_consumed": "energy_kwh",
     "cpu_energy": "energy_cpu_kwh",
@@ -260,6 +260,17 @@ def _text(raw: pd.Series) -> pd.Series:
     return raw.map(lambda v: "" if _missing(v) else str(v).strip()).astype(object)
 
 
+def _numbers(text: pd.Series, column: str, name: str, errors: list) -> pd.Series:
+    """Text as floats: '' is missing (NaN), anything else that is not a finite number an error."""
+    missing = text == ""
+    values = pd.to_numeric(text.where(~missing), errors="coerce").astype(float)
+    bad = ~missing & ~np.isfinite(values)
+    if bad.any():
+        row = bad.idxmax()
+        errors.append((row, f"{_where(name, row, column)}: not a number: {text[row]!r}"))
+    return values.where(~bad)
+
+
 def _convert_column(raw: pd.Series, spec: ColumnMap, name: str, errors: list) -> pd.Series:
     """One mapped column converted into its run column's type and unit; problems appended to
     `errors` as (row, message), the first of each kind only."""
@@ -280,12 +291,7 @@ def _convert_column(raw: pd.Series, spec: ColumnMap, name: str, errors: list) ->
             row = bad.idxmax()
             errors.append((row, f"{_where(name, row, spec.column)}: {text[row]!r} is not true/false, yes/no or 1/0"))
         return values.astype("boolean")
-    values = pd.to_numeric(text.where(~missing), errors="coerce").astype(float)
-    bad = ~missing & ~np.isfinite(values)
-    if bad.any():
-        row = bad.idxmax()
-        errors.append((row, f"{_where(name, row, spec.column)}: not a number: {text[row]!r}"))
-        values = values.where(~bad)
+    values = _numbers(text, spec.column, name, errors)
     if kind.kind == "integer":
         fractional = values.notna() & (values != values.round())
         if fractional.any():
@@ -301,24 +307,20 @@ def _convert_column(raw: pd.Series, spec: ColumnMap, name: str, errors: list) ->
     return values
 
 
-def _check_values(runs: pd.DataFrame, frame: pd.DataFrame, columns: Mapping[str, str], name: str, errors: list) -> None:
+def _check_values(runs: pd.DataFrame, frame: pd.DataFrame, maps: Mapping[str, ColumnMap], name: str, errors: list) -> None:
     """Ranges: performance in [0, 1] after conversion, costs not negative."""
-    if "performance" in columns:
-        performance = pd.to_numeric(runs["performance"], errors="coerce")
-        bad = (performance < 0) | (performance > 1)
+    performance = pd.to_numeric(runs["performance"], errors="coerce")
+    bad = (performance < 0) | (performance > 1)
+    if bad.any():
+        row, spec = bad.idxmax(), maps["performance"]
+        hint = " (a percentage? map it as COLUMN:%)" if spec.unit != "%" and 1 < performance[row] <= 100 else ""
+        errors.append((row, f"{_where(name, row, spec.column)}: performance {performance[row]:g} is outside [0, 1]{hint}"))
+    for spec in maps.values():
+        kind = FIELDS[spec.field]
+        bad = kind.cost & (pd.to_numeric(runs[kind.column], errors="coerce") < 0)
         if bad.any():
             row = bad.idxmax()
-            hint = " (a percentage? map it as COLUMN:%)" if 1 < performance[row] <= 100 else ""
-            errors.append((row, f"{_where(name, row, columns['performance'])}: performance {performance[row]:g} is outside [0, 1]{hint}"))
-    for field_name, column in columns.items():
-        kind = FIELDS.get(field_name)
-        if kind is None or not kind.cost:
-            continue
-        values = pd.to_numeric(runs[kind.column], errors="coerce")
-        bad = values < 0
-        if bad.any():
-            row = bad.idxmax()
-            errors.append((row, f"{_where(name, row, column)}: {field_name} {_text(frame[column])[row]} is negative"))
+            errors.append((row, f"{_where(name, row, spec.column)}: {spec.field} {_text(frame[spec.column])[row]} is negative"))
 
 
 def _content_ids(parts: Sequence[pd.DataFrame], experiment: pd.Series) -> pd.Series:
@@ -364,7 +366,7 @@ def convert(
         for column in matched.columns.drop("raw"):
             if column not in runs or column in _EMISSION_ONLY:
                 runs[column] = matched[column]
-    _check_values(runs, frame, {s.field: s.column for s in maps}, table.name, errors)
+    _check_values(runs, frame, fields, table.name, errors)
 
     raw_parts = [frame] + ([pd.DataFrame(matched["raw"].tolist(), index=frame.index)] if matched is not None else [])
     if "run_id" not in runs:
@@ -434,7 +436,7 @@ def load_emissions(table: Table) -> pd.DataFrame:
     errors: list = []
     out = pd.DataFrame(index=frame.index)
     for column, target in CODECARBON_NUMBERS.items():
-        values = _convert_column(frame[column], ColumnMap("energy", column), table.name, errors)
+        values = _numbers(_text(frame[column]), column, table.name, errors)
         bad = values < 0
         if bad.any():
             errors.append((bad.idxmax(), f"{_where(table.name, bad.idxmax(), column)}: {values[bad.idxmax()]:g} is negative"))
