@@ -94,7 +94,7 @@ def _add_import_parser(commands) -> None:
     ti.add_argument("src", metavar="SRC", help="the table: a path or an http(s) URL")
     ti.add_argument("--db", required=True, help="DuckDB file to add the runs to (created if absent)")
     ti.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN[:UNIT]",
-                    help=f"repeatable; the first unit listed is the default. Fields: {fields}")
+                    help=f"repeatable; the first unit listed is the default. Fields: {fields}".replace("%", "%%"))
     ti.add_argument("--experiment-name", metavar="LABEL", help="one experiment for every row (or --map experiment=COLUMN)")
     ti.add_argument("--format", choices=("csv", "parquet", "jsonl"), help="SRC's format (default: from its extension)")
     ti.add_argument("--codecarbon", metavar="CSV", help="CodeCarbon's emissions.csv: energy (CPU/GPU/RAM), CO2, duration, country")

@@ -89,6 +89,13 @@ def run(*argv) -> int:
     return main([str(a) for a in argv])
 
 
+@pytest.mark.parametrize("command", ["import", "report"])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0 and "--db" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("field, column, unit, expected", UNITS)
 def test_every_unit_converts_exactly(field, column, unit, expected, tmp_path):
     for fmt in ("csv", "parquet", "jsonl"):
