@@ -191,8 +191,9 @@ def _costs(runs: pd.DataFrame) -> str:
             continue
         rows.append([RESOURCES[name].label, _amount(name, values.sum()), _amount(name, values.median()), f"{len(values)} of {len(runs)}"])
     lines = ["## What it cost", "", _md_table(["", "total", "median per run", "runs measured"], rows), ""]
-    if (runs["train_time_scope"] == "last-epoch").any():
-        lines.append("- Training time is the **last epoch's** time for some runs (as published), not the whole run's.")
+    last_epoch = int((runs["train_time_scope"] == "last-epoch").sum())
+    if last_epoch:
+        lines.append(f"- Training time is the **last epoch's** time for {last_epoch} of {len(runs)} run(s) (as recorded), not the whole run's.")
     intensity = pd.to_numeric(runs["carbon_intensity"], errors="coerce").dropna()
     countries = ", ".join(markdown_text(c) for c in sorted(runs["country"].dropna().unique())) or "not recorded"
     line = f"- Grid: {countries}"
@@ -274,7 +275,7 @@ def _savings(table: pd.DataFrame) -> str:
     lines.append("")
     for name, resource in RESOURCES.items():
         chosen, other = best[resource.column], strongest[resource.column]
-        if pd.isna(chosen) or pd.isna(other) or other <= 0:
+        if pd.isna(chosen) or pd.isna(other) or other <= 0 or chosen == other:
             continue
         change = 1 - chosen / other
         verb = "saves" if change >= 0 else "costs"
@@ -347,7 +348,7 @@ def performance_vs_resource(table: pd.DataFrame, weights) -> alt.LayerChart:
     star = alt.Chart(best).mark_point(shape="diamond", size=220, filled=True, color="#2ca02c").encode(x=x, y=y)
     label = (
         alt.Chart(best.assign(text="best PePR: " + best["model"]))
-        .mark_text(align="left", dx=10, dy=-10, fontWeight="bold", color="#2ca02c")
+        .mark_text(align="left", baseline="top", dx=10, dy=8, fontWeight="bold", color="#2ca02c")
         .encode(x=x, y=y, text="text:N")
     )
     return alt.layer(points, front, star, label).properties(
