@@ -17,6 +17,8 @@ from pepr.store import RunStore
 MAX_UPLOAD_MB = 50
 NONE = "(none)"
 SHOWN = ["run_id", "experiment", "model", "performance"]
+COMMON = ("model", "performance", "run_id", "energy", "co2", "train_time", "gpu_memory", "params", "dataset")
+FROM_EMISSIONS = ("energy", "co2", "train_time", "country")  # what CodeCarbon's file gives
 
 
 def _guess(field: str, columns: list[str]) -> int:
@@ -33,21 +35,29 @@ def _read(upload, fmt: str | None = None) -> Table | None:
         return None
 
 
-def _mapping(table: Table, with_emissions: bool) -> list[ColumnMap]:
-    """One column (and unit) chooser per field; fields left at (none) are not mapped."""
-    columns = list(table.frame.columns)
+def _choosers(names: list[str], columns: list[str], with_emissions: bool) -> list[ColumnMap]:
+    """One column (and unit) chooser per field, three a row; fields left at (none) are not mapped."""
     maps = []
     cells = st.columns(3)
-    for position, (name, field) in enumerate(f for f in FIELDS.items() if f[0] != "experiment"):
+    for position, name in enumerate(names):
         with cells[position % 3]:
-            default = 0 if with_emissions and name in ("energy", "co2", "train_time", "country") else _guess(name, columns)
+            default = 0 if with_emissions and name in FROM_EMISSIONS else _guess(name, columns)
             column = st.selectbox(name, [NONE, *columns], index=default, key=f"ip_col_{name}")
             if column == NONE:
                 continue
-            unit = None
-            if field.units:
-                unit = st.selectbox(f"{name} unit", list(field.units), key=f"ip_unit_{name}")
+            units = list(FIELDS[name].units)
+            unit = st.selectbox(f"{name} unit", units, key=f"ip_unit_{name}") if units else None
             maps.append(ColumnMap(name, column, unit))
+    return maps
+
+
+def _mapping(table: Table, with_emissions: bool) -> list[ColumnMap]:
+    """The common fields in view, the others in an expander."""
+    columns = list(table.frame.columns)
+    maps = _choosers(list(COMMON), columns, with_emissions)
+    with st.expander("More fields"):
+        rest = [name for name in FIELDS if name not in COMMON and name != "experiment"]
+        maps += _choosers(rest, columns, with_emissions)
     return maps
 
 
@@ -82,16 +92,17 @@ def import_panel(target_db_path: str) -> None:
         other = right.selectbox("matches the results column", list(table.frame.columns), key="ip_join_results")
         join = f"{key}={other}"
 
-    by_column = st.radio("Experiment", ["one name for all rows", "from a column"], horizontal=True, key="ip_exp_mode")
-    experiment = None
-    maps = _mapping(table, emissions is not None)
+    mode, choice = st.columns([1, 2])
+    by_column = mode.radio("Experiment", ["one name for all rows", "from a column"], key="ip_exp_mode")
+    experiment, maps = None, []
     if by_column == "from a column":
-        maps.append(ColumnMap("experiment", st.selectbox("experiment column", list(table.frame.columns), key="ip_exp_col")))
+        maps.append(ColumnMap("experiment", choice.selectbox("experiment column", list(table.frame.columns), key="ip_exp_col")))
     else:
-        experiment = st.text_input("experiment name", value="", key="ip_exp_name") or None
-        if experiment is None:
-            st.info("Name the experiment: the runs of one experiment are normalised together.")
-            return
+        experiment = choice.text_input("experiment name", value="", key="ip_exp_name").strip() or None
+    maps += _mapping(table, emissions is not None)
+    if by_column != "from a column" and experiment is None:
+        st.info("Name the experiment: the runs of one experiment are normalised together.")
+        return
 
     options = dict(experiment=experiment, emissions=emissions, join=join)
     result = preview(table, maps, **options)
