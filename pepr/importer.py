@@ -364,7 +364,7 @@ def convert(
     if emissions is not None:
         matched = _join_emissions(frame, emissions, join, table.name, errors)
         for column in matched.columns.drop("raw"):
-            if column not in runs or column in _EMISSION_ONLY:
+            if column not in runs:  # a field mapped from the results table wins
                 runs[column] = matched[column]
     _check_values(runs, frame, fields, table.name, errors)
 
@@ -391,10 +391,6 @@ def preview(table: Table, maps: Sequence[ColumnMap], rows: int = 5, **options) -
     except PeprError as error:
         return Preview(pd.DataFrame(), [str(error)], 0)
     return Preview(result.runs.head(rows), result.errors, result.count)
-
-
-_EMISSION_ONLY = ("energy_tool", "pue", "device", "carbon_intensity", "carbon_intensity_source",
-                  "energy_cpu_scope", "energy_gpu_scope", "energy_ram_scope")
 
 
 def _describe(runs, table, emissions, fields, energy_tool, methods) -> None:

@@ -437,3 +437,13 @@ def test_the_papers_csv_through_the_generic_import_scores_like_import_paper(pape
         theirs = score(RunStore(reference).runs(), weights).table.set_index(["experiment", "model"]).sort_index()
         assert len(ours) == 1048
         assert (ours["pepr"] == theirs["pepr"]).all() and (ours["rank"] == theirs["rank"]).all()
+
+
+def test_a_mapped_field_wins_over_codecarbon(emissions_csv, tmp_path):
+    results = tmp_path / "r.csv"
+    results.write_text("run,arch,top1,hours\nexp-a,resnet18,0.91,2\nexp-b,vit_tiny,0.88,1\n")
+    result = convert(read_table(results), [ColumnMap("model", "arch"), ColumnMap("performance", "top1"),
+                                           ColumnMap("train_time", "hours", "h")],
+                     experiment="cc", emissions=read_table(emissions_csv), join="experiment_id=run")
+    assert result.errors == [] and list(result.runs["train_time_s"]) == [7200.0, 3600.0]
+    assert result.runs["energy_kwh"].gt(0).all()  # the rest still comes from CodeCarbon
