@@ -450,7 +450,9 @@ def load_emissions(table: Table) -> pd.DataFrame:
     for part in PARTS:
         out[f"energy_{part}_scope"] = scope
     gpus = pd.to_numeric(frame.get("gpu_count", pd.Series(np.nan, index=frame.index)), errors="coerce").fillna(0)
-    out["energy_gpu_method"] = np.where((gpus == 0) & (out["energy_gpu_kwh"] == 0), "none", None)
+    no_gpu = (gpus == 0) & (out["energy_gpu_kwh"] == 0)
+    out["energy_gpu_method"] = np.where(no_gpu, "none", None)
+    out["energy_gpu_kwh"] = out["energy_gpu_kwh"].where(~no_gpu)  # no such part: NULL, not 0
     cpu = _text(frame["cpu_model"]) if "cpu_model" in frame else pd.Series("", index=frame.index)
     gpu = _text(frame["gpu_model"]) if "gpu_model" in frame else pd.Series("", index=frame.index)
     out["device"] = [(g if count else c) or None for c, g, count in zip(cpu, gpu, gpus)]
