@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="runs per experiment, source and status")
     info.add_argument("--db", required=True)
 
+    _add_import_parser(commands)
+    _add_report_parser(commands)
+
     mg = commands.add_parser(
         "merge",
         help="combine databases (e.g. one per GPU shard)",
@@ -85,6 +88,69 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("sources", nargs="+", metavar="DB")
     mg.add_argument("--into", required=True, metavar="DB")
     return parser
+
+
+def _add_import_parser(commands) -> None:
+    from pepr.importer import ENERGY_METHODS, FIELDS
+
+    fields = ", ".join(f"{name} ({'/'.join(f.units)})" if f.units else name for name, f in FIELDS.items())
+    ti = commands.add_parser(
+        "import",
+        help="import runs from your own results table (CSV, Parquet, JSON lines)",
+        description="Map the columns of a results table (e.g. exported from W&B or MLflow) to run "
+        "fields, convert their units exactly and add the runs. Everything is checked before "
+        "the database is opened: one line names the file, row and column of the first problem. "
+        "Rows without a run id get one from their content, so re-importing adds nothing.",
+    )
+    ti.add_argument("src", metavar="SRC", help="the table: a path or an http(s) URL")
+    ti.add_argument("--db", required=True, help="DuckDB file to add the runs to (created if absent)")
+    ti.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN[:UNIT]",
+                    help=f"repeatable; the first unit listed is the default. Fields: {fields}".replace("%", "%%"))
+    ti.add_argument("--experiment-name", metavar="LABEL", help="one experiment for every row (or --map experiment=COLUMN)")
+    ti.add_argument("--format", choices=("csv", "parquet", "jsonl"), help="SRC's format (default: from its extension)")
+    ti.add_argument("--codecarbon", metavar="CSV", help="CodeCarbon's emissions.csv: energy (CPU/GPU/RAM), CO2, duration, country")
+    ti.add_argument("--join", metavar="KEY|CC_COLUMN=SRC_COLUMN", help="the key linking --codecarbon rows to SRC rows, e.g. experiment_id=run")
+    ti.add_argument("--energy-tool", metavar="NAME", help="what measured the energy, e.g. codecarbon, carbontracker")
+    ti.add_argument("--energy-method", metavar="PART=METHOD,...",
+                    help=f"how each energy part was measured; PART cpu, gpu or ram; METHOD one of {', '.join(ENERGY_METHODS)}")
+
+
+def _import_table(args) -> int:
+    from pepr.importer import import_table, parse_energy_methods
+
+    if args.join and not args.codecarbon:
+        raise PeprError("--join links --codecarbon to SRC: give --codecarbon too")
+    added = import_table(
+        args.src, args.db, args.map, experiment=args.experiment_name, fmt=args.format,
+        emissions=args.codecarbon, join=args.join, energy_tool=args.energy_tool,
+        energy_methods=parse_energy_methods(args.energy_method),
+    )
+    print(f"{args.db}: added {added} run(s)")
+    return 0
+
+
+def _add_report_parser(commands) -> None:
+    rp = commands.add_parser(
+        "report",
+        help="write a report of one experiment: Markdown, a LaTeX table, figures",
+        description="Write report.md (what was compared, what it cost, how it was measured, the "
+        "top models and what choosing by PePR saves), table.tex (booktabs) and figures as SVG, "
+        "PNG and PDF into DIR. Needs the report extra (altair, vl-convert-python).",
+    )
+    rp.add_argument("--db", required=True)
+    rp.add_argument("--experiment", required=True, metavar="LABEL")
+    rp.add_argument("--weights", default="energy=1", help="resource weights, as for pepr score (default energy=1)")
+    rp.add_argument("--normalization", choices=NORMALIZATIONS, default="minmax")
+    rp.add_argument("--alpha", type=float, default=1.0)
+    rp.add_argument("--out", required=True, metavar="DIR", help="folder for the files (created if absent)")
+
+
+def _report(args) -> int:
+    from pepr.report import write_report
+
+    paths = write_report(args.db, args.experiment, args.out, parse_weights(args.weights), args.normalization, args.alpha)
+    print("\n".join(str(path) for path in paths))
+    return 0
 
 
 def _import(args) -> int:
@@ -139,7 +205,7 @@ def _merge(args) -> int:
     return 0
 
 
-COMMANDS = {"import-paper": _import, "score": _score, "info": _info, "merge": _merge}
+COMMANDS = {"import-paper": _import, "score": _score, "info": _info, "merge": _merge, "import": _import_table, "report": _report}
 
 
 def _run(argv: list[str]) -> int:
