@@ -12,7 +12,9 @@ import pandas as pd
 
 from pepr import __version__
 from pepr.errors import PeprError
+from pepr.inference import attach, choose_device
 from pepr.paper import PAPER_RESULTS_URL, import_paper
+from pepr.resources import RESOURCES as REGISTRY
 from pepr.score import NORMALIZATIONS, RESOURCES, parse_weights, score
 from pepr.store import RunStore, merge
 
@@ -62,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--normalization", choices=NORMALIZATIONS, default="minmax", help="within each experiment (default minmax)")
     sc.add_argument("--alpha", type=float, default=1.0, help="trade-off factor > 0 (default 1; large ignores resources)")
     sc.add_argument("--format", choices=FORMATS, default="table")
+    sc.add_argument(
+        "--bench-device",
+        metavar="NAME",
+        help="the device whose inference benchmarks price infer_latency and infer_energy "
+        "(needed when several were benchmarked; a unique part of the name will do)",
+    )
 
     info = commands.add_parser("info", help="runs per experiment, source and status")
     info.add_argument("--db", required=True)
@@ -84,15 +92,28 @@ def _import(args) -> int:
 
 def _score(args) -> int:
     weights = parse_weights(args.weights)
-    runs = RunStore(args.db).runs()
+    store = RunStore(args.db)
+    runs = store.runs()
     if args.experiment:
         unknown = sorted(set(args.experiment) - set(runs["experiment"]))
         if unknown:
             known = ", ".join(sorted(runs["experiment"].unique())) or "none"
             raise PeprError(f"{args.db}: no experiment {', '.join(unknown)} (known: {known})")
         runs = runs[runs["experiment"].isin(args.experiment)]
+    benchmarked = [REGISTRY[name] for name in weights if REGISTRY[name].benchmarked]
+    if benchmarked or args.bench_device:
+        benchmarks = store.benchmarks()
+        try:
+            device = choose_device(benchmarks, args.bench_device)
+        except PeprError as error:
+            raise PeprError(f"{args.db}: {error}") from None
+        runs = attach(runs, benchmarks, device)
+        print(f"inference cost measured on: {device}", file=sys.stderr)
     result = score(runs, weights, args.normalization, args.alpha)
-    columns = ["experiment", "model", "performance", *(f"R_{name}" for name in result.weights), "pepr", "rank", "run_id"]
+    bench_columns = [r.column for r in benchmarked if r.name in result.weights]
+    bench_columns += ["bench_image_size"] if bench_columns else []
+    bench_columns += ["bench_batch_size"] if "infer_energy" in result.weights else []
+    columns = ["experiment", "model", "performance", *(f"R_{name}" for name in result.weights), *bench_columns, "pepr", "rank", "run_id"]
     table = result.table.sort_values(["experiment", "rank", "model"])[columns]
     if args.format == "csv":
         table.to_csv(sys.stdout, index=False)

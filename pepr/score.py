@@ -131,6 +131,13 @@ def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
     return frame[name].to_numpy(dtype=float, na_value=np.nan)
 
 
+def _missing(name: str) -> str:
+    """Why a run lacks a resource."""
+    if REGISTRY[name].benchmarked:
+        return f"no {name}: model not benchmarked on the chosen device (or its benchmark failed)"
+    return f"no {name} measurement"
+
+
 def score(
     runs: pd.DataFrame,
     weights: Mapping[str, float],
@@ -141,7 +148,8 @@ def score(
     """Score every run against the others of its experiment (see `Scored`).
 
     Runs that did not finish `ok`, or lack the performance or a resource with weight > 0,
-    are excluded with a reason rather than scored as NaN. A performance outside [0, 1] is an
+    are excluded with a reason rather than scored as NaN. Benchmarked resources (inference
+    cost on a device) must be attached first (`pepr.inference.attach`). A performance outside [0, 1] is an
     error naming the run.
     """
     weights = normalize_weights(weights)
@@ -149,13 +157,16 @@ def score(
     _check_normalization(normalization)
     frame = runs.reset_index(drop=True)
     performance = _column(frame, "performance")
+    for name in weights:
+        if RESOURCES[name] not in frame:
+            raise PeprError(f"no {name} column: attach the benchmarks of a device first (pepr.inference.attach)")
     costs = {name: _column(frame, RESOURCES[name]) for name in weights}
 
     status = frame["status"] if "status" in frame else pd.Series("ok", index=frame.index)
     problems = [(status != "ok").to_numpy(), np.isnan(performance), *(np.isnan(cost) for cost in costs.values())]
     dropped = np.logical_or.reduce(problems)
     reasons = ["status " + status[dropped].astype(str).to_numpy(dtype=object), "no performance"]
-    reasons += [f"no {name} measurement" for name in costs]
+    reasons += [_missing(name) for name in costs]
     excluded = frame.loc[dropped, [c for c in ("run_id", group_by, "model") if c in frame]]
     excluded = excluded.assign(
         reason=np.select([problem[dropped] for problem in problems], reasons, "")
