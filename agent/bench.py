@@ -3,8 +3,9 @@
 For each model and batch size, one row in the database's `benchmarks` table: latency of a
 forward pass (median and p95), throughput, energy per image and peak memory, with the device's
 name, host and software. Hygiene as in timm's benchmark.py: the model is built without weights,
-in eval mode, under `torch.inference_mode`; warm-up passes run before the clock starts; on a
-GPU every timestamp follows `torch.cuda.synchronize()`; a model that fails (out of memory,
+in eval mode, under `torch.inference_mode`, in fp32; warm-up passes run before the clock starts;
+on a GPU the model runs channels-last with cuDNN autotuning (done in the warm-up) and every
+timestamp follows `torch.cuda.synchronize()`; a model that fails (out of memory,
 cannot be built) is a recorded result and the bench goes on. Energy is CodeCarbon's over the
 timed passes, its method recorded (names ending in `-estimate` are estimates).
 """
@@ -21,7 +22,6 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 from pepr.errors import PeprError
@@ -138,12 +138,11 @@ def _takes(name: str, image_size: int) -> bool:
     return True
 
 
-def measure(model, device, image_size: int, batch_size: int, seconds: float,
-            meter_factory: Callable) -> dict:
+def measure(model, device, image_size: int, batch_size: int, seconds: float) -> dict:
     """Warm up, then time forward passes of one batch for about `seconds`, metered."""
     import torch
 
-    from agent.measure import host_peak_gb, nvml_index, reset_host_peak
+    from agent.measure import EnergyMeter, host_peak_gb, nvml_index, reset_host_peak
     from agent.train import sync
 
     cuda = device.type == "cuda"
@@ -160,7 +159,7 @@ def measure(model, device, image_size: int, batch_size: int, seconds: float,
             sync(device)
             if time.perf_counter() - start > seconds / 2:
                 break
-        meter = meter_factory(METER_COUNTRY, nvml_index(device) if cuda else None, None)
+        meter = EnergyMeter(METER_COUNTRY, nvml_index(device) if cuda else None, None)
         try:
             passes = []
             sync(device)
@@ -213,18 +212,19 @@ def plan_models(args) -> list[str]:
     return plan.check_models(dict.fromkeys(models))
 
 
-def bench(args, meter_factory: Callable | None = None) -> int:
+def bench(args) -> int:
     """Bench every model and batch size not yet ok in the database; the `bench` subcommand."""
     import torch
     from tqdm import tqdm
 
-    from agent.measure import EnergyMeter
     from agent.sweep import now, one_line, software
     from agent.train import resolve_device
     from pepr.store import RunStore, job_key
 
     models = plan_models(args)
     device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    torch.backends.cudnn.benchmark = cuda  # autotuned during the warm-up, as in timm's benchmark
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     name = device_name(device, threads)
@@ -250,14 +250,15 @@ def bench(args, meter_factory: Callable | None = None) -> int:
             bar.set_postfix_str(model_name)
             configs = {size: {"model": model_name, "device": name, "image_size": args.image_size,
                               "batch_size": size, "precision": "fp32",
-                              "channels_last": device.type == "cuda"} for size in batch_sizes}
+                              "channels_last": cuda} for size in batch_sizes}
             todo = [size for size in batch_sizes if job_key(configs[size]) not in done]
             counts["skipped"] += len(batch_sizes) - len(todo)
             if not todo:
                 continue
             model, params, build_error = None, None, None
             try:
-                model = build(model_name, args.image_size).to(device)
+                model = build(model_name, args.image_size).to(
+                    device, memory_format=torch.channels_last if cuda else torch.preserve_format)
                 params = sum(p.numel() for p in model.parameters() if p.requires_grad)
             except Exception as error:  # one model's failure must not end the bench
                 build_error = one_line(error)
@@ -269,11 +270,11 @@ def bench(args, meter_factory: Callable | None = None) -> int:
                     row.update(status="failed", error=build_error)
                 else:
                     try:
-                        row.update(measure(model, device, args.image_size, size, args.seconds,
-                                           meter_factory or EnergyMeter), status="ok")
+                        row.update(measure(model, device, args.image_size, size, args.seconds),
+                                   status="ok")
                     except Exception as error:  # e.g. out of memory at this batch size
                         row.update(status="failed", error=one_line(error))
-                        if device.type == "cuda":
+                        if cuda:
                             gc.collect()
                             torch.cuda.empty_cache()
                 row["ended_at"] = now()
@@ -281,7 +282,7 @@ def bench(args, meter_factory: Callable | None = None) -> int:
                 counts[row["status"]] += 1
                 print(json.dumps({key: row.get(key) for key in SUMMARY_FIELDS}, default=str), flush=True)
             del model
-            if device.type == "cuda":
+            if cuda:
                 gc.collect()
                 torch.cuda.empty_cache()
     except KeyboardInterrupt:
