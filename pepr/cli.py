@@ -13,6 +13,7 @@ import pandas as pd
 from pepr import __version__
 from pepr.errors import PeprError
 from pepr.inference import attach, choose_device
+from pepr.inference import summary as bench_summary
 from pepr.paper import PAPER_RESULTS_URL, import_paper
 from pepr.resources import RESOURCES as REGISTRY
 from pepr.score import NORMALIZATIONS, RESOURCES, parse_weights, score
@@ -127,9 +128,11 @@ def _score(args) -> int:
 
 
 def _info(args) -> int:
-    summary = RunStore(args.db).summary()
+    store = RunStore(args.db)
+    summary = store.summary()
     if summary.empty:
         print(f"{args.db}: no runs")
+        _bench_info(store)
         return 0
     table = summary.pivot_table(
         index=["experiment", "source"], columns="status", values="runs", aggfunc="sum", fill_value=0
@@ -137,7 +140,17 @@ def _info(args) -> int:
     table.insert(0, "runs", table.sum(axis=1))
     print(f"{args.db}: {int(table['runs'].sum())} run(s) in {summary['experiment'].nunique()} experiment(s)")
     print(table.reset_index().rename_axis(columns=None).to_string(index=False))
+    _bench_info(store)
     return 0
+
+
+def _bench_info(store: RunStore) -> None:
+    """One line per device with inference benchmarks."""
+    benchmarks = bench_summary(store.benchmarks())
+    for row in benchmarks.itertuples():
+        failed = f", {row.models_failed} failed" if row.models_failed else ""
+        print(f"benchmarks on {row.device}: {row.models_ok} model(s) at {row.image_size} px{failed}, "
+              f"last {row.last:%Y-%m-%d}")
 
 
 def _merge(args) -> int:

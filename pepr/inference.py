@@ -39,6 +39,23 @@ def devices(benchmarks: pd.DataFrame) -> list[str]:
     return sorted(_choices(benchmarks).unique()) if len(benchmarks) else []
 
 
+def summary(benchmarks: pd.DataFrame) -> pd.DataFrame:
+    """Per device choice: image size, models benchmarked ok (newest row of each model and batch
+    size), models whose newest benchmark failed, and when it was last benchmarked."""
+    columns = ["device", "image_size", "models_ok", "models_failed", "last"]
+    if benchmarks.empty:
+        return pd.DataFrame(columns=columns)
+    rows = benchmarks.assign(device=_choices(benchmarks), arch=benchmarks["model"].map(architecture))
+    rows = rows.sort_values(["started_at", "bench_id"]).drop_duplicates(["device", "arch", "batch_size"], keep="last")
+    failed = rows[rows["status"] != "ok"].groupby("device")["arch"].nunique()
+    table = rows.groupby("device").agg(
+        image_size=("image_size", "first"), models=("arch", "nunique"), last=("started_at", "max")
+    )
+    table["models_failed"] = failed.reindex(table.index, fill_value=0)
+    table["models_ok"] = table["models"] - table["models_failed"]
+    return table.reset_index()[columns]
+
+
 def choose_device(benchmarks: pd.DataFrame, name: str | None) -> str:
     """The device choice meant by `name` (exact, or a case-insensitive part of exactly one).
 
