@@ -226,7 +226,6 @@ def bench(args) -> int:
     cuda = device.type == "cuda"
     torch.backends.cudnn.benchmark = cuda  # autotuned during the warm-up, as in timm's benchmark
     threads = args.threads or torch.get_num_threads()
-    torch.set_num_threads(threads)
     name = device_name(device, threads)
     store = RunStore(args.db)
     done = set()
@@ -245,6 +244,8 @@ def bench(args) -> int:
     counts = {"ok": 0, "failed": 0, "skipped": 0}
     bar = tqdm(models, desc="bench", unit="model", disable=args.quiet, file=sys.stderr,
                dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 60)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         for model_name in bar:
             bar.set_postfix_str(model_name)
@@ -291,6 +292,7 @@ def bench(args) -> int:
         return 130
     finally:
         bar.close()
+        torch.set_num_threads(previous_threads)  # bench() may be called in a longer process
     if not args.quiet:
         print(f"pepr-agent: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} "
               f"already done (on {name} at {args.image_size} px)", file=sys.stderr)
