@@ -132,7 +132,7 @@ def parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     """The `pepr-agent` parser and its `run` subcommand's parser."""
     top = Parser(prog="pepr-agent", description=DESCRIPTION,
                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = top.add_subparsers(dest="command", required=True, metavar="run",
+    commands = top.add_subparsers(dest="command", required=True, metavar="{run,bench}",
                                   parser_class=Parser)
     run = commands.add_parser(
         "run", help="plan, train and measure a sweep", description=DESCRIPTION, epilog=EPILOG,
@@ -200,6 +200,9 @@ def parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     where.add_argument("--config", metavar="FILE",
                        help="TOML file of defaults for these flags (keys like batch_size); "
                             "flags on the command line win")
+    from agent.bench import add_parser as add_bench
+
+    add_bench(commands, top, _positive, _list, _param_range)
     return top, run
 
 
@@ -207,7 +210,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     """Parse the command line, with defaults from --config when given."""
     top, run = parser()
     args = top.parse_args(argv)
-    if args.config:
+    if getattr(args, "config", None):
         given = args
         run.set_defaults(**config_defaults(args.config, run))
         args = top.parse_args(argv)
@@ -340,7 +343,12 @@ def run(args) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    return run(parse(argv))
+    args = parse(argv)
+    if args.command == "bench":
+        from agent.bench import bench
+
+        return bench(args)
+    return run(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,8 +21,8 @@ ENERGY_PARTS = {  # method column -> kWh column
 
 
 def measured(runs: pd.DataFrame) -> set[str]:
-    """The resources with at least one value among these runs."""
-    return {name for name, column in RESOURCES.items() if runs[column].notna().any()}
+    """The resources with at least one value among these runs (benchmarked ones once attached)."""
+    return {name for name, column in RESOURCES.items() if column in runs and runs[column].notna().any()}
 
 
 def with_best_validation(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:

@@ -14,7 +14,10 @@ import sys
 from pepr import __version__
 from pepr.cli_frame import Parser, run_command
 from pepr.errors import PeprError, one_line
+from pepr.inference import attach, choose_device
+from pepr.inference import summary as bench_summary
 from pepr.paper import PAPER_RESULTS_URL, import_paper
+from pepr.resources import RESOURCES as REGISTRY
 from pepr.score import NORMALIZATIONS, RESOURCES, parse_weights, score
 from pepr.store import RunStore, merge
 
@@ -73,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--normalization", choices=NORMALIZATIONS, default="minmax", help="within each experiment (default minmax)")
     sc.add_argument("--alpha", type=_alpha, default=1.0, help="trade-off factor > 0 (default 1; large ignores resources)")
     sc.add_argument("--format", choices=FORMATS, default="table")
+    sc.add_argument(
+        "--bench-device",
+        metavar="NAME",
+        help="the device whose inference benchmarks price infer_latency and infer_energy "
+        "(needed when several were benchmarked; a unique part of the name will do)",
+    )
 
     info = commands.add_parser("info", help="runs per experiment, source and status")
     info.add_argument("--db", required=True)
@@ -164,15 +173,28 @@ def _score(args) -> int:
         weights = parse_weights(args.weights)
     except PeprError as error:
         raise PeprError(f"--weights: {error}") from None
-    runs = RunStore(args.db).runs()
+    store = RunStore(args.db)
+    runs = store.runs()
     if args.experiment:
         unknown = sorted(set(args.experiment) - set(runs["experiment"]))
         if unknown:
             known = ", ".join(sorted(runs["experiment"].unique())) or "none"
             raise PeprError(f"--experiment: {args.db} has no experiment {', '.join(map(repr, unknown))} (known: {known})")
         runs = runs[runs["experiment"].isin(args.experiment)]
+    benchmarked = [REGISTRY[name] for name in weights if REGISTRY[name].benchmarked]
+    if benchmarked or args.bench_device:
+        benchmarks = store.benchmarks()
+        try:
+            device = choose_device(benchmarks, args.bench_device)
+        except PeprError as error:
+            raise PeprError(f"{args.db}: {error}") from None
+        runs = attach(runs, benchmarks, device)
+        print(f"inference cost measured on: {device}", file=sys.stderr)
     result = score(runs, weights, args.normalization, args.alpha)
-    columns = ["experiment", "model", "performance", *(f"R_{name}" for name in result.weights), "pepr", "rank", "run_id"]
+    bench_columns = [r.column for r in benchmarked if r.name in result.weights]
+    bench_columns += ["bench_image_size"] if bench_columns else []
+    bench_columns += ["bench_batch_size"] if "infer_energy" in result.weights else []
+    columns = ["experiment", "model", "performance", *(f"R_{name}" for name in result.weights), *bench_columns, "pepr", "rank", "run_id"]
     table = result.table.sort_values(["experiment", "rank", "model"])[columns]
     if args.format == "csv":
         table.to_csv(sys.stdout, index=False)
@@ -186,9 +208,11 @@ def _score(args) -> int:
 
 
 def _info(args) -> int:
-    summary = RunStore(args.db).summary()
+    store = RunStore(args.db)
+    summary = store.summary()
     if summary.empty:
         print(f"{args.db}: no runs")
+        _bench_info(store)
         return 0
     table = summary.pivot_table(
         index=["experiment", "source"], columns="status", values="runs", aggfunc="sum", fill_value=0
@@ -196,7 +220,17 @@ def _info(args) -> int:
     table.insert(0, "runs", table.sum(axis=1))
     print(f"{args.db}: {int(table['runs'].sum())} run(s) in {summary['experiment'].nunique()} experiment(s)")
     print(table.reset_index().rename_axis(columns=None).to_string(index=False))
+    _bench_info(store)
     return 0
+
+
+def _bench_info(store: RunStore) -> None:
+    """One line per device with inference benchmarks."""
+    benchmarks = bench_summary(store.benchmarks())
+    for row in benchmarks.itertuples():
+        failed = f", {row.models_failed} failed" if row.models_failed else ""
+        print(f"benchmarks on {row.device}: {row.models_ok} model(s) at {row.image_size} px{failed}, "
+              f"last {row.last:%Y-%m-%d}")
 
 
 def _merge(args) -> int:

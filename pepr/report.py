@@ -274,6 +274,8 @@ def _savings(table: pd.DataFrame) -> str:
     )
     lines.append("")
     for name, resource in RESOURCES.items():
+        if resource.column not in best:  # a benchmarked resource not attached to these runs
+            continue
         chosen, other = best[resource.column], strongest[resource.column]
         if pd.isna(chosen) or pd.isna(other) or other <= 0 or chosen == other:
             continue

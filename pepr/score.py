@@ -145,7 +145,9 @@ _ENERGY_PARTS = ("cpu", "gpu", "ram")
 def _not_measured(runs: pd.DataFrame, name: str, cost: np.ndarray) -> np.ndarray:
     """Why each run lacks a usable `name`: infinite, or not measured, e.g. `energy not measured
     (cpu: not-sampled)`, naming the parts it is made of that are NULL with their methods."""
-    reasons = np.where(np.isinf(cost), f"{name} is not a finite number", f"{name} not measured").astype(object)
+    absent = (f"no {name}: model not benchmarked on the chosen device (or its benchmark failed)"
+              if REGISTRY[name].benchmarked else f"{name} not measured")
+    reasons = np.where(np.isinf(cost), f"{name} is not a finite number", absent).astype(object)
     if name not in _FROM_ENERGY_PARTS:
         return reasons
     missing = np.isnan(cost)
@@ -173,7 +175,8 @@ def score(
 
     Runs that did not finish `ok`, or lack the performance or a finite value of a resource
     with weight > 0, are excluded with a reason (for energy and CO2 naming the parts not
-    measured and why) rather than scored as NaN. A performance outside [0, 1] is an
+    measured and why) rather than scored as NaN. Benchmarked resources (inference cost on a
+    device) must be attached first (`pepr.inference.attach`). A performance outside [0, 1] is an
     error naming the run.
     """
     weights = normalize_weights(weights)
@@ -181,6 +184,9 @@ def score(
     _check_normalization(normalization)
     frame = runs.reset_index(drop=True)
     performance = _column(frame, "performance")
+    for name in weights:
+        if RESOURCES[name] not in frame:
+            raise PeprError(f"no {name} column: attach the benchmarks of a device first (pepr.inference.attach)")
     costs = {name: _column(frame, RESOURCES[name]) for name in weights}
 
     status = frame["status"] if "status" in frame else pd.Series("ok", index=frame.index)

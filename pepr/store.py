@@ -1,7 +1,7 @@
 """The DuckDB run store: the one module that owns the schema and every read and write.
 
-A database file holds one row per trained model run (`runs`) and one row per epoch of a run
-(`epochs`). DuckDB allows one read-write process or many read-only ones, never both at once,
+A database file holds one row per trained model run (`runs`), one row per epoch of a run
+(`epochs`) and one row per inference benchmark of a model on a device (`benchmarks`). DuckDB allows one read-write process or many read-only ones, never both at once,
 so every operation opens the file only for as long as it needs it, in one transaction, and
 retries with jittered backoff while another process holds the lock. Nothing here keeps the
 file open between calls: the agent can write while the dashboard reads.
@@ -26,7 +26,7 @@ import pandas as pd
 
 from pepr.errors import PeprError, StoreBusyError, StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATUSES = ("running", "ok", "failed", "interrupted")
 
 # Schema 1, as created by migration 1 (never edit: files in the field have it).
@@ -111,6 +111,44 @@ EPOCH_COLUMNS: dict[str, str] = {
 }
 
 
+# Added by schema 3: inference benchmarks (`pepr-agent bench`), one row per model, device, image
+# size and batch size; re-benching adds a newer row. Latency is the wall time of one forward
+# pass of the whole batch; energy is over the timed passes (CodeCarbon, PUE 1.0).
+BENCH_COLUMNS: dict[str, str] = {
+    "bench_id": "VARCHAR PRIMARY KEY",
+    "bench_key": "VARCHAR NOT NULL",  # same model, device, image size, batch size: same key
+    "model": "VARCHAR NOT NULL",
+    "params": "BIGINT",
+    "device": "VARCHAR NOT NULL",  # e.g. `AMD EPYC 7B13, 2 threads` or `NVIDIA H100 80GB HBM3`
+    "device_type": "VARCHAR",  # cpu or cuda
+    "threads": "INTEGER",  # torch's intra-op threads
+    "image_size": "INTEGER NOT NULL",
+    "batch_size": "INTEGER NOT NULL",
+    "iterations": "INTEGER",  # timed forward passes
+    "timed_s": "DOUBLE",  # wall time of the timed passes
+    "latency_median_s": "DOUBLE",  # per forward pass of the batch
+    "latency_p95_s": "DOUBLE",
+    "throughput_ips": "DOUBLE",  # images per second
+    "energy_per_image_j": "DOUBLE",
+    "energy_kwh": "DOUBLE",
+    "energy_cpu_kwh": "DOUBLE",
+    "energy_gpu_kwh": "DOUBLE",
+    "energy_ram_kwh": "DOUBLE",
+    "energy_cpu_method": "VARCHAR",
+    "energy_gpu_method": "VARCHAR",
+    "energy_ram_method": "VARCHAR",
+    "host_mem_peak_gb": "DOUBLE",
+    "gpu_mem_peak_gb": "DOUBLE",
+    "host": "VARCHAR",
+    "software": "VARCHAR",  # JSON
+    "config": "VARCHAR",  # JSON
+    "status": "VARCHAR NOT NULL CHECK (status IN ('ok', 'failed'))",
+    "error": "VARCHAR",
+    "started_at": "TIMESTAMP",
+    "ended_at": "TIMESTAMP",
+}
+
+
 def _create_table(name: str, columns: Mapping[str, str], extra: str = "") -> str:
     body = ",\n    ".join(f"{col} {decl}" for col, decl in columns.items())
     return f"CREATE TABLE {name} (\n    {body}{extra}\n)"
@@ -131,6 +169,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         " THEN 'fp16' WHEN amp THEN 'bf16' WHEN NOT amp THEN 'off' END",
         "CREATE INDEX runs_job_key ON runs (job_key)",
     ),
+    3: (_create_table("benchmarks", BENCH_COLUMNS),),
 }
 
 _RETRY_FIRST_DELAY_S = 0.02
@@ -366,6 +405,23 @@ class RunStore:
                 )
             return _exec(con, "SELECT count(*) FROM added")[0][0]
 
+    def record_benchmark(self, row: Mapping) -> None:
+        """Add one benchmark row (a newer row of the same bench_key does not replace older ones)."""
+        self.append_benchmarks(pd.DataFrame.from_records([row]))
+
+    def append_benchmarks(self, rows: pd.DataFrame) -> int:
+        """Add the benchmark rows whose bench_id is not yet stored; returns how many."""
+        frame = _frame(rows, BENCH_COLUMNS, "benchmark").drop_duplicates("bench_id")
+        with self._write() as con:
+            con.register("new_benchmarks", frame)
+            before = _exec(con, "SELECT count(*) FROM benchmarks")[0][0]
+            _exec(
+                con,
+                "INSERT INTO benchmarks BY NAME SELECT * FROM new_benchmarks "
+                "WHERE bench_id NOT IN (SELECT bench_id FROM benchmarks)",
+            )
+            return _exec(con, "SELECT count(*) FROM benchmarks")[0][0] - before
+
     # -- reads -------------------------------------------------------------------------
 
     def runs(
@@ -401,6 +457,17 @@ class RunStore:
                 {"ids": list(run_ids) if run_ids is not None else None},
             ).df()
 
+    def benchmarks(self) -> pd.DataFrame:
+        """Every benchmark row, oldest first (none in a file older than schema 3)."""
+        with self._read() as con:
+            if con is None or not _exec(
+                con, "SELECT 1 FROM duckdb_tables() WHERE table_name = 'benchmarks'"
+            ):
+                return _empty(BENCH_COLUMNS)
+            return con.execute(
+                "SELECT * FROM benchmarks ORDER BY started_at, bench_id"
+            ).df()
+
     def job_statuses(self) -> dict[str, str]:
         """Each job key's status: `ok` if any of its runs succeeded, else its latest run's."""
         with self._read() as con:
@@ -426,7 +493,8 @@ class RunStore:
 
 
 def merge(sources: Sequence[str | Path], into: str | Path) -> int:
-    """Copy every run (and its epochs) from `sources` into `into`, skipping run ids it has."""
+    """Copy every run (and its epochs) from `sources` into `into`, skipping run ids it has;
+    benchmark rows too (`merge_benchmarks`). Returns the number of runs added."""
     target = RunStore(into)
     target.check()
     runs, epochs = [], []
@@ -439,12 +507,23 @@ def merge(sources: Sequence[str | Path], into: str | Path) -> int:
     frames = [frame for frame in runs if not frame.empty]
     if not frames:
         target.ensure()
+        merge_benchmarks(sources, into)
         return 0
     epoch_frames = [frame for frame in epochs if not frame.empty]
-    return target.append(
+    added = target.append(
         pd.concat(frames, ignore_index=True),
         pd.concat(epoch_frames, ignore_index=True) if epoch_frames else None,
     )
+    merge_benchmarks(sources, into)
+    return added
+
+
+def merge_benchmarks(sources: Sequence[str | Path], into: str | Path) -> int:
+    """Copy every benchmark row of `sources` into `into`, skipping bench ids it has."""
+    frames = [frame for frame in (RunStore(source).benchmarks() for source in sources) if not frame.empty]
+    if not frames:
+        return 0
+    return RunStore(into).append_benchmarks(pd.concat(frames, ignore_index=True))
 
 
 def _frame(rows, columns: Mapping[str, str], what: str) -> pd.DataFrame:

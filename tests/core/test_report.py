@@ -142,7 +142,7 @@ def test_the_best_is_also_the_strongest(db):
 @pytest.mark.parametrize("argv, message", [
     (["--experiment", "nope"], "no experiment 'nope' (known: exp)"),
     (["--experiment", "exp", "--weights", "speed=1"], "unknown resource 'speed'"),
-    (["--experiment", "exp", "--weights", "infer_time=1"], "no run of 'exp' can be scored (no infer_time measurement)"),
+    (["--experiment", "exp", "--weights", "infer_time=1"], "no run of 'exp' can be scored (infer_time not measured)"),
 ])
 def test_report_mistakes(db, argv, message, tmp_path, capsys):
     out = tmp_path / "out"
