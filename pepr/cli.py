@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     mg = commands.add_parser(
         "merge",
         help="combine databases (e.g. one per GPU shard)",
-        description="Copy every run of the sources into the target, skipping runs it already has.",
+        description="Copy every run of the sources into the target: runs it lacks are added, runs it "
+        "holds as running are updated where a source has them finished. Merging again changes nothing.",
     )
     mg.add_argument("sources", nargs="+", metavar="DB")
     mg.add_argument("--into", required=True, metavar="DB")
@@ -120,8 +121,8 @@ def _info(args) -> int:
 
 
 def _merge(args) -> int:
-    added = merge(args.sources, args.into)
-    print(f"{args.into}: added {added} run(s)")
+    merged = merge(args.sources, args.into)
+    print(f"{args.into}: added {merged.added} run(s), updated {merged.updated} still running there")
     return 0
 
 
