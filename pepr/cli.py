@@ -122,7 +122,8 @@ def _info(args) -> int:
 
 def _merge(args) -> int:
     merged = merge(args.sources, args.into)
-    print(f"{args.into}: added {merged.added} run(s), updated {merged.updated} still running there")
+    updated = f", updated {merged.updated} that it held as running" if merged.updated else ""
+    print(f"{args.into}: added {merged.added} run(s){updated}")
     return 0
 
 

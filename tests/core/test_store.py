@@ -186,8 +186,8 @@ def test_merge_is_idempotent(tmp_path):
     first.record_run(run("a"), [dict(epoch=1, test_metric=0.5)])
     second.record_run(run("b"))
     target = tmp_path / "all.duckdb"
-    assert merge([first.path, second.path], target) == 2
-    assert merge([first.path, second.path], target) == 0
+    assert merge([first.path, second.path], target) == (2, 0)  # (added, updated)
+    assert merge([first.path, second.path], target) == (0, 0)
     assert sorted(RunStore(target).runs()["run_id"]) == ["a", "b"]
     assert len(RunStore(target).epochs()) == 1
     with pytest.raises(PeprError, match="into itself"):
@@ -200,7 +200,7 @@ def test_merge_of_overlapping_sources_keeps_one_copy(tmp_path):
     copy = tmp_path / "copy.duckdb"
     copy.write_bytes(first.path.read_bytes())
     target = tmp_path / "all.duckdb"
-    assert merge([first.path, copy], target) == 1
+    assert merge([first.path, copy], target) == (1, 0)
     assert RunStore(target).epochs()["epoch"].tolist() == [1, 2]
 
 

@@ -106,5 +106,5 @@ def test_pepr_merge_prints_what_it_added_and_updated(tmp_path, capsys):
     RunStore(source).record_run(run("r1", status="failed", error="boom"))
     assert pepr_main(["merge", str(source), "--into", str(target)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out == [f"{target}: added 1 run(s), updated 0 still running there",
-                   f"{target}: added 0 run(s), updated 1 still running there"]
+    assert out == [f"{target}: added 1 run(s)",
+                   f"{target}: added 0 run(s), updated 1 that it held as running"]
