@@ -122,7 +122,7 @@ def _info(args) -> int:
 
 def _merge(args) -> int:
     merged = merge(args.sources, args.into)
-    updated = f", updated {merged.updated} that it held as running" if merged.updated else ""
+    updated = f", updated {merged.updated} it had unfinished" if merged.updated else ""
     print(f"{args.into}: added {merged.added} run(s){updated}")
     return 0
 

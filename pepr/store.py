@@ -334,17 +334,19 @@ class RunStore:
             return _exec(con, "SELECT count(*) FROM added")[0][0]
 
     def update_from(self, runs: pd.DataFrame, epochs: pd.DataFrame) -> Merged:
-        """Add the runs not stored yet, and replace those stored as `running` where `runs` has
-        them finished or with a newer heartbeat; each with its epochs. One transaction."""
+        """Add the runs not stored yet, and replace those that `runs` has in a later stage
+        (see _STAGE) or, still running, with a newer heartbeat; each with its epochs. One
+        transaction."""
         run_frame = _frame(runs, RUN_COLUMNS, "run")
         with self._write() as con:
             con.register("new_runs", run_frame)
+            later = (f"({_STAGE.format('n')} > {_STAGE.format('r')} OR (n.status = 'running'"
+                     " AND r.status = 'running' AND coalesce(n.heartbeat_at, n.started_at)"
+                     " > coalesce(r.heartbeat_at, r.started_at)))")
             _exec(
                 con,
                 "CREATE TEMP TABLE changed AS SELECT n.run_id, r.run_id IS NULL AS added"
-                " FROM new_runs n LEFT JOIN runs r USING (run_id)"
-                " WHERE r.run_id IS NULL OR (r.status = 'running' AND (n.status <> 'running'"
-                " OR coalesce(n.heartbeat_at, n.started_at) > coalesce(r.heartbeat_at, r.started_at)))",
+                f" FROM new_runs n LEFT JOIN runs r USING (run_id) WHERE r.run_id IS NULL OR {later}",
             )
             _exec(con, "DELETE FROM epochs WHERE run_id IN (SELECT run_id FROM changed)")
             _exec(con, "INSERT OR REPLACE INTO runs BY NAME SELECT * FROM new_runs"
@@ -468,6 +470,12 @@ class RunStore:
             ).df()
 
 
+# How far a run has got: running, then interrupted (perhaps by another agent taking over an
+# abandoned claim), then ok or failed as its own agent recorded it. A run never goes back.
+_STAGE = "CASE {0}.status WHEN 'running' THEN 0 WHEN 'interrupted' THEN 1 ELSE 2 END"
+_STAGES = {"running": 0, "interrupted": 1, "ok": 2, "failed": 2}
+
+
 class Merged(NamedTuple):
     added: int  # runs the target did not have
     updated: int  # runs the target held as running, brought up to date
@@ -476,9 +484,10 @@ class Merged(NamedTuple):
 def merge(sources: Sequence[str | Path], into: str | Path) -> Merged:
     """Bring `into` up to date with every run (and its epochs) of `sources`.
 
-    New run ids are added; a run the target holds as `running` is replaced, epochs and all,
-    where a source has it finished or with a newer heartbeat. Merging again changes nothing,
-    and a source may be merged while an agent writes to it.
+    New run ids are added; a run the target holds as `running` (or as `interrupted`, where
+    an agent took over a copy of a claim) is replaced, epochs and all, where a source has it
+    further on, or running with a newer heartbeat. Merging again changes nothing, and a source
+    may be merged while an agent writes to it.
     """
     target = RunStore(into)
     runs, epochs = [], []
@@ -492,10 +501,10 @@ def merge(sources: Sequence[str | Path], into: str | Path) -> Merged:
     if runs.empty:
         target.ensure()
         return Merged(0, 0)
-    # Where sources share a run, take its latest state: finished, else the newest heartbeat.
-    latest = (runs.assign(_finished=runs["status"] != "running",
+    # Where sources share a run, take its latest state: furthest on, then newest heartbeat.
+    latest = (runs.assign(_stage=runs["status"].map(_STAGES),
                           _stamp=runs["heartbeat_at"].fillna(runs["started_at"]))
-              .sort_values(["_finished", "_stamp"], na_position="first")
+              .sort_values(["_stage", "_stamp"], na_position="first")
               .drop_duplicates("run_id", keep="last"))
     epochs = pd.concat(epochs).merge(latest[["run_id", "_source"]], on=["run_id", "_source"])
     return target.update_from(latest[list(RUN_COLUMNS)], epochs[list(EPOCH_COLUMNS)])

@@ -92,6 +92,11 @@ def test_a_merge_keeps_the_latest_state_whatever_the_order_of_the_sources(tmp_pa
     # A finished run is never replaced by a source that still has it running.
     assert merge([stale], target) == Merged(0, 0)
     assert RunStore(target).runs().status.tolist() == ["ok"]
+    # A copy released by another agent ("agent process gone") takes the owner's own outcome.
+    RunStore(target).record_run(run("r2", status="interrupted", error="agent process gone"))
+    RunStore(tmp_path / "owner.duckdb").record_run(run("r2", status="ok", performance=0.8))
+    assert merge([tmp_path / "owner.duckdb"], target) == Merged(0, 1)
+    assert RunStore(target).runs().set_index("run_id").status.to_dict() == {"r1": "ok", "r2": "ok"}
     # A running run takes a newer heartbeat, so the target shows the owner alive.
     RunStore(tmp_path / "late.duckdb").record_run(run("r9", heartbeat_at=T0))
     RunStore(tmp_path / "later.duckdb").record_run(run("r9", heartbeat_at=T0 + timedelta(minutes=1)))
@@ -107,4 +112,4 @@ def test_pepr_merge_prints_what_it_added_and_updated(tmp_path, capsys):
     assert pepr_main(["merge", str(source), "--into", str(target)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out == [f"{target}: added 1 run(s)",
-                   f"{target}: added 0 run(s), updated 1 that it held as running"]
+                   f"{target}: added 0 run(s), updated 1 it had unfinished"]
