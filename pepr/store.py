@@ -398,6 +398,7 @@ class RunStore:
 
     @staticmethod
     def _release(con, owner_gone: OwnerCheck, job_key: str | None = None) -> int:
+        """Mark the running rows (of one job, or all) whose owner is gone `interrupted`."""
         running = con.execute(
             "SELECT run_id, host, pid, started_at, heartbeat_at FROM runs"
             " WHERE status = 'running' AND ($key IS NULL OR job_key = $key)",
@@ -478,7 +479,7 @@ _STAGES = {"running": 0, "interrupted": 1, "ok": 2, "failed": 2}
 
 class Merged(NamedTuple):
     added: int  # runs the target did not have
-    updated: int  # runs the target held as running, brought up to date
+    updated: int  # runs the target had unfinished, brought up to date
 
 
 def merge(sources: Sequence[str | Path], into: str | Path) -> Merged:
