@@ -76,6 +76,12 @@ def test_gpu_and_scheduler_flags_go_into_the_script(cli, tmp_path):
     assert f'--db "{tmp_path}/runs.part-$SLURM_ARRAY_TASK_ID-of-4.duckdb"' in array
 
 
+def test_array_ranges_are_written_as_sbatch_takes_them():
+    from agent.slurm import ranges
+
+    assert ranges([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8" and ranges([3]) == "3"
+
+
 @pytest.mark.parametrize("argv, message", [
     (("--tasks", "0"), "--tasks: expected a positive integer, got '0'"),
     (("--tasks", "2", "--shard", "0/2"), "--shard: not for pepr-agent slurm"),

@@ -149,3 +149,24 @@ def test_owner_gone_by_process_on_this_host_and_by_heartbeat_from_another():
     assert owner_gone(claim_row(host="node9", pid=child.pid, heartbeat_at=fresh), at=at) is None
     assert owner_gone(claim_row(host="node9", pid=1, heartbeat_at=stale), at=at) == (
         f"no heartbeat since {stale:%Y-%m-%d %H:%M:%S} UTC from node9")
+
+
+def test_the_heartbeat_refreshes_a_running_claim_until_stopped(tmp_path, monkeypatch):
+    from agent import sweep
+
+    monkeypatch.setattr(sweep, "HEARTBEAT_S", 0.05)
+    store = RunStore(tmp_path / "runs.duckdb")
+    begun = now() - timedelta(hours=1)
+    row = {"run_id": "r1", "job_key": "k", "experiment": "e", "model": "m", "source": "agent",
+           "status": "running", "started_at": begun, "heartbeat_at": begun}
+    store.record_run(row)
+    with sweep.Heartbeat(store, "r1", sweep.threading.Lock()) as beat:
+        deadline = time.monotonic() + 60
+        while store.runs().heartbeat_at.item() == begun:
+            assert time.monotonic() < deadline, "no heartbeat"
+            time.sleep(0.05)
+    assert not beat.thread.is_alive()
+    assert now() - store.runs().heartbeat_at.item() < timedelta(minutes=1)
+    store.record_run({**row, "status": "ok"})
+    store.heartbeat("r1", now())  # a finished run keeps its record
+    assert store.runs().heartbeat_at.item() == begun
