@@ -30,7 +30,7 @@ Without --submit it writes the scripts (into RUNS.slurm/) and prints how to subm
 Re-running the same command after some tasks failed submits only those tasks, and a merge."""
 
 
-def add_parser(commands, run: argparse.ArgumentParser, error) -> None:
+def add_parser(commands, run: argparse.ArgumentParser) -> None:
     """The `slurm` subcommand: every flag of `run`, plus the job array's."""
     slurm = commands.add_parser(
         "slurm", parents=[run], conflict_handler="resolve", allow_abbrev=False,
@@ -42,7 +42,6 @@ def add_parser(commands, run: argparse.ArgumentParser, error) -> None:
                     "and a job that merges the parts into RUNS after the array.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    slurm.error = error
     group = slurm.add_argument_group("the Slurm job array")
     group.add_argument("--tasks", type=_positive_int, required=True, metavar="N",
                        help="array tasks; task I trains shard I/N of the plan")

@@ -190,6 +190,33 @@ def _duckdb_message(error: Exception) -> str:
     return text
 
 
+DUCKDB_MAGIC = b"DUCK"  # bytes 8 to 11 of every DuckDB database file
+
+
+def check_database_path(path: str | Path) -> Path:
+    """`path` if it can hold a pepr database: absent (a new file) or an existing DuckDB file.
+
+    A folder or an existing file of any other kind is a StoreError, raised before DuckDB sees
+    it: DuckDB 2 opens, say, an existing `notes.csv` as an empty in-memory database and would
+    save nothing, silently.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise StoreError(f"{path}: a folder, not a database file")
+    if not path.exists():
+        return path
+    if not path.is_file():
+        raise StoreError(f"{path}: not a regular file, so not a database")
+    try:
+        with path.open("rb") as file:
+            head = file.read(12)
+    except OSError as error:
+        raise StoreError(f"{path}: cannot be read ({error.strerror})") from None
+    if head[8:12] != DUCKDB_MAGIC:
+        raise StoreError(f"{path}: exists but is not a DuckDB database file")
+    return path
+
+
 def _schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
     """The file's schema version; None for a file without pepr tables."""
     tables = {row[0] for row in _exec(con, "SELECT table_name FROM duckdb_tables()")}
@@ -212,6 +239,15 @@ class RunStore:
     def exists(self) -> bool:
         return self.path.is_file()
 
+    def check(self) -> None:
+        """Refuse now, before anything is written, a path that cannot be a pepr database: a
+        folder, a file of another kind, a DuckDB file of another program or of a newer schema.
+        A path that does not exist yet is fine (the first write creates it)."""
+        check_database_path(self.path)
+        if self.path.exists():
+            with self._read():
+                pass
+
     # -- connections -------------------------------------------------------------------
 
     def _check_version(self, version: int | None) -> None:
@@ -230,8 +266,7 @@ class RunStore:
         A file that this write created is removed again if the write fails (unless another
         process wrote to it first).
         """
-        if self.path.is_dir():
-            raise StoreError(f"{self.path}: is a directory, not a database file")
+        check_database_path(self.path)
         existed = self.path.exists()
         con = _connect(self.path, read_only=False, timeout=self.timeout)
         committed = False
@@ -257,8 +292,9 @@ class RunStore:
     @contextlib.contextmanager
     def _read(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
         """One short read-only connection; None stands for a file with no pepr tables yet."""
-        if not self.path.is_file():
+        if not self.path.exists():
             raise StoreError(f"{self.path}: no such database file")
+        check_database_path(self.path)
         con = _connect(self.path, read_only=True, timeout=self.timeout)
         try:
             version = _schema_version(con)
@@ -491,6 +527,7 @@ def merge(sources: Sequence[str | Path], into: str | Path) -> Merged:
     may be merged while an agent writes to it.
     """
     target = RunStore(into)
+    target.check()
     runs, epochs = [], []
     for index, source in enumerate(sources):
         store = RunStore(source)

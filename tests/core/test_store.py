@@ -89,14 +89,26 @@ def test_a_newer_schema_is_refused(tmp_path):
         store.record_run(run("a"))
 
 
-def test_a_file_that_is_not_duckdb_is_refused_and_kept(tmp_path):
-    path = tmp_path / "notes.duckdb"
-    path.write_text("these are my notes\n" * 100)
-    with pytest.raises(StoreError, match="not a valid DuckDB database"):
-        RunStore(path).runs()
-    with pytest.raises(StoreError, match="not a valid DuckDB database"):
-        RunStore(path).record_run(run("a"))
-    assert path.read_text() == "these are my notes\n" * 100
+@pytest.mark.parametrize("name", ["notes.duckdb", "notes.csv", "notes.json", "notes.parquet", "empty.db"])
+def test_a_file_that_is_not_duckdb_is_refused_and_kept(tmp_path, name):
+    """Whatever its name: DuckDB 2 itself opens an existing .csv, .json or .parquet file as an
+    empty in-memory database, where a write would vanish."""
+    path = tmp_path / name
+    content = b"" if name == "empty.db" else b"these are my notes\n" * 100
+    path.write_bytes(content)
+    for attempt in (lambda s: s.runs(), lambda s: s.record_run(run("a")), lambda s: s.ensure(), lambda s: s.check()):
+        with pytest.raises(StoreError, match=f"{name}: exists but is not a DuckDB database file"):
+            attempt(RunStore(path))
+    with pytest.raises(StoreError, match=f"{name}: exists but is not a DuckDB database file"):
+        merge([path], tmp_path / "new.duckdb")
+    assert path.read_bytes() == content and sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_a_duckdb_file_of_any_name_is_a_database(tmp_path):
+    path = tmp_path / "runs.csv"
+    RunStore(path).record_run(run("a"))
+    assert RunStore(path).runs()["run_id"].tolist() == ["a"]
+    assert path.read_bytes()[8:12] == b"DUCK"
 
 
 def test_a_foreign_duckdb_file_is_refused(tmp_path):
@@ -112,8 +124,14 @@ def test_missing_and_unwritable_paths(tmp_path):
         RunStore(tmp_path / "absent.duckdb").runs()
     with pytest.raises(StoreError, match="No such file or directory"):
         RunStore(tmp_path / "no" / "dir" / "x.duckdb").ensure()
-    with pytest.raises(StoreError, match="is a directory"):
+    with pytest.raises(StoreError, match="a folder, not a database file"):
         RunStore(tmp_path).ensure()
+    with pytest.raises(StoreError, match="a folder, not a database file"):
+        RunStore(tmp_path).runs()
+    with pytest.raises(StoreError, match="/dev/null: not a regular file"):
+        RunStore("/dev/null").check()
+    RunStore(tmp_path / "new.duckdb").check()  # a path not there yet is fine, and stays absent
+    assert not (tmp_path / "new.duckdb").exists()
 
 
 def test_record_run_moves_a_run_from_running_to_ok_with_its_epochs(tmp_path):
