@@ -43,7 +43,8 @@ examples:
   # 4 GPUs: one process per GPU, one file each, then combine
   for i in 0 1 2 3; do pepr-agent run ... --shard $i/4 --device cuda:$i --db part$i.duckdb & done
   pepr merge part*.duckdb --into all.duckdb
-  # or a Slurm job array: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
+  # or a Slurm job array of 16 tasks, one GPU each, merged into runs.duckdb after it
+  pepr-agent slurm ... --tasks 16 --gres gpu:1 --db runs.duckdb --submit
 
 datasets: 'digits' (bundled, offline), a MedMNIST 2D name (e.g. dermamnist, pneumoniamnist;
 downloaded into --data-dir at the smallest published size >= --image-size), a .npz file in
@@ -132,7 +133,7 @@ def parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     """The `pepr-agent` parser and its `run` subcommand's parser."""
     top = Parser(prog="pepr-agent", description=DESCRIPTION,
                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = top.add_subparsers(dest="command", required=True, metavar="{run,bench}",
+    commands = top.add_subparsers(dest="command", required=True, metavar="{run,bench,slurm}",
                                   parser_class=Parser)
     run = commands.add_parser(
         "run", help="plan, train and measure a sweep", description=DESCRIPTION, epilog=EPILOG,
@@ -200,9 +201,10 @@ def parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     where.add_argument("--config", metavar="FILE",
                        help="TOML file of defaults for these flags (keys like batch_size); "
                             "flags on the command line win")
-    from agent.bench import add_parser as add_bench
+    from agent import bench, slurm
 
-    add_bench(commands, top, _positive, _list, _param_range)
+    bench.add_parser(commands, top, _positive, _list, _param_range)
+    slurm.add_parser(commands, run)
     return top, run
 
 
@@ -337,8 +339,9 @@ def run(args) -> int:
         if log is not sys.stdout:
             log.close()
     if not args.quiet:
+        held = f", {counts['held']} held by another agent" if counts["held"] else ""
         print(f"pepr-agent: {counts['ok']} ok, {counts['failed']} failed, "
-              f"{counts['skipped']} already done", file=sys.stderr)
+              f"{counts['skipped']} already done{held}", file=sys.stderr)
     return 1 if counts["failed"] else 0
 
 
@@ -348,6 +351,10 @@ def _main(argv: list[str]) -> int:
         from agent.bench import bench
 
         return bench(args)
+    if args.command == "slurm":
+        from agent.slurm import command
+
+        return command(args, argv)
     return run(args)
 
 

@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     mg = commands.add_parser(
         "merge",
         help="combine databases (e.g. one per GPU shard)",
-        description="Copy every run of the sources into the target, skipping runs it already has.",
+        description="Copy every run of the sources into the target: runs it lacks are added, runs it "
+        "holds as running are updated where a source has them finished. Merging again changes nothing.",
     )
     mg.add_argument("sources", nargs="+", metavar="DB")
     mg.add_argument("--into", required=True, metavar="DB")
@@ -234,8 +235,9 @@ def _bench_info(store: RunStore) -> None:
 
 
 def _merge(args) -> int:
-    added = merge(args.sources, args.into)
-    print(f"{args.into}: added {added} run(s)")
+    merged = merge(args.sources, args.into)
+    updated = f", updated {merged.updated} it had unfinished" if merged.updated else ""
+    print(f"{args.into}: added {merged.added} run(s){updated}")
     return 0
 
 

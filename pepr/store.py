@@ -18,8 +18,9 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import duckdb
 import pandas as pd
@@ -27,6 +28,8 @@ import pandas as pd
 from pepr.errors import PeprError, StoreBusyError, StoreError
 
 SCHEMA_VERSION = 3
+# Given a running row (run_id, host, pid, started_at, heartbeat_at), why its owner is gone, or None.
+OwnerCheck = Callable[[dict], "str | None"]
 STATUSES = ("running", "ok", "failed", "interrupted")
 
 # Schema 1, as created by migration 1 (never edit: files in the field have it).
@@ -422,6 +425,85 @@ class RunStore:
             )
             return _exec(con, "SELECT count(*) FROM benchmarks")[0][0] - before
 
+    def update_from(self, runs: pd.DataFrame, epochs: pd.DataFrame) -> Merged:
+        """Add the runs not stored yet, and replace those that `runs` has in a later stage
+        (see _STAGE) or, still running, with a newer heartbeat; each with its epochs. One
+        transaction."""
+        run_frame = _frame(runs, RUN_COLUMNS, "run")
+        with self._write() as con:
+            con.register("new_runs", run_frame)
+            later = (f"({_STAGE.format('n')} > {_STAGE.format('r')} OR (n.status = 'running'"
+                     " AND r.status = 'running' AND coalesce(n.heartbeat_at, n.started_at)"
+                     " > coalesce(r.heartbeat_at, r.started_at)))")
+            _exec(
+                con,
+                "CREATE TEMP TABLE changed AS SELECT n.run_id, r.run_id IS NULL AS added"
+                f" FROM new_runs n LEFT JOIN runs r USING (run_id) WHERE r.run_id IS NULL OR {later}",
+            )
+            _exec(con, "DELETE FROM epochs WHERE run_id IN (SELECT run_id FROM changed)")
+            _exec(con, "INSERT OR REPLACE INTO runs BY NAME SELECT * FROM new_runs"
+                       " WHERE run_id IN (SELECT run_id FROM changed)")
+            if not epochs.empty:
+                con.register("new_epochs", _frame(epochs, EPOCH_COLUMNS, "epoch"))
+                _exec(con, "INSERT INTO epochs BY NAME SELECT * FROM new_epochs"
+                           " WHERE run_id IN (SELECT run_id FROM changed)")
+            added, updated = _exec(con, "SELECT count(*) FILTER (added),"
+                                        " count(*) FILTER (NOT added) FROM changed")[0]
+        return Merged(added, updated)
+
+    # -- claims: each job trained once, whoever asks -------------------------------------
+
+    def claim(self, run: Mapping, owner_gone: OwnerCheck, *, since=None) -> str | None:
+        """Insert `run` (status running) as the claim on its job, in one transaction.
+
+        Refused, with the reason returned, where the job is `ok` already, a `running` row of a
+        live owner holds it (`held`), or another attempt began at or after `since` (`tried`).
+        Running rows whose owner is gone (`owner_gone(row)` returns why) are marked
+        `interrupted` with that reason first. Returns None when the claim is made.
+        """
+        with self._write() as con:
+            self._release(con, owner_gone, run["job_key"])
+            rows = _exec(
+                con,
+                "SELECT bool_or(status = 'ok'), bool_or(status = 'running'),"
+                " bool_or(status <> 'interrupted' AND started_at >= ?)"
+                " FROM runs WHERE job_key = ?",
+                [since, run["job_key"]],
+            )[0]
+            for reason, refused in zip(("ok", "held", "tried"), rows):
+                if refused:
+                    return reason
+            con.register("new_run", _frame([run], RUN_COLUMNS, "run"))
+            _exec(con, "INSERT INTO runs BY NAME SELECT * FROM new_run")
+        return None
+
+    def release_abandoned(self, owner_gone: OwnerCheck) -> int:
+        """Mark every `running` row whose owner is gone `interrupted`; returns how many."""
+        with self._write() as con:
+            return self._release(con, owner_gone)
+
+    def heartbeat(self, run_id: str, at) -> None:
+        """Tell other agents the owner of this running row is alive."""
+        with self._write() as con:
+            _exec(con, "UPDATE runs SET heartbeat_at = ? WHERE run_id = ? AND status = 'running'",
+                  [at, run_id])
+
+    @staticmethod
+    def _release(con, owner_gone: OwnerCheck, job_key: str | None = None) -> int:
+        """Mark the running rows (of one job, or all) whose owner is gone `interrupted`."""
+        running = con.execute(
+            "SELECT run_id, host, pid, started_at, heartbeat_at FROM runs"
+            " WHERE status = 'running' AND ($key IS NULL OR job_key = $key)",
+            {"key": job_key},
+        ).df()
+        gone = [(reason, row.run_id) for row in running.itertuples()
+                if (reason := owner_gone(row._asdict()))]
+        for reason, run_id in gone:
+            _exec(con, "UPDATE runs SET status = 'interrupted', error = ?,"
+                  " ended_at = coalesce(heartbeat_at, started_at) WHERE run_id = ?",
+                  [reason, run_id])
+        return len(gone)
+
     # -- reads -------------------------------------------------------------------------
 
     def runs(
@@ -492,30 +574,48 @@ class RunStore:
             ).df()
 
 
-def merge(sources: Sequence[str | Path], into: str | Path) -> int:
-    """Copy every run (and its epochs) from `sources` into `into`, skipping run ids it has;
-    benchmark rows too (`merge_benchmarks`). Returns the number of runs added."""
+# How far a run has got: running, then interrupted (perhaps by another agent taking over an
+# abandoned claim), then ok or failed as its own agent recorded it. A run never goes back.
+_STAGE = "CASE {0}.status WHEN 'running' THEN 0 WHEN 'interrupted' THEN 1 ELSE 2 END"
+_STAGES = {"running": 0, "interrupted": 1, "ok": 2, "failed": 2}
+
+
+class Merged(NamedTuple):
+    added: int  # runs the target did not have
+    updated: int  # runs the target had unfinished, brought up to date
+
+
+def merge(sources: Sequence[str | Path], into: str | Path) -> Merged:
+    """Bring `into` up to date with every run (and its epochs) of `sources`.
+
+    New run ids are added; a run the target holds as `running` (or as `interrupted`, where
+    an agent took over a copy of a claim) is replaced, epochs and all, where a source has it
+    further on, or running with a newer heartbeat. Merging again changes nothing, and a source
+    may be merged while an agent writes to it.
+    """
     target = RunStore(into)
     target.check()
     runs, epochs = [], []
-    for source in sources:
+    for index, source in enumerate(sources):
         store = RunStore(source)
         if store.exists() and target.exists() and store.path.samefile(target.path):
             raise PeprError(f"{source}: cannot merge a database into itself")
-        runs.append(store.runs())
-        epochs.append(store.epochs())
-    frames = [frame for frame in runs if not frame.empty]
-    if not frames:
+        runs.append(store.runs().assign(_source=index))
+        epochs.append(store.epochs().assign(_source=index))
+    runs = pd.concat([frame for frame in runs if not frame.empty] or [_empty(RUN_COLUMNS)])
+    if runs.empty:
         target.ensure()
         merge_benchmarks(sources, into)
-        return 0
-    epoch_frames = [frame for frame in epochs if not frame.empty]
-    added = target.append(
-        pd.concat(frames, ignore_index=True),
-        pd.concat(epoch_frames, ignore_index=True) if epoch_frames else None,
-    )
+        return Merged(0, 0)
+    # Where sources share a run, take its latest state: furthest on, then newest heartbeat.
+    latest = (runs.assign(_stage=runs["status"].map(_STAGES),
+                          _stamp=runs["heartbeat_at"].fillna(runs["started_at"]))
+              .sort_values(["_stage", "_stamp"], na_position="first")
+              .drop_duplicates("run_id", keep="last"))
+    epochs = pd.concat(epochs).merge(latest[["run_id", "_source"]], on=["run_id", "_source"])
+    merged = target.update_from(latest[list(RUN_COLUMNS)], epochs[list(EPOCH_COLUMNS)])
     merge_benchmarks(sources, into)
-    return added
+    return merged
 
 
 def merge_benchmarks(sources: Sequence[str | Path], into: str | Path) -> int:

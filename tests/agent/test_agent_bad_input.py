@@ -165,7 +165,7 @@ def test_bad_flags(agent, place, argv, message):
 
 
 def test_no_subcommand(agent):
-    check(agent(), "the following arguments are required: {run,bench}")
+    check(agent(), "the following arguments are required: {run,bench,slurm}")
 
 
 DATASETS = [

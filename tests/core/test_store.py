@@ -204,8 +204,8 @@ def test_merge_is_idempotent(tmp_path):
     first.record_run(run("a"), [dict(epoch=1, test_metric=0.5)])
     second.record_run(run("b"))
     target = tmp_path / "all.duckdb"
-    assert merge([first.path, second.path], target) == 2
-    assert merge([first.path, second.path], target) == 0
+    assert merge([first.path, second.path], target) == (2, 0)  # (added, updated)
+    assert merge([first.path, second.path], target) == (0, 0)
     assert sorted(RunStore(target).runs()["run_id"]) == ["a", "b"]
     assert len(RunStore(target).epochs()) == 1
     with pytest.raises(PeprError, match="into itself"):
@@ -218,7 +218,7 @@ def test_merge_of_overlapping_sources_keeps_one_copy(tmp_path):
     copy = tmp_path / "copy.duckdb"
     copy.write_bytes(first.path.read_bytes())
     target = tmp_path / "all.duckdb"
-    assert merge([first.path, copy], target) == 1
+    assert merge([first.path, copy], target) == (1, 0)
     assert RunStore(target).epochs()["epoch"].tolist() == [1, 2]
 
 
@@ -259,48 +259,53 @@ WRITER = textwrap.dedent(
     from pepr.store import RunStore
     store = RunStore(sys.argv[1])
     for i in range(int(sys.argv[2])):
+        sys.stdin.readline()  # the test's go-ahead
         store.record_run(
             dict(run_id=f"r{i:04d}", job_key=f"k{i}", experiment="e", model="m",
                  source="agent", status="ok", performance=0.5),
             [dict(epoch=1, test_metric=0.5)],
         )
+        print("wrote", i + 1, flush=True)
     """
 )
 READER = textwrap.dedent(
     """
     import sys, time
     from pepr.store import RunStore
-    store = RunStore(sys.argv[1])
-    counts = []
-    print("ready", flush=True)
+    store, total = RunStore(sys.argv[1]), int(sys.argv[2])
+    seen = None
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        counts.append(len(store.runs()))
-        if counts[-1] == int(sys.argv[2]):
-            break
+    while seen != total and time.monotonic() < deadline:
+        count = len(store.runs())
+        if count != seen:
+            print(count, flush=True)  # every state this reader sees, once
+            seen = count
         time.sleep(0.01)  # a dashboard polls; it does not spin
-    assert counts == sorted(counts), "a reader saw runs disappear"
-    print(len(counts), sum(0 < c < int(sys.argv[2]) for c in counts), counts[-1])
     """
 )
 
 
 def test_one_writer_and_two_readers_share_the_file(tmp_path):
-    path, total = tmp_path / "shared.duckdb", 60
+    """Two readers poll while a writer adds runs one at a time; each write waits until both
+    readers have seen the one before. So the writer must let the file go between writes (as
+    the agent does) or the test stalls, and each reader sees every state, in order."""
+    path, total = tmp_path / "shared.duckdb", 20
     RunStore(path).ensure()
+    spawn = dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     readers = [
-        subprocess.Popen([sys.executable, "-c", READER, str(path), str(total)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen([sys.executable, "-c", READER, str(path), str(total)], **spawn)
         for _ in range(2)
     ]
-    for reader in readers:  # both are reading before the writer starts
-        assert reader.stdout.readline().strip() == "ready"
-    writer = subprocess.run([sys.executable, "-c", WRITER, str(path), str(total)], capture_output=True, text=True, timeout=180)
-    assert writer.returncode == 0, writer.stderr
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(total)], **spawn)
     for reader in readers:
-        out, err = reader.communicate(timeout=180)
-        assert reader.returncode == 0, err
-        reads, partial_reads, last = map(int, out.split())
-        assert last == total
-        assert partial_reads >= 1, "the reader never saw the writer part-way"
+        assert reader.stdout.readline().strip() == "0"
+    for written in range(1, total + 1):
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        assert writer.stdout.readline().split() == ["wrote", str(written)], writer.stderr.read()
+        for reader in readers:  # a reader that died or saw another count fails here
+            assert reader.stdout.readline().strip() == str(written), reader.stderr.read()
+    for process in (writer, *readers):
+        assert process.wait(timeout=60) == 0, process.stderr.read()
     assert len(RunStore(path).runs()) == total
     assert len(RunStore(path).epochs()) == total
