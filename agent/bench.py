@@ -196,22 +196,6 @@ def measure(model, device, image_size: int, batch_size: int, seconds: float) -> 
     }
 
 
-def plan_models(args) -> list[str]:
-    """The models asked for, checked against timm, duplicates dropped."""
-    from agent import plan
-
-    models = list(args.models)
-    if args.models_file:
-        models += plan.read_model_file(args.models_file)
-    if (args.param_range is None) != (args.sample is None):
-        raise PeprError("--param-range and --sample go together")
-    if args.param_range:
-        models += plan.sample_models(*args.param_range, args.sample, args.sample_seed, pretrained=False)
-    if not models:
-        raise PeprError("no models: give --models, --models-file or --param-range with --sample")
-    return plan.check_models(dict.fromkeys(models))
-
-
 def bench(args) -> int:
     """Bench every model and batch size not yet ok in the database; the `bench` subcommand."""
     import torch
@@ -221,7 +205,9 @@ def bench(args) -> int:
     from agent.train import resolve_device
     from pepr.store import RunStore, job_key
 
-    models = plan_models(args)
+    from agent.plan import models_from_flags
+
+    models = models_from_flags(args, pretrained=False)
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     torch.backends.cudnn.benchmark = cuda  # autotuned during the warm-up, as in timm's benchmark

@@ -265,21 +265,10 @@ def plan_jobs(args):
     """The jobs this process runs (after sharding), checked against timm."""
     from agent import plan
 
-    models = list(args.models)
-    if args.models_file:
-        models += plan.read_model_file(args.models_file)
-    if (args.param_range is None) != (args.sample is None):
-        raise PeprError("--param-range and --sample go together")
-    if args.param_range:
-        low, high = args.param_range
-        models += plan.sample_models(low, high, args.sample, args.sample_seed,
-                                     pretrained=any(args.regimes))
-    if not models:
-        raise PeprError("no models: give --models, --models-file or --param-range with --sample")
-    plan.check_models(models)
+    models = plan.models_from_flags(args, pretrained=any(args.regimes))
     shard = plan.parse_shard(args.shard) if args.shard else None
     jobs = plan.expand(
-        list(dict.fromkeys(models)), args.datasets, args.regimes, args.fractions, args.seeds,
+        models, args.datasets, args.regimes, args.fractions, args.seeds,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
         image_size=args.image_size, amp=args.amp, experiment=args.experiment,
         cudnn_benchmark=args.cudnn_benchmark, deterministic=args.deterministic,

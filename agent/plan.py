@@ -215,3 +215,18 @@ def sample_models(
         f"--param-range: only {len(chosen)} timm models have {low:g} to {high:g} parameters, "
         f"{count} asked for"
     )
+
+
+def models_from_flags(args, *, pretrained: bool) -> list[str]:
+    """The models named by --models, --models-file and --param-range/--sample, checked against
+    timm, duplicates dropped (with `pretrained`, only architectures timm has weights for are drawn)."""
+    models = list(args.models)
+    if args.models_file:
+        models += read_model_file(args.models_file)
+    if (args.param_range is None) != (args.sample is None):
+        raise PeprError("--param-range and --sample go together")
+    if args.param_range:
+        models += sample_models(*args.param_range, args.sample, args.sample_seed, pretrained=pretrained)
+    if not models:
+        raise PeprError("no models: give --models, --models-file or --param-range with --sample")
+    return check_models(dict.fromkeys(models))
