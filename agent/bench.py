@@ -38,8 +38,8 @@ examples:
   # this machine's CPU, two models, at the paper's image size
   pepr-agent bench --models resnet18,efficientnet_b0 --db bench.duckdb
 
-  # the paper's 131 architectures, as shipped in results/ (see the Makefile's bench-paper)
-  pepr-agent bench --models-file results/paper_models.txt --threads 2 --db results/pepr.duckdb
+  # 130 of the paper's 131 architectures (timm dropped gluon_xception65), into your own file
+  pepr-agent bench --models-file results/paper_models.txt --threads 2 --db paper.duckdb
 
   # a GPU, batch 1 and 64
   pepr-agent bench --models-file models.txt --device cuda:0 --batch-sizes 1,64 --db bench.duckdb
@@ -210,6 +210,7 @@ def bench(args) -> int:
     models = models_from_flags(args, pretrained=False)
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
+    previous_cudnn = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = cuda  # autotuned during the warm-up, as in timm's benchmark
     threads = args.threads or torch.get_num_threads()
     name = device_name(device, threads)
@@ -279,6 +280,7 @@ def bench(args) -> int:
     finally:
         bar.close()
         torch.set_num_threads(previous_threads)  # bench() may be called in a longer process
+        torch.backends.cudnn.benchmark = previous_cudnn
     if not args.quiet:
         print(f"pepr-agent: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} "
               f"already done (on {name} at {args.image_size} px)", file=sys.stderr)

@@ -196,12 +196,15 @@ class EnergyMeter:
         self._tracker.start()
         if not codecarbon_adapter.is_running(self._tracker):
             raise RuntimeError("CodeCarbon's tracker did not start")
-        # The first flush in a process loads CodeCarbon's emissions data (~0.1 s): pay it now,
-        # not in the first job's first epoch (seen on an H200: the first job ran 1.4x slower).
-        self._tracker.flush()
-        if gpu is not None and codecarbon_adapter.part_methods(self._tracker)["gpu"] == "none":
-            self.close()
-            raise RuntimeError(f"CodeCarbon cannot measure the energy of GPU {gpu.index} (NVML)")
+        try:
+            # The first flush in a process loads CodeCarbon's emissions data (~0.1 s): pay it
+            # now, not in the first job's first epoch (on an H200 it ran 1.4x slower).
+            self._tracker.flush()
+            if gpu is not None and codecarbon_adapter.part_methods(self._tracker)["gpu"] == "none":
+                raise RuntimeError(f"CodeCarbon cannot measure the energy of GPU {gpu.index} (NVML)")
+        except BaseException:
+            self.close()  # no tracker thread outlives a meter that failed to start
+            raise
 
     def energy_kwh(self) -> float:
         """Energy used since start, measured now (for per-epoch curves)."""

@@ -204,12 +204,16 @@ def command(args, argv: list[str]) -> int:
     from agent.plan import check_protocol
     from pepr.store import RunStore
 
-    flags = run_flags(argv[1:])
+    flags = run_flags(argv[argv.index("slurm") + 1:])  # flags before the subcommand are not run's
     for flag in ("--shard", "--dry-run"):
         if any(item == flag or item.startswith(flag + "=") for item in flags):
             raise PeprError(f"{flag}: not for pepr-agent slurm (it shards the plan over --tasks)")
     jobs = plan_jobs(parse(["run", *flags]))
     db = Path(args.db).absolute()
+    try:
+        RunStore(db).check()
+    except PeprError as error:
+        raise PeprError(f"--db: {error}") from None
     if RunStore(db).exists():
         check_protocol(jobs, RunStore(db).runs(experiments=sorted({j.experiment for j in jobs})))
     folder = db.with_name(db.stem + ".slurm")

@@ -14,7 +14,7 @@ import sys
 from pepr import __version__
 from pepr.cli_frame import Parser, run_command
 from pepr.errors import PeprError, one_line
-from pepr.inference import attach, choose_device
+from pepr.inference import attach_where_weighted
 from pepr.inference import summary as bench_summary
 from pepr.paper import PAPER_RESULTS_URL, import_paper
 from pepr.resources import RESOURCES as REGISTRY
@@ -151,14 +151,26 @@ def _add_report_parser(commands) -> None:
     rp.add_argument("--experiment", required=True, metavar="LABEL")
     rp.add_argument("--weights", default="energy=1", help="resource weights, as for pepr score (default energy=1)")
     rp.add_argument("--normalization", choices=NORMALIZATIONS, default="minmax")
-    rp.add_argument("--alpha", type=float, default=1.0)
+    rp.add_argument("--alpha", type=_alpha, default=1.0, help="trade-off factor > 0 (default 1)")
+    rp.add_argument("--bench-device", metavar="NAME", help="as for pepr score")
     rp.add_argument("--out", required=True, metavar="DIR", help="folder for the files (created if absent)")
 
 
-def _report(args) -> int:
-    from pepr.report import write_report
+def _weights(args) -> dict[str, float]:
+    try:
+        return parse_weights(args.weights)
+    except PeprError as error:
+        raise PeprError(f"--weights: {error}") from None
 
-    paths = write_report(args.db, args.experiment, args.out, parse_weights(args.weights), args.normalization, args.alpha)
+
+def _report(args) -> int:
+    try:
+        from pepr.report import write_report
+    except ImportError as error:
+        raise PeprError(f"pepr report needs the report extra ({error.name} is missing): "
+                        "pip install 'pepr[report]'") from None
+    paths = write_report(args.db, args.experiment, args.out, _weights(args), args.normalization,
+                         args.alpha, args.bench_device)
     print("\n".join(str(path) for path in paths))
     return 0
 
@@ -170,10 +182,7 @@ def _import(args) -> int:
 
 
 def _score(args) -> int:
-    try:
-        weights = parse_weights(args.weights)
-    except PeprError as error:
-        raise PeprError(f"--weights: {error}") from None
+    weights = _weights(args)
     store = RunStore(args.db)
     runs = store.runs()
     if args.experiment:
@@ -183,13 +192,8 @@ def _score(args) -> int:
             raise PeprError(f"--experiment: {args.db} has no experiment {', '.join(map(repr, unknown))} (known: {known})")
         runs = runs[runs["experiment"].isin(args.experiment)]
     benchmarked = [REGISTRY[name] for name in weights if REGISTRY[name].benchmarked]
-    if benchmarked or args.bench_device:
-        benchmarks = store.benchmarks()
-        try:
-            device = choose_device(benchmarks, args.bench_device)
-        except PeprError as error:
-            raise PeprError(f"{args.db}: {error}") from None
-        runs = attach(runs, benchmarks, device)
+    runs, device = attach_where_weighted(store, runs, weights, args.bench_device)
+    if device:
         print(f"inference cost measured on: {device}", file=sys.stderr)
     result = score(runs, weights, args.normalization, args.alpha)
     bench_columns = [r.column for r in benchmarked if r.name in result.weights]

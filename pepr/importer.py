@@ -21,8 +21,8 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
-from pepr.errors import PeprError
-from pepr.paper import _parse_csv, _read_source
+from pepr.errors import PeprError, control_character
+from pepr.paper import INT64_MAX, _parse_csv, _read_source
 from pepr.store import RunStore, job_key
 
 # unit -> (multiply, divide): value * multiply / divide is the value in the column's unit.
@@ -271,6 +271,24 @@ def _numbers(text: pd.Series, column: str, name: str, errors: list) -> pd.Series
     return values.where(~bad)
 
 
+def _whole_numbers(text: pd.Series, values: pd.Series, column: str, name: str, errors: list) -> pd.Series:
+    """Whole numbers parsed exactly (not through a float) that fit a 64-bit integer."""
+    whole = []
+    for row, number in values.items():
+        if pd.isna(number):
+            whole.append(None)
+            continue
+        try:
+            value = int(text[row])
+        except ValueError:
+            value = int(number) if float(number).is_integer() else None
+        if value is None or not 0 <= value <= INT64_MAX:
+            errors.append((row, f"{_where(name, row, column)}: {text[row]} is not a whole number of at most {INT64_MAX}"))
+            value = None
+        whole.append(value)
+    return pd.Series(whole, index=values.index, dtype="Int64")
+
+
 def _convert_column(raw: pd.Series, spec: ColumnMap, name: str, errors: list) -> pd.Series:
     """One mapped column converted into its run column's type and unit; problems appended to
     `errors` as (row, message), the first of each kind only."""
@@ -281,6 +299,11 @@ def _convert_column(raw: pd.Series, spec: ColumnMap, name: str, errors: list) ->
         if missing.any():
             errors.append((missing.idxmax(), f"{_where(name, missing.idxmax(), spec.column)}: empty ({spec.field} is required)"))
     if kind.kind == "text":
+        bad = text.map(lambda value: control_character(value) is not None)
+        if bad.any():
+            row = bad.idxmax()
+            char = control_character(text[row])
+            errors.append((row, f"{_where(name, row, spec.column)}: control character U+{ord(char):04X} in {text[row]!r}"))
         return text.where(~missing, None).astype(object)
     if kind.kind == "flag":
         lowered = text.str.lower()
@@ -293,11 +316,7 @@ def _convert_column(raw: pd.Series, spec: ColumnMap, name: str, errors: list) ->
         return values.astype("boolean")
     values = _numbers(text, spec.column, name, errors)
     if kind.kind == "integer":
-        fractional = values.notna() & (values != values.round())
-        if fractional.any():
-            row = fractional.idxmax()
-            errors.append((row, f"{_where(name, row, spec.column)}: {text[row]} is not a whole number"))
-        return values.astype("Int64") if not fractional.any() else values
+        return _whole_numbers(text, values, spec.column, name, errors)
     unit = spec.unit or kind.default_unit
     multiply, divide = kind.units[unit]
     if multiply != 1:

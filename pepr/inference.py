@@ -19,7 +19,6 @@ from pepr.resources import RESOURCES
 LATENCY = RESOURCES["infer_latency"].column
 ENERGY = RESOURCES["infer_energy"].column
 # What `attach` adds to each run: the two resources and where they come from.
-ATTACHED = (LATENCY, ENERGY, "bench_device", "bench_image_size", "bench_batch_size")
 
 
 def architecture(model: str) -> str:
@@ -106,3 +105,16 @@ def attach(runs: pd.DataFrame, benchmarks: pd.DataFrame, device: str) -> pd.Data
         "bench_image_size": arch.map(largest["image_size"]).where(benched).astype("Int64"),
         "bench_batch_size": arch.map(largest["batch_size"]).where(benched).astype("Int64"),
     })
+
+
+def attach_where_weighted(store, runs: pd.DataFrame, weights, device_name: str | None):
+    """`runs` with inference costs attached when a benchmarked resource is weighted or a device
+    is named; returns (runs, the device used or None)."""
+    if not device_name and not any(RESOURCES[name].benchmarked for name in weights):
+        return runs, None
+    benchmarks = store.benchmarks()
+    try:
+        device = choose_device(benchmarks, device_name)
+    except PeprError as error:
+        raise PeprError(f"{store.path}: {error}") from None
+    return attach(runs, benchmarks, device), device

@@ -19,6 +19,7 @@ import pandas as pd
 
 from pepr import __version__
 from pepr.errors import PeprError
+from pepr.inference import attach_where_weighted
 from pepr.resources import RESOURCES, readable_unit
 from pepr.score import normalize_weights, pareto_front, score
 from pepr.store import RunStore, is_estimate
@@ -391,15 +392,19 @@ def report_files(report: Report) -> dict[str, bytes]:
 
 
 def write_report(
-    db, experiment: str, out, weights: Mapping[str, float], normalization: str = "minmax", alpha: float = 1.0
+    db, experiment: str, out, weights: Mapping[str, float], normalization: str = "minmax",
+    alpha: float = 1.0, bench_device: str | None = None,
 ) -> list[Path]:
-    """Write the report of `experiment` in database `db` into folder `out`; returns the paths."""
+    """Write the report of `experiment` in database `db` into folder `out`; returns the paths.
+    Inference costs come from the benchmarks of `bench_device` (see `pepr score`)."""
     try:
         import vl_convert  # noqa: F401  (altair renders through it)
     except ImportError:
         raise PeprError("pepr report renders figures with vl-convert-python: pip install 'pepr[report]'") from None
     normalize_weights(weights)
-    report = build_report(RunStore(db).runs(), experiment, weights, normalization, alpha, source=str(db))
+    store = RunStore(db)
+    runs, _ = attach_where_weighted(store, store.runs(), weights, bench_device)
+    report = build_report(runs, experiment, weights, normalization, alpha, source=str(db))
     files = report_files(report)
     folder = Path(out)
     if folder.exists() and not folder.is_dir():

@@ -313,8 +313,11 @@ VALUES = [
     ("acc_pct", "101", [], "row 3, column acc_pct: performance 1.01 is outside [0, 1]"),
     ("c_g", "-5", ["--map", "co2=c_g:g"], "row 3, column c_g: co2 -5 is negative"),
     ("name", "", [], "row 3, column name: empty (model is required)"),
-    ("n_params", "1.5", ["--map", "params=n_params"], "row 3, column n_params: 1.5 is not a whole number"),
+    ("n_params", "1.5", ["--map", "params=n_params"], "row 3, column n_params: 1.5 is not a whole number of at most"),
     ("pretrained", "maybe", ["--map", "pretrained=pretrained"], "row 3, column pretrained: 'maybe' is not true/false"),
+    ("n_params", "1e20", ["--map", "params=n_params"], "row 3, column n_params: 1e20 is not a whole number of at most 9223372036854775807"),
+    ("name", "res\u202enet", [], "row 3, column name: control character U+202E"),
+    ("name", "a\x00b", [], "row 3, column name: control character U+0000"),
 ]
 
 
@@ -446,3 +449,14 @@ def test_a_mapped_field_wins_over_codecarbon(emissions_csv, tmp_path):
                      experiment="cc", emissions=read_table(emissions_csv), join="experiment_id=run")
     assert result.errors == [] and list(result.runs["train_time_s"]) == [7200.0, 3600.0]
     assert result.runs["energy_kwh"].gt(0).all()  # the rest still comes from CodeCarbon
+
+
+def test_whole_numbers_are_stored_exactly_not_through_a_float(tmp_path):
+    path, db = tmp_path / "r.csv", tmp_path / "runs.duckdb"
+    frame = pd.DataFrame(TABLE).astype(object)
+    frame["n_params"] = ["12345678901234567", "1e6"]  # a float would store ...568
+    write(frame, path)
+    assert run("import", path, "--db", db, *BASE, "--map", "params=n_params", "--experiment-name", "x") == 0
+    stored = RunStore(db).runs()
+    assert dict(zip(stored["model"], stored["params"].astype(int))) == {
+        "resnet18": 12345678901234567, "vit_tiny": 1_000_000}
