@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -13,7 +14,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from pepr.errors import PeprError
+from pepr.cli_frame import Parser, run_command
+from pepr.errors import PeprError, check_name
 
 AMP_MODES = ("off", "fp16", "bf16")
 
@@ -41,29 +43,51 @@ examples:
   # 4 GPUs: one process per GPU, one file each, then combine
   for i in 0 1 2 3; do pepr-agent run ... --shard $i/4 --device cuda:$i --db part$i.duckdb & done
   pepr merge part*.duckdb --into all.duckdb
-  # or a Slurm job array: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
+  # or a Slurm job array of 16 tasks, one GPU each, merged into runs.duckdb after it
+  pepr-agent slurm ... --tasks 16 --gres gpu:1 --db runs.duckdb --submit
 
 datasets: 'digits' (bundled, offline), a MedMNIST 2D name (e.g. dermamnist, pneumoniamnist;
 downloaded into --data-dir at the smallest published size >= --image-size), a .npz file in
 MedMNIST's layout (train_images, train_labels, val_..., test_...), or an image folder laid out
 as root/{train,val,test}/<class>/<image>.
 
-exit status: 0 all jobs ok, 1 some job failed, 2 bad input (nothing recorded),
-130/143 stopped by SIGINT/SIGTERM (the current job is recorded 'interrupted').
+exit status: 0 all jobs ok, 1 some job failed or an unexpected error (--debug: traceback),
+2 bad input (one line, nothing recorded), 130/143 stopped by SIGINT/SIGTERM (the current job
+is recorded 'interrupted'), 141 the output's reader went away.
 Output: one JSON line per finished job on stdout (or --log), progress bars on stderr."""
 
 
-def _list(kind=str):
+INT32_MAX = 2**31 - 1  # counts and seeds are stored as 32-bit integers
+
+
+def _list(kind=str, what="a comma-separated list"):
     def parse(text: str):
         try:
-            return [kind(item.strip()) for item in text.split(",") if item.strip()]
+            values = [kind(item.strip()) for item in text.split(",") if item.strip()]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+            values = []
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return values
     return parse
 
 
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= INT32_MAX:
+        raise ValueError(text)
+    return value
+
+
+def _label(text: str) -> str:
+    try:
+        return check_name(text, "a label")
+    except PeprError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _regimes(text: str) -> list[bool]:
-    values = _list()(text)
+    values = _list(str, "scratch and/or pretrained")(text)
     bad = [v for v in values if v not in ("scratch", "pretrained")]
     if bad or not values:
         raise argparse.ArgumentTypeError(f"expected scratch and/or pretrained, got {text!r}")
@@ -71,8 +95,8 @@ def _regimes(text: str) -> list[bool]:
 
 
 def _fractions(text: str) -> list[float]:
-    values = _list(float)(text)
-    if not values or not all(0 < v <= 1 for v in values):
+    values = _list(float, "comma-separated fractions in (0, 1]")(text)
+    if not all(0 < v <= 1 for v in values):
         raise argparse.ArgumentTypeError(f"fractions must lie in (0, 1], got {text!r}")
     return values
 
@@ -83,38 +107,38 @@ def _param_range(text: str) -> tuple[float, float]:
         low, high = float(match[1]), float(match[2])
     except (TypeError, ValueError):
         raise argparse.ArgumentTypeError(f"expected MIN:MAX, e.g. 1e6:25e6, got {text!r}")
-    if not 0 <= low <= high:
-        raise argparse.ArgumentTypeError(f"expected 0 <= MIN <= MAX, got {text!r}")
+    if not (0 <= low <= high and math.isfinite(high)):
+        raise argparse.ArgumentTypeError(f"expected finite 0 <= MIN <= MAX, got {text!r}")
     return low, high
 
 
 def _positive(kind):
+    """A finite number > 0; for `int`, a whole number that fits the database's INTEGER."""
+    whole = kind is int
+
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+            expected = "a whole number" if whole else "a number"
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not (math.isfinite(value) and 0 < value <= (INT32_MAX if whole else math.inf)):
+            bound = f"a whole number from 1 to {INT32_MAX}" if whole else "a finite number > 0"
+            raise argparse.ArgumentTypeError(f"expected {bound}, got {text!r}")
         return value
     return parse
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise PeprError(message)
 
 
 def parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     """The `pepr-agent` parser and its `run` subcommand's parser."""
     top = Parser(prog="pepr-agent", description=DESCRIPTION,
                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = top.add_subparsers(dest="command", required=True, metavar="run")
+    commands = top.add_subparsers(dest="command", required=True, metavar="{run,bench,slurm}",
+                                  parser_class=Parser)
     run = commands.add_parser(
         "run", help="plan, train and measure a sweep", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.error = top.error
     what = run.add_argument_group("what to train")
     what.add_argument("--models", type=_list(), action="extend", default=[], metavar="A,B",
                       help="timm model names, comma-separated (repeatable)")
@@ -135,9 +159,10 @@ def parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     what.add_argument("--fractions", type=_fractions, default=[1.0], metavar="F",
                       help="training-data fractions, e.g. 1,0.1 (the paper's 10%% regime); "
                            "the subset is the same for every model (default 1)")
-    what.add_argument("--seeds", type=_list(int), default=[0], metavar="S",
+    what.add_argument("--seeds", type=_list(_seed, f"comma-separated seeds from 0 to {INT32_MAX}"),
+                      default=[0], metavar="S",
                       help="seeds, e.g. 0,1,2 (default 0)")
-    what.add_argument("--experiment", metavar="LABEL",
+    what.add_argument("--experiment", type=_label, metavar="LABEL",
                       help="experiment label (normalisation group) for every job; default "
                            "DATASET[_pt][_fFRACTION], e.g. digits_pt_f0.1")
     how = run.add_argument_group("how to train (defaults: the paper's protocol)")
@@ -153,6 +178,11 @@ def parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     how.add_argument("--amp", choices=AMP_MODES, default="off",
                      help="mixed precision: off (default, the paper's protocol), fp16 (with a "
                           "gradient scaler; CUDA only) or bf16 (CUDA or CPU)")
+    how.add_argument("--cudnn-benchmark", action="store_true",
+                     help="let cuDNN time its algorithms for each input shape: often faster, "
+                          "but its trials raise peak GPU memory (off by default; recorded)")
+    how.add_argument("--deterministic", action="store_true",
+                     help="deterministic algorithms only: reproducible, often slower (recorded)")
     how.add_argument("--device", default="auto", metavar="DEV",
                      help="auto, cpu, cuda or cuda:N (default auto)")
     where = run.add_argument_group("measurement and output")
@@ -171,6 +201,10 @@ def parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     where.add_argument("--config", metavar="FILE",
                        help="TOML file of defaults for these flags (keys like batch_size); "
                             "flags on the command line win")
+    from agent import bench, slurm
+
+    bench.add_parser(commands, top, _positive, _list, _param_range)
+    slurm.add_parser(commands, run)
     return top, run
 
 
@@ -178,7 +212,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     """Parse the command line, with defaults from --config when given."""
     top, run = parser()
     args = top.parse_args(argv)
-    if args.config:
+    if getattr(args, "config", None):
         given = args
         run.set_defaults(**config_defaults(args.config, run))
         args = top.parse_args(argv)
@@ -189,51 +223,55 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def config_defaults(path: str, run: argparse.ArgumentParser) -> dict:
-    """Flag defaults from a TOML file, each value parsed as its flag would parse it."""
+    """Flag defaults from a TOML file, each value parsed and checked as its flag would be."""
     try:
         table = tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        raise PeprError(f"--config: {path}: {error}") from None
+    except OSError as error:
+        raise PeprError(f"--config: {path}: {error.strerror or error}") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise PeprError(f"--config: {path}: not a TOML file ({error})") from None
     actions = {a.dest: a for a in run._actions}
     flags = {a.option_strings[0][2:].replace("-", "_"): a for a in run._actions if a.option_strings}
     actions.update(flags)
     defaults = {}
     for key, value in table.items():
         action = actions.get(key)
-        if action is None or key in ("config", "help"):
+        if action is None or key in ("config", "help", "debug"):
             raise PeprError(f"--config: {path}: unknown setting {key!r}")
-        if isinstance(value, list):
-            value = ",".join(map(str, value))
-        if action.type is not None:
-            try:
-                value = action.type(str(value))
-            except argparse.ArgumentTypeError as error:
-                raise PeprError(f"--config: {path}: {key}: {error}") from None
-        defaults[action.dest] = value
+        defaults[action.dest] = _config_value(action, value, f"--config: {path}: {key}")
     return defaults
+
+
+def _config_value(action: argparse.Action, value, where: str):
+    """A TOML value as its flag's value: true/false for switches, else what the flag takes."""
+    if isinstance(action, argparse._StoreTrueAction):
+        if not isinstance(value, bool):
+            raise PeprError(f"{where}: expected true or false, got {value!r}")
+        return value
+    items = value if isinstance(value, list) else [value]
+    if not items or any(isinstance(v, bool) or not isinstance(v, (str, int, float)) for v in items):
+        raise PeprError(f"{where}: expected a string, a number or a list of them, got {value!r}")
+    text = ",".join(map(str, items))
+    try:
+        parsed = action.type(text) if action.type is not None else text
+    except argparse.ArgumentTypeError as error:
+        raise PeprError(f"{where}: {error}") from None
+    if action.choices is not None and parsed not in action.choices:
+        raise PeprError(f"{where}: expected one of {', '.join(action.choices)}, got {value!r}")
+    return parsed
 
 
 def plan_jobs(args):
     """The jobs this process runs (after sharding), checked against timm."""
     from agent import plan
 
-    models = list(args.models)
-    if args.models_file:
-        models += plan.read_model_file(args.models_file)
-    if (args.param_range is None) != (args.sample is None):
-        raise PeprError("--param-range and --sample go together")
-    if args.param_range:
-        low, high = args.param_range
-        models += plan.sample_models(low, high, args.sample, args.sample_seed,
-                                     pretrained=any(args.regimes))
-    if not models:
-        raise PeprError("no models: give --models, --models-file or --param-range with --sample")
-    plan.check_models(models)
+    models = plan.models_from_flags(args, pretrained=any(args.regimes))
     shard = plan.parse_shard(args.shard) if args.shard else None
     jobs = plan.expand(
-        list(dict.fromkeys(models)), args.datasets, args.regimes, args.fractions, args.seeds,
+        models, args.datasets, args.regimes, args.fractions, args.seeds,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
         image_size=args.image_size, amp=args.amp, experiment=args.experiment,
+        cudnn_benchmark=args.cudnn_benchmark, deterministic=args.deterministic,
     )
     return plan.shard(jobs, *shard) if shard else jobs
 
@@ -244,9 +282,13 @@ def run(args) -> int:
 
     from agent.plan import check_protocol
 
+    store = RunStore(args.db)
+    try:
+        store.check()
+    except PeprError as error:
+        raise PeprError(f"--db: {error}") from None
     jobs = plan_jobs(args)
     country = check_country(args.country)
-    store = RunStore(args.db)
     if store.exists():
         check_protocol(jobs, store.runs(experiments=sorted({job.experiment for job in jobs})))
     if args.dry_run:
@@ -263,6 +305,8 @@ def run(args) -> int:
     from agent.train import resolve_device
 
     device = resolve_device(args.device)
+    if args.amp == "fp16" and device.type != "cuda":
+        raise PeprError("--amp fp16 needs a CUDA device; on the CPU use --amp bf16")
     for dataset in dict.fromkeys(job.dataset for job in jobs):
         load(dataset, args.data_dir, args.image_size)
     try:
@@ -284,19 +328,25 @@ def run(args) -> int:
         if log is not sys.stdout:
             log.close()
     if not args.quiet:
+        held = f", {counts['held']} held by another agent" if counts["held"] else ""
         print(f"pepr-agent: {counts['ok']} ok, {counts['failed']} failed, "
-              f"{counts['skipped']} already done", file=sys.stderr)
+              f"{counts['skipped']} already done{held}", file=sys.stderr)
     return 1 if counts["failed"] else 0
 
 
+def _main(argv: list[str]) -> int:
+    args = parse(argv)
+    if args.command == "bench":
+        from agent.bench import bench
+
+        return bench(args)
+    if args.command == "slurm":
+        from agent.slurm import command
+
+        return command(args, argv)
+    return run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """The console entry point; returns the exit status."""
-    try:
-        args = parse(sys.argv[1:] if argv is None else argv)
-        return run(args)
-    except PeprError as error:
-        print(f"pepr-agent: {error}", file=sys.stderr)
-        return error.exit_code
-    except KeyboardInterrupt:
-        print("pepr-agent: interrupted before training started", file=sys.stderr)
-        return 130
+    """The console entry point; returns the exit status (see `pepr.cli_frame`)."""
+    return run_command("pepr-agent", _main, argv)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,9 @@ def subsample(n: int, fraction: float) -> np.ndarray:
 def load(spec: str, data_dir: str, image_size: int) -> Data:
     """Load and resize a dataset; PeprError naming the spec when it cannot be used."""
     path = Path(spec)
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]+://", spec):
+        raise PeprError(f"--datasets: {spec}: URLs are not read; give digits, a MedMNIST name, "
+                        "a .npz file or an image folder")
     if spec == "digits":
         arrays = _digits()
     elif spec.endswith(".npz"):
@@ -82,6 +86,8 @@ def _check_split(spec: str, split: str, x: np.ndarray, y: np.ndarray):
         raise PeprError(
             f"{spec}: {split}_images must be shaped (N, H, W) or (N, H, W, 1|3), got {x.shape}"
         )
+    if 0 in x.shape:
+        raise PeprError(f"{spec}: {split}_images is empty (shaped {x.shape})")
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
@@ -93,7 +99,7 @@ def _check_split(spec: str, split: str, x: np.ndarray, y: np.ndarray):
     if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
         raise PeprError(f"{spec}: {split}_labels must be non-negative integers")
     if x.dtype != np.uint8:
-        if not np.issubdtype(x.dtype, np.floating) or x.min() < 0 or x.max() > 1:
+        if not np.issubdtype(x.dtype, np.floating) or not (np.isfinite(x).all() and x.min() >= 0 and x.max() <= 1):
             raise PeprError(f"{spec}: {split}_images must be uint8 or floats in [0, 1]")
         x = np.round(x * 255).astype(np.uint8)
     return np.ascontiguousarray(x), y.astype(np.int64)
@@ -135,9 +141,21 @@ def _digits() -> dict:
     }
 
 
+ZIP_MAGIC = b"PK\x03\x04"  # an .npz is a zip archive of .npy files
+
+
 def _npz(path: Path) -> dict:
+    if path.is_dir():
+        raise PeprError(f"{path}: a folder, not a .npz file")
     if not path.is_file():
         raise PeprError(f"{path}: no such dataset file")
+    try:
+        with path.open("rb") as file:
+            head = file.read(len(ZIP_MAGIC))
+    except OSError as error:
+        raise PeprError(f"{path}: cannot be read ({error.strerror})") from None
+    if head != ZIP_MAGIC:
+        raise PeprError(f"{path}: not a .npz file (not a zip archive of arrays)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [
@@ -149,8 +167,13 @@ def _npz(path: Path) -> dict:
             return {name: archive[name] for name in archive.files}
     except PeprError:
         raise
-    except Exception as error:
+    except ValueError as error:
+        if "pickle" in str(error):
+            raise PeprError(f"{path}: holds Python objects (pickles), which are never loaded; "
+                            "store plain numeric arrays") from None
         raise PeprError(f"{path}: not a readable .npz file ({error})") from None
+    except Exception as error:
+        raise PeprError(f"{path}: not a readable .npz file ({type(error).__name__}: {error})") from None
 
 
 def _folder(root: Path, image_size: int) -> dict:
@@ -212,7 +235,10 @@ def _medmnist(flag: str, data_dir: Path, image_size: int) -> dict:
         raise PeprError(f"--datasets: {flag} is a {info['task']} task; only single-label works")
     size = next((s for s in MEDMNIST_SIZES if s >= image_size), MEDMNIST_SIZES[-1])
     file = data_dir / (f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz")
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PeprError(f"--data-dir: {data_dir}: {error.strerror or error}") from None
     cls = getattr(medmnist, info["python_class"])
     arrays = {}
     try:

@@ -1,9 +1,9 @@
 """Energy and CO2 with CodeCarbon's offline tracker, host and GPU memory peaks.
 
 Every tracker argument is given explicitly, so no `.codecarbon.config` file or `CODECARBON_*`
-environment variable can change what is measured. Tracking mode is `process`: where CPU and RAM
-power must be estimated, only this process's share is counted, so several agents sharing a node
-(one per GPU) do not each count the whole machine; RAPL and GPU counters read the device.
+environment variable can change what is measured. Tracking mode is `process`: the CPU-load and
+RAM estimates count only this process's share; RAPL, TDP estimates and GPU readings cover the
+whole device, so each part records its scope (see `Energy`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import logging
 import os
 from pathlib import Path
 
+from agent import codecarbon_adapter
 from pepr.errors import PeprError
 
 POWER_SAMPLE_SECS = 1.0
@@ -21,18 +22,46 @@ TRACKING_MODE = "process"
 
 @dataclasses.dataclass(frozen=True)
 class Energy:
-    """What a tracker measured: kWh per part, CO2 and how each part was obtained."""
+    """What a tracker measured: kWh per part, CO2, how and over what each part was measured.
 
-    total_kwh: float
-    cpu_kwh: float
-    gpu_kwh: float
-    ram_kwh: float
-    co2_kg: float
+    A part that does not exist (`none`) or that the tracker never sampled (`not-sampled`, a run
+    shorter than its first sample) is None, never 0; the total and CO2 are None then too.
+    Scope: `process` (this process's share), `device` (the whole device, other work on it
+    included), `device-shared` (other processes were seen on the GPU), `mig-whole-gpu` (the
+    counter of the physical GPU, shared by all its MIG slices).
+    """
+
+    total_kwh: float | None
+    cpu_kwh: float | None
+    gpu_kwh: float | None
+    ram_kwh: float | None
+    co2_kg: float | None
     country: str
     carbon_intensity: float | None  # g CO2eq / kWh
     cpu_method: str
     gpu_method: str
     ram_method: str
+    cpu_scope: str | None
+    gpu_scope: str | None
+    ram_scope: str | None
+
+    def fields(self) -> dict:
+        """The run columns this fills."""
+        return {
+            "energy_kwh": self.total_kwh,
+            **{f"energy_{part}_kwh": getattr(self, f"{part}_kwh") for part in PARTS},
+            **{f"energy_{part}_method": getattr(self, f"{part}_method") for part in PARTS},
+            **{f"energy_{part}_scope": getattr(self, f"{part}_scope") for part in PARTS},
+            "co2_kg": self.co2_kg,
+            "country": self.country,
+            "carbon_intensity": self.carbon_intensity,
+        }
+
+
+PARTS = ("cpu", "gpu", "ram")
+# Methods that count only this process's share (CodeCarbon's process mode); the rest read
+# the whole device.
+PROCESS_SCOPED = {"cpu-load-estimate", "ram-estimate"}
 
 
 def check_country(code: str) -> str:
@@ -45,77 +74,84 @@ def check_country(code: str) -> str:
     return code
 
 
-def cpu_method(cpu) -> str:
-    """Our method name for CodeCarbon's CPU hardware object."""
-    from codecarbon.external.hardware import CPU, AppleSiliconChip, Raspberry
+@dataclasses.dataclass(frozen=True)
+class NvmlGpu:
+    """A torch CUDA device as NVML knows it: the physical GPU's index, and its MIG slice."""
 
-    if isinstance(cpu, AppleSiliconChip):
-        return "powermetrics"
-    if isinstance(cpu, Raspberry):
-        return "pmic"
-    if not isinstance(cpu, CPU):
-        return "none"
-    mode = cpu._mode
-    if mode in ("intel_rapl", "windows_emi"):
-        return "rapl"
-    if mode == "intel_power_gadget":
-        return "power-gadget"
-    if mode == "cpu_load":
-        return "cpu-load-estimate"
-    return "constant-estimate" if cpu._is_generic_tdp else "tdp-estimate"
+    index: int
+    uuid: str  # the device torch uses: the GPU's, or the MIG slice's
+    mig: bool
 
 
-def gpu_method(gpu) -> str:
-    """`gpu-energy-counter` when every tracked GPU read its energy counter throughout."""
-    from codecarbon.external.hardware import GPU, AppleSiliconChip
-
-    if isinstance(gpu, AppleSiliconChip):
-        return "powermetrics"
-    ids = gpu._get_gpu_ids() if isinstance(gpu, GPU) else []
-    devices = [d for d in gpu.devices.devices if d.gpu_index in ids] if ids else []
-    if not devices:
-        return "none"
-    if all(d._has_counter and not d._use_power_fallback for d in devices):
-        return "gpu-energy-counter"
-    return "gpu-power-samples"
+def _bare_uuid(uuid) -> str:
+    text = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
+    return text.lower().removeprefix("gpu-").removeprefix("mig-")
 
 
-def ram_method(ram) -> str:
-    from codecarbon.external.hardware import Raspberry
+def find_nvml_gpu(device) -> NvmlGpu:
+    """The NVML GPU behind a torch CUDA device, matched by UUID, MIG slices included.
 
-    if ram is None:
-        return "none"
-    return "pmic" if isinstance(ram, Raspberry) else "ram-estimate"
-
-
-def nvml_index(device) -> int:
-    """The NVML index of a torch CUDA device, matched by UUID.
-
-    NVML numbers GPUs ignoring CUDA_VISIBLE_DEVICES, so torch's index may differ.
+    NVML numbers physical GPUs ignoring CUDA_VISIBLE_DEVICES, so torch's index may differ.
     """
     import pynvml
     import torch
 
-    def bare(uuid) -> str:
-        text = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
-        return text.lower().removeprefix("gpu-").removeprefix("mig-")
-
-    uuid = bare(torch.cuda.get_device_properties(device).uuid)
+    uuid = _bare_uuid(torch.cuda.get_device_properties(device).uuid)
     pynvml.nvmlInit()
     for index in range(pynvml.nvmlDeviceGetCount()):
-        if bare(pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(index))) == uuid:
-            return index
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        if _bare_uuid(pynvml.nvmlDeviceGetUUID(handle)) == uuid:
+            return NvmlGpu(index, uuid, mig=False)
+        for slice_uuid in _mig_uuids(pynvml, handle):
+            if _bare_uuid(slice_uuid) == uuid:
+                return NvmlGpu(index, uuid, mig=True)
     raise RuntimeError(f"cannot find {device} (UUID {uuid}) in NVML to measure its energy")
 
 
-class EnergyMeter:
-    """A started CodeCarbon offline tracker pinned to one device; `stop()` returns `Energy`."""
+def _mig_uuids(pynvml, handle) -> list:
+    """UUIDs of the MIG slices of a GPU (none where MIG is off or unsupported)."""
+    try:
+        current, _ = pynvml.nvmlDeviceGetMigMode(handle)
+        if current != pynvml.NVML_DEVICE_MIG_ENABLE:
+            return []
+        count = pynvml.nvmlDeviceGetMaxMigDeviceCount(handle)
+    except pynvml.NVMLError:
+        return []
+    uuids = []
+    for slot in range(count):
+        try:
+            uuids.append(pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)))
+        except pynvml.NVMLError:  # an empty slot
+            continue
+    return uuids
 
-    def __init__(self, country: str, gpu_index: int | None, carbon_intensity: float | None = None):
+
+def gpu_processes(index: int) -> int | None:
+    """How many processes compute on the NVML GPU now (None where NVML cannot tell)."""
+    import pynvml
+
+    try:
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        return len(pynvml.nvmlDeviceGetComputeRunningProcesses(handle))
+    except pynvml.NVMLError:
+        return None
+
+
+class EnergyMeter:
+    """A started CodeCarbon offline tracker pinned to one device; `stop()` returns `Energy`.
+
+    Energy comes through CodeCarbon's output-handler interface; how each part was measured
+    through `agent.codecarbon_adapter`, the one place that reads CodeCarbon's internals.
+    """
+
+    def __init__(self, country: str, gpu: NvmlGpu | None, carbon_intensity: float | None = None):
         from codecarbon import OfflineEmissionsTracker
 
         logging.getLogger("codecarbon").setLevel(logging.ERROR)
         self.country = country
+        self.gpu = gpu
+        self.carbon_intensity = carbon_intensity
+        self._totals = codecarbon_adapter.LastTotals()
         self._tracker = OfflineEmissionsTracker(
             country_iso_code=country,
             region=None,
@@ -135,13 +171,13 @@ class EnergyMeter:
             output_dir=os.getcwd(),
             output_file="emissions.csv",
             output_methods=[],
-            output_handlers=[],
+            output_handlers=[self._totals],
             logging_logger=None,
             prometheus_url=None,
             on_csv_write="append",
             logger_preamble="",
             metadata=None,
-            gpu_ids=[] if gpu_index is None else [gpu_index],
+            gpu_ids=[] if gpu is None else [gpu.index],
             tracking_mode=TRACKING_MODE,
             log_level="error",
             force_cpu_power=None,
@@ -154,53 +190,99 @@ class EnergyMeter:
             rapl_include_dram=False,
             rapl_prefer_psys=False,
         )
-        # CodeCarbon swallows its own exceptions; check that it really started.
-        if not hasattr(self._tracker, "_scheduler"):
+        if not codecarbon_adapter.was_created(self._tracker):
             raise RuntimeError("CodeCarbon's tracker could not be created")
+        self._shared = gpu is not None and (gpu_processes(gpu.index) or 0) > 1
         self._tracker.start()
-        if self._tracker._start_time is None:
+        if not codecarbon_adapter.is_running(self._tracker):
             raise RuntimeError("CodeCarbon's tracker did not start")
-        gpu = {_chip(h): h for h in self._tracker._hardware}.get("GPU")
-        if gpu_index is not None and gpu_method(gpu) == "none":
-            self.close()
-            raise RuntimeError(f"CodeCarbon cannot measure the energy of GPU {gpu_index} (NVML)")
+        try:
+            # The first flush in a process loads CodeCarbon's emissions data (~0.1 s): pay it
+            # now, not in the first job's first epoch (on an H200 it ran 1.4x slower).
+            self._tracker.flush()
+            if gpu is not None and codecarbon_adapter.part_methods(self._tracker)["gpu"] == "none":
+                raise RuntimeError(f"CodeCarbon cannot measure the energy of GPU {gpu.index} (NVML)")
+        except BaseException:
+            self.close()  # no tracker thread outlives a meter that failed to start
+            raise
 
     def energy_kwh(self) -> float:
         """Energy used since start, measured now (for per-epoch curves)."""
         self._tracker.flush()
-        return self._tracker._total_energy.kWh
+        return self._totals.total.energy_consumed
 
     def stop(self) -> Energy:
-        """Stop tracking and report what was measured and how."""
-        tracker = self._tracker
-        tracker.stop()
-        data = getattr(tracker, "final_emissions_data", None)
-        if data is None:
+        """Stop tracking and report what was measured, how, and over what."""
+        if self.gpu is not None:
+            self._shared = self._shared or (gpu_processes(self.gpu.index) or 0) > 1
+        self._tracker.stop()
+        data = self._totals.total
+        if data is None or codecarbon_adapter.is_running(self._tracker):
             raise RuntimeError("CodeCarbon's tracker did not report its measurements")
-        part = {_chip(h): h for h in tracker._hardware}.get
-        total = data.energy_consumed
-        return Energy(
-            total_kwh=total,
-            cpu_kwh=data.cpu_energy,
-            gpu_kwh=data.gpu_energy,
-            ram_kwh=data.ram_energy,
-            co2_kg=data.emissions,
-            country=self.country,
-            carbon_intensity=data.emissions * 1000 / total if total > 0 else None,
-            cpu_method=cpu_method(part("CPU")),
-            gpu_method=gpu_method(part("GPU")),
-            ram_method=ram_method(part("RAM")),
-        )
+        methods = codecarbon_adapter.part_methods(self._tracker)
+        return energy_from_totals(data, methods, self.country, self.carbon_intensity,
+                                  self._gpu_scope())
+
+    def _gpu_scope(self) -> str:
+        if self.gpu is not None and self.gpu.mig:
+            return "mig-whole-gpu"
+        return "device-shared" if self._shared else "device"
 
     def close(self) -> None:
         """Stop the tracker's threads if still running (after an error)."""
-        if self._tracker._start_time is not None:
+        if codecarbon_adapter.is_running(self._tracker):
             self._tracker.stop()
 
 
-def _chip(hardware) -> str:
-    """CPU, GPU or RAM: which part a CodeCarbon hardware object measures."""
-    return getattr(hardware, "chip_part", None) or type(hardware).__name__
+class NullMeter:
+    """A meter that measures nothing: the baseline of the overhead benchmarks."""
+
+    def __init__(self, *args):
+        pass
+
+    def energy_kwh(self) -> float:
+        return 0.0
+
+    def stop(self) -> Energy:
+        return Energy(None, None, None, None, None, "", None, "none", "none", "none",
+                      None, None, None)
+
+    def close(self) -> None:
+        pass
+
+
+def energy_from_totals(data, methods: dict[str, str], country: str,
+                       carbon_intensity: float | None, gpu_scope: str = "device") -> Energy:
+    """`Energy` from CodeCarbon's final totals (an `EmissionsData`) and each part's method."""
+    kwh = {"cpu": data.cpu_energy, "gpu": data.gpu_energy, "ram": data.ram_energy}
+    for part in PARTS:
+        if methods[part] == "none":
+            kwh[part] = None
+        elif not kwh[part] > 0 and data.duration > 0:  # the run ended before a first sample
+            kwh[part], methods = None, {**methods, part: "not-sampled"}
+    complete = all(kwh[p] is not None for p in PARTS if methods[p] != "none")
+    total = data.energy_consumed
+    scopes = {
+        part: None if kwh[part] is None
+        else "process" if methods[part] in PROCESS_SCOPED
+        else gpu_scope if part == "gpu" else "device"
+        for part in PARTS
+    }
+    return Energy(
+        total_kwh=total if complete else None,
+        cpu_kwh=kwh["cpu"],
+        gpu_kwh=kwh["gpu"],
+        ram_kwh=kwh["ram"],
+        co2_kg=data.emissions if complete else None,
+        country=country,
+        carbon_intensity=data.emissions * 1000 / total if total > 0 else carbon_intensity,
+        cpu_method=methods["cpu"],
+        gpu_method=methods["gpu"],
+        ram_method=methods["ram"],
+        cpu_scope=scopes["cpu"],
+        gpu_scope=scopes["gpu"],
+        ram_scope=scopes["ram"],
+    )
 
 
 def reset_host_peak() -> bool:

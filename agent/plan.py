@@ -32,15 +32,21 @@ class Job:
     experiment: str
     optimizer: str = "adam"
     metric: str = "test_accuracy"
+    cudnn_benchmark: bool = False  # let cuDNN time algorithms per shape (faster, more memory)
+    deterministic: bool = False  # deterministic algorithms only (slower, reproducible)
 
     def config(self) -> dict:
         """The job's settings as a JSON-able dict (what the job key hashes).
 
-        `amp` off is hashed as `false`, as before modes existed, so old jobs keep their keys.
+        Settings added later are hashed only when not at their default, and `amp` off as
+        `false` as before modes existed, so old jobs keep their keys.
         """
         config = dataclasses.asdict(self)
         if config["amp"] == "off":
             config["amp"] = False
+        for name in ("cudnn_benchmark", "deterministic"):
+            if not config[name]:
+                del config[name]
         return config
 
     @property
@@ -78,6 +84,8 @@ def expand(
     image_size: int,
     amp: str,
     experiment: str | None = None,
+    cudnn_benchmark: bool = False,
+    deterministic: bool = False,
 ) -> list[Job]:
     """Every combination, dataset-major (so a dataset is loaded once), duplicates dropped."""
     jobs = [
@@ -93,6 +101,8 @@ def expand(
             image_size=image_size,
             amp=amp,
             experiment=experiment or default_experiment(dataset, pt, fraction),
+            cudnn_benchmark=cudnn_benchmark,
+            deterministic=deterministic,
         )
         for dataset in datasets
         for pt in pretrained
@@ -104,7 +114,8 @@ def expand(
 
 
 # The settings that every run of one experiment must share to be compared fairly.
-PROTOCOL = ("epochs", "batch_size", "learning_rate", "image_size", "optimizer", "amp")
+PROTOCOL = ("epochs", "batch_size", "learning_rate", "image_size", "optimizer", "amp",
+            "cudnn_benchmark", "deterministic")
 
 
 def check_protocol(jobs: Sequence[Job], stored) -> None:
@@ -163,6 +174,8 @@ def read_model_file(path: str) -> list[str]:
         lines = Path(path).read_text().splitlines()
     except OSError as error:
         raise PeprError(f"--models-file: {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise PeprError(f"--models-file: {path}: not a text file") from None
     return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
 
 
@@ -202,3 +215,18 @@ def sample_models(
         f"--param-range: only {len(chosen)} timm models have {low:g} to {high:g} parameters, "
         f"{count} asked for"
     )
+
+
+def models_from_flags(args, *, pretrained: bool) -> list[str]:
+    """The models named by --models, --models-file and --param-range/--sample, checked against
+    timm, duplicates dropped (with `pretrained`, only architectures timm has weights for are drawn)."""
+    models = list(args.models)
+    if args.models_file:
+        models += read_model_file(args.models_file)
+    if (args.param_range is None) != (args.sample is None):
+        raise PeprError("--param-range and --sample go together")
+    if args.param_range:
+        models += sample_models(*args.param_range, args.sample, args.sample_seed, pretrained=pretrained)
+    if not models:
+        raise PeprError("no models: give --models, --models-file or --param-range with --sample")
+    return check_models(dict.fromkeys(models))

@@ -1,19 +1,29 @@
-"""Run a planned sweep: skip jobs already ok, record every attempt, survive failures and signals."""
+"""Run a planned sweep: skip jobs already ok, record every attempt, survive failures and signals.
+
+Several agents may share one plan and one file: each job is claimed in the store before it is
+trained (its `running` row), so it is trained once. A claim is live while its owner is: on the
+same host, while its process runs; from another host, while it refreshes `heartbeat_at`.
+Claims of owners gone are taken over and their rows marked `interrupted`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 import signal
 import socket
 import sys
+import threading
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from importlib import metadata
 from typing import TextIO
 
+import pandas as pd
+import psutil
 from tqdm import tqdm
 
 from agent.data import load
@@ -87,8 +97,9 @@ def now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def base_row(job: Job, run_id: str, device: str) -> dict:
+def base_row(job: Job, run_id: str, device) -> dict:
     """The run fields known before training."""
+    started = now()
     return {
         "run_id": run_id,
         "job_key": job.key,
@@ -105,8 +116,14 @@ def base_row(job: Job, run_id: str, device: str) -> dict:
         "image_size": job.image_size,
         "amp": job.amp,
         "metric": job.metric,
-        "device": device,
+        "device": describe(device),
         "host": socket.gethostname(),
+        "pid": os.getpid(),
+        # In a job array, SLURM_JOB_ID differs per task; the array's id with the task id is
+        # what squeue and sacct show (e.g. 4242_3).
+        "slurm_job_id": os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID"),
+        "slurm_array_task_id": _int_or_none(os.environ.get("SLURM_ARRAY_TASK_ID")),
+        "gpu_uuid": gpu_uuid(device),
         "software": software(),
         "config": json.dumps(job.config(), sort_keys=True),
         "energy_tool": "codecarbon",
@@ -114,8 +131,82 @@ def base_row(job: Job, run_id: str, device: str) -> dict:
         "train_time_scope": "run",
         "source": "agent",
         "status": "running",
-        "started_at": now(),
+        "started_at": started,
+        "heartbeat_at": started,
     }
+
+
+def _int_or_none(text: str | None) -> int | None:
+    return int(text) if text and text.isdigit() else None
+
+
+def gpu_uuid(device) -> str | None:
+    """The UUID of the GPU a run trains on, as nvidia-smi prints it (GPU-...); None on a CPU."""
+    if device.type != "cuda":
+        return None
+    import torch
+
+    text = str(torch.cuda.get_device_properties(device).uuid)
+    return text if text.upper().startswith(("GPU-", "MIG-")) else f"GPU-{text}"
+
+
+HEARTBEAT_S = 30.0  # how often a training agent refreshes its claim's heartbeat_at
+STALE_AFTER_S = 600.0  # a claim from another host without a heartbeat for this long is abandoned
+
+
+def owner_gone(row: dict, *, host: str | None = None, at: datetime | None = None) -> str | None:
+    """Why the agent that holds this running row is gone, or None while it may still run.
+
+    Same host: its process has exited (or the pid now names a process started later).
+    Another host: no heartbeat for STALE_AFTER_S seconds.
+    """
+    host = host or socket.gethostname()
+    pid = None if pd.isna(row["pid"]) else int(row["pid"])
+    started = None if pd.isna(row["started_at"]) else pd.Timestamp(row["started_at"])
+    if row["host"] == host and pid is not None:
+        if pid == os.getpid():  # this process runs one sweep at a time: not its current job
+            return "agent process gone (an earlier sweep of this process)"
+        return None if _running(pid, started) else f"agent process gone (pid {pid} on {host})"
+    beat = row["heartbeat_at"] if not pd.isna(row["heartbeat_at"]) else started
+    if beat is not None and (at or now()) - pd.Timestamp(beat) < timedelta(seconds=STALE_AFTER_S):
+        return None
+    when = "ever" if beat is None else f"{pd.Timestamp(beat):%Y-%m-%d %H:%M:%S} UTC"
+    return f"no heartbeat since {when} from {row['host'] or 'an unknown host'}"
+
+
+def _running(pid: int, started: pd.Timestamp | None) -> bool:
+    """Whether `pid` runs and was started before the claim (so is not a reused pid)."""
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        created = process.create_time()
+    except psutil.Error:
+        return False
+    return started is None or created <= started.tz_localize("UTC").timestamp() + 1.0
+
+
+class Heartbeat:
+    """Refreshes a claim's heartbeat_at every HEARTBEAT_S seconds from a daemon thread."""
+
+    def __init__(self, store: RunStore, run_id: str, lock: threading.Lock):
+        self.store, self.run_id, self.lock = store, run_id, lock
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="pepr-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        while not self.stopped.wait(HEARTBEAT_S):
+            with self.lock:
+                with contextlib.suppress(StoreError):  # busy or gone: the next beat retries
+                    self.store.heartbeat(self.run_id, now())
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        self.thread.join()
 
 
 def one_line(error: BaseException) -> str:
@@ -134,10 +225,14 @@ def run_sweep(
     log: TextIO = sys.stdout,
     quiet: bool = False,
 ) -> dict[str, int]:
-    """Run the jobs not yet ok; returns counts by outcome. Raises Interrupted on a signal."""
+    """Run the jobs not yet ok and not held by another live agent; returns counts by outcome
+    (skipped: already done, held: another agent trains it). Raises Interrupted on a signal."""
+    started = now()
+    writing = threading.Lock()  # the heartbeat thread and this one write in turn
+    store.release_abandoned(owner_gone)
     statuses = store.job_statuses() if store.exists() else {}
     todo = [job for job in jobs if statuses.get(job.key) != "ok"]
-    counts = {"skipped": len(jobs) - len(todo), "ok": 0, "failed": 0}
+    counts = {"skipped": len(jobs) - len(todo), "ok": 0, "failed": 0, "held": 0}
     # Under nohup or a batch scheduler stderr is a file: update the bars rarely there.
     bars = dict(disable=quiet, file=sys.stderr, dynamic_ncols=True,
                 mininterval=0.1 if sys.stderr.isatty() else 60)
@@ -145,13 +240,19 @@ def run_sweep(
     with SignalGuard() as guard, bar:
         for job in todo:
             bar.set_postfix_str(f"{job.model} on {job.experiment} seed {job.seed}")
-            row = base_row(job, uuid.uuid4().hex, describe(device))
+            row = base_row(job, uuid.uuid4().hex, device)
             epochs: list[dict] = []
-            epoch_bar = tqdm(total=job.epochs, desc=job.model, unit="epoch", leave=False, **bars)
+            refused = "not asked"
             try:
-                with guard.hold():
-                    store.record_run(row)
-                with epoch_bar:
+                with guard.hold(), writing:
+                    refused = store.claim(row, owner_gone, since=started)
+                if refused:  # done or held by another agent meanwhile, or it failed there
+                    counts["held" if refused == "held" else "skipped"] += 1
+                    bar.update()
+                    continue
+                epoch_bar = tqdm(total=job.epochs, desc=job.model, unit="epoch", leave=False,
+                                 **bars)
+                with epoch_bar, Heartbeat(store, row["run_id"], writing):
                     def on_epoch(epoch_row):
                         epochs.append(epoch_row)
                         epoch_bar.set_postfix(acc=f"{epoch_row['test_metric']:.3f}")
@@ -161,17 +262,18 @@ def run_sweep(
                     fields, epochs = run_job(job, data, device, country, carbon_intensity, on_epoch)
                 row.update(fields, status="ok")
             except Interrupted as stop:
-                row.update(status="interrupted", error=str(stop), ended_at=now())
-                with guard.hold():
-                    store.record_run(row, epochs)
-                print(json.dumps(summary(row), default=str), file=log, flush=True)
+                if refused is None:  # the claim is ours
+                    row.update(status="interrupted", error=str(stop), ended_at=now())
+                    with guard.hold(), writing:
+                        store.record_run(row, epochs)
+                    print(json.dumps(summary(row), default=str), file=log, flush=True)
                 raise
             except StoreError:
                 raise
             except Exception as error:  # one job's failure must not end the sweep
                 row.update(status="failed", error=one_line(error))
-            row["ended_at"] = now()
-            with guard.hold():
+            row["ended_at"] = row["heartbeat_at"] = now()
+            with guard.hold(), writing:
                 store.record_run(row, epochs)
             counts[row["status"]] += 1
             print(json.dumps(summary(row), default=str), file=log, flush=True)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from agent.data import Data, subsample
-from agent.measure import EnergyMeter, host_peak_gb, nvml_index, reset_host_peak
+from agent.measure import EnergyMeter, find_nvml_gpu, host_peak_gb, reset_host_peak
 from agent.plan import Job
 from pepr.errors import PeprError
 
@@ -51,12 +51,25 @@ def architecture_type(model: torch.nn.Module) -> str:
 
 
 def build_model(job: Job, num_classes: int, in_chans: int) -> torch.nn.Module:
-    """The timm model, with the image size passed to architectures that need a fixed one."""
+    """The timm model, with the image size passed to architectures that need a fixed one.
+
+    Pretrained weights come from the local cache when they are there (no network at all);
+    otherwise from the hub, and with the hub out of reach the job fails at once, in one line.
+    """
     import timm
     from timm.models import get_pretrained_cfg
 
     cfg = get_pretrained_cfg(job.model)
     kwargs = {"img_size": job.image_size} if cfg is not None and cfg.fixed_input_size else {}
+    if job.pretrained:
+        cached = cached_weights(cfg)
+        if cached is not None:
+            kwargs["pretrained_cfg_overlay"] = {"file": cached}
+        elif cfg is not None and cfg.hf_hub_id and not _hub_reachable():
+            raise RuntimeError(
+                f"pretrained weights for {job.model} could not be loaded: not in the cache "
+                f"({_hub_cache()}) and the hub is out of reach (offline)"
+            )
     try:
         return timm.create_model(
             job.model,
@@ -70,6 +83,48 @@ def build_model(job: Job, num_classes: int, in_chans: int) -> torch.nn.Module:
             f"pretrained weights for {job.model} could not be loaded "
             f"({type(error).__name__}: {_first_line(error)})"
         ) from None
+
+
+def cached_weights(cfg) -> str | None:
+    """The local file of a timm pretrained config's weights, from the Hugging Face or torch hub
+    cache, or None if neither has it."""
+    if cfg is None:
+        return None
+    if cfg.hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, _, revision = cfg.hf_hub_id.partition("@")
+        for filename in dict.fromkeys(filter(None, (cfg.hf_hub_filename, "model.safetensors", "pytorch_model.bin"))):
+            found = try_to_load_from_cache(repo, filename, revision=revision or None)
+            if isinstance(found, str):
+                return found
+    if cfg.url:
+        from pathlib import Path
+        from urllib.parse import urlparse
+
+        file = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name
+        if file.is_file():
+            return str(file)
+    return None
+
+
+def _hub_cache() -> str:
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+def _hub_reachable(timeout_s: float = 5.0) -> bool:
+    """Whether the Hugging Face hub answers now (never, in offline mode): one request, no retries."""
+    from huggingface_hub import constants, get_session
+
+    if constants.is_offline_mode():
+        return False
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout_s)
+    except Exception:  # any failure to connect means out of reach
+        return False
+    return True
 
 
 def _first_line(error: BaseException) -> str:
@@ -102,7 +157,8 @@ def batches(
 class Prepare:
     """uint8 NCHW batch -> normalised float input for the model (channels repeated if needed)."""
 
-    def __init__(self, model: torch.nn.Module, in_chans: int, device: torch.device):
+    def __init__(self, model: torch.nn.Module, in_chans: int, device: torch.device,
+                 channels_last: bool):
         cfg = getattr(model, "pretrained_cfg", {}) or {}
         mean = torch.tensor(cfg.get("mean", (0.5,) * 3), dtype=torch.float32)
         std = torch.tensor(cfg.get("std", (0.5,) * 3), dtype=torch.float32)
@@ -111,8 +167,7 @@ class Prepare:
         self.mean = (mean * 255).view(1, -1, 1, 1).to(device)
         self.std = (std * 255).view(1, -1, 1, 1).to(device)
         self.in_chans = in_chans
-        cuda = device.type == "cuda"
-        self.memory_format = torch.channels_last if cuda else torch.contiguous_format
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def __call__(self, xb: torch.Tensor) -> torch.Tensor:
         if xb.shape[1] != self.in_chans:
@@ -145,6 +200,75 @@ def accuracy(model, prepare, x, y, batch_size, device, amp: str) -> float:
     return correct.item() / len(y)
 
 
+WARMUP_STEPS = 3
+
+
+def configure_backends(job: Job) -> None:
+    """Apply the job's cuDNN autotuning and determinism choices (recorded with the run)."""
+    torch.backends.cudnn.benchmark = job.cudnn_benchmark
+    torch.backends.cudnn.deterministic = job.deterministic
+    torch.use_deterministic_algorithms(job.deterministic, warn_only=True)
+
+
+def train_step(model, prepare, optimizer, scaler, xb, yb, device, amp: str):
+    """One optimisation step; returns the outputs and the loss (not synchronised)."""
+    with autocast(device, amp):
+        out = model(prepare(xb))
+        loss = F.cross_entropy(out, yb)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return out, loss
+
+
+def warm_up(model, prepare, xb, yb, job: Job, device: torch.device, steps: int) -> None:
+    """Run one-off work (CUDA context and kernels, cuDNN choices, first allocations) before
+    the measured span, then restore the weights and random state: what the model learns is
+    unchanged. Training steps use a throw-away optimiser; one evaluation pass follows."""
+    if steps <= 0:
+        return
+    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    optimizer = torch.optim.Adam(model.parameters(), lr=job.learning_rate)
+    scaler = torch.amp.GradScaler(device.type, enabled=job.amp == "fp16")
+    try:
+        model.train()
+        for _ in range(steps):
+            train_step(model, prepare, optimizer, scaler, xb, yb, device, job.amp)
+        model.eval()
+        with torch.inference_mode(), autocast(device, job.amp):
+            model(prepare(xb))
+        sync(device)
+    finally:
+        model.load_state_dict(weights)
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state(cuda_rng, device)
+
+
+def place(model, prepare_args, xb, yb, job: Job, device, channels_last: bool, warmup_steps: int):
+    """Move the model to the device and warm it up, in channels_last where asked and the
+    model accepts it; returns (model, prepare, channels_last actually used)."""
+    model = model.to(device)
+    if channels_last:
+        try:
+            model = model.to(memory_format=torch.channels_last)
+            prepare = Prepare(model, *prepare_args, device, channels_last=True)
+            warm_up(model, prepare, xb, yb, job, device, max(warmup_steps, 1))
+            return model, prepare, True
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError:  # this architecture rejects channels_last: run it without
+            model = model.to(memory_format=torch.contiguous_format)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    prepare = Prepare(model, *prepare_args, device, channels_last=False)
+    warm_up(model, prepare, xb, yb, job, device, warmup_steps)
+    return model, prepare, False
+
+
 def run_job(
     job: Job,
     data: Data,
@@ -153,39 +277,50 @@ def run_job(
     carbon_intensity: float | None = None,
     on_epoch: Callable[[dict], None] = lambda row: None,
     meter_factory: Callable[..., EnergyMeter] = EnergyMeter,
+    *,
+    channels_last: bool | None = None,
+    warmup_steps: int = WARMUP_STEPS,
 ) -> tuple[dict, list[dict]]:
     """Train and measure one job; returns the run's measured fields and its epoch rows.
 
-    `meter_factory(country, gpu_index, carbon_intensity)` starts the energy meter
-    (the overhead benchmark swaps in one that measures nothing).
+    `meter_factory(country, nvml_gpu, carbon_intensity)` starts the energy meter (the
+    overhead benchmark swaps in one that measures nothing). `channels_last`: None tries it on
+    CUDA only. Warm-up steps run before the measured span and leave no trace in the model.
     """
-    if device.type == "cuda":  # the previous run's cached blocks must not count as this one's
+    cuda = device.type == "cuda"
+    if cuda:  # the previous run's cached blocks must not count as this one's
         gc.collect()
         torch.cuda.empty_cache()
+    configure_backends(job)
     torch.manual_seed(job.seed)
     generator = torch.Generator().manual_seed(job.seed)
     keep = torch.from_numpy(subsample(len(data.labels["train"]), job.train_fraction))
     x_train, y_train = data.images["train"][keep], data.labels["train"][keep]
     in_chans = 3 if job.pretrained else data.channels
-    cuda = device.type == "cuda"
     amp = job.amp
 
     model = build_model(job, data.num_classes, in_chans)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     model_type = architecture_type(model)
-    model = model.to(device, memory_format=torch.channels_last if cuda else torch.preserve_format)
-    prepare = Prepare(model, in_chans, device)
+    first = next(batches(x_train, y_train, min(job.batch_size, max(len(y_train) - 1, 1)), device))
+    model, prepare, used_channels_last = place(
+        model, (in_chans,), *first, job, device,
+        cuda if channels_last is None else channels_last, warmup_steps,
+    )
+    del first
     optimizer = torch.optim.Adam(model.parameters(), lr=job.learning_rate)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")  # bf16 needs no scaling
     evaluate = lambda split: accuracy(  # noqa: E731
         model, prepare, data.images[split], data.labels[split], job.batch_size, device, amp
     )
 
-    if cuda:
-        torch.backends.cudnn.benchmark = True
+    gpu = find_nvml_gpu(device) if cuda else None
+    if cuda:  # the warm-up's memory is not the run's
+        gc.collect()
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     host_peak_reset = reset_host_peak()
-    meter = meter_factory(country, nvml_index(device) if cuda else None, carbon_intensity)
+    meter = meter_factory(country, gpu, carbon_intensity)
     rows = []
     try:
         sync(device)
@@ -196,13 +331,7 @@ def run_job(
             correct = torch.zeros((), dtype=torch.long, device=device)
             seen = 0
             for xb, yb in batches(x_train, y_train, job.batch_size, device, generator):
-                with autocast(device, amp):
-                    out = model(prepare(xb))
-                    loss = F.cross_entropy(out, yb)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
+                out, loss = train_step(model, prepare, optimizer, scaler, xb, yb, device, amp)
                 loss_sum += loss.detach().float() * len(yb)
                 correct += (out.detach().argmax(1) == yb).sum()
                 seen += len(yb)
@@ -238,21 +367,16 @@ def run_job(
         "params": params,
         "model_type": model_type,
         "performance": rows[-1]["test_metric"],
-        "energy_kwh": energy.total_kwh,
-        "energy_cpu_kwh": energy.cpu_kwh,
-        "energy_gpu_kwh": energy.gpu_kwh,
-        "energy_ram_kwh": energy.ram_kwh,
-        "energy_cpu_method": energy.cpu_method,
-        "energy_gpu_method": energy.gpu_method,
-        "energy_ram_method": energy.ram_method,
-        "co2_kg": energy.co2_kg,
-        "country": energy.country,
-        "carbon_intensity": energy.carbon_intensity,
+        **energy.fields(),
+        "carbon_intensity_source": "country-average" if carbon_intensity is None else "user",
         "train_time_s": train_time,
         "infer_time_s": infer_time,
         "gpu_mem_reserved_gb": torch.cuda.max_memory_reserved(device) / 1e9 if cuda else None,
         "gpu_mem_peak_gb": torch.cuda.max_memory_allocated(device) / 1e9 if cuda else None,
         "host_mem_peak_gb": host_peak_gb() if host_peak_reset else None,
         "device": describe(device),
+        "cudnn_benchmark": job.cudnn_benchmark,
+        "deterministic": job.deterministic,
+        "channels_last": used_channels_last,
     }
     return fields, rows

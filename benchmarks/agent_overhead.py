@@ -33,27 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from agent.data import load  # noqa: E402
-from agent.measure import Energy  # noqa: E402
+from agent.measure import NullMeter  # noqa: E402
 from agent.plan import expand  # noqa: E402
 from agent.sweep import run_sweep  # noqa: E402
 from agent.train import run_job  # noqa: E402
 from pepr.store import RunStore  # noqa: E402
-
-
-class NullMeter:
-    """A meter that measures nothing."""
-
-    def __init__(self, *args):
-        pass
-
-    def energy_kwh(self) -> float:
-        return 0.0
-
-    def stop(self) -> Energy:
-        return Energy(0.0, 0.0, 0.0, 0.0, 0.0, "", None, "none", "none", "none")
-
-    def close(self) -> None:
-        pass
 
 
 def main() -> None:

@@ -1,38 +1,52 @@
 """The `pepr` command: import the paper's results, score runs, summarise and merge databases.
 
-Exit codes: 0 success, 2 bad usage or bad input (one line on stderr), 1 anything else.
+Exit codes (see `pepr.cli_frame`): 0 success, 2 bad usage or bad input (one line on stderr),
+1 anything else.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import sys
 
-import pandas as pd
-
 from pepr import __version__
-from pepr.errors import PeprError
+from pepr.cli_frame import Parser, run_command
+from pepr.errors import PeprError, one_line
+from pepr.inference import attach_where_weighted
+from pepr.inference import summary as bench_summary
 from pepr.paper import PAPER_RESULTS_URL, import_paper
+from pepr.resources import RESOURCES as REGISTRY
 from pepr.score import NORMALIZATIONS, RESOURCES, parse_weights, score
 from pepr.store import RunStore, merge
 
 FORMATS = ("table", "csv", "json")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line and exit code 2."""
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
 
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+def _sha256(text: str) -> str:
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", text):
+        raise argparse.ArgumentTypeError(f"expected 64 hexadecimal digits, got {text!r}")
+    return text.lower()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="pepr",
         description="PePR: performance per resource unit (Selvan et al., NLDL 2025).",
     )
     parser.add_argument("--version", action="version", version=f"pepr {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     imp = commands.add_parser(
         "import-paper",
@@ -43,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imp.add_argument("src", nargs="?", help="all_results.csv: a path or an http(s) URL")
     imp.add_argument("--models", metavar="CSV", help="model_names.csv, for model type and efficient flag")
-    imp.add_argument("--sha256", help="expected SHA-256 of SRC")
+    imp.add_argument("--sha256", type=_sha256, help="expected SHA-256 of SRC")
     imp.add_argument("--db", required=True, help="DuckDB file to add the runs to (created if absent)")
 
     sc = commands.add_parser(
@@ -60,20 +74,105 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"resource weights, rescaled to sum 1 (default energy=1, PePR-E); resources: {', '.join(RESOURCES)}",
     )
     sc.add_argument("--normalization", choices=NORMALIZATIONS, default="minmax", help="within each experiment (default minmax)")
-    sc.add_argument("--alpha", type=float, default=1.0, help="trade-off factor > 0 (default 1; large ignores resources)")
+    sc.add_argument("--alpha", type=_alpha, default=1.0, help="trade-off factor > 0 (default 1; large ignores resources)")
     sc.add_argument("--format", choices=FORMATS, default="table")
+    sc.add_argument(
+        "--bench-device",
+        metavar="NAME",
+        help="the device whose inference benchmarks price infer_latency and infer_energy "
+        "(needed when several were benchmarked; a unique part of the name will do)",
+    )
 
     info = commands.add_parser("info", help="runs per experiment, source and status")
     info.add_argument("--db", required=True)
 
+    _add_import_parser(commands)
+    _add_report_parser(commands)
+
     mg = commands.add_parser(
         "merge",
         help="combine databases (e.g. one per GPU shard)",
-        description="Copy every run of the sources into the target, skipping runs it already has.",
+        description="Copy every run of the sources into the target: runs it lacks are added, runs it "
+        "holds as running are updated where a source has them finished. Merging again changes nothing.",
     )
     mg.add_argument("sources", nargs="+", metavar="DB")
     mg.add_argument("--into", required=True, metavar="DB")
     return parser
+
+
+def _add_import_parser(commands) -> None:
+    from pepr.importer import ENERGY_METHODS, FIELDS
+
+    fields = ", ".join(f"{name} ({'/'.join(f.units)})" if f.units else name for name, f in FIELDS.items())
+    ti = commands.add_parser(
+        "import",
+        help="import runs from your own results table (CSV, Parquet, JSON lines)",
+        description="Map the columns of a results table (e.g. exported from W&B or MLflow) to run "
+        "fields, convert their units exactly and add the runs. Everything is checked before "
+        "the database is opened: one line names the file, row and column of the first problem. "
+        "Rows without a run id get one from their content, so re-importing adds nothing.",
+    )
+    ti.add_argument("src", metavar="SRC", help="the table: a path or an http(s) URL")
+    ti.add_argument("--db", required=True, help="DuckDB file to add the runs to (created if absent)")
+    ti.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN[:UNIT]",
+                    help=f"repeatable; the first unit listed is the default. Fields: {fields}".replace("%", "%%"))
+    ti.add_argument("--experiment-name", metavar="LABEL", help="one experiment for every row (or --map experiment=COLUMN)")
+    ti.add_argument("--format", choices=("csv", "parquet", "jsonl"), help="SRC's format (default: from its extension)")
+    ti.add_argument("--codecarbon", metavar="CSV", help="CodeCarbon's emissions.csv: energy (CPU/GPU/RAM), CO2, duration, country")
+    ti.add_argument("--join", metavar="KEY|CC_COLUMN=SRC_COLUMN", help="the key linking --codecarbon rows to SRC rows, e.g. experiment_id=run")
+    ti.add_argument("--energy-tool", metavar="NAME", help="what measured the energy, e.g. codecarbon, carbontracker")
+    ti.add_argument("--energy-method", metavar="PART=METHOD,...",
+                    help=f"how each energy part was measured; PART cpu, gpu or ram; METHOD one of {', '.join(ENERGY_METHODS)}")
+
+
+def _import_table(args) -> int:
+    from pepr.importer import import_table, parse_energy_methods
+
+    if args.join and not args.codecarbon:
+        raise PeprError("--join links --codecarbon to SRC: give --codecarbon too")
+    added = import_table(
+        args.src, args.db, args.map, experiment=args.experiment_name, fmt=args.format,
+        emissions=args.codecarbon, join=args.join, energy_tool=args.energy_tool,
+        energy_methods=parse_energy_methods(args.energy_method),
+    )
+    print(f"{args.db}: added {added} run(s)")
+    return 0
+
+
+def _add_report_parser(commands) -> None:
+    rp = commands.add_parser(
+        "report",
+        help="write a report of one experiment: Markdown, a LaTeX table, figures",
+        description="Write report.md (what was compared, what it cost, how it was measured, the "
+        "top models and what choosing by PePR saves), table.tex (booktabs) and figures as SVG, "
+        "PNG and PDF into DIR. Needs the report extra (altair, vl-convert-python).",
+    )
+    rp.add_argument("--db", required=True)
+    rp.add_argument("--experiment", required=True, metavar="LABEL")
+    rp.add_argument("--weights", default="energy=1", help="resource weights, as for pepr score (default energy=1)")
+    rp.add_argument("--normalization", choices=NORMALIZATIONS, default="minmax")
+    rp.add_argument("--alpha", type=_alpha, default=1.0, help="trade-off factor > 0 (default 1)")
+    rp.add_argument("--bench-device", metavar="NAME", help="as for pepr score")
+    rp.add_argument("--out", required=True, metavar="DIR", help="folder for the files (created if absent)")
+
+
+def _weights(args) -> dict[str, float]:
+    try:
+        return parse_weights(args.weights)
+    except PeprError as error:
+        raise PeprError(f"--weights: {error}") from None
+
+
+def _report(args) -> int:
+    try:
+        from pepr.report import write_report
+    except ImportError as error:
+        raise PeprError(f"pepr report needs the report extra ({error.name} is missing): "
+                        "pip install 'pepr[report]'") from None
+    paths = write_report(args.db, args.experiment, args.out, _weights(args), args.normalization,
+                         args.alpha, args.bench_device)
+    print("\n".join(str(path) for path in paths))
+    return 0
 
 
 def _import(args) -> int:
@@ -83,16 +182,24 @@ def _import(args) -> int:
 
 
 def _score(args) -> int:
-    weights = parse_weights(args.weights)
-    runs = RunStore(args.db).runs()
+    weights = _weights(args)
+    store = RunStore(args.db)
+    runs = store.runs()
     if args.experiment:
         unknown = sorted(set(args.experiment) - set(runs["experiment"]))
         if unknown:
             known = ", ".join(sorted(runs["experiment"].unique())) or "none"
-            raise PeprError(f"{args.db}: no experiment {', '.join(unknown)} (known: {known})")
+            raise PeprError(f"--experiment: {args.db} has no experiment {', '.join(map(repr, unknown))} (known: {known})")
         runs = runs[runs["experiment"].isin(args.experiment)]
+    benchmarked = [REGISTRY[name] for name in weights if REGISTRY[name].benchmarked]
+    runs, device = attach_where_weighted(store, runs, weights, args.bench_device)
+    if device:
+        print(f"inference cost measured on: {device}", file=sys.stderr)
     result = score(runs, weights, args.normalization, args.alpha)
-    columns = ["experiment", "model", "performance", *(f"R_{name}" for name in result.weights), "pepr", "rank", "run_id"]
+    bench_columns = [r.column for r in benchmarked if r.name in result.weights]
+    bench_columns += ["bench_image_size"] if bench_columns else []
+    bench_columns += ["bench_batch_size"] if "infer_energy" in result.weights else []
+    columns = ["experiment", "model", "performance", *(f"R_{name}" for name in result.weights), *bench_columns, "pepr", "rank", "run_id"]
     table = result.table.sort_values(["experiment", "rank", "model"])[columns]
     if args.format == "csv":
         table.to_csv(sys.stdout, index=False)
@@ -101,14 +208,16 @@ def _score(args) -> int:
     else:
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}") if len(table) else "no runs to score")
     for row in result.excluded.itertuples():
-        print(f"excluded: {row.run_id} ({row.model} in {row.experiment}): {row.reason}", file=sys.stderr)
+        print(one_line(f"excluded: {row.run_id} ({row.model} in {row.experiment}): {row.reason}"), file=sys.stderr)
     return 0
 
 
 def _info(args) -> int:
-    summary = RunStore(args.db).summary()
+    store = RunStore(args.db)
+    summary = store.summary()
     if summary.empty:
         print(f"{args.db}: no runs")
+        _bench_info(store)
         return 0
     table = summary.pivot_table(
         index=["experiment", "source"], columns="status", values="runs", aggfunc="sum", fill_value=0
@@ -116,31 +225,37 @@ def _info(args) -> int:
     table.insert(0, "runs", table.sum(axis=1))
     print(f"{args.db}: {int(table['runs'].sum())} run(s) in {summary['experiment'].nunique()} experiment(s)")
     print(table.reset_index().rename_axis(columns=None).to_string(index=False))
+    _bench_info(store)
     return 0
+
+
+def _bench_info(store: RunStore) -> None:
+    """One line per device with inference benchmarks."""
+    benchmarks = bench_summary(store.benchmarks())
+    for row in benchmarks.itertuples():
+        failed = f", {row.models_failed} failed" if row.models_failed else ""
+        print(f"benchmarks on {row.device}: {row.models_ok} model(s) at {row.image_size} px{failed}, "
+              f"last {row.last:%Y-%m-%d}")
 
 
 def _merge(args) -> int:
-    added = merge(args.sources, args.into)
-    print(f"{args.into}: added {added} run(s)")
+    merged = merge(args.sources, args.into)
+    updated = f", updated {merged.updated} it had unfinished" if merged.updated else ""
+    print(f"{args.into}: added {merged.added} run(s){updated}")
     return 0
 
 
-COMMANDS = {"import-paper": _import, "score": _score, "info": _info, "merge": _merge}
+COMMANDS = {"import-paper": _import, "score": _score, "info": _info, "merge": _merge, "import": _import_table, "report": _report}
+
+
+def _run(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    return COMMANDS[args.command](args)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except PeprError as error:
-        print(f"pepr: {error}", file=sys.stderr)
-        return error.exit_code
-    except KeyboardInterrupt:
-        print("pepr: interrupted", file=sys.stderr)
-        return 130
-    except Exception as error:  # a bug: still one line, and exit 1
-        print(f"pepr: unexpected error: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
+    """The console entry point; returns the exit status (see `pepr.cli_frame`)."""
+    return run_command("pepr", _run, argv)
 
 
 if __name__ == "__main__":

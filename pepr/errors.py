@@ -1,5 +1,11 @@
 """Errors that reach a user as one line, never as a traceback."""
 
+import unicodedata
+
+# Unicode categories of control (NUL, newline, ESC, ...) and invisible format characters
+# (right-to-left overrides, zero-width spaces): never part of a name, never printed raw.
+_CONTROL_CATEGORIES = ("Cc", "Cf")
+
 
 class PeprError(Exception):
     """A problem the user can fix: bad input, bad usage. Exits with code 2."""
@@ -21,3 +27,24 @@ class DownloadError(PeprError):
     """A remote file could not be fetched (no network, server error)."""
 
     exit_code = 1
+
+
+def control_character(text: str) -> str | None:
+    """The first control or invisible format character in `text`, or None."""
+    return next((char for char in text if unicodedata.category(char) in _CONTROL_CATEGORIES), None)
+
+
+def check_name(text: str, what: str) -> str:
+    """`text` if it has no control or invisible format character; else a PeprError naming `what`."""
+    char = control_character(text)
+    if char is not None:
+        raise PeprError(f"{what}: control character U+{ord(char):04X} in {text!r}")
+    return text
+
+
+def one_line(text: str) -> str:
+    """`text` with control and invisible format characters escaped, so it prints as one line."""
+    return "".join(
+        char.encode("unicode_escape").decode("ascii") if unicodedata.category(char) in _CONTROL_CATEGORIES else char
+        for char in text
+    )

@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pepr.errors import DownloadError, PeprError
+from pepr.errors import DownloadError, PeprError, control_character
 from pepr.store import RunStore, job_key
 
 PAPER_COMMIT = "ce087aafcdce4a5b636152d170475a6df5f4c3d7"
@@ -90,6 +91,8 @@ def import_paper(
     fetches the authors' file at the pinned commit (and, unless `models` is given, their
     model list), both checked against pinned SHA-256s. Re-importing adds nothing.
     """
+    store = RunStore(db)
+    store.check()  # before any download: a path that cannot be a pepr database is refused
     if source is None:
         source, sha256 = PAPER_RESULTS_URL, PAPER_RESULTS_SHA256
         if models is None:
@@ -97,7 +100,7 @@ def import_paper(
     runs, epochs = load_paper_results(_read_source(source, sha256, name), name or str(source))
     if models is not None:
         runs = _join_models(runs, _read_source(models, None, None), _label(models))
-    return RunStore(db).append(runs, epochs)
+    return store.append(runs, epochs)
 
 
 def load_paper_results(data: bytes, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -111,6 +114,10 @@ def load_paper_results(data: bytes, name: str) -> tuple[pd.DataFrame, pd.DataFra
         _check_range(values, column, name, low=0.0, high=1.0)
     for column in ("model", "dataset"):
         _check_present(table[column], column, name)
+    for column in ("model", "dataset", "type"):
+        if column in table:
+            _check_text(table[column], column, name)
+    params = _count(table, "num_param", name)
     repeated = table.duplicated(["dataset", "model"])
     if repeated.any():
         raise PeprError(f"{_where(name, _first_bad(repeated), 'model')}: a second row for this model and experiment")
@@ -132,7 +139,7 @@ def load_paper_results(data: bytes, name: str) -> tuple[pd.DataFrame, pd.DataFra
             "train_fraction": train_fraction,
             "train_size": (split_size * train_fraction).round().astype("Int64"),
             "model": table["model"],
-            "params": numbers["num_param"].astype("int64"),
+            "params": params,
             "model_type": _optional_text(table, "type"),
             "efficient": _optional_flag(table, "efficient", name),
             **{key: PROTOCOL[key] for key in ("epochs", "batch_size", "learning_rate", "optimizer")},
@@ -196,15 +203,22 @@ def _read_source(source, sha256: str | None, name: str | None) -> bytes:
     label = name or _label(source)
     if isinstance(source, bytes):
         data = source
-    elif str(source).startswith(("http://", "https://")):
+    elif str(source).lower().startswith(("http://", "https://")):
         data = _download(str(source))
+    elif _URL_SCHEME.match(str(source)):
+        raise PeprError(f"{source}: only http(s) URLs and local files can be read")
     else:
         path = Path(source)
+        if path.is_dir():
+            raise PeprError(f"{source}: a folder, not a CSV file")
         if not path.is_file():
-            raise PeprError(f"{path}: no such file")
+            raise PeprError(f"{source}: no such file")
         if path.stat().st_size > MAX_SOURCE_BYTES:
-            raise PeprError(f"{path}: larger than {MAX_SOURCE_BYTES // 1_000_000} MB")
-        data = path.read_bytes()
+            raise PeprError(f"{source}: larger than {MAX_SOURCE_BYTES // 1_000_000} MB")
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise PeprError(f"{source}: cannot be read ({error.strerror})") from None
     if len(data) > MAX_SOURCE_BYTES:
         raise PeprError(f"{label}: larger than {MAX_SOURCE_BYTES // 1_000_000} MB")
     if sha256 is not None:
@@ -212,6 +226,9 @@ def _read_source(source, sha256: str | None, name: str | None) -> bytes:
         if digest != sha256.lower():
             raise PeprError(f"{label}: SHA-256 {digest} does not match the expected {sha256}")
     return data
+
+
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")
 
 
 def _download(url: str) -> bytes:
@@ -272,6 +289,33 @@ def _check_range(values: pd.Series, column: str, name: str, low: float, high: fl
         raise PeprError(f"{_where(name, label, column)}: {values.loc[label]:g} is {expected}")
 
 
+INT64_MAX = 2**63 - 1
+
+
+def _count(table: pd.DataFrame, column: str, name: str) -> pd.Series:
+    """A column of whole numbers that fit a 64-bit integer (`1e6` is fine, `1234.7` is not)."""
+    values = []
+    for label, text in table[column].str.strip().items():
+        try:
+            value = int(text)
+        except ValueError:
+            number = float(text)  # finite and >= 0: checked before
+            value = int(number) if number.is_integer() else None
+        if value is None or not 0 <= value <= INT64_MAX:
+            raise PeprError(f"{_where(name, label, column)}: {text} is not a whole number of at most {INT64_MAX}")
+        values.append(value)
+    return pd.Series(values, index=table.index, dtype="int64")
+
+
+def _check_text(values: pd.Series, column: str, name: str) -> None:
+    """No control or invisible format characters (a NUL, a newline, a right-to-left mark)."""
+    bad = values.map(lambda text: control_character(text) is not None)
+    if bad.any():
+        label = _first_bad(bad)
+        char = control_character(values.loc[label])
+        raise PeprError(f"{_where(name, label, column)}: control character U+{ord(char):04X} in {values.loc[label]!r}")
+
+
 def _check_present(values: pd.Series, column: str, name: str) -> None:
     empty = values.str.strip() == ""
     if empty.any():
@@ -291,5 +335,9 @@ def _optional_flag(table: pd.DataFrame, column: str, name: str) -> pd.Series:
     values = pd.Series(pd.NA, index=table.index, dtype="boolean")
     if present.any():
         numbers = _numeric(table[present], column, name)
+        bad = ~numbers.isin([0, 1])
+        if bad.any():
+            label = _first_bad(bad)
+            raise PeprError(f"{_where(name, label, column)}: expected 0 or 1, got {table[column].loc[label]!r}")
         values[present] = numbers != 0
     return values

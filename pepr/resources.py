@@ -1,6 +1,8 @@
 """The one registry of resources a run can cost: name, run column, label, unit, readable scale.
 
 The score, the `pepr` command, the dashboard and budget caps all read resources from here.
+Most are stored on each run; the inference costs on a deployment device come from the
+`benchmarks` table and are joined to runs by model name (`pepr.inference.attach`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ class Resource:
     unit: str  # the column's unit ("" for counts)
     # Readable units: (unit, how many of the column's unit make one), smallest first.
     scales: tuple[tuple[str, float], ...] = ()
+    benchmarked: bool = False  # from the benchmarks of a chosen device, not stored on runs
     noun: str = ""  # in running text, e.g. `uses 3x less energy`
 
 
@@ -35,6 +38,10 @@ RESOURCE_LIST: tuple[Resource, ...] = (
              (("ms", 1e-3), ("s", 1.0), ("min", 60.0), ("h", 3600.0)), noun="inference time"),
     Resource("train_size", "train_size", "Training images", "",
              (("", 1.0), ("k", 1e3), ("M", 1e6)), noun="training images"),
+    Resource("infer_latency", "infer_latency_s", "Inference latency per image (batch 1)", "s",
+             (("µs", 1e-6), ("ms", 1e-3), ("s", 1.0)), benchmarked=True, noun="inference latency"),
+    Resource("infer_energy", "infer_energy_j", "Inference energy per image", "J",
+             (("µJ", 1e-6), ("mJ", 1e-3), ("J", 1.0), ("kJ", 1e3)), benchmarked=True, noun="inference energy"),
 )
 RESOURCES: dict[str, Resource] = {resource.name: resource for resource in RESOURCE_LIST}
 

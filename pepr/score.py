@@ -43,12 +43,18 @@ def parse_weights(text: str) -> dict[str, float]:
     weights: dict[str, float] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, value = item.partition("=")
+        name = name.strip()
         try:
             if not sep:
                 raise ValueError
-            weights[name.strip()] = float(value)
+            number = float(value)
         except ValueError:
             raise PeprError(f"bad weight {item!r}: expected NAME=NUMBER, e.g. energy=1") from None
+        if name in weights:
+            raise PeprError(f"{name} weighted twice")
+        weights[name] = number
+    if not weights:
+        raise PeprError(f"no weights in {text!r}: expected NAME=NUMBER, e.g. energy=1 (energy=0 ignores resources)")
     normalize_weights(weights)  # checks names and values
     return weights
 
@@ -131,6 +137,33 @@ def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
     return frame[name].to_numpy(dtype=float, na_value=np.nan)
 
 
+# Resources computed from the energy parts: a part not measured leaves them NULL.
+_FROM_ENERGY_PARTS = ("energy", "co2")
+_ENERGY_PARTS = ("cpu", "gpu", "ram")
+
+
+def _not_measured(runs: pd.DataFrame, name: str, cost: np.ndarray) -> np.ndarray:
+    """Why each run lacks a usable `name`: infinite, or not measured, e.g. `energy not measured
+    (cpu: not-sampled)`, naming the parts it is made of that are NULL with their methods."""
+    absent = (f"no {name}: model not benchmarked on the chosen device (or its benchmark failed)"
+              if REGISTRY[name].benchmarked else f"{name} not measured")
+    reasons = np.where(np.isinf(cost), f"{name} is not a finite number", absent).astype(object)
+    if name not in _FROM_ENERGY_PARTS:
+        return reasons
+    missing = np.isnan(cost)
+    for position, run in zip(np.flatnonzero(missing), runs[missing].to_dict("records")):
+        parts = [
+            f"{part}: {run[f'energy_{part}_method']}"
+            for part in _ENERGY_PARTS
+            if pd.isna(run.get(f"energy_{part}_kwh"))
+            and not pd.isna(run.get(f"energy_{part}_method"))
+            and run.get(f"energy_{part}_method") != "none"
+        ]
+        if parts:
+            reasons[position] += f" ({', '.join(parts)})"
+    return reasons
+
+
 def score(
     runs: pd.DataFrame,
     weights: Mapping[str, float],
@@ -140,8 +173,10 @@ def score(
 ) -> Scored:
     """Score every run against the others of its experiment (see `Scored`).
 
-    Runs that did not finish `ok`, or lack the performance or a resource with weight > 0,
-    are excluded with a reason rather than scored as NaN. A performance outside [0, 1] is an
+    Runs that did not finish `ok`, or lack the performance or a finite value of a resource
+    with weight > 0, are excluded with a reason (for energy and CO2 naming the parts not
+    measured and why) rather than scored as NaN. Benchmarked resources (inference cost on a
+    device) must be attached first (`pepr.inference.attach`). A performance outside [0, 1] is an
     error naming the run.
     """
     weights = normalize_weights(weights)
@@ -149,13 +184,16 @@ def score(
     _check_normalization(normalization)
     frame = runs.reset_index(drop=True)
     performance = _column(frame, "performance")
+    for name in weights:
+        if RESOURCES[name] not in frame:
+            raise PeprError(f"no {name} column: attach the benchmarks of a device first (pepr.inference.attach)")
     costs = {name: _column(frame, RESOURCES[name]) for name in weights}
 
     status = frame["status"] if "status" in frame else pd.Series("ok", index=frame.index)
-    problems = [(status != "ok").to_numpy(), np.isnan(performance), *(np.isnan(cost) for cost in costs.values())]
+    problems = [(status != "ok").to_numpy(), np.isnan(performance), *(~np.isfinite(cost) for cost in costs.values())]
     dropped = np.logical_or.reduce(problems)
     reasons = ["status " + status[dropped].astype(str).to_numpy(dtype=object), "no performance"]
-    reasons += [f"no {name} measurement" for name in costs]
+    reasons += [_not_measured(frame.loc[dropped], name, cost[dropped]) for name, cost in costs.items()]
     excluded = frame.loc[dropped, [c for c in ("run_id", group_by, "model") if c in frame]]
     excluded = excluded.assign(
         reason=np.select([problem[dropped] for problem in problems], reasons, "")

@@ -1,7 +1,7 @@
 """The DuckDB run store: the one module that owns the schema and every read and write.
 
-A database file holds one row per trained model run (`runs`) and one row per epoch of a run
-(`epochs`). DuckDB allows one read-write process or many read-only ones, never both at once,
+A database file holds one row per trained model run (`runs`), one row per epoch of a run
+(`epochs`) and one row per inference benchmark of a model on a device (`benchmarks`). DuckDB allows one read-write process or many read-only ones, never both at once,
 so every operation opens the file only for as long as it needs it, in one transaction, and
 retries with jittered backoff while another process holds the lock. Nothing here keeps the
 file open between calls: the agent can write while the dashboard reads.
@@ -18,15 +18,18 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import duckdb
 import pandas as pd
 
 from pepr.errors import PeprError, StoreBusyError, StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# Given a running row (run_id, host, pid, started_at, heartbeat_at), why its owner is gone, or None.
+OwnerCheck = Callable[[dict], "str | None"]
 STATUSES = ("running", "ok", "failed", "interrupted")
 
 # Schema 1, as created by migration 1 (never edit: files in the field have it).
@@ -111,6 +114,44 @@ EPOCH_COLUMNS: dict[str, str] = {
 }
 
 
+# Added by schema 3: inference benchmarks (`pepr-agent bench`), one row per model, device, image
+# size and batch size; re-benching adds a newer row. Latency is the wall time of one forward
+# pass of the whole batch; energy is over the timed passes (CodeCarbon, PUE 1.0).
+BENCH_COLUMNS: dict[str, str] = {
+    "bench_id": "VARCHAR PRIMARY KEY",
+    "bench_key": "VARCHAR NOT NULL",  # same model, device, image size, batch size: same key
+    "model": "VARCHAR NOT NULL",
+    "params": "BIGINT",
+    "device": "VARCHAR NOT NULL",  # e.g. `AMD EPYC 7B13, 2 threads` or `NVIDIA H100 80GB HBM3`
+    "device_type": "VARCHAR",  # cpu or cuda
+    "threads": "INTEGER",  # torch's intra-op threads
+    "image_size": "INTEGER NOT NULL",
+    "batch_size": "INTEGER NOT NULL",
+    "iterations": "INTEGER",  # timed forward passes
+    "timed_s": "DOUBLE",  # wall time of the timed passes
+    "latency_median_s": "DOUBLE",  # per forward pass of the batch
+    "latency_p95_s": "DOUBLE",
+    "throughput_ips": "DOUBLE",  # images per second
+    "energy_per_image_j": "DOUBLE",
+    "energy_kwh": "DOUBLE",
+    "energy_cpu_kwh": "DOUBLE",
+    "energy_gpu_kwh": "DOUBLE",
+    "energy_ram_kwh": "DOUBLE",
+    "energy_cpu_method": "VARCHAR",
+    "energy_gpu_method": "VARCHAR",
+    "energy_ram_method": "VARCHAR",
+    "host_mem_peak_gb": "DOUBLE",
+    "gpu_mem_peak_gb": "DOUBLE",
+    "host": "VARCHAR",
+    "software": "VARCHAR",  # JSON
+    "config": "VARCHAR",  # JSON
+    "status": "VARCHAR NOT NULL CHECK (status IN ('ok', 'failed'))",
+    "error": "VARCHAR",
+    "started_at": "TIMESTAMP",
+    "ended_at": "TIMESTAMP",
+}
+
+
 def _create_table(name: str, columns: Mapping[str, str], extra: str = "") -> str:
     body = ",\n    ".join(f"{col} {decl}" for col, decl in columns.items())
     return f"CREATE TABLE {name} (\n    {body}{extra}\n)"
@@ -131,6 +172,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         " THEN 'fp16' WHEN amp THEN 'bf16' WHEN NOT amp THEN 'off' END",
         "CREATE INDEX runs_job_key ON runs (job_key)",
     ),
+    3: (_create_table("benchmarks", BENCH_COLUMNS),),
 }
 
 _RETRY_FIRST_DELAY_S = 0.02
@@ -187,6 +229,33 @@ def _duckdb_message(error: Exception) -> str:
     return text
 
 
+DUCKDB_MAGIC = b"DUCK"  # bytes 8 to 11 of every DuckDB database file
+
+
+def check_database_path(path: str | Path) -> Path:
+    """`path` if it can hold a pepr database: absent (a new file) or an existing DuckDB file.
+
+    A folder or an existing file of any other kind is a StoreError, raised before DuckDB sees
+    it: DuckDB 2 opens, say, an existing `notes.csv` as an empty in-memory database and would
+    save nothing, silently.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise StoreError(f"{path}: a folder, not a database file")
+    if not path.exists():
+        return path
+    if not path.is_file():
+        raise StoreError(f"{path}: not a regular file, so not a database")
+    try:
+        with path.open("rb") as file:
+            head = file.read(12)
+    except OSError as error:
+        raise StoreError(f"{path}: cannot be read ({error.strerror})") from None
+    if head[8:12] != DUCKDB_MAGIC:
+        raise StoreError(f"{path}: exists but is not a DuckDB database file")
+    return path
+
+
 def _schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
     """The file's schema version; None for a file without pepr tables."""
     tables = {row[0] for row in _exec(con, "SELECT table_name FROM duckdb_tables()")}
@@ -209,6 +278,15 @@ class RunStore:
     def exists(self) -> bool:
         return self.path.is_file()
 
+    def check(self) -> None:
+        """Refuse now, before anything is written, a path that cannot be a pepr database: a
+        folder, a file of another kind, a DuckDB file of another program or of a newer schema.
+        A path that does not exist yet is fine (the first write creates it)."""
+        check_database_path(self.path)
+        if self.path.exists():
+            with self._read():
+                pass
+
     # -- connections -------------------------------------------------------------------
 
     def _check_version(self, version: int | None) -> None:
@@ -227,8 +305,7 @@ class RunStore:
         A file that this write created is removed again if the write fails (unless another
         process wrote to it first).
         """
-        if self.path.is_dir():
-            raise StoreError(f"{self.path}: is a directory, not a database file")
+        check_database_path(self.path)
         existed = self.path.exists()
         con = _connect(self.path, read_only=False, timeout=self.timeout)
         committed = False
@@ -254,8 +331,9 @@ class RunStore:
     @contextlib.contextmanager
     def _read(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
         """One short read-only connection; None stands for a file with no pepr tables yet."""
-        if not self.path.is_file():
+        if not self.path.exists():
             raise StoreError(f"{self.path}: no such database file")
+        check_database_path(self.path)
         con = _connect(self.path, read_only=True, timeout=self.timeout)
         try:
             version = _schema_version(con)
@@ -330,6 +408,102 @@ class RunStore:
                 )
             return _exec(con, "SELECT count(*) FROM added")[0][0]
 
+    def record_benchmark(self, row: Mapping) -> None:
+        """Add one benchmark row (a newer row of the same bench_key does not replace older ones)."""
+        self.append_benchmarks(pd.DataFrame.from_records([row]))
+
+    def append_benchmarks(self, rows: pd.DataFrame) -> int:
+        """Add the benchmark rows whose bench_id is not yet stored; returns how many."""
+        frame = _frame(rows, BENCH_COLUMNS, "benchmark").drop_duplicates("bench_id")
+        with self._write() as con:
+            con.register("new_benchmarks", frame)
+            before = _exec(con, "SELECT count(*) FROM benchmarks")[0][0]
+            _exec(
+                con,
+                "INSERT INTO benchmarks BY NAME SELECT * FROM new_benchmarks "
+                "WHERE bench_id NOT IN (SELECT bench_id FROM benchmarks)",
+            )
+            return _exec(con, "SELECT count(*) FROM benchmarks")[0][0] - before
+
+    def update_from(self, runs: pd.DataFrame, epochs: pd.DataFrame) -> Merged:
+        """Add the runs not stored yet, and replace those that `runs` has in a later stage
+        (see _STAGE) or, still running, with a newer heartbeat; each with its epochs. One
+        transaction."""
+        run_frame = _frame(runs, RUN_COLUMNS, "run")
+        with self._write() as con:
+            con.register("new_runs", run_frame)
+            later = (f"({_STAGE.format('n')} > {_STAGE.format('r')} OR (n.status = 'running'"
+                     " AND r.status = 'running' AND coalesce(n.heartbeat_at, n.started_at)"
+                     " > coalesce(r.heartbeat_at, r.started_at)))")
+            _exec(
+                con,
+                "CREATE TEMP TABLE changed AS SELECT n.run_id, r.run_id IS NULL AS added"
+                f" FROM new_runs n LEFT JOIN runs r USING (run_id) WHERE r.run_id IS NULL OR {later}",
+            )
+            _exec(con, "DELETE FROM epochs WHERE run_id IN (SELECT run_id FROM changed)")
+            _exec(con, "INSERT OR REPLACE INTO runs BY NAME SELECT * FROM new_runs"
+                       " WHERE run_id IN (SELECT run_id FROM changed)")
+            if not epochs.empty:
+                con.register("new_epochs", _frame(epochs, EPOCH_COLUMNS, "epoch"))
+                _exec(con, "INSERT INTO epochs BY NAME SELECT * FROM new_epochs"
+                           " WHERE run_id IN (SELECT run_id FROM changed)")
+            added, updated = _exec(con, "SELECT count(*) FILTER (added),"
+                                        " count(*) FILTER (NOT added) FROM changed")[0]
+        return Merged(added, updated)
+
+    # -- claims: each job trained once, whoever asks -------------------------------------
+
+    def claim(self, run: Mapping, owner_gone: OwnerCheck, *, since=None) -> str | None:
+        """Insert `run` (status running) as the claim on its job, in one transaction.
+
+        Refused, with the reason returned, where the job is `ok` already, a `running` row of a
+        live owner holds it (`held`), or another attempt began at or after `since` (`tried`).
+        Running rows whose owner is gone (`owner_gone(row)` returns why) are marked
+        `interrupted` with that reason first. Returns None when the claim is made.
+        """
+        with self._write() as con:
+            self._release(con, owner_gone, run["job_key"])
+            rows = _exec(
+                con,
+                "SELECT bool_or(status = 'ok'), bool_or(status = 'running'),"
+                " bool_or(status <> 'interrupted' AND started_at >= ?)"
+                " FROM runs WHERE job_key = ?",
+                [since, run["job_key"]],
+            )[0]
+            for reason, refused in zip(("ok", "held", "tried"), rows):
+                if refused:
+                    return reason
+            con.register("new_run", _frame([run], RUN_COLUMNS, "run"))
+            _exec(con, "INSERT INTO runs BY NAME SELECT * FROM new_run")
+        return None
+
+    def release_abandoned(self, owner_gone: OwnerCheck) -> int:
+        """Mark every `running` row whose owner is gone `interrupted`; returns how many."""
+        with self._write() as con:
+            return self._release(con, owner_gone)
+
+    def heartbeat(self, run_id: str, at) -> None:
+        """Tell other agents the owner of this running row is alive."""
+        with self._write() as con:
+            _exec(con, "UPDATE runs SET heartbeat_at = ? WHERE run_id = ? AND status = 'running'",
+                  [at, run_id])
+
+    @staticmethod
+    def _release(con, owner_gone: OwnerCheck, job_key: str | None = None) -> int:
+        """Mark the running rows (of one job, or all) whose owner is gone `interrupted`."""
+        running = con.execute(
+            "SELECT run_id, host, pid, started_at, heartbeat_at FROM runs"
+            " WHERE status = 'running' AND ($key IS NULL OR job_key = $key)",
+            {"key": job_key},
+        ).df()
+        gone = [(reason, row.run_id) for row in running.itertuples()
+                if (reason := owner_gone(row._asdict()))]
+        for reason, run_id in gone:
+            _exec(con, "UPDATE runs SET status = 'interrupted', error = ?,"
+                  " ended_at = coalesce(heartbeat_at, started_at) WHERE run_id = ?",
+                  [reason, run_id])
+        return len(gone)
+
     # -- reads -------------------------------------------------------------------------
 
     def runs(
@@ -365,6 +539,17 @@ class RunStore:
                 {"ids": list(run_ids) if run_ids is not None else None},
             ).df()
 
+    def benchmarks(self) -> pd.DataFrame:
+        """Every benchmark row, oldest first (none in a file older than schema 3)."""
+        with self._read() as con:
+            if con is None or not _exec(
+                con, "SELECT 1 FROM duckdb_tables() WHERE table_name = 'benchmarks'"
+            ):
+                return _empty(BENCH_COLUMNS)
+            return con.execute(
+                "SELECT * FROM benchmarks ORDER BY started_at, bench_id"
+            ).df()
+
     def job_statuses(self) -> dict[str, str]:
         """Each job key's status: `ok` if any of its runs succeeded, else its latest run's."""
         with self._read() as con:
@@ -389,25 +574,56 @@ class RunStore:
             ).df()
 
 
-def merge(sources: Sequence[str | Path], into: str | Path) -> int:
-    """Copy every run (and its epochs) from `sources` into `into`, skipping run ids it has."""
+# How far a run has got: running, then interrupted (perhaps by another agent taking over an
+# abandoned claim), then ok or failed as its own agent recorded it. A run never goes back.
+_STAGE = "CASE {0}.status WHEN 'running' THEN 0 WHEN 'interrupted' THEN 1 ELSE 2 END"
+_STAGES = {"running": 0, "interrupted": 1, "ok": 2, "failed": 2}
+
+
+class Merged(NamedTuple):
+    added: int  # runs the target did not have
+    updated: int  # runs the target had unfinished, brought up to date
+
+
+def merge(sources: Sequence[str | Path], into: str | Path) -> Merged:
+    """Bring `into` up to date with every run (and its epochs) of `sources`.
+
+    New run ids are added; a run the target holds as `running` (or as `interrupted`, where
+    an agent took over a copy of a claim) is replaced, epochs and all, where a source has it
+    further on, or running with a newer heartbeat. Merging again changes nothing, and a source
+    may be merged while an agent writes to it.
+    """
     target = RunStore(into)
+    target.check()
     runs, epochs = [], []
-    for source in sources:
+    for index, source in enumerate(sources):
         store = RunStore(source)
         if store.exists() and target.exists() and store.path.samefile(target.path):
             raise PeprError(f"{source}: cannot merge a database into itself")
-        runs.append(store.runs())
-        epochs.append(store.epochs())
-    frames = [frame for frame in runs if not frame.empty]
-    if not frames:
+        runs.append(store.runs().assign(_source=index))
+        epochs.append(store.epochs().assign(_source=index))
+    runs = pd.concat([frame for frame in runs if not frame.empty] or [_empty(RUN_COLUMNS)])
+    if runs.empty:
         target.ensure()
+        merge_benchmarks(sources, into)
+        return Merged(0, 0)
+    # Where sources share a run, take its latest state: furthest on, then newest heartbeat.
+    latest = (runs.assign(_stage=runs["status"].map(_STAGES),
+                          _stamp=runs["heartbeat_at"].fillna(runs["started_at"]))
+              .sort_values(["_stage", "_stamp"], na_position="first")
+              .drop_duplicates("run_id", keep="last"))
+    epochs = pd.concat(epochs).merge(latest[["run_id", "_source"]], on=["run_id", "_source"])
+    merged = target.update_from(latest[list(RUN_COLUMNS)], epochs[list(EPOCH_COLUMNS)])
+    merge_benchmarks(sources, into)
+    return merged
+
+
+def merge_benchmarks(sources: Sequence[str | Path], into: str | Path) -> int:
+    """Copy every benchmark row of `sources` into `into`, skipping bench ids it has."""
+    frames = [frame for frame in (RunStore(source).benchmarks() for source in sources) if not frame.empty]
+    if not frames:
         return 0
-    epoch_frames = [frame for frame in epochs if not frame.empty]
-    return target.append(
-        pd.concat(frames, ignore_index=True),
-        pd.concat(epoch_frames, ignore_index=True) if epoch_frames else None,
-    )
+    return RunStore(into).append_benchmarks(pd.concat(frames, ignore_index=True))
 
 
 def _frame(rows, columns: Mapping[str, str], what: str) -> pd.DataFrame:

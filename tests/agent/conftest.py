@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from timm.models import register_model
 
 # Pretrained weights must fail fast instead of retrying the Hugging Face hub for a minute.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -88,3 +90,31 @@ def digest():
         return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
 
     return sha256
+
+
+# Two timm architectures for the tests, registered once: one that rejects channels_last (its
+# first step is a `view` that a channels_last tensor cannot take), one whose loss is NaN.
+class _Flatten(torch.nn.Module):
+    def __init__(self, num_classes=3, in_chans=3, poison=False, **kwargs):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(in_chans, 4, 3, padding=1)
+        self.head = torch.nn.Linear(16, num_classes)
+        self.poison = poison
+        self.pretrained_cfg = {}
+
+    def forward(self, x):
+        x = self.conv(x).view(x.shape[0], 1, -1)  # a channels_last tensor cannot be viewed so
+        out = self.head(torch.nn.functional.adaptive_avg_pool1d(x, 16).flatten(1))
+        return out * float("nan") if self.poison else out
+
+
+@register_model
+def pepr_test_rejects_channels_last(pretrained=False, **kwargs):
+    kwargs.pop("pretrained_cfg", None)
+    return _Flatten(**kwargs)
+
+
+@register_model
+def pepr_test_nan_loss(pretrained=False, **kwargs):
+    kwargs.pop("pretrained_cfg", None)
+    return _Flatten(poison=True, **kwargs)

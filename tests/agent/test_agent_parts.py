@@ -9,7 +9,10 @@ from PIL import Image
 
 from agent import plan
 from agent.data import load, subsample
-from agent.measure import check_country, cpu_method, gpu_method, ram_method
+from agent.codecarbon_adapter import _cpu_method as cpu_method
+from agent.codecarbon_adapter import _gpu_method as gpu_method
+from agent.codecarbon_adapter import _ram_method as ram_method
+from agent.measure import check_country
 from agent.train import Prepare, batches, resolve_device
 from pepr.errors import PeprError
 from pepr.store import RunStore
@@ -134,7 +137,7 @@ def test_subsample_is_deterministic_and_sized():
 def test_grey_images_feed_an_rgb_model():
     model = torch.nn.Conv2d(3, 1, 1)
     model.pretrained_cfg = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
-    prepare = Prepare(model, in_chans=3, device=torch.device("cpu"))
+    prepare = Prepare(model, in_chans=3, device=torch.device("cpu"), channels_last=False)
     x = prepare(torch.full((2, 1, 4, 4), 255, dtype=torch.uint8))
     assert x.shape == (2, 3, 4, 4) and torch.allclose(x, torch.full_like(x, 2.0))
 

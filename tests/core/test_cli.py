@@ -91,29 +91,66 @@ def test_merge(db, tmp_path):
     assert pepr("merge", db, "--into", target).stdout.strip() == f"{target}: added 0 run(s)"
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["score", "--db", "{db}", "--weights", "watts=1"], "pepr: unknown resource 'watts'"),
-        (["score", "--db", "{db}", "--weights", "energy=-2"], "pepr: weight of energy must be a number >= 0"),
-        (["score", "--db", "{db}", "--alpha", "-1"], "pepr: alpha must be a number > 0"),
-        (["score", "--db", "{db}", "--experiment", "zzz"], "pepr: {db}: no experiment zzz (known: a, b)"),
-        (["score", "--db", "{tmp}/absent.duckdb"], "pepr: {tmp}/absent.duckdb: no such database file"),
-        (["score", "--db", "{db}", "--normalization", "zscore"], "pepr score: argument --normalization: invalid choice"),
-        (["score"], "pepr score: the following arguments are required: --db"),
-        (["frobnicate"], "pepr: argument command: invalid choice"),
-        (["import-paper", "{tmp}/none.csv", "--db", "{db}"], "pepr: {tmp}/none.csv: no such file"),
-        (["info", "--db", "{tmp}"], "pepr: {tmp}: no such database file"),
-    ],
-)
-def test_bad_input_is_one_line_and_exit_2(db, tmp_path, args, message):
-    before = db.read_bytes()
-    result = pepr(*(arg.format(db=db, tmp=tmp_path) for arg in args))
-    assert result.returncode == 2
-    assert result.stderr.startswith(message.format(db=db, tmp=tmp_path))
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert "Traceback" not in result.stderr
-    assert db.read_bytes() == before
+def test_unexpected_errors_are_one_line_and_exit_1_with_the_traceback_on_request(db, monkeypatch, capsys):
+    from pepr.cli import main
+
+    def broken(self):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(RunStore, "summary", broken)
+    monkeypatch.delenv("PEPR_DEBUG", raising=False)
+    assert main(["info", "--db", str(db)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err == (
+        "pepr: unexpected error: ZeroDivisionError: boom (rerun with --debug for the traceback)\n"
+    )
+    for argv, variable in ((["--debug", "info", "--db", str(db)], ""), (["info", "--db", str(db), "--debug"], ""),
+                           (["info", "--db", str(db)], "1")):
+        monkeypatch.setenv("PEPR_DEBUG", variable)
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("Traceback") and 'raise ZeroDivisionError("boom")' in err
+        assert err.splitlines()[-1] == "pepr: unexpected error: ZeroDivisionError: boom"
+
+
+def test_ctrl_c_is_one_line_and_exit_130(db, monkeypatch, capsys):
+    from pepr.cli import main
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunStore, "summary", interrupted)
+    assert main(["info", "--db", str(db)]) == 130
+    assert capsys.readouterr().err == "pepr: interrupted\n"
+
+
+def test_help_and_version_exit_0_in_process(capsys):
+    from pepr.cli import main
+
+    assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("pepr ")
+    assert main(["score", "--help"]) == 0 and "--debug" in capsys.readouterr().out
+
+
+def test_a_closed_pipe_is_a_quiet_exit(db):
+    """`pepr info --db X | head -1`: the reader is gone before pepr writes (here: before it starts)."""
+    process = subprocess.Popen([sys.executable, "-m", "pepr", "info", "--db", str(db)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    err = process.stderr.read()
+    assert process.wait(timeout=120) == 141
+    assert err == b""
+
+
+def test_the_real_entry_point_reports_a_bug_in_one_line(db):
+    code = (
+        "import sys; from pepr.store import RunStore; from pepr.cli import main\n"
+        "RunStore.summary = lambda self: {}['missing']\n"
+        "sys.exit(main())"
+    )
+    result = subprocess.run([sys.executable, "-c", code, "info", "--db", str(db)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1
+    assert result.stderr == "pepr: unexpected error: KeyError: 'missing' (rerun with --debug for the traceback)\n"
 
 
 def test_unreachable_url_is_exit_1(tmp_path):

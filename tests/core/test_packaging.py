@@ -6,7 +6,7 @@ import sys
 
 def test_the_core_imports_no_torch_timm_or_streamlit():
     code = (
-        "import sys, pepr, pepr.cli, pepr.score, pepr.store, pepr.paper, pepr.sensitivity\n"
+        "import sys, pepr, pepr.cli, pepr.score, pepr.store, pepr.paper, pepr.sensitivity, pepr.importer, pepr.report\n"
         "heavy = sorted({'torch', 'timm', 'streamlit', 'codecarbon'} & set(sys.modules))\n"
         "print(','.join(heavy))"
     )

@@ -7,7 +7,7 @@ import pytest
 
 from pepr.errors import PeprError
 from pepr.paper import PAPER_MODELS_SHA256, PAPER_RESULTS_SHA256, import_paper
-from pepr.score import score
+from pepr.score import normalize, pepr, score
 from pepr.store import RunStore
 
 
@@ -84,11 +84,15 @@ def test_pepr_variants_match_hand_computation(paper_db, experiment, model, resou
     assert shares.loc[model, "pepr"] == pytest.approx(p / (1 + r / high), rel=1e-9)
 
 
-def test_hand_values_are_what_we_expect():
-    """The literal values of PePR-E for ghostnet_100 on derma_pt, worked out once by hand."""
+def test_the_score_functions_give_the_hand_worked_values():
+    """PePR-E of ghostnet_100 on derma_pt, worked out once by hand (0.83478 and 0.80267), from
+    the score functions on the experiment's cheapest, dearest and this run's energy."""
     _, _, _, r, low, high, p = HAND[0]
-    assert p / (1 + (r - low) / (high - low)) == pytest.approx(0.83478, abs=1e-5)
-    assert p / (1 + r / high) == pytest.approx(0.80267, abs=1e-5)
+    minmax = normalize([low, r, high], "minmax")
+    assert minmax.tolist() == pytest.approx([0, 0.027648, 1], abs=1e-6)
+    assert pepr(p, minmax[1]) == pytest.approx(0.83478, abs=1e-5)
+    assert pepr(p, normalize([low, r, high], "max")[1]) == pytest.approx(0.80267, abs=1e-5)
+    assert pepr(p, minmax[1], alpha=100) == pytest.approx(0.85763, abs=1e-5)
 
 
 def test_reimport_adds_nothing(paper_dir, tmp_path):
@@ -162,26 +166,63 @@ def test_missing_source_file(tmp_path):
     assert not (tmp_path / "db.duckdb").exists()
 
 
-def test_import_over_http_checks_the_checksum(paper_dir, tmp_path):
-    """A real HTTP server on localhost stands in for the authors' repository."""
+@pytest.fixture
+def authors_server(paper_dir, tmp_path, monkeypatch):
+    """A real HTTP server on localhost standing in for the authors' repository: it serves copies
+    of their two files from a folder (which a test may alter), and the default import's pinned
+    URLs point at it."""
     import functools
     import http.server
+    import shutil
     import threading
 
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(paper_dir))
+    import pepr.paper
+
+    served = tmp_path / "served"
+    served.mkdir()
+    for name in ("all_results.csv", "model_names.csv"):
+        shutil.copy(paper_dir / name, served / name)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
     handler.log_message = lambda *args: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        base = f"http://127.0.0.1:{server.server_address[1]}"
-        db = tmp_path / "paper.duckdb"
-        with pytest.raises(PeprError, match="does not match"):
-            import_paper(f"{base}/all_results.csv", db, sha256="f" * 64)
-        assert not db.exists()
-        added = import_paper(
-            f"{base}/all_results.csv", db, models=f"{base}/model_names.csv", sha256=PAPER_RESULTS_SHA256
-        )
-        assert added == 1048
-        assert RunStore(db).runs(experiments=["lidc"])["model_type"].notna().all()
-    finally:
-        server.shutdown()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setattr(pepr.paper, "PAPER_RESULTS_URL", f"{base}/all_results.csv")
+    monkeypatch.setattr(pepr.paper, "PAPER_MODELS_URL", f"{base}/model_names.csv")
+    yield base, served
+    server.shutdown()
+
+
+def test_import_over_http_checks_the_checksum(authors_server, tmp_path):
+    base, _ = authors_server
+    db = tmp_path / "paper.duckdb"
+    with pytest.raises(PeprError, match="does not match"):
+        import_paper(f"{base}/all_results.csv", db, sha256="f" * 64)
+    assert not db.exists()
+    added = import_paper(
+        f"{base}/all_results.csv", db, models=f"{base}/model_names.csv", sha256=PAPER_RESULTS_SHA256
+    )
+    assert added == 1048
+    assert RunStore(db).runs(experiments=["lidc"])["model_type"].notna().all()
+
+
+def test_the_default_import_checks_both_pinned_files(authors_server, tmp_path):
+    _, served = authors_server
+    db = tmp_path / "paper.duckdb"
+    assert import_paper(None, db) == 1048
+    runs = RunStore(db).runs()
+    assert runs["model_type"].notna().all() and runs["efficient"].notna().all()
+
+    # One changed byte in the model list: refused by its pinned SHA-256, nothing written.
+    models = served / "model_names.csv"
+    models.write_bytes(models.read_bytes().replace(b"CNN", b"CNX", 1))
+    fresh = tmp_path / "fresh.duckdb"
+    with pytest.raises(PeprError, match=r"model_names\.csv: SHA-256 \w+ does not match the expected " + PAPER_MODELS_SHA256):
+        import_paper(None, fresh)
+    assert not fresh.exists()
+
+    # The same for the results.
+    (served / "all_results.csv").write_bytes((served / "all_results.csv").read_bytes() + b"\n")
+    with pytest.raises(PeprError, match=r"all_results\.csv: SHA-256 \w+ does not match the expected " + PAPER_RESULTS_SHA256):
+        import_paper(None, fresh, models=b"model,type,efficient\n")
+    assert not fresh.exists()

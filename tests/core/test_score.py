@@ -147,12 +147,33 @@ def test_runs_missing_a_weighted_resource_are_excluded_with_a_reason():
     result = score(frame, {"energy": 1, "co2": 1})
     assert result.table["run_id"].tolist() == ["r0"]
     assert dict(zip(result.excluded["run_id"], result.excluded["reason"])) == {
-        "r1": "no energy measurement",
-        "r2": "no co2 measurement",
+        "r1": "energy not measured",
+        "r2": "co2 not measured",
         "r3": "status failed",
     }
     # A resource with weight 0 does not exclude anyone.
     assert score(frame, {"co2": 1}).table["run_id"].tolist() == ["r0", "r1"]
+
+
+def test_a_part_not_sampled_or_an_infinite_value_excludes_the_run_and_says_why():
+    frame = runs([0.9, 0.8, 0.7, 0.6], [1.0, np.nan, np.nan, 2.0], co2_kg=[1.0, np.nan, np.inf, 1.0])
+    frame = frame.assign(
+        energy_cpu_kwh=[0.5, np.nan, np.nan, 1.0], energy_cpu_method=["rapl", "not-sampled", "not-sampled", "rapl"],
+        energy_gpu_kwh=[0.5, np.nan, np.nan, 1.0], energy_gpu_method=["gpu-energy-counter", "none", "not-sampled", "x"],
+        energy_ram_kwh=[0.0, 0.1, np.nan, 0.0], energy_ram_method=["ram-estimate"] * 3 + [None],
+        train_time_s=[1.0, 2.0, 3.0, 4.0],
+    )
+    reasons = lambda weights: dict(zip(*score(frame, weights).excluded[["run_id", "reason"]].T.values))  # noqa: E731
+    # The GPU part that does not exist ('none') is no reason; the parts not sampled are.
+    assert reasons({"energy": 1}) == {
+        "r1": "energy not measured (cpu: not-sampled)",
+        "r2": "energy not measured (cpu: not-sampled, gpu: not-sampled, ram: ram-estimate)",
+    }
+    assert reasons({"co2": 1}) == {"r1": "co2 not measured (cpu: not-sampled)", "r2": "co2 is not a finite number"}
+    assert reasons({"train_time": 1}) == {}
+    frame.loc[0, "train_time_s"] = np.nan
+    assert reasons({"train_time": 1}) == {"r0": "train_time not measured"}
+    assert score(frame, {"co2": 1}).table["pepr"].notna().all()
 
 
 def test_loss_terms_split_the_gap_between_performance_and_pepr():

@@ -89,14 +89,26 @@ def test_a_newer_schema_is_refused(tmp_path):
         store.record_run(run("a"))
 
 
-def test_a_file_that_is_not_duckdb_is_refused_and_kept(tmp_path):
-    path = tmp_path / "notes.duckdb"
-    path.write_text("these are my notes\n" * 100)
-    with pytest.raises(StoreError, match="not a valid DuckDB database"):
-        RunStore(path).runs()
-    with pytest.raises(StoreError, match="not a valid DuckDB database"):
-        RunStore(path).record_run(run("a"))
-    assert path.read_text() == "these are my notes\n" * 100
+@pytest.mark.parametrize("name", ["notes.duckdb", "notes.csv", "notes.json", "notes.parquet", "empty.db"])
+def test_a_file_that_is_not_duckdb_is_refused_and_kept(tmp_path, name):
+    """Whatever its name: DuckDB 2 itself opens an existing .csv, .json or .parquet file as an
+    empty in-memory database, where a write would vanish."""
+    path = tmp_path / name
+    content = b"" if name == "empty.db" else b"these are my notes\n" * 100
+    path.write_bytes(content)
+    for attempt in (lambda s: s.runs(), lambda s: s.record_run(run("a")), lambda s: s.ensure(), lambda s: s.check()):
+        with pytest.raises(StoreError, match=f"{name}: exists but is not a DuckDB database file"):
+            attempt(RunStore(path))
+    with pytest.raises(StoreError, match=f"{name}: exists but is not a DuckDB database file"):
+        merge([path], tmp_path / "new.duckdb")
+    assert path.read_bytes() == content and sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_a_duckdb_file_of_any_name_is_a_database(tmp_path):
+    path = tmp_path / "runs.csv"
+    RunStore(path).record_run(run("a"))
+    assert RunStore(path).runs()["run_id"].tolist() == ["a"]
+    assert path.read_bytes()[8:12] == b"DUCK"
 
 
 def test_a_foreign_duckdb_file_is_refused(tmp_path):
@@ -112,8 +124,14 @@ def test_missing_and_unwritable_paths(tmp_path):
         RunStore(tmp_path / "absent.duckdb").runs()
     with pytest.raises(StoreError, match="No such file or directory"):
         RunStore(tmp_path / "no" / "dir" / "x.duckdb").ensure()
-    with pytest.raises(StoreError, match="is a directory"):
+    with pytest.raises(StoreError, match="a folder, not a database file"):
         RunStore(tmp_path).ensure()
+    with pytest.raises(StoreError, match="a folder, not a database file"):
+        RunStore(tmp_path).runs()
+    with pytest.raises(StoreError, match="/dev/null: not a regular file"):
+        RunStore("/dev/null").check()
+    RunStore(tmp_path / "new.duckdb").check()  # a path not there yet is fine, and stays absent
+    assert not (tmp_path / "new.duckdb").exists()
 
 
 def test_record_run_moves_a_run_from_running_to_ok_with_its_epochs(tmp_path):
@@ -186,8 +204,8 @@ def test_merge_is_idempotent(tmp_path):
     first.record_run(run("a"), [dict(epoch=1, test_metric=0.5)])
     second.record_run(run("b"))
     target = tmp_path / "all.duckdb"
-    assert merge([first.path, second.path], target) == 2
-    assert merge([first.path, second.path], target) == 0
+    assert merge([first.path, second.path], target) == (2, 0)  # (added, updated)
+    assert merge([first.path, second.path], target) == (0, 0)
     assert sorted(RunStore(target).runs()["run_id"]) == ["a", "b"]
     assert len(RunStore(target).epochs()) == 1
     with pytest.raises(PeprError, match="into itself"):
@@ -200,7 +218,7 @@ def test_merge_of_overlapping_sources_keeps_one_copy(tmp_path):
     copy = tmp_path / "copy.duckdb"
     copy.write_bytes(first.path.read_bytes())
     target = tmp_path / "all.duckdb"
-    assert merge([first.path, copy], target) == 1
+    assert merge([first.path, copy], target) == (1, 0)
     assert RunStore(target).epochs()["epoch"].tolist() == [1, 2]
 
 
@@ -241,48 +259,53 @@ WRITER = textwrap.dedent(
     from pepr.store import RunStore
     store = RunStore(sys.argv[1])
     for i in range(int(sys.argv[2])):
+        sys.stdin.readline()  # the test's go-ahead
         store.record_run(
             dict(run_id=f"r{i:04d}", job_key=f"k{i}", experiment="e", model="m",
                  source="agent", status="ok", performance=0.5),
             [dict(epoch=1, test_metric=0.5)],
         )
+        print("wrote", i + 1, flush=True)
     """
 )
 READER = textwrap.dedent(
     """
     import sys, time
     from pepr.store import RunStore
-    store = RunStore(sys.argv[1])
-    counts = []
-    print("ready", flush=True)
+    store, total = RunStore(sys.argv[1]), int(sys.argv[2])
+    seen = None
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        counts.append(len(store.runs()))
-        if counts[-1] == int(sys.argv[2]):
-            break
+    while seen != total and time.monotonic() < deadline:
+        count = len(store.runs())
+        if count != seen:
+            print(count, flush=True)  # every state this reader sees, once
+            seen = count
         time.sleep(0.01)  # a dashboard polls; it does not spin
-    assert counts == sorted(counts), "a reader saw runs disappear"
-    print(len(counts), sum(0 < c < int(sys.argv[2]) for c in counts), counts[-1])
     """
 )
 
 
 def test_one_writer_and_two_readers_share_the_file(tmp_path):
-    path, total = tmp_path / "shared.duckdb", 60
+    """Two readers poll while a writer adds runs one at a time; each write waits until both
+    readers have seen the one before. So the writer must let the file go between writes (as
+    the agent does) or the test stalls, and each reader sees every state, in order."""
+    path, total = tmp_path / "shared.duckdb", 20
     RunStore(path).ensure()
+    spawn = dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     readers = [
-        subprocess.Popen([sys.executable, "-c", READER, str(path), str(total)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen([sys.executable, "-c", READER, str(path), str(total)], **spawn)
         for _ in range(2)
     ]
-    for reader in readers:  # both are reading before the writer starts
-        assert reader.stdout.readline().strip() == "ready"
-    writer = subprocess.run([sys.executable, "-c", WRITER, str(path), str(total)], capture_output=True, text=True, timeout=180)
-    assert writer.returncode == 0, writer.stderr
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(total)], **spawn)
     for reader in readers:
-        out, err = reader.communicate(timeout=180)
-        assert reader.returncode == 0, err
-        reads, partial_reads, last = map(int, out.split())
-        assert last == total
-        assert partial_reads >= 1, "the reader never saw the writer part-way"
+        assert reader.stdout.readline().strip() == "0"
+    for written in range(1, total + 1):
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        assert writer.stdout.readline().split() == ["wrote", str(written)], writer.stderr.read()
+        for reader in readers:  # a reader that died or saw another count fails here
+            assert reader.stdout.readline().strip() == str(written), reader.stderr.read()
+    for process in (writer, *readers):
+        assert process.wait(timeout=60) == 0, process.stderr.read()
     assert len(RunStore(path).runs()) == total
     assert len(RunStore(path).epochs()) == total

@@ -1,0 +1,249 @@
+"""`pepr-agent slurm`: a sweep as a Slurm job array of shards, then a job that merges them.
+
+Task I of N runs `pepr-agent run RUN-FLAGS --shard I/N` into its own part file beside the
+database (RUNS.part-I-of-N.duckdb); the merge job starts after the array, however it ended,
+and merges the parts that exist into RUNS. Re-submitting submits only the tasks whose jobs are
+not all `ok` yet (in RUNS or the task's part file), and a merge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import site
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pepr.errors import PeprError
+
+SLURM_FLAGS = ("--tasks", "--partition", "--gres", "--time", "--cpus-per-task", "--submit")
+
+EPILOG = """\
+example: 16 tasks with one GPU each, then a merge into runs.duckdb
+  pepr-agent slurm --models-file models.txt --datasets dermamnist --regimes pretrained \\
+      --tasks 16 --gres gpu:1 --cpus-per-task 8 --time 12:00:00 --db runs.duckdb --submit
+
+Without --submit it writes the scripts (into RUNS.slurm/) and prints how to submit them.
+Re-running the same command after some tasks failed submits only those tasks, and a merge."""
+
+
+def add_parser(commands, run: argparse.ArgumentParser) -> None:
+    """The `slurm` subcommand: every flag of `run`, plus the job array's."""
+    slurm = commands.add_parser(
+        "slurm", parents=[run], conflict_handler="resolve", allow_abbrev=False,
+        help="run a sweep as a Slurm job array, then merge its parts",
+        usage="pepr-agent slurm RUN-FLAGS --tasks N --db RUNS.duckdb [--partition P] "
+              "[--gres gpu:1] [--time T] [--cpus-per-task C] [--submit]",
+        description="Write (and with --submit, submit) an sbatch job array of N tasks, task I "
+                    "running `pepr-agent run RUN-FLAGS --shard I/N` into RUNS.part-I-of-N.duckdb, "
+                    "and a job that merges the parts into RUNS after the array.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    group = slurm.add_argument_group("the Slurm job array")
+    group.add_argument("--tasks", type=_positive_int, required=True, metavar="N",
+                       help="array tasks; task I trains shard I/N of the plan")
+    group.add_argument("--partition", metavar="P", help="sbatch --partition")
+    group.add_argument("--gres", metavar="G", help="sbatch --gres per task, e.g. gpu:1 "
+                       "(without it, tasks use no GPU)")
+    group.add_argument("--time", metavar="T", help="sbatch --time, e.g. 12:00:00")
+    group.add_argument("--cpus-per-task", type=_positive_int, metavar="C",
+                       help="sbatch --cpus-per-task")
+    group.add_argument("--submit", action="store_true",
+                       help="submit the array and the merge job; print their job ids")
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def run_flags(argv: list[str]) -> list[str]:
+    """The `run` flags of a `slurm` command line, verbatim: without the array's flags and --db."""
+    own = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for flag in SLURM_FLAGS:
+        own.add_argument(flag, action="store_true" if flag == "--submit" else "store")
+    own.add_argument("--db")
+    return own.parse_known_args(argv)[1]
+
+
+def part_path(db: Path, index: int, tasks: int) -> Path:
+    """Task `index`'s part file, beside the database."""
+    return db.with_name(f"{db.stem}.part-{index}-of-{tasks}{db.suffix}")
+
+
+def ranges(numbers: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2,5', as sbatch --array takes it."""
+    spans: list[list[int]] = []
+    for number in numbers:
+        if spans and number == spans[-1][1] + 1:
+            spans[-1][1] = number
+        else:
+            spans.append([number, number])
+    return ",".join(f"{a}-{b}" if a != b else f"{a}" for a, b in spans)
+
+
+def _python_path_line() -> str:
+    """Where pepr is imported from, exported for the jobs unless it is installed site-wide."""
+    root = Path(__file__).resolve().parents[1]
+    installed = {Path(p).resolve() for p in [*site.getsitepackages(), site.getusersitepackages()]}
+    if root in installed:
+        return ""
+    return f'export PYTHONPATH={shlex.quote(str(root))}"${{PYTHONPATH:+:$PYTHONPATH}}"\n'
+
+
+def _quoted(text: str) -> str:
+    """Text to put between double quotes in bash."""
+    return "".join("\\" + c if c in '"$`\\' else c for c in text)
+
+
+def _directives(name: str, output: Path, args, **extra) -> str:
+    lines = [f"--job-name={name}", f"--chdir={os.getcwd()}", f"--output={output}",
+             *(f"--{key}={value}" for key, value in extra.items())]
+    for flag in ("partition", "time"):
+        if getattr(args, flag):
+            lines.append(f"--{flag}={getattr(args, flag)}")
+    return "".join(f"#SBATCH {shlex.quote(line)}\n" for line in lines)
+
+
+def scripts(args, flags: list[str], db: Path) -> tuple[str, str]:
+    """The text of the array's sbatch script and of the merge job's."""
+    tasks, python = args.tasks, shlex.quote(os.path.abspath(sys.executable))
+    logs = db.with_name(db.stem + ".slurm") / "logs"
+    name = f"pepr-{db.stem}"
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    head, tail = str(part_path(db, 0, tasks)).rsplit(".part-0-", 1)
+    part = f'"{_quoted(head)}.part-$SLURM_ARRAY_TASK_ID-{_quoted(tail)}"'
+    extra = {"array": f"0-{tasks - 1}"}
+    if args.gres:
+        extra["gres"] = args.gres
+    threads = ""
+    if args.cpus_per_task:
+        extra["cpus-per-task"] = args.cpus_per_task
+        threads = f"export OMP_NUM_THREADS={args.cpus_per_task}  # torch: one thread per CPU given\n"
+    gpu = ("# Slurm puts this task's own GPU(s) in CUDA_VISIBLE_DEVICES: the agent trains on\n"
+           "# and measures only those.\n" if args.gres else
+           "# No --gres: this task has no GPU of its own, so it uses none.\n"
+           "export CUDA_VISIBLE_DEVICES=\n")
+    command = " \\\n    ".join(
+        [f"exec {python} -m agent run", shlex.join(flags),
+         f'--shard "$SLURM_ARRAY_TASK_ID/{tasks}" --db {part}'])
+    array = (
+        "#!/bin/bash\n"
+        f"# A pepr sweep as a Slurm job array, written by `pepr-agent slurm` on {stamp}.\n"
+        f"# Task I of {tasks} trains shard I/{tasks} of the plan into its own part file,\n"
+        f"# {part_path(db, 0, tasks).name.replace('part-0-', 'part-I-')}; merge.sbatch merges "
+        f"the parts into {db.name}.\n"
+        + _directives(name, logs / "task-%a-job-%A.out", args, **extra)
+        + "set -euo pipefail\n" + _python_path_line() + threads + gpu + command + "\n"
+    )
+    parts = " ".join(shlex.quote(str(part_path(db, i, tasks))) for i in range(tasks))
+    merge = (
+        "#!/bin/bash\n"
+        f"# Merges the part files of the array into {db.name}; runs after the array, however it "
+        "ended.\n"
+        + _directives(f"{name}-merge", logs / "merge-job-%j.out", args, **{"cpus-per-task": 1})
+        + "set -euo pipefail\n" + _python_path_line()
+        + "parts=()\n"
+        + f"for part in {parts}; do\n"
+        + '  if [ -e "$part" ]; then parts+=("$part"); fi\n'
+        + "done\n"
+        + 'if [ ${#parts[@]} -eq 0 ]; then echo "no part file: no task started" >&2; exit 1; fi\n'
+        + f'exec {python} -m pepr merge "${{parts[@]}}" --into {shlex.quote(str(db))}\n'
+    )
+    return array, merge
+
+
+def unfinished(jobs, db: Path, tasks: int) -> tuple[list[int], bool]:
+    """The tasks with a job not `ok` in the database nor in their part file, and whether the
+    database lacks a job that a part has `ok` (so a merge alone would add it)."""
+    from agent.plan import shard
+    from pepr.store import RunStore
+
+    def ok(path: Path) -> set[str]:
+        store = RunStore(path)
+        statuses = store.job_statuses() if store.exists() else {}
+        return {key for key, status in statuses.items() if status == "ok"}
+
+    merged = ok(db)
+    todo, unmerged = [], False
+    for index in range(tasks):
+        keys = {job.key for job in shard(jobs, index, tasks)}
+        done = ok(part_path(db, index, tasks)) & keys
+        unmerged |= bool(done - merged)
+        if keys - merged - done:
+            todo.append(index)
+    return todo, unmerged
+
+
+class SubmitError(PeprError):
+    """sbatch refused or is missing."""
+
+    exit_code = 1
+
+
+def _sbatch(*argv: str) -> str:
+    """Submit; returns the job id."""
+    try:
+        done = subprocess.run(["sbatch", "--parsable", *argv], capture_output=True, text=True,
+                              timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise SubmitError(f"sbatch: {error}") from None
+    if done.returncode != 0:
+        message = " ".join(done.stderr.split()) or f"exit status {done.returncode}"
+        raise SubmitError(f"sbatch: {message}")
+    return done.stdout.strip().split(";")[0]
+
+
+def command(args, argv: list[str]) -> int:
+    """`pepr-agent slurm`: write the scripts, and submit them with --submit."""
+    from agent.cli import parse, plan_jobs
+    from agent.plan import check_protocol
+    from pepr.store import RunStore
+
+    flags = run_flags(argv[argv.index("slurm") + 1:])  # flags before the subcommand are not run's
+    for flag in ("--shard", "--dry-run"):
+        if any(item == flag or item.startswith(flag + "=") for item in flags):
+            raise PeprError(f"{flag}: not for pepr-agent slurm (it shards the plan over --tasks)")
+    jobs = plan_jobs(parse(["run", *flags]))
+    db = Path(args.db).absolute()
+    try:
+        RunStore(db).check()
+    except PeprError as error:
+        raise PeprError(f"--db: {error}") from None
+    if RunStore(db).exists():
+        check_protocol(jobs, RunStore(db).runs(experiments=sorted({j.experiment for j in jobs})))
+    folder = db.with_name(db.stem + ".slurm")
+    try:
+        (folder / "logs").mkdir(parents=True, exist_ok=True)
+        array_path, merge_path = folder / "array.sbatch", folder / "merge.sbatch"
+        for path, text in zip((array_path, merge_path), scripts(args, flags, db)):
+            path.write_text(text)
+    except OSError as error:
+        raise PeprError(f"--db: {args.db}: cannot write the scripts: {error.strerror}") from None
+    todo, unmerged = unfinished(jobs, db, args.tasks)
+    print(f"wrote {array_path} ({args.tasks} tasks, {len(jobs)} jobs) and {merge_path}")
+    if not todo and not unmerged:
+        print(f"nothing to submit: every job is ok in {db}")
+        return 0
+    array = [f"--array={ranges(todo)}"] if todo != list(range(args.tasks)) else []
+    if not args.submit:
+        print("submit them with:")
+        if todo:
+            print(f"  jobid=$(sbatch --parsable {shlex.join([*array, str(array_path)])})")
+            print(f"  sbatch --dependency=afterany:${{jobid%%;*}} {shlex.quote(str(merge_path))}")
+        else:
+            print(f"  sbatch {shlex.quote(str(merge_path))}   # every task is done; merge only")
+        return 0
+    if todo:
+        array_id = _sbatch(*array, str(array_path))
+        merge_id = _sbatch(f"--dependency=afterany:{array_id}", str(merge_path))
+        print(f"submitted job array {array_id} (tasks {ranges(todo)}) and merge job {merge_id}, "
+              "which runs after it")
+    else:
+        merge_id = _sbatch(str(merge_path))
+        print(f"every task is done; submitted merge job {merge_id}")
+    return 0

@@ -1,0 +1,124 @@
+"""Training throughput of the agent against a plain timm training loop, on the same device.
+
+Three arms, on the same model, random images (uint8, 3 channels) and seed, alternating in
+rotating order so that drift in machine speed hits all alike:
+
+- plain: a plain timm loop (pinned uint8 batches copied without blocking, normalise, autocast,
+  Adam, channels_last on CUDA), timed with a synchronise at both ends;
+- agent, meter off: `agent.train.run_job` with a meter that measures nothing;
+- agent: `agent.train.run_job` with CodeCarbon measuring (its own `train_time_s`).
+
+Images per second of training (the agent arms also evaluate 64 images per epoch, included).
+Targets: agent >= 0.95 x plain; measuring costs <= 1% (agent vs agent with meter off).
+
+    .venv/bin/python benchmarks/agent_throughput.py --device cuda:0 [--model resnet18]
+        [--images 7007] [--image-size 224] [--epochs 2] [--rounds 3] [--amp off]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import timm  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from agent.data import Data  # noqa: E402
+from agent.measure import NullMeter  # noqa: E402
+from agent.plan import expand  # noqa: E402
+from agent.train import autocast, describe, resolve_device, run_job, sync  # noqa: E402
+
+
+def random_data(images: int, size: int, classes: int = 7) -> Data:
+    g = torch.Generator().manual_seed(0)
+    split = lambda n: torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)  # noqa: E731
+    labels = lambda n: torch.randint(0, classes, (n,), generator=g)  # noqa: E731
+    return Data("random", {"train": split(images), "val": split(32), "test": split(32)},
+                {"train": labels(images), "val": labels(32), "test": labels(32)}, classes)
+
+
+def plain_loop(job, data: Data, device: torch.device) -> float:
+    """Seconds for `job.epochs` epochs of a plain timm training loop (after 3 warm-up steps)."""
+    torch.manual_seed(job.seed)
+    cuda = device.type == "cuda"
+    fmt = torch.channels_last if cuda else torch.contiguous_format
+    model = timm.create_model(job.model, num_classes=data.num_classes).to(device, memory_format=fmt)
+    mean = torch.tensor(model.pretrained_cfg["mean"], device=device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(model.pretrained_cfg["std"], device=device).view(1, 3, 1, 1) * 255
+    optimizer = torch.optim.Adam(model.parameters(), lr=job.learning_rate)
+    scaler = torch.amp.GradScaler(device.type, enabled=job.amp == "fp16")
+    x, y = data.images["train"], data.labels["train"]
+    if cuda:
+        x, y = x.pin_memory(), y.pin_memory()
+
+    def epoch(limit=None):
+        model.train()
+        for step, start in enumerate(range(0, len(y), job.batch_size)):
+            if limit is not None and step == limit:
+                break
+            xb = x[start:start + job.batch_size].to(device, non_blocking=cuda)
+            yb = y[start:start + job.batch_size].to(device, non_blocking=cuda)
+            xb = ((xb.float() - mean) / std).contiguous(memory_format=fmt)
+            with autocast(device, job.amp):
+                loss = F.cross_entropy(model(xb), yb)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+
+    epoch(limit=3)
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(job.epochs):
+        epoch()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--images", type=int, default=7007, help="default: a Derma epoch")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--amp", default="off", choices=("off", "fp16", "bf16"))
+    args = parser.parse_args()
+
+    device = resolve_device(args.device)
+    (job,) = expand([args.model], ["random"], [False], [1.0], [0], epochs=args.epochs,
+                    batch_size=32, learning_rate=5e-4, image_size=args.image_size, amp=args.amp)
+    data = random_data(args.images, args.image_size)
+    arms = {
+        "plain": lambda: plain_loop(job, data, device),
+        "agent, meter off": lambda: run_job(job, data, device, "DNK", meter_factory=NullMeter)[0]["train_time_s"],
+        "agent": lambda: run_job(job, data, device, "DNK")[0]["train_time_s"],
+    }
+    speed = {name: [] for name in arms}
+    for round_ in range(args.rounds):
+        names = list(arms)
+        names = names[round_ % 3:] + names[:round_ % 3]
+        for name in names:
+            seconds = arms[name]()
+            speed[name].append(args.images * args.epochs / seconds)
+            print(f"round {round_ + 1}: {name:16} {speed[name][-1]:8.1f} images/s", flush=True)
+
+    median = {name: statistics.median(values) for name, values in speed.items()}
+    print(f"\n{describe(device)}, torch {torch.__version__}, {job.model} at {job.image_size} px, "
+          f"batch {job.batch_size}, amp {job.amp}, {args.images} images x {job.epochs} epochs, "
+          f"{args.rounds} rounds")
+    for name, value in median.items():
+        print(f"median {name:16} {value:8.1f} images/s")
+    print(f"agent / plain: {median['agent'] / median['plain']:.3f} (target >= 0.95)")
+    print(f"measuring overhead: {1 - median['agent'] / median['agent, meter off']:+.2%} (target <= 1%)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""A self-contained panel to import one's own results: upload, map columns, preview, import.
+
+The mapping, conversion and checks are `pepr.importer`'s; this only draws widgets. Nothing is
+written until every row converts without a problem and the user presses the button.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import data
+from pepr.errors import PeprError
+from pepr.importer import FIELDS, ColumnMap, Table, convert, detect_format, parse_table, preview
+from pepr.report import markdown_text
+from pepr.store import RunStore
+
+MAX_UPLOAD_MB = 50
+NONE = "(none)"
+SHOWN = ["run_id", "experiment", "model", "performance"]
+COMMON = ("model", "performance", "run_id", "energy", "co2", "train_time", "gpu_memory", "params", "dataset")
+FROM_EMISSIONS = ("energy", "co2", "train_time", "country")  # what CodeCarbon's file gives
+
+
+def _guess(field: str, columns: list[str]) -> int:
+    """The position of a column named like `field` in the choices (0: none)."""
+    lowered = [column.lower() for column in columns]
+    return lowered.index(field) + 1 if field in lowered else 0
+
+
+def _read(upload, fmt: str | None = None) -> Table | None:
+    try:
+        return parse_table(upload.getvalue(), upload.name, fmt or detect_format(upload.name))
+    except PeprError as error:
+        st.error(markdown_text(error))
+        return None
+
+
+def _choosers(names: list[str], columns: list[str], with_emissions: bool) -> list[ColumnMap]:
+    """One column (and unit) chooser per field, three a row; fields left at (none) are not mapped."""
+    maps = []
+    cells = st.columns(3)
+    for position, name in enumerate(names):
+        with cells[position % 3]:
+            default = 0 if with_emissions and name in FROM_EMISSIONS else _guess(name, columns)
+            column = st.selectbox(name, [NONE, *columns], index=default, key=f"ip_col_{name}")
+            if column == NONE:
+                continue
+            units = list(FIELDS[name].units)
+            unit = st.selectbox(f"{name} unit", units, key=f"ip_unit_{name}") if units else None
+            maps.append(ColumnMap(name, column, unit))
+    return maps
+
+
+def _mapping(table: Table, with_emissions: bool) -> list[ColumnMap]:
+    """The common fields in view, the others in an expander."""
+    columns = list(table.frame.columns)
+    maps = _choosers(list(COMMON), columns, with_emissions)
+    with st.expander("More fields"):
+        rest = [name for name in FIELDS if name not in COMMON and name != "experiment"]
+        maps += _choosers(rest, columns, with_emissions)
+    return maps
+
+
+def import_panel(target_db_path: str) -> None:
+    """Upload a results table (and optionally CodeCarbon's emissions.csv), map its columns,
+    check the converted rows and every problem, then import into `target_db_path`."""
+    st.subheader("Import your own results")
+    st.caption(
+        "A table exported from W&B, MLflow or a spreadsheet: CSV, Parquet or JSON lines. Units are "
+        "converted exactly; rows without a run id get one from their content, so importing the same "
+        "file again adds nothing."
+    )
+    upload = st.file_uploader(
+        "Results table", type=["csv", "parquet", "pq", "jsonl", "ndjson", "json"],
+        key="ip_table", max_upload_size=MAX_UPLOAD_MB,
+    )
+    if upload is None:
+        return
+    table = _read(upload)
+    if table is None:
+        return
+    st.caption(f"{len(table.frame)} row(s), columns: {markdown_text(', '.join(map(str, table.frame.columns)))}")
+
+    carbon = st.file_uploader("CodeCarbon's emissions.csv (optional)", type=["csv"], key="ip_emissions")
+    emissions = _read(carbon, "csv") if carbon is not None else None
+    join = None
+    if emissions is not None:
+        left, right = st.columns(2)
+        key = left.selectbox("emissions.csv key", list(emissions.frame.columns),
+                             index=list(emissions.frame.columns).index("experiment_id") if "experiment_id" in emissions.frame else 0,
+                             key="ip_join_emissions")
+        other = right.selectbox("matches the results column", list(table.frame.columns), key="ip_join_results")
+        join = f"{key}={other}"
+
+    mode, choice = st.columns([1, 2])
+    by_column = mode.radio("Experiment", ["one name for all rows", "from a column"], key="ip_exp_mode")
+    experiment, maps = None, []
+    if by_column == "from a column":
+        maps.append(ColumnMap("experiment", choice.selectbox("experiment column", list(table.frame.columns), key="ip_exp_col")))
+    else:
+        experiment = choice.text_input("experiment name", value="", key="ip_exp_name").strip() or None
+    maps += _mapping(table, emissions is not None)
+    if by_column != "from a column" and experiment is None:
+        st.info("Name the experiment: the runs of one experiment are normalised together.")
+        return
+
+    options = dict(experiment=experiment, emissions=emissions, join=join)
+    result = preview(table, maps, **options)
+    if len(result.runs):
+        st.write(f"First {len(result.runs)} of {result.count} run(s), converted:")
+        shown = [c for c in SHOWN + [FIELDS[m.field].column for m in maps] if c in result.runs]
+        st.dataframe(result.runs[list(dict.fromkeys(shown))], hide_index=True, width="stretch")
+    for error in result.errors:
+        st.error(markdown_text(error))
+    if st.button(f"Import {result.count} run(s) into {target_db_path}", key="ip_import",
+                 disabled=bool(result.errors) or not result.count):
+        try:
+            added = RunStore(target_db_path).append(convert(table, maps, **options).runs)
+        except PeprError as error:
+            st.error(markdown_text(error))
+        else:
+            st.success(f"Imported {added} new run(s) into {markdown_text(target_db_path)}.")
+            data.refresh()

@@ -1,0 +1,46 @@
+"""Download buttons for the current view's report: what `pepr report` writes, as a zip.
+
+The report is `pepr.report`'s; the figures are rendered (offline) only when a user downloads.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from collections.abc import Mapping
+
+import pandas as pd
+import streamlit as st
+
+from pepr.errors import PeprError
+from pepr.report import Report, build_report, markdown_text, report_files
+
+
+def report_zip(report: Report) -> bytes:
+    """Every file of `report` (report.md, table.tex, figures as SVG, PNG and PDF) in one zip."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in report_files(report).items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def report_downloads(
+    runs: pd.DataFrame, experiment: str, weights: Mapping[str, float], normalization: str = "minmax", alpha: float = 1.0
+) -> None:
+    """A zip of the whole report and the LaTeX table alone, for `experiment` under these choices."""
+    try:
+        report = build_report(runs, experiment, weights, normalization, alpha)
+    except PeprError as error:
+        st.info(f"No report: {markdown_text(error)}")
+        return
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", experiment).strip("-") or "experiment"
+    left, right = st.columns(2)
+    left.download_button(
+        "Report: Markdown, LaTeX table, figures (zip)", data=lambda: report_zip(report),
+        file_name=f"pepr-report-{slug}.zip", mime="application/zip", key="rp_zip",
+    )
+    right.download_button(
+        "LaTeX table", data=report.latex, file_name=f"pepr-{slug}.tex", mime="text/x-tex", key="rp_tex",
+    )

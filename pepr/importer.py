@@ -1,0 +1,547 @@
+"""Import results from other trackers: a table (CSV, Parquet, JSON lines) mapped column by column.
+
+A mapping names, for each run field a user has, the column holding it and its unit
+(`energy=energy_Wh:Wh`); units are converted exactly into the store's (kWh, kg, s, GB, a
+fraction). CodeCarbon's own `emissions.csv` can supply energy (with its CPU, GPU and RAM parts),
+CO2, duration and country, joined to the results table by a key the user names. Everything is
+read, converted and checked before the database is opened, so a mistake changes nothing; each
+problem is one line naming the file, the row and the column.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from urllib.parse import urlparse
+
+import numpy as np
+import pandas as pd
+
+from pepr.errors import PeprError, control_character
+from pepr.paper import INT64_MAX, _parse_csv, _read_source
+from pepr.store import RunStore, job_key
+
+# unit -> (multiply, divide): value * multiply / divide is the value in the column's unit.
+ENERGY_UNITS = {"J": (1, 3_600_000), "Wh": (1, 1000), "kWh": (1, 1)}
+CO2_UNITS = {"g": (1, 1000), "kg": (1, 1)}
+TIME_UNITS = {"s": (1, 1), "min": (60, 1), "h": (3600, 1)}
+MEMORY_UNITS = {"B": (1, 10**9), "MB": (1, 1000), "MiB": (2**20, 10**9), "GB": (1, 1), "GiB": (2**30, 10**9)}
+PERFORMANCE_UNITS = {"fraction": (1, 1), "%": (1, 100)}
+
+
+@dataclass(frozen=True)
+class Field:
+    """A run field a table may hold: its run column, kind, units (the first is the default)."""
+
+    column: str
+    kind: str  # text, number, integer or flag
+    units: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    cost: bool = False  # a resource cost: never negative
+
+    @property
+    def default_unit(self) -> str | None:
+        return next(iter(self.units), None)
+
+
+def _in(units: Mapping[str, tuple[int, int]], default: str) -> dict[str, tuple[int, int]]:
+    """`units` with `default` first."""
+    return {default: units[default], **units}
+
+
+FIELDS: dict[str, Field] = {
+    "model": Field("model", "text"),
+    "experiment": Field("experiment", "text"),
+    "performance": Field("performance", "number", PERFORMANCE_UNITS),
+    "energy": Field("energy_kwh", "number", _in(ENERGY_UNITS, "kWh"), cost=True),
+    "energy_cpu": Field("energy_cpu_kwh", "number", _in(ENERGY_UNITS, "kWh"), cost=True),
+    "energy_gpu": Field("energy_gpu_kwh", "number", _in(ENERGY_UNITS, "kWh"), cost=True),
+    "energy_ram": Field("energy_ram_kwh", "number", _in(ENERGY_UNITS, "kWh"), cost=True),
+    "co2": Field("co2_kg", "number", _in(CO2_UNITS, "kg"), cost=True),
+    "train_time": Field("train_time_s", "number", TIME_UNITS, cost=True),
+    "infer_time": Field("infer_time_s", "number", TIME_UNITS, cost=True),
+    "gpu_memory": Field("gpu_mem_reserved_gb", "number", _in(MEMORY_UNITS, "GB"), cost=True),
+    "params": Field("params", "integer", cost=True),
+    "train_size": Field("train_size", "integer", cost=True),
+    "run_id": Field("run_id", "text"),
+    "seed": Field("seed", "integer"),
+    "dataset": Field("dataset", "text"),
+    "pretrained": Field("pretrained", "flag"),
+    "metric": Field("metric", "text"),
+    "country": Field("country", "text"),
+}
+REQUIRED = ("model", "performance")  # and an experiment: a column or one label for all rows
+PARTS = ("cpu", "gpu", "ram")
+ENERGY_METHODS = (
+    "gpu-energy-counter", "gpu-power-samples", "rapl", "power-gadget", "powermetrics", "pmic",
+    "cpu-load-estimate", "tdp-estimate", "constant-estimate", "ram-estimate", "none", "imported",
+)
+FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+
+# CodeCarbon's emissions.csv: its column -> the run column. CodeCarbon writes energies in kWh,
+# emissions in kg and duration in s, the store's units.
+CODECARBON_NUMBERS = {
+    "energy_consumed": "energy_kwh",
+    "cpu_energy": "energy_cpu_kwh",
+    "gpu_energy": "energy_gpu_kwh",
+    "ram_energy": "energy_ram_kwh",
+    "emissions": "co2_kg",
+    "duration": "train_time_s",
+}
+CODECARBON_REQUIRED = ["run_id", "country_iso_code", *CODECARBON_NUMBERS]
+CODECARBON_SCOPES = {"machine": "device", "process": "process"}
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """One mapping: the run `field` is in `column`, in `unit` (None: the field's default)."""
+
+    field: str
+    column: str
+    unit: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.field}={self.column}" + (f":{self.unit}" if self.unit else "")
+
+
+@dataclass(frozen=True)
+class Table:
+    """A source table: raw values, indexed by the row numbers a user sees (a CSV's header is 1)."""
+
+    name: str
+    frame: pd.DataFrame
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What an import would add: the converted runs, and every problem found (empty: none)."""
+
+    runs: pd.DataFrame
+    errors: list[str]
+    count: int = 0  # how many runs in all (`runs` may be the first few)
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+def source_name(source) -> str:
+    """A source's name in messages: the path or URL as given, `upload` for bytes."""
+    return "upload" if isinstance(source, bytes) else str(source)
+
+
+def detect_format(name: str) -> str:
+    """csv, parquet or jsonl, from the file name's (or URL path's) extension."""
+    suffix = PurePosixPath(urlparse(name).path if "://" in name else name).suffix.lower()
+    if suffix not in FORMATS:
+        raise PeprError(f"{name}: unknown format {suffix or '(no extension)'!r}; use .csv, .parquet or .jsonl, or --format")
+    return FORMATS[suffix]
+
+
+def read_table(source, name: str | None = None, fmt: str | None = None) -> Table:
+    """Read a path, http(s) URL or bytes (named `name`) as a table of raw values."""
+    name = name or source_name(source)
+    data = _read_source(source, None, name)
+    return parse_table(data, name, fmt or detect_format(name))
+
+
+def parse_table(data: bytes, name: str, fmt: str) -> Table:
+    if fmt == "csv":
+        frame = _parse_csv(data, name, [])
+        frame.index = frame.index + 2  # row 1 is the header
+    elif fmt == "parquet":
+        try:
+            frame = pd.read_parquet(io.BytesIO(data))
+        except Exception as error:  # pyarrow raises many kinds
+            raise PeprError(f"{name}: not a readable Parquet file ({error})") from None
+        frame.index = pd.RangeIndex(1, len(frame) + 1)
+    elif fmt == "jsonl":
+        frame = _parse_json_lines(data, name)
+    else:
+        raise PeprError(f"{name}: unknown format {fmt!r}; use csv, parquet or jsonl")
+    if frame.empty:
+        raise PeprError(f"{name}: no rows")
+    frame.columns = [str(column).strip() for column in frame.columns]
+    repeated = frame.columns[frame.columns.duplicated()]
+    if len(repeated):
+        raise PeprError(f"{name}: column {repeated[0]!r} appears twice")
+    return Table(name, frame.astype(object), hashlib.sha256(data).hexdigest())
+
+
+def _parse_json_lines(data: bytes, name: str) -> pd.DataFrame:
+    """One JSON object a line; nested objects become `outer.inner` columns."""
+    try:
+        lines = data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as error:
+        raise PeprError(f"{name}: not UTF-8 text ({error})") from None
+    records, numbers = [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise PeprError(f"{name}, row {number}: not JSON ({error.msg})") from None
+        if not isinstance(record, dict):
+            raise PeprError(f"{name}, row {number}: not a JSON object")
+        records.append(record)
+        numbers.append(number)
+    if not records:
+        return pd.DataFrame()
+    return pd.json_normalize(records).set_axis(numbers)
+
+
+# -- mapping -------------------------------------------------------------------------------
+
+
+def parse_map(items: Iterable[str], columns: Sequence[str]) -> list[ColumnMap]:
+    """`FIELD=COLUMN[:UNIT]` items as mappings. A column whose own name holds a colon is taken
+    whole when the table has it. Checked by `check_mapping`."""
+    maps = []
+    for item in items:
+        name, sep, rest = item.partition("=")
+        if not sep or not rest:
+            raise PeprError(f"--map {item}: expected FIELD=COLUMN[:UNIT], e.g. energy=energy_Wh:Wh")
+        column, unit = rest, None
+        if rest not in columns and ":" in rest:
+            column, unit = rest.rsplit(":", 1)
+        maps.append(ColumnMap(name.strip(), column, unit))
+    return maps
+
+
+def check_mapping(maps: Sequence[ColumnMap], columns: Sequence[str], name: str) -> None:
+    """Every field known and mapped once, every unit known for its field, every column there."""
+    seen = set()
+    for spec in maps:
+        if spec.field not in FIELDS:
+            raise PeprError(f"{name}: --map {spec}: unknown field {spec.field!r}; fields: {', '.join(FIELDS)}")
+        if spec.field in seen:
+            raise PeprError(f"{name}: --map {spec}: {spec.field} is mapped twice")
+        seen.add(spec.field)
+        units = FIELDS[spec.field].units
+        if spec.unit is not None and spec.unit not in units:
+            known = f"one of {', '.join(units)}" if units else "no unit"
+            raise PeprError(f"{name}: --map {spec}: unknown unit {spec.unit!r} for {spec.field} (takes {known})")
+        if spec.column not in columns:
+            shown = ", ".join(map(str, columns[:30])) + (", ..." if len(columns) > 30 else "")
+            raise PeprError(f"{name}: --map {spec}: no column {spec.column!r} (columns: {shown})")
+
+
+def parse_energy_methods(text: str | None) -> dict[str, str]:
+    """`cpu=rapl,gpu=gpu-energy-counter` as {part: method}, each checked."""
+    methods = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        part, _, method = item.partition("=")
+        if part not in PARTS or method not in ENERGY_METHODS:
+            raise PeprError(
+                f"--energy-method {item}: expected PART=METHOD, PART one of {', '.join(PARTS)}, "
+                f"METHOD one of {', '.join(ENERGY_METHODS)}"
+            )
+        methods[part] = method
+    return methods
+
+
+# -- converting ----------------------------------------------------------------------------
+
+
+def _where(name: str, row, column: str) -> str:
+    return f"{name}, row {row}, column {column}"
+
+
+def _missing(value) -> bool:
+    return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and value != value)
+
+
+def _text(raw: pd.Series) -> pd.Series:
+    """Raw values as stripped text; missing values (None, NaN, NA, empty) as ''."""
+    return raw.map(lambda v: "" if _missing(v) else str(v).strip()).astype(object)
+
+
+def _numbers(text: pd.Series, column: str, name: str, errors: list) -> pd.Series:
+    """Text as floats: '' is missing (NaN), anything else that is not a finite number an error."""
+    missing = text == ""
+    values = pd.to_numeric(text.where(~missing), errors="coerce").astype(float)
+    bad = ~missing & ~np.isfinite(values)
+    if bad.any():
+        row = bad.idxmax()
+        errors.append((row, f"{_where(name, row, column)}: not a number: {text[row]!r}"))
+    return values.where(~bad)
+
+
+def _whole_numbers(text: pd.Series, values: pd.Series, column: str, name: str, errors: list) -> pd.Series:
+    """Whole numbers parsed exactly (not through a float) that fit a 64-bit integer."""
+    whole = []
+    for row, number in values.items():
+        if pd.isna(number):
+            whole.append(None)
+            continue
+        try:
+            value = int(text[row])
+        except ValueError:
+            value = int(number) if float(number).is_integer() else None
+        if value is None or not 0 <= value <= INT64_MAX:
+            errors.append((row, f"{_where(name, row, column)}: {text[row]} is not a whole number of at most {INT64_MAX}"))
+            value = None
+        whole.append(value)
+    return pd.Series(whole, index=values.index, dtype="Int64")
+
+
+def _convert_column(raw: pd.Series, spec: ColumnMap, name: str, errors: list) -> pd.Series:
+    """One mapped column converted into its run column's type and unit; problems appended to
+    `errors` as (row, message), the first of each kind only."""
+    kind = FIELDS[spec.field]
+    text = _text(raw)
+    missing = text == ""
+    if spec.field in REQUIRED or spec.field == "experiment":
+        if missing.any():
+            errors.append((missing.idxmax(), f"{_where(name, missing.idxmax(), spec.column)}: empty ({spec.field} is required)"))
+    if kind.kind == "text":
+        bad = text.map(lambda value: control_character(value) is not None)
+        if bad.any():
+            row = bad.idxmax()
+            char = control_character(text[row])
+            errors.append((row, f"{_where(name, row, spec.column)}: control character U+{ord(char):04X} in {text[row]!r}"))
+        return text.where(~missing, None).astype(object)
+    if kind.kind == "flag":
+        lowered = text.str.lower()
+        values = lowered.map({"true": True, "yes": True, "1": True, "1.0": True,
+                              "false": False, "no": False, "0": False, "0.0": False})
+        bad = ~missing & values.isna()
+        if bad.any():
+            row = bad.idxmax()
+            errors.append((row, f"{_where(name, row, spec.column)}: {text[row]!r} is not true/false, yes/no or 1/0"))
+        return values.astype("boolean")
+    values = _numbers(text, spec.column, name, errors)
+    if kind.kind == "integer":
+        return _whole_numbers(text, values, spec.column, name, errors)
+    unit = spec.unit or kind.default_unit
+    multiply, divide = kind.units[unit]
+    if multiply != 1:
+        values = values * multiply
+    if divide != 1:
+        values = values / divide
+    return values
+
+
+def _check_values(runs: pd.DataFrame, frame: pd.DataFrame, maps: Mapping[str, ColumnMap], name: str, errors: list) -> None:
+    """Ranges: performance in [0, 1] after conversion, costs not negative."""
+    performance = pd.to_numeric(runs["performance"], errors="coerce")
+    bad = (performance < 0) | (performance > 1)
+    if bad.any():
+        row, spec = bad.idxmax(), maps["performance"]
+        hint = " (a percentage? map it as COLUMN:%)" if spec.unit != "%" and 1 < performance[row] <= 100 else ""
+        errors.append((row, f"{_where(name, row, spec.column)}: performance {performance[row]:g} is outside [0, 1]{hint}"))
+    for spec in maps.values():
+        kind = FIELDS[spec.field]
+        bad = kind.cost & (pd.to_numeric(runs[kind.column], errors="coerce") < 0)
+        if bad.any():
+            row = bad.idxmax()
+            errors.append((row, f"{_where(name, row, spec.column)}: {spec.field} {_text(frame[spec.column])[row]} is negative"))
+
+
+def _content_ids(parts: Sequence[pd.DataFrame], experiment: pd.Series) -> pd.Series:
+    """A stable run id from each row's raw content and its experiment: same row, same id."""
+    records = pd.concat([part.apply(_text) for part in parts], axis=1).to_dict("index")
+    ids = ["import-" + job_key({**records[row], "experiment": experiment[row]}) for row in experiment.index]
+    return pd.Series(ids, index=experiment.index, dtype=object)
+
+
+def convert(
+    table: Table,
+    maps: Sequence[ColumnMap],
+    *,
+    experiment: str | None = None,
+    emissions: Table | None = None,
+    join: str | None = None,
+    energy_tool: str | None = None,
+    energy_methods: Mapping[str, str] | None = None,
+) -> Preview:
+    """The runs `table` holds under `maps` (and `emissions` joined on `join`), and every
+    problem found, the first of each kind per column, in row order. Writes nothing."""
+    check_mapping(maps, list(table.frame.columns), table.name)
+    fields = {spec.field: spec for spec in maps}
+    if (experiment is None) == ("experiment" not in fields):
+        raise PeprError(f"{table.name}: give either one experiment name for all rows or --map experiment=COLUMN")
+    if experiment is not None and not experiment.strip():
+        raise PeprError(f"{table.name}: the experiment name is empty")
+    missing = [name for name in REQUIRED if name not in fields]
+    if missing:
+        raise PeprError(f"{table.name}: nothing mapped to {', '.join(missing)} (--map {missing[0]}=COLUMN)")
+
+    frame = table.frame
+    errors: list[tuple[int, str]] = []
+    runs = pd.DataFrame(index=frame.index)
+    for spec in maps:
+        runs[FIELDS[spec.field].column] = _convert_column(frame[spec.column], spec, table.name, errors)
+    if experiment is not None:
+        runs["experiment"] = experiment.strip()
+
+    matched = None
+    if emissions is not None:
+        matched = _join_emissions(frame, emissions, join, table.name, errors)
+        for column in matched.columns.drop("raw"):
+            if column not in runs:  # a field mapped from the results table wins
+                runs[column] = matched[column]
+    _check_values(runs, frame, fields, table.name, errors)
+
+    raw_parts = [frame] + ([pd.DataFrame(matched["raw"].tolist(), index=frame.index)] if matched is not None else [])
+    if "run_id" not in runs:
+        runs["run_id"] = _content_ids(raw_parts, runs["experiment"])
+    repeated = runs["run_id"].duplicated() & runs["run_id"].notna()
+    if repeated.any():
+        row = repeated.idxmax()
+        first = runs.index[(runs["run_id"] == runs["run_id"][row]).to_numpy()][0]
+        column = fields["run_id"].column if "run_id" in fields else "(whole row)"
+        errors.append((row, f"{_where(table.name, row, column)}: repeats row {first}; map run_id or seed to tell them apart"))
+
+    _describe(runs, table, emissions, fields, energy_tool, energy_methods or {})
+    errors.sort(key=lambda item: item[0])
+    return Preview(runs.reset_index(drop=True), [message for _, message in errors], len(runs))
+
+
+def preview(table: Table, maps: Sequence[ColumnMap], rows: int = 5, **options) -> Preview:
+    """The first `rows` runs converted and every problem in the whole table (a mapping mistake
+    included), for a person to check before importing; see `convert` for the options."""
+    try:
+        result = convert(table, maps, **options)
+    except PeprError as error:
+        return Preview(pd.DataFrame(), [str(error)], 0)
+    return Preview(result.runs.head(rows), result.errors, result.count)
+
+
+def _describe(runs, table, emissions, fields, energy_tool, methods) -> None:
+    """Where each run comes from and, where known, how its energy was measured."""
+    origin = {"origin": table.name, "sha256": table.sha256, "mapping": [str(s) for s in fields.values()]}
+    provenance = f"imported from {table.name} (SHA-256 {table.sha256[:12]})"
+    if emissions is not None:
+        origin["emissions"] = {"origin": emissions.name, "sha256": emissions.sha256}
+        provenance += f", energy and CO2 from CodeCarbon's {emissions.name} (SHA-256 {emissions.sha256[:12]})"
+    if energy_tool:
+        runs["energy_tool"] = energy_tool
+        provenance += f"; energy measured with {energy_tool}"
+    for part in PARTS:
+        column = f"energy_{part}_method"
+        measured = runs["energy_kwh"].notna() if "energy_kwh" in runs else pd.Series(False, index=runs.index)
+        current = runs[column] if column in runs else pd.Series(None, index=runs.index, dtype=object)
+        declared = methods.get(part)
+        runs[column] = current.where(current.notna(), declared or "imported").where(measured, None)
+    if methods:
+        provenance += "; parts: " + ", ".join(f"{part} {method}" for part, method in methods.items())
+    runs["job_key"] = [job_key({"source": "import", "run": run_id}) for run_id in runs["run_id"]]
+    runs["config"] = json.dumps(origin, sort_keys=True)
+    runs["provenance"] = provenance
+    runs["source"] = "import"
+    runs["status"] = "ok"
+
+
+# -- CodeCarbon --------------------------------------------------------------------------
+
+
+def load_emissions(table: Table) -> pd.DataFrame:
+    """CodeCarbon's emissions.csv as run columns, one row per CodeCarbon run (its last row:
+    CodeCarbon appends cumulative totals), indexed like `table`, with the raw row in `raw`."""
+    frame = table.frame
+    missing = [column for column in CODECARBON_REQUIRED if column not in frame]
+    if missing:
+        raise PeprError(f"{table.name}: not CodeCarbon's emissions.csv: missing column(s) {', '.join(missing)}")
+    frame = frame[~frame["run_id"].duplicated(keep="last")]
+    errors: list = []
+    out = pd.DataFrame(index=frame.index)
+    for column, target in CODECARBON_NUMBERS.items():
+        values = _numbers(_text(frame[column]), column, table.name, errors)
+        bad = values < 0
+        if bad.any():
+            errors.append((bad.idxmax(), f"{_where(table.name, bad.idxmax(), column)}: {values[bad.idxmax()]:g} is negative"))
+        out[target] = values
+    if errors:
+        raise PeprError(min(errors, key=lambda item: item[0])[1])
+    out["country"] = _text(frame["country_iso_code"]).replace("", None)
+    energy = out["energy_kwh"]
+    out["carbon_intensity"] = (out["co2_kg"] * 1000 / energy.where(energy > 0)).astype(float)
+    out["carbon_intensity_source"] = "codecarbon"
+    out["pue"] = pd.to_numeric(frame["pue"], errors="coerce") if "pue" in frame else np.nan
+    version = _text(frame["codecarbon_version"]) if "codecarbon_version" in frame else ""
+    out["energy_tool"] = ("codecarbon " + version).str.strip() if "codecarbon_version" in frame else "codecarbon"
+    scope = _text(frame["tracking_mode"]).map(CODECARBON_SCOPES) if "tracking_mode" in frame else None
+    for part in PARTS:
+        out[f"energy_{part}_scope"] = scope
+    gpus = pd.to_numeric(frame.get("gpu_count", pd.Series(np.nan, index=frame.index)), errors="coerce").fillna(0)
+    no_gpu = (gpus == 0) & (out["energy_gpu_kwh"] == 0)
+    out["energy_gpu_method"] = np.where(no_gpu, "none", None)
+    out["energy_gpu_kwh"] = out["energy_gpu_kwh"].where(~no_gpu)  # no such part: NULL, not 0
+    cpu = _text(frame["cpu_model"]) if "cpu_model" in frame else pd.Series("", index=frame.index)
+    gpu = _text(frame["gpu_model"]) if "gpu_model" in frame else pd.Series("", index=frame.index)
+    out["device"] = [(g if count else c) or None for c, g, count in zip(cpu, gpu, gpus)]
+    out["raw"] = [{f"emissions.{k}": v for k, v in row.items()} for row in frame.to_dict("records")]
+    return out
+
+
+def parse_join(join: str | None) -> tuple[str, str]:
+    """`KEY` (the same column in both files) or `EMISSIONS_COLUMN=RESULTS_COLUMN`."""
+    if not join or not join.strip():
+        raise PeprError("--join: name the key that links emissions.csv to the results, e.g. --join experiment_id=run")
+    left, _, right = join.partition("=")
+    return left.strip(), (right or left).strip()
+
+
+def _join_emissions(frame: pd.DataFrame, emissions: Table, join, name: str, errors: list) -> pd.DataFrame:
+    emission_key, result_key = parse_join(join)
+    if emission_key not in emissions.frame:
+        raise PeprError(f"{emissions.name}: --join {join}: no column {emission_key!r}")
+    if result_key not in frame:
+        raise PeprError(f"{name}: --join {join}: no column {result_key!r}")
+    rows = load_emissions(emissions)
+    keys = _text(emissions.frame.loc[rows.index, emission_key])
+    repeated = keys.duplicated()
+    if repeated.any():
+        row = repeated.idxmax()
+        first = keys.index[(keys == keys[row]).to_numpy()][0]
+        raise PeprError(f"{_where(emissions.name, row, emission_key)}: {keys[row]!r} is also in row {first}; join on a key that names one run")
+    wanted = _text(frame[result_key])
+    position = pd.Series(rows.index, index=keys.to_numpy())
+    lost = ~wanted.isin(position.index)
+    if lost.any():
+        row = lost.idxmax()
+        errors.append((row, f"{_where(name, row, result_key)}: no row of {emissions.name} has {emission_key} {wanted[row]!r}"))
+    found = wanted.map(position)
+    matched = rows.reindex(found.to_numpy()).set_axis(frame.index)
+    matched["raw"] = [raw if isinstance(raw, dict) else {} for raw in matched["raw"]]
+    return matched
+
+
+# -- importing -----------------------------------------------------------------------------
+
+
+def import_table(
+    source,
+    db,
+    maps: Sequence[ColumnMap] | Sequence[str],
+    *,
+    experiment: str | None = None,
+    name: str | None = None,
+    fmt: str | None = None,
+    emissions=None,
+    emissions_name: str | None = None,
+    join: str | None = None,
+    energy_tool: str | None = None,
+    energy_methods: Mapping[str, str] | None = None,
+) -> int:
+    """Read, convert and check `source`, then add its runs to `db`; returns how many were new.
+
+    `maps`: ColumnMap objects or `FIELD=COLUMN[:UNIT]` texts. `emissions`: CodeCarbon's
+    emissions.csv (a path, URL or bytes), joined on `join`. Nothing is written on any error.
+    """
+    table = read_table(source, name, fmt)
+    if maps and isinstance(maps[0], str):
+        maps = parse_map(maps, list(table.frame.columns))
+    emission_table = read_table(emissions, emissions_name, "csv") if emissions is not None else None
+    result = convert(
+        table, maps, experiment=experiment, emissions=emission_table, join=join,
+        energy_tool=energy_tool, energy_methods=energy_methods,
+    )
+    if result.errors:
+        raise PeprError(result.errors[0])
+    return RunStore(db).append(result.runs)

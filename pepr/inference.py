@@ -1,0 +1,120 @@
+"""Inference cost on a deployment device: benchmarks joined to runs by model name.
+
+What a model costs to run depends on its architecture, not on its trained weights, so one
+benchmark of an architecture on a device (`pepr-agent bench`) prices every run of it, the
+paper's or the user's own. `infer_latency` is the median seconds per image at batch 1;
+`infer_energy` the joules per image at the largest batch size benchmarked (the throughput
+batch). A choice of device is one device at one image size: a device benchmarked at several
+sizes is offered once per size, as `DEVICE @ SIZE px`. Every function here is pure.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pepr.errors import PeprError
+from pepr.resources import RESOURCES
+
+LATENCY = RESOURCES["infer_latency"].column
+ENERGY = RESOURCES["infer_energy"].column
+# What `attach` adds to each run: the two resources and where they come from.
+
+
+def architecture(model: str) -> str:
+    """A timm name without its pretrained tag: `resnet18.a1_in1k` -> `resnet18`."""
+    return model.split(".", 1)[0]
+
+
+def _choices(benchmarks: pd.DataFrame) -> pd.Series:
+    """Each benchmark row's device choice: the device, with the image size where it has several."""
+    sizes = benchmarks.groupby("device")["image_size"].transform("nunique")
+    size_text = benchmarks["image_size"].astype("Int64").astype(str)
+    return benchmarks["device"].where(sizes <= 1, benchmarks["device"] + " @ " + size_text + " px")
+
+
+def devices(benchmarks: pd.DataFrame) -> list[str]:
+    """The device choices the benchmarks offer, sorted."""
+    return sorted(_choices(benchmarks).unique()) if len(benchmarks) else []
+
+
+def summary(benchmarks: pd.DataFrame) -> pd.DataFrame:
+    """Per device choice: image size, models benchmarked ok (newest row of each model and batch
+    size), models whose newest benchmark failed, and when it was last benchmarked."""
+    columns = ["device", "image_size", "models_ok", "models_failed", "last"]
+    if benchmarks.empty:
+        return pd.DataFrame(columns=columns)
+    rows = benchmarks.assign(device=_choices(benchmarks), arch=benchmarks["model"].map(architecture))
+    rows = rows.sort_values(["started_at", "bench_id"]).drop_duplicates(["device", "arch", "batch_size"], keep="last")
+    failed = rows[rows["status"] != "ok"].groupby("device")["arch"].nunique()
+    table = rows.groupby("device").agg(
+        image_size=("image_size", "first"), models=("arch", "nunique"), last=("started_at", "max")
+    )
+    table["models_failed"] = failed.reindex(table.index, fill_value=0)
+    table["models_ok"] = table["models"] - table["models_failed"]
+    return table.reset_index()[columns]
+
+
+def choose_device(benchmarks: pd.DataFrame, name: str | None) -> str:
+    """The device choice meant by `name` (exact, or a case-insensitive part of exactly one).
+
+    No name: the only device. A PeprError lists the choices where there are none, several and
+    no name, or no match.
+    """
+    choices = devices(benchmarks)
+    if not choices:
+        raise PeprError("no inference benchmarks in the database; add some with `pepr-agent bench`")
+    listed = "; ".join(choices)
+    if name is None:
+        if len(choices) == 1:
+            return choices[0]
+        raise PeprError(f"benchmarks from {len(choices)} devices; choose one with --bench-device: {listed}")
+    if name in choices:
+        return name
+    matches = [choice for choice in choices if name.lower() in choice.lower()]
+    if len(matches) == 1:
+        return matches[0]
+    problem = "matches several devices" if matches else "no benchmarks for"
+    raise PeprError(f"--bench-device: {problem} {name!r} (benchmarked: {listed})")
+
+
+def attach(runs: pd.DataFrame, benchmarks: pd.DataFrame, device: str) -> pd.DataFrame:
+    """The runs with the inference costs of their model on `device` (a `devices` choice).
+
+    Adds `infer_latency_s`, `infer_energy_j`, `bench_device`, `bench_image_size` and
+    `bench_batch_size` (the throughput batch of the energy). The newest benchmark of each model
+    and batch size counts; a model whose newest benchmark failed, or that was not benchmarked,
+    gets NULL (and `pepr.score` excludes its runs with that reason).
+    """
+    rows = benchmarks[_choices(benchmarks) == device] if len(benchmarks) else benchmarks
+    if rows.empty:
+        raise PeprError(f"--bench-device: no benchmarks for {device!r}")
+    rows = rows.assign(arch=rows["model"].map(architecture))
+    rows = rows.sort_values(["started_at", "bench_id"]).drop_duplicates(["arch", "batch_size"], keep="last")
+    ok = rows["status"] == "ok"
+    single = rows[rows["batch_size"] == 1].set_index("arch")
+    latency = single["latency_median_s"].where(single["status"] == "ok")
+    largest = rows.sort_values("batch_size").drop_duplicates("arch", keep="last").set_index("arch")
+    energy = largest["energy_per_image_j"].where(largest["status"] == "ok")
+    arch = runs["model"].map(architecture)
+    benched = arch.isin(rows.loc[ok, "arch"])
+    return runs.assign(**{
+        LATENCY: arch.map(latency).astype(float),
+        ENERGY: arch.map(energy).astype(float),
+        "bench_device": np.where(benched, device, None),
+        "bench_image_size": arch.map(largest["image_size"]).where(benched).astype("Int64"),
+        "bench_batch_size": arch.map(largest["batch_size"]).where(benched).astype("Int64"),
+    })
+
+
+def attach_where_weighted(store, runs: pd.DataFrame, weights, device_name: str | None):
+    """`runs` with inference costs attached when a benchmarked resource is weighted or a device
+    is named; returns (runs, the device used or None)."""
+    if not device_name and not any(RESOURCES[name].benchmarked for name in weights):
+        return runs, None
+    benchmarks = store.benchmarks()
+    try:
+        device = choose_device(benchmarks, device_name)
+    except PeprError as error:
+        raise PeprError(f"{store.path}: {error}") from None
+    return attach(runs, benchmarks, device), device

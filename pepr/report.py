@@ -1,0 +1,419 @@
+"""A report of one experiment to take away: Markdown, a LaTeX table and figures.
+
+`build_report` is pure (runs in, text and Altair charts out); `report_files` renders it to the
+files' bytes offline (vl-convert, no browser); `write_report` reads a database and writes them.
+Every score comes from `pepr.score.score`; labels and readable units from `pepr.resources`.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from pepr import __version__
+from pepr.errors import PeprError
+from pepr.inference import attach_where_weighted
+from pepr.resources import RESOURCES, readable_unit
+from pepr.score import normalize_weights, pareto_front, score
+from pepr.store import RunStore, is_estimate
+
+FIGURE_FORMATS = ("svg", "png", "pdf")
+TOP = 5
+PARTS = ("cpu", "gpu", "ram")
+MEASURED = {
+    "gpu-energy-counter": "measured: the GPU's own energy counter",
+    "gpu-power-samples": "measured: GPU power sampled every second and integrated",
+    "rapl": "measured: RAPL energy counters",
+    "power-gadget": "measured: Intel Power Gadget",
+    "powermetrics": "measured: Apple powermetrics",
+    "pmic": "measured: the board's power chip",
+    "imported": "imported total: how it was measured is not recorded",
+    "none": "no such part",
+}
+NORMALIZATION_TEXT = {
+    "minmax": "min-max within the experiment, R = (r - r_min) / (r_max - r_min)",
+    "max": "share of the maximum within the experiment, R = r / r_max",
+}
+
+
+@dataclass(frozen=True)
+class Report:
+    """A report's Markdown, LaTeX table and charts (name -> Altair chart)."""
+
+    markdown: str
+    latex: str
+    charts: dict[str, alt.TopLevelMixin]
+
+
+# -- formatting ----------------------------------------------------------------------------
+
+
+def _number(value: float) -> str:
+    """Three significant digits, never in exponent notation."""
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    if abs(value) >= 1000:
+        return f"{value:.0f}"
+    return f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+
+
+def _readable(name: str, values) -> tuple[str, float]:
+    """The readable unit for a resource's values (by their median) and its factor."""
+    values = pd.to_numeric(pd.Series(values), errors="coerce").dropna()
+    return readable_unit(RESOURCES[name], float(values.median()) if len(values) else float("nan"))
+
+
+def _amount(name: str, value: float) -> str:
+    unit, factor = _readable(name, [value])
+    return f"{_number(value / factor)} {unit}".strip()
+
+
+def _heading(name: str, unit: str) -> str:
+    return f"{RESOURCES[name].label} ({unit})" if unit else RESOURCES[name].label
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|~])")
+
+
+def markdown_text(text) -> str:
+    """Text from data shown as text in Markdown, never as markup."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text)).replace("\n", " ")
+
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+}
+
+
+def latex_text(text) -> str:
+    """Text from data, escaped for LaTeX."""
+    return "".join(_LATEX_SPECIAL.get(char, char) for char in str(text))
+
+
+def _lower(label: str) -> str:
+    """`Training energy` -> `training energy`, but `CO2eq emitted` stays."""
+    return label if label[:2].isupper() else label[:1].lower() + label[1:]
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# -- the report ----------------------------------------------------------------------------
+
+
+def build_report(
+    runs: pd.DataFrame,
+    experiment: str,
+    weights: Mapping[str, float],
+    normalization: str = "minmax",
+    alpha: float = 1.0,
+    source: str = "",
+) -> Report:
+    """The report of `experiment` among `runs` (the runs of one database)."""
+    known = ", ".join(sorted(runs["experiment"].dropna().unique())) or "none"
+    runs = runs[runs["experiment"] == experiment]
+    if runs.empty:
+        raise PeprError(f"{source or 'the runs'}: no experiment {experiment!r} (known: {known})")
+    result = score(runs, weights, normalization, alpha)
+    table = result.table.sort_values(["rank", "model"]).reset_index(drop=True)
+    if table.empty:
+        raise PeprError(f"{source or 'the runs'}: no run of {experiment!r} can be scored ({result.excluded['reason'].iloc[0]})")
+    weights = result.weights
+    sections = [
+        f"# PePR report: {markdown_text(experiment)}",
+        _compared(runs, table, result.excluded, experiment, weights, normalization, alpha, source),
+        _costs(runs),
+        _measurement(runs),
+        _top(table, weights),
+        _savings(table),
+        "## Files\n\n- `table.tex`: the ranking as a LaTeX table (needs `\\usepackage{booktabs}`)\n"
+        + "".join(f"- `{name}.svg`, `.png`, `.pdf`: {chart_title}\n" for name, chart_title in _FIGURE_TITLES.items())
+        + "\n![Performance against resource](performance_vs_resource.svg)\n",
+    ]
+    charts = {
+        "performance_vs_resource": performance_vs_resource(table, weights),
+        "pepr_ranking": pepr_ranking(table),
+    }
+    return Report("\n\n".join(sections), latex_table(table, experiment, weights, normalization, alpha), charts)
+
+
+_FIGURE_TITLES = {
+    "performance_vs_resource": "performance against resource, the Pareto front drawn and the best PePR model marked",
+    "pepr_ranking": "PePR and performance of the top models",
+}
+
+
+def _variant(weights: Mapping[str, float]) -> str:
+    named = {"energy": "PePR-E", "co2": "PePR-C", "train_time": "PePR-T", "gpu_memory": "PePR-M", "train_size": "PePR-D"}
+    if not weights:
+        return "PePR with resources ignored (all weights 0: the score is the performance)"
+    if len(weights) == 1:
+        name = next(iter(weights))
+        return named.get(name, f"PePR over {_lower(RESOURCES[name].label)}")
+    return "PePR over " + ", ".join(f"{_lower(RESOURCES[n].label)} (weight {w:.3g})" for n, w in weights.items())
+
+
+def _compared(runs, table, excluded, experiment, weights, normalization, alpha, source) -> str:
+    datasets = ", ".join(markdown_text(d) for d in sorted(runs["dataset"].dropna().unique())) or "not recorded"
+    metrics = ", ".join(markdown_text(m) for m in sorted(runs["metric"].dropna().unique())) or "not recorded"
+    lines = [
+        "## What was compared",
+        "",
+        f"- Experiment `{experiment}`" + (f" in `{source}`" if source else "") + f": {table['model'].nunique()} "
+        f"model(s) in {len(table)} scored run(s); dataset: {datasets}; performance: {metrics} "
+        f"(from {table['performance'].min():.4f} to {table['performance'].max():.4f}).",
+        f"- Score: {_variant(weights)}, PePR = alpha P / (alpha + sum_i w_i R_i) with alpha = {alpha:g}; "
+        f"normalisation: {NORMALIZATION_TEXT[normalization]}.",
+    ]
+    if len(excluded):
+        reasons = excluded.groupby("reason").size()
+        lines.append("- Not scored: " + "; ".join(f"{n} run(s): {markdown_text(r)}" for r, n in reasons.items()) + ".")
+    lines.append(f"- Written by pepr {__version__} (Selvan et al., NLDL 2025).")
+    return "\n".join(lines)
+
+
+def _costs(runs: pd.DataFrame) -> str:
+    rows = []
+    for name in ("energy", "co2", "train_time", "infer_time"):
+        values = pd.to_numeric(runs[RESOURCES[name].column], errors="coerce").dropna()
+        if values.empty:
+            rows.append([RESOURCES[name].label, "not measured", "", f"0 of {len(runs)}"])
+            continue
+        rows.append([RESOURCES[name].label, _amount(name, values.sum()), _amount(name, values.median()), f"{len(values)} of {len(runs)}"])
+    lines = ["## What it cost", "", _md_table(["", "total", "median per run", "runs measured"], rows), ""]
+    last_epoch = int((runs["train_time_scope"] == "last-epoch").sum())
+    if last_epoch:
+        lines.append(f"- Training time is the **last epoch's** time for {last_epoch} of {len(runs)} run(s) (as recorded), not the whole run's.")
+    intensity = pd.to_numeric(runs["carbon_intensity"], errors="coerce").dropna()
+    countries = ", ".join(markdown_text(c) for c in sorted(runs["country"].dropna().unique())) or "not recorded"
+    line = f"- Grid: {countries}"
+    if len(intensity):
+        low, high = f"{intensity.min():.0f}", f"{intensity.max():.0f}"
+        spread = "" if low == high else f" (from {low} to {high})"
+        sources = ", ".join(markdown_text(s) for s in sorted(runs["carbon_intensity_source"].dropna().unique()))
+        line += f"; carbon intensity {intensity.median():.0f} g CO2eq/kWh (median){spread}" + (f", {sources}" if sources else "")
+    lines.append(line + ".")
+    pue = pd.to_numeric(runs["pue"], errors="coerce").dropna()
+    if len(pue):
+        lines.append("- PUE included in the energy: " + ", ".join(f"{p:g}" for p in sorted(pue.unique())) + ".")
+    return "\n".join(lines)
+
+
+def _trust(method) -> str:
+    if is_estimate(method):
+        return "**estimate**: modelled, not measured; good for comparing runs on one machine, not absolute"
+    return MEASURED.get(method, "not recorded")
+
+
+def _measurement(runs: pd.DataFrame) -> str:
+    lines = ["## Hardware and how it was measured", ""]
+    devices = runs["device"].fillna("not recorded").value_counts()
+    lines.append("- Hardware: " + "; ".join(f"{markdown_text(d)} ({n} run(s))" for d, n in devices.items()) + ".")
+    tools = runs["energy_tool"].fillna("not recorded").value_counts()
+    lines.append("- Energy measured with: " + "; ".join(f"{markdown_text(t)} ({n} run(s))" for t, n in tools.items()) + ".")
+    rows = []
+    for part in PARTS:
+        methods = runs[f"energy_{part}_method"].fillna("not recorded").value_counts()
+        for method, count in methods.items():
+            rows.append([part.upper(), markdown_text(method), str(count), _trust(None if method == "not recorded" else method)])
+    lines += ["", _md_table(["energy part", "method", "runs", "how far to trust it"], rows), ""]
+    estimated = runs[[f"energy_{part}_method" for part in PARTS]].map(is_estimate).any(axis=1)
+    if estimated.any():
+        lines.append(f"- {int(estimated.sum())} of {len(runs)} run(s) include an estimated part (flagged above).")
+    provenance = runs["provenance"].dropna().value_counts()
+    for text, count in provenance.items():
+        lines.append(f"- Provenance ({count} run(s)): {markdown_text(text)}")
+    return "\n".join(lines)
+
+
+def _resource_columns(table: pd.DataFrame, weights) -> list[tuple[str, str, float]]:
+    """(resource, readable unit, factor) for each weighted resource."""
+    return [(name, *_readable(name, table[RESOURCES[name].column])) for name in weights]
+
+
+def _top(table: pd.DataFrame, weights) -> str:
+    resources = _resource_columns(table, weights)
+    header = ["rank", "model", "performance", *(_heading(n, u) for n, u, _ in resources), "PePR"]
+
+    def rows(frame):
+        return [
+            [str(row["rank"]), markdown_text(row["model"]), f"{row['performance']:.4f}",
+             *(_number(row[RESOURCES[n].column] / f) for n, _, f in resources), f"{row['pepr']:.4f}"]
+            for _, row in frame.iterrows()
+        ]
+
+    by_performance = table.sort_values(["performance", "rank"], ascending=[False, True]).head(TOP)
+    return "\n".join([
+        "## Top models", "", "By PePR (rank 1 is the best trade-off):", "", _md_table(header, rows(table.head(TOP))),
+        "", "By performance alone:", "", _md_table(header, rows(by_performance)),
+    ])
+
+
+def _savings(table: pd.DataFrame) -> str:
+    best = table.iloc[0]
+    strongest = table.sort_values(["performance", "rank"], ascending=[False, True]).iloc[0]
+    lines = ["## What choosing by PePR saves", ""]
+    if best["run_id"] == strongest["run_id"]:
+        lines.append(f"The best PePR model, {markdown_text(best['model'])}, is also the best performer: nothing to trade.")
+        return "\n".join(lines)
+    gap = strongest["performance"] - best["performance"]
+    lines.append(
+        f"Choosing {markdown_text(best['model'])} (best PePR, performance {best['performance']:.4f}) over "
+        f"{markdown_text(strongest['model'])} (best performance, {strongest['performance']:.4f}) gives up "
+        f"{gap:.4f} of performance ({gap * 100:.2f} points) and:"
+    )
+    lines.append("")
+    for name, resource in RESOURCES.items():
+        if resource.column not in best:  # a benchmarked resource not attached to these runs
+            continue
+        chosen, other = best[resource.column], strongest[resource.column]
+        if pd.isna(chosen) or pd.isna(other) or other <= 0 or chosen == other:
+            continue
+        change = 1 - chosen / other
+        verb = "saves" if change >= 0 else "costs"
+        amount = _amount(name, abs(other - chosen))
+        lines.append(
+            f"- {verb} {abs(change) * 100:.1f}% of {_lower(resource.label)}: {amount} "
+            f"({_amount(name, chosen)} instead of {_amount(name, other)})"
+        )
+    return "\n".join(lines)
+
+
+def latex_table(table: pd.DataFrame, experiment: str, weights, normalization: str, alpha: float) -> str:
+    """The ranking as a booktabs table, names escaped."""
+    resources = _resource_columns(table, weights)
+    header = ["Rank", "Model", "Performance", *(latex_text(_heading(n, u)) for n, u, _ in resources), "PePR"]
+    body = [
+        " & ".join([str(row["rank"]), latex_text(row["model"]), f"{row['performance']:.4f}",
+                    *(_number(row[RESOURCES[n].column] / f) for n, _, f in resources), f"{row['pepr']:.4f}"]) + r" \\"
+        for _, row in table.iterrows()
+    ]
+    label = re.sub(r"[^A-Za-z0-9]+", "-", experiment).strip("-") or "experiment"
+    caption = (
+        f"{latex_text(_variant(weights))} of {len(table)} runs in experiment \\texttt{{{latex_text(experiment)}}} "
+        f"($\\alpha = {alpha:g}$, {'min-max' if normalization == 'minmax' else 'share-of-max'} normalisation)."
+    )
+    return "\n".join([
+        f"% pepr {__version__} report: needs \\usepackage{{booktabs}}",
+        r"\begin{table}[t]",
+        r"\centering",
+        f"\\caption{{{caption}}}",
+        f"\\label{{tab:pepr-{label}}}",
+        r"\begin{tabular}{@{}rl" + "r" * (len(header) - 2) + "@{}}",
+        r"\toprule",
+        " & ".join(header) + r" \\",
+        r"\midrule",
+        *body,
+        r"\bottomrule",
+        r"\end{tabular}",
+        r"\end{table}",
+        "",
+    ])
+
+
+# -- figures -------------------------------------------------------------------------------
+
+
+def performance_vs_resource(table: pd.DataFrame, weights) -> alt.LayerChart:
+    """Performance against the resource (in readable units when one is weighted, else the
+    weighted normalised R), the Pareto front drawn, the best PePR model marked and named."""
+    if len(weights) == 1:
+        name = next(iter(weights))
+        unit, factor = _readable(name, table[RESOURCES[name].column])
+        x_values, x_title = table[RESOURCES[name].column] / factor, _heading(name, unit)
+    else:
+        x_values, x_title = table["resource"], "weighted normalised resource R"
+    data = pd.DataFrame({
+        "model": table["model"].astype(str), "x": x_values.astype(float), "performance": table["performance"],
+        "pepr": table["pepr"], "rank": table["rank"],
+    })
+    data["front"] = pareto_front(data["performance"], data["x"])
+    x = alt.X("x:Q", title=x_title)
+    y = alt.Y("performance:Q", title="performance", scale=alt.Scale(zero=False))
+    points = alt.Chart(data).mark_circle(size=50, opacity=0.7, color="#1f77b4").encode(x=x, y=y)
+    front = (
+        alt.Chart(data[data["front"]].sort_values("x"))
+        .mark_line(color="#d62728", point=True, strokeWidth=1.5)
+        .encode(x=x, y=y, order="x:Q")
+    )
+    best = data.iloc[[0]]
+    star = alt.Chart(best).mark_point(shape="diamond", size=220, filled=True, color="#2ca02c").encode(x=x, y=y)
+    label = (
+        alt.Chart(best.assign(text="best PePR: " + best["model"]))
+        .mark_text(align="left", baseline="top", dx=10, dy=8, fontWeight="bold", color="#2ca02c")
+        .encode(x=x, y=y, text="text:N")
+    )
+    return alt.layer(points, front, star, label).properties(
+        width=460, height=320, title="Performance against resource (red: Pareto front)"
+    )
+
+
+def pepr_ranking(table: pd.DataFrame, top: int = 15) -> alt.LayerChart:
+    """PePR of the top models as bars, their performance as ticks: the gap is the resource cost."""
+    head = table.head(top).assign(model=lambda d: d["model"].astype(str) + " (#" + d["rank"].astype(str) + ")")
+    order = list(head["model"])
+    y = alt.Y("model:N", sort=order, title=None)
+    bars = alt.Chart(head).mark_bar(color="#2ca02c").encode(
+        y=y, x=alt.X("pepr:Q", title="PePR (bar) and performance (tick)", scale=alt.Scale(domain=[0, 1]))
+    )
+    ticks = alt.Chart(head).mark_tick(color="black", thickness=2).encode(y=y, x="performance:Q")
+    return alt.layer(bars, ticks).properties(width=460, title=f"Top {len(head)} models by PePR")
+
+
+def render(chart: alt.TopLevelMixin, fmt: str) -> bytes:
+    """A chart as SVG, PNG or PDF bytes, rendered offline by vl-convert."""
+    if fmt == "svg":
+        buffer = io.StringIO()
+        chart.save(buffer, format="svg")
+        return buffer.getvalue().encode()
+    buffer = io.BytesIO()
+    chart.save(buffer, format=fmt, **({"scale_factor": 2} if fmt == "png" else {}))
+    return buffer.getvalue()
+
+
+def report_files(report: Report) -> dict[str, bytes]:
+    """Every file of a report by name: report.md, table.tex and each figure in each format."""
+    files = {"report.md": report.markdown.encode(), "table.tex": report.latex.encode()}
+    for name, chart in report.charts.items():
+        for fmt in FIGURE_FORMATS:
+            files[f"{name}.{fmt}"] = render(chart, fmt)
+    return files
+
+
+def write_report(
+    db, experiment: str, out, weights: Mapping[str, float], normalization: str = "minmax",
+    alpha: float = 1.0, bench_device: str | None = None,
+) -> list[Path]:
+    """Write the report of `experiment` in database `db` into folder `out`; returns the paths.
+    Inference costs come from the benchmarks of `bench_device` (see `pepr score`)."""
+    try:
+        import vl_convert  # noqa: F401  (altair renders through it)
+    except ImportError:
+        raise PeprError("pepr report renders figures with vl-convert-python: pip install 'pepr[report]'") from None
+    normalize_weights(weights)
+    store = RunStore(db)
+    runs, _ = attach_where_weighted(store, store.runs(), weights, bench_device)
+    report = build_report(runs, experiment, weights, normalization, alpha, source=str(db))
+    files = report_files(report)
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise PeprError(f"--out {out}: not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, data in files.items():
+        path = folder / name
+        path.write_bytes(data)
+        paths.append(path)
+    return paths
+

@@ -1,0 +1,91 @@
+"""`pepr-agent bench`: real timm models on the CPU, real CodeCarbon, real DuckDB."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import timm
+
+from pepr.store import RunStore, is_estimate
+
+FAST = ("--image-size", 16, "--batch-sizes", "1,4", "--seconds", 0.2, "--threads", 1, "--quiet")
+
+
+def test_bench_records_measured_rows_then_resumes(run_agent, cli, tmp_path):
+    db = tmp_path / "bench.duckdb"
+    first = run_agent("bench", "--models", "test_resnet", "--db", db, *FAST)
+    assert first.returncode == 0, first.stderr
+    rows = RunStore(db).benchmarks()
+    assert sorted(rows.batch_size) == [1, 4] and set(rows.status) == {"ok"}
+    assert [json.loads(line)["batch_size"] for line in first.stdout.splitlines()] == [1, 4]
+    expected = timm.create_model("test_resnet")
+    for row in rows.itertuples():
+        assert row.model == "test_resnet" and row.image_size == 16 and row.threads == 1
+        assert row.device.endswith(", 1 thread") and row.device_type == "cpu"
+        assert row.params == sum(p.numel() for p in expected.parameters())
+        assert row.iterations >= 3 and row.timed_s >= row.iterations * row.latency_median_s / 2
+        assert 0 < row.latency_median_s <= row.latency_p95_s
+        assert row.throughput_ips == pytest.approx(row.batch_size / row.latency_median_s)
+        assert row.energy_kwh == pytest.approx(row.energy_cpu_kwh + row.energy_ram_kwh)
+        assert row.energy_gpu_kwh != row.energy_gpu_kwh  # no GPU: NULL, not 0
+        images = row.batch_size * row.iterations
+        assert row.energy_per_image_j == pytest.approx(row.energy_kwh * 3.6e6 / images) and row.energy_kwh > 0
+        assert row.energy_gpu_method == "none" and is_estimate(row.energy_ram_method)
+        assert row.gpu_mem_peak_gb != row.gpu_mem_peak_gb  # NULL on the CPU
+        assert 0 < row.host_mem_peak_gb < 100
+        assert json.loads(row.config) == {"model": "test_resnet", "device": row.device, "image_size": 16,
+                                          "batch_size": row.batch_size, "precision": "fp32",
+                                          "channels_last": False}
+        assert row.started_at < row.ended_at and row.error is None
+
+    # Resumable: what is ok is not benched again; a new model is.
+    code, out, err = cli("bench", "--models", "test_resnet,test_efficientnet", "--db", db, *FAST[:-1])
+    assert code == 0, err
+    assert "2 ok, 0 failed, 2 already done" in err
+    after = RunStore(db).benchmarks()
+    assert len(after) == 4 and set(after.model) == {"test_resnet", "test_efficientnet"}
+    assert set(after.bench_id) >= set(rows.bench_id)
+
+    # --rebench adds newer rows, the old ones stay.
+    code, _, err = cli("bench", "--models", "test_resnet", "--batch-sizes", "1", "--rebench", "--db", db, *FAST[:2], *FAST[4:])
+    assert code == 0, err
+    again = RunStore(db).benchmarks()
+    newest = again[(again.model == "test_resnet") & (again.batch_size == 1)]
+    assert len(again) == 5 and len(newest) == 2 and newest.bench_key.nunique() == 1
+
+
+def test_a_failing_model_is_recorded_and_the_bench_goes_on(cli, tmp_path):
+    db = tmp_path / "bench.duckdb"
+    # test_convnext's stem cannot take 16 px images: a real failure of the forward pass.
+    code, out, err = cli("bench", "--models", "test_convnext,test_resnet", "--db", db, *FAST)
+    assert code == 1
+    rows = RunStore(db).benchmarks().set_index(["model", "batch_size"])
+    assert rows.loc[("test_convnext", 1), "status"] == "failed"
+    assert "RuntimeError" in rows.loc[("test_convnext", 4), "error"]
+    assert rows.loc[("test_convnext", 1), "latency_median_s"] != rows.loc[("test_convnext", 1), "latency_median_s"]
+    assert (rows.loc["test_resnet", "status"] == "ok").all()
+    assert [json.loads(line)["status"] for line in out.splitlines()] == ["failed", "failed", "ok", "ok"]
+    # Failed benchmarks are retried by the same command.
+    code, _, err = cli("bench", "--models", "test_convnext,test_resnet", "--db", db, *FAST[:-1])
+    assert code == 1 and "0 ok, 2 failed, 2 already done" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--models", "resnet_does_not_exist"), "--models: unknown timm model 'resnet_does_not_exist'"),
+        (("--models", "test_resnet", "--batch-sizes", "1,0"), "--batch-sizes: expected a whole number from 1"),
+        (("--models", "test_resnet", "--device", "cuda:99"), "--device: cuda:99"),
+        (("--models", "test_resnet", "--device", "tpu"), "--device: expected auto, cpu, cuda or cuda:N"),
+        (("--models", "test_resnet", "--threads", "0"), "--threads: expected a whole number from 1"),
+        (("--param-range", "1e6:2e6"), "--param-range and --sample go together"),
+        ((), "no models"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_nothing_written(cli, tmp_path, args, message):
+    db = tmp_path / "bench.duckdb"
+    code, out, err = cli("bench", *args, "--db", db, "--quiet")
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and message in err
+    assert out == "" and not db.exists()

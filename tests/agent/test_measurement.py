@@ -1,0 +1,119 @@
+"""Measurement hygiene on the CPU: warm-up, mixed precision, channels_last, honest energy parts."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import timm
+import torch
+
+from agent.data import load
+from agent.measure import EnergyMeter, energy_from_totals
+from agent.plan import expand
+from agent.train import Prepare, run_job, train_step
+from pepr.store import RunStore
+
+CPU = torch.device("cpu")
+
+
+def _job(model="test_resnet", **settings):
+    (job,) = expand([model], ["tiny"], [False], [1.0], [0], epochs=2, batch_size=8,
+                    learning_rate=5e-4, image_size=16, amp=settings.pop("amp", "off"), **settings)
+    return job
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tiny_npz, tmp_path_factory):
+    return load(str(tiny_npz), str(tmp_path_factory.mktemp("cache")), 16)
+
+
+def _losses(epochs):
+    return [row["train_loss"] for row in epochs]
+
+
+def test_warm_up_leaves_what_the_model_learns_unchanged(tiny_data):
+    job = _job(deterministic=True)
+    fields_cold, cold = run_job(job, tiny_data, CPU, "DNK", warmup_steps=0)
+    fields_warm, warm = run_job(job, tiny_data, CPU, "DNK", warmup_steps=3)
+    assert _losses(warm) == _losses(cold)
+    assert [r["test_metric"] for r in warm] == [r["test_metric"] for r in cold]
+    assert fields_warm["performance"] == fields_cold["performance"]
+
+
+def test_amp_bf16_changes_what_runs_on_the_cpu(tiny_data):
+    model = timm.create_model("test_resnet", num_classes=3, in_chans=1)
+    prepare = Prepare(model, 1, CPU, channels_last=False)
+    xb, yb = tiny_data.images["train"][:8], tiny_data.labels["train"][:8]
+    optimizer = torch.optim.Adam(model.parameters())
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    out_bf16, _ = train_step(model, prepare, optimizer, scaler, xb, yb, CPU, "bf16")
+    out_fp32, _ = train_step(model, prepare, optimizer, scaler, xb, yb, CPU, "off")
+    assert (out_bf16.dtype, out_fp32.dtype) == (torch.bfloat16, torch.float32)
+
+    _, full = run_job(_job(), tiny_data, CPU, "DNK")
+    fields, mixed = run_job(_job(amp="bf16"), tiny_data, CPU, "DNK")
+    assert _losses(mixed) != _losses(full)
+    assert all(abs(a - b) < 0.5 for a, b in zip(_losses(mixed), _losses(full)))
+
+
+def test_amp_mode_is_recorded_and_fp16_needs_cuda(cli, tiny_npz, tmp_path):
+    db = tmp_path / "runs.duckdb"
+    common = ("--models", "test_resnet", "--datasets", tiny_npz, "--epochs", 1,
+              "--batch-size", 8, "--image-size", 16, "--device", "cpu", "--quiet", "--db", db)
+    if not torch.cuda.is_available():
+        code, _, err = cli("run", *common, "--amp", "fp16")
+        assert code == 2 and err.strip().count("\n") == 0 and "--amp fp16 needs a CUDA" in err
+        assert not db.exists()
+    assert cli("run", *common, "--amp", "bf16", "--experiment", "mixed")[0] == 0
+    assert cli("run", *common)[0] == 0
+    runs = RunStore(db).runs()
+    assert dict(zip(runs["experiment"], runs["amp"])) == {"mixed": "bf16", "tiny": "off"}
+
+
+def test_a_model_that_rejects_channels_last_runs_without_it(tiny_data):
+    x = torch.zeros(2, 1, 16, 16).contiguous(memory_format=torch.channels_last)
+    model = timm.create_model("pepr_test_rejects_channels_last", num_classes=3, in_chans=1)
+    with pytest.raises(RuntimeError):  # the premise: this architecture rejects it
+        model.to(memory_format=torch.channels_last)(x)
+    fields, epochs = run_job(_job("pepr_test_rejects_channels_last"), tiny_data, CPU, "DNK",
+                             channels_last=True)
+    assert fields["channels_last"] is False and len(epochs) == 2
+    fields, _ = run_job(_job(), tiny_data, CPU, "DNK", channels_last=True)
+    assert fields["channels_last"] is True
+
+
+def test_a_nan_training_loss_fails_the_job_and_the_sweep_goes_on(cli, tiny_npz, tmp_path):
+    db = tmp_path / "runs.duckdb"
+    code, _, _ = cli("run", "--models", "pepr_test_nan_loss,test_resnet", "--datasets", tiny_npz,
+                     "--epochs", 1, "--batch-size", 8, "--image-size", 16, "--quiet", "--db", db)
+    assert code == 1
+    runs = RunStore(db).runs().set_index("model")
+    assert runs.loc["pepr_test_nan_loss", "status"] == "failed"
+    assert "training loss is nan in epoch 1" in runs.loc["pepr_test_nan_loss", "error"]
+    assert pd.isna(runs.loc["pepr_test_nan_loss", "performance"])
+    assert runs.loc["test_resnet", "status"] == "ok"
+
+
+def test_a_part_never_sampled_is_null_with_its_reason_not_zero():
+    totals = SimpleNamespace(cpu_energy=0.0, gpu_energy=0.0, ram_energy=2e-8,
+                             energy_consumed=2e-8, emissions=3e-9, duration=0.01)
+    methods = {"cpu": "cpu-load-estimate", "gpu": "none", "ram": "ram-estimate"}
+    energy = energy_from_totals(totals, methods, "DNK", None)
+    assert (energy.cpu_kwh, energy.cpu_method, energy.cpu_scope) == (None, "not-sampled", None)
+    assert (energy.gpu_kwh, energy.gpu_method) == (None, "none")
+    assert energy.ram_kwh == 2e-8 and energy.ram_scope == "process"
+    assert energy.total_kwh is None and energy.co2_kg is None  # an incomplete total is no total
+    assert energy.carbon_intensity == pytest.approx(150)
+
+    sampled = SimpleNamespace(**{**vars(totals), "cpu_energy": 1e-8, "energy_consumed": 3e-8})
+    energy = energy_from_totals(sampled, {**methods, "cpu": "rapl"}, "DNK", None)
+    assert energy.total_kwh == 3e-8 and energy.cpu_scope == "device"
+
+
+def test_a_real_meter_stopped_at_once_reports_no_cpu_reading_as_zero():
+    energy = EnergyMeter("DNK", None).stop()
+    assert energy.cpu_kwh is None or energy.cpu_kwh > 0
+    assert (energy.cpu_kwh is None) == (energy.cpu_method == "not-sampled")
+    assert energy.gpu_kwh is None and energy.gpu_method == "none"

@@ -1,0 +1,183 @@
+"""`pepr-agent slurm`: the scripts it writes, run by bash, and a sweep on a real Slurm cluster.
+
+The cluster test uses a running cluster where `sinfo` answers, else brings up a one-node
+cluster from Debian's packages with `.ci/slurm-up` (needs root), else skips saying why; with
+PEPR_REQUIRE_SLURM=1 (as in CI) it fails instead of skipping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pepr.store import RunStore
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ("--epochs", 1, "--batch-size", 8, "--image-size", 16)
+
+
+def test_the_scripts_run_a_shard_and_merge_and_a_resubmission_asks_only_what_is_missing(
+    cli, tiny_npz, tmp_path
+):
+    db = tmp_path / "sweep" / "runs.duckdb"
+    plan = ("--models", "test_resnet,test_efficientnet", "--datasets", tiny_npz, *TINY)
+    code, out, err = cli("slurm", *plan, "--tasks", 2, "--db", db)
+    assert code == 0, err
+    folder = tmp_path / "sweep" / "runs.slurm"
+    array, merge = (folder / "array.sbatch").read_text(), (folder / "merge.sbatch").read_text()
+    assert "#SBATCH --array=0-1\n" in array and "#SBATCH --gres" not in array
+    assert "export CUDA_VISIBLE_DEVICES=\n" in array  # no GPU asked for, none used
+    assert f"exec {sys.executable} -m agent run" in array
+    assert out.splitlines()[1:] == [
+        "submit them with:",
+        f"  jobid=$(sbatch --parsable {folder / 'array.sbatch'})",
+        f"  sbatch --dependency=afterany:${{jobid%%;*}} {folder / 'merge.sbatch'}",
+    ]
+
+    # Task 1 as Slurm would start it, then the merge job: each a plain bash script.
+    task = subprocess.run(["bash", folder / "array.sbatch"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "SLURM_ARRAY_TASK_ID": "1"})
+    assert task.returncode == 0, task.stderr
+    (line,) = task.stdout.splitlines()
+    part = RunStore(tmp_path / "sweep" / "runs.part-1-of-2.duckdb").runs()
+    assert json.loads(line)["run_id"] == part.run_id.item() and part.status.item() == "ok"
+    merged = subprocess.run(["bash", folder / "merge.sbatch"], capture_output=True, text=True,
+                            timeout=120)
+    assert merged.returncode == 0, merged.stderr
+    assert RunStore(db).runs().run_id.tolist() == part.run_id.tolist()
+
+    # Re-submitting asks for task 0 only.
+    code, out, err = cli("slurm", *plan, "--tasks", 2, "--db", db)
+    assert code == 0 and f"jobid=$(sbatch --parsable --array=0 {folder / 'array.sbatch'})" in out
+
+
+def test_gpu_and_scheduler_flags_go_into_the_script(cli, tmp_path):
+    db = tmp_path / "runs.duckdb"
+    code, _, err = cli("slurm", "--models", "test_resnet", "--datasets", "digits", "--tasks", 4,
+                       "--gres", "gpu:1", "--partition", "gpu", "--time", "02:00:00",
+                       "--cpus-per-task", 8, "--amp", "bf16", "--db", db)
+    assert code == 0, err
+    array = (tmp_path / "runs.slurm" / "array.sbatch").read_text()
+    directives = re.findall(r"^#SBATCH (\S+)$", array, re.MULTILINE)
+    assert {"--array=0-3", "--gres=gpu:1", "--partition=gpu", "--time=02:00:00",
+            "--cpus-per-task=8"} <= set(directives)
+    assert "export CUDA_VISIBLE_DEVICES" not in array  # Slurm sets it to the task's GPU
+    assert "--models test_resnet --datasets digits --amp bf16 \\" in array
+    assert f'--db "{tmp_path}/runs.part-$SLURM_ARRAY_TASK_ID-of-4.duckdb"' in array
+
+
+def test_array_ranges_are_written_as_sbatch_takes_them():
+    from agent.slurm import ranges
+
+    assert ranges([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8" and ranges([3]) == "3"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("--tasks", "0"), "--tasks: expected a positive integer, got '0'"),
+    (("--tasks", "2", "--shard", "0/2"), "--shard: not for pepr-agent slurm"),
+    (("--tasks", "2", "--models", "resnet19"), "unknown timm model 'resnet19'"),
+    (("--models", "test_resnet"), "the following arguments are required: --tasks"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(cli, tmp_path, argv, message):
+    args = ("--models", "test_resnet", *argv) if "--models" not in argv else argv
+    code, out, err = cli("slurm", *args, "--db", tmp_path / "runs.duckdb")
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_refused_submission_says_why(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    code, _, err = cli("slurm", "--models", "test_resnet", "--tasks", 1, "--db",
+                       tmp_path / "runs.duckdb", "--submit")
+    assert code == 1 and err.startswith("pepr-agent: sbatch: ") and "No such file" in err
+
+
+# -- a real cluster ----------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _unavailable(reason: str):
+    if os.environ.get("PEPR_REQUIRE_SLURM") == "1":
+        pytest.fail(f"Slurm is required here (PEPR_REQUIRE_SLURM=1): {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """The environment of a Slurm cluster with an idle node: a running one, or our own."""
+    if shutil.which("sinfo"):
+        answer = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True,
+                                timeout=30)
+        if answer.returncode == 0 and "idle" in answer.stdout:
+            yield dict(os.environ)
+            return
+    missing = [tool for tool in ("munged", "slurmctld", "slurmd", "sbatch") if not shutil.which(tool)]
+    if missing:
+        _unavailable(f"Slurm is not installed (no {', '.join(missing)}; apt-get install "
+                     "slurmd slurmctld slurm-client munge)")
+    if os.geteuid() != 0:
+        _unavailable("no Slurm cluster answers, and starting one (.ci/slurm-up) needs root")
+    folder = tmp_path_factory.mktemp("slurm")
+    env = {**os.environ, "PEPR_SLURMCTLD_PORT": str(_free_port()),
+           "PEPR_SLURMD_PORT": str(_free_port())}
+    up = subprocess.run([ROOT / ".ci" / "slurm-up", folder], capture_output=True, text=True,
+                        timeout=120, env=env)
+    try:
+        if up.returncode != 0:
+            _unavailable(f"a one-node Slurm cluster did not start: {up.stderr.strip()}")
+        yield {**env, "SLURM_CONF": str(folder / "slurm.conf")}
+    finally:
+        for pid_file in folder.glob("*.pid"):
+            try:
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
+            except (ProcessLookupError, ValueError):
+                pass
+
+
+def test_a_sweep_on_slurm_leaves_every_job_ok_once_in_the_database(slurm, cli, tmp_path):
+    db = tmp_path / "runs.duckdb"
+    plan = ("--models", "test_resnet,test_efficientnet", "--datasets", "digits",
+            "--fractions", "0.2", *TINY)
+    command = [sys.executable, "-m", "agent", "slurm", *map(str, plan), "--tasks", "2",
+               "--cpus-per-task", "1", "--time", "00:10:00", "--db", str(db), "--submit"]
+    submitted = subprocess.run(command, cwd=ROOT, env=slurm, capture_output=True, text=True,
+                               timeout=300)
+    assert submitted.returncode == 0, submitted.stderr
+    ids = re.search(r"submitted job array (\d+) \(tasks 0-1\) and merge job (\d+)", submitted.stdout)
+    assert ids, submitted.stdout
+    deadline = time.monotonic() + 300
+    while True:  # until both jobs have left the queue
+        queue = subprocess.run(["squeue", "-h", "-j", ",".join(ids.groups())], env=slurm,
+                               capture_output=True, text=True, timeout=30)
+        if queue.returncode == 0 and not queue.stdout.strip():
+            break
+        assert time.monotonic() < deadline, f"the jobs are still queued: {queue.stdout}"
+        time.sleep(0.5)
+
+    code, out, _ = cli("run", *plan, "--db", tmp_path / "plan.duckdb", "--dry-run")
+    planned = {line.split()[0] for line in out.splitlines()}
+    logs = "\n".join(path.read_text() for path in (tmp_path / "runs.slurm" / "logs").iterdir())
+    runs = RunStore(db).runs()
+    assert len(planned) == 2 and set(runs.job_key) == planned, logs
+    assert runs.job_key.is_unique and (runs.status == "ok").all()
+    assert (runs.slurm_job_id == ids[1]).all() and sorted(runs.slurm_array_task_id) == [0, 1]
+    assert f"{db}: added 2 run(s)" in logs
+
+    again = subprocess.run(command, cwd=ROOT, env=slurm, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0 and f"nothing to submit: every job is ok in {db}" in again.stdout

@@ -1,0 +1,172 @@
+"""Several agents, kills and merges on one sweep: each job trained once, nothing left `running`.
+
+Real agent processes on real DuckDB files. The tests wait for events (a `running` row
+appearing, a process exiting), and freeze an agent with SIGSTOP where the order of events
+matters, instead of sleeping and hoping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from agent.sweep import STALE_AFTER_S, now, owner_gone
+from pepr.store import Merged, RunStore, merge
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ("--epochs", 1, "--batch-size", 8, "--image-size", 16, "--quiet")
+
+
+def start(agent_command, *argv) -> subprocess.Popen:
+    return subprocess.Popen(agent_command(*argv), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_running_row(store: RunStore, process: subprocess.Popen, timeout=180) -> pd.Series:
+    """The first `running` row that `process` writes. A read succeeds only while no process
+    writes, so when it returns, the agent has committed its claim and let the file go."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if store.exists():
+            running = store.runs(status="running")
+            if len(running):
+                return running.iloc[0]
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < deadline, "no running row appeared"
+        time.sleep(0.05)
+
+
+def test_two_agents_on_one_plan_train_each_job_once(tmp_path, tiny_npz, agent_command):
+    db = tmp_path / "runs.duckdb"
+    plan = ("run", "--models", "test_resnet,test_efficientnet,test_byobnet", "--datasets",
+            tiny_npz, "--db", db, *TINY)
+    first = start(agent_command, *plan)
+    held = wait_for_running_row(RunStore(db), first)
+    first.send_signal(signal.SIGSTOP)  # holds its claim, alive, while the second one runs
+    try:
+        second = start(agent_command, *plan)
+        out, err = second.communicate(timeout=300)
+        assert second.returncode == 0, err
+        trained_second = [json.loads(line)["job_key"] for line in out.splitlines()]
+    finally:
+        first.send_signal(signal.SIGCONT)
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert [json.loads(line)["job_key"] for line in out.splitlines()] == [held.job_key]
+    assert len(trained_second) == 2 and held.job_key not in trained_second
+
+    runs = RunStore(db).runs()
+    assert len(runs) == 3 and runs.job_key.is_unique and (runs.status == "ok").all()
+    by_pid = runs.groupby("pid").job_key.agg(set).to_dict()
+    assert by_pid == {first.pid: {held.job_key}, second.pid: set(runs.job_key) - {held.job_key}}
+
+
+def test_a_run_killed_with_sigkill_is_marked_interrupted_by_the_next_agent(
+    tmp_path, tiny_npz, agent_command, cli
+):
+    db = tmp_path / "runs.duckdb"
+    one = ("run", "--models", "test_resnet", "--datasets", tiny_npz, "--db", db, *TINY)
+    killed = start(agent_command, *one)
+    wait_for_running_row(RunStore(db), killed)
+    killed.kill()
+    killed.wait(timeout=60)
+    (row,) = RunStore(db).runs().itertuples()
+    assert row.status == "running" and row.pid == killed.pid
+
+    # Any later agent on the file, even one with another plan, releases the abandoned claim.
+    code, _, err = cli("run", "--models", "test_efficientnet", "--datasets", tiny_npz,
+                       "--db", db, *TINY)
+    assert code == 0, err
+    runs = RunStore(db).runs().set_index("model")
+    assert runs.loc["test_resnet", "status"] == "interrupted"
+    assert runs.loc["test_resnet", "error"] == (
+        f"agent process gone (pid {killed.pid} on {socket.gethostname()})")
+    assert runs.loc["test_efficientnet", "status"] == "ok"
+
+    code, out, err = cli(*one)  # the re-run trains the job again
+    assert code == 0 and [json.loads(line)["status"] for line in out.splitlines()] == ["ok"]
+    runs = RunStore(db).runs()
+    assert "running" not in set(runs.status)
+    assert sorted(runs[runs.model == "test_resnet"].status) == ["interrupted", "ok"]
+
+
+def test_merging_a_file_while_an_agent_writes_it_converges(tmp_path, tiny_npz, agent_command):
+    part, target = tmp_path / "part.duckdb", tmp_path / "all.duckdb"
+    writer = start(agent_command, "run", "--models", "test_resnet,test_efficientnet",
+                   "--datasets", tiny_npz, "--db", part, *TINY)
+    running = wait_for_running_row(RunStore(part), writer)
+    writer.send_signal(signal.SIGSTOP)
+    try:
+        assert merge([part], target) == Merged(added=1, updated=0)
+    finally:
+        writer.send_signal(signal.SIGCONT)
+    assert RunStore(target).runs().set_index("run_id").status.to_dict() == {running.run_id: "running"}
+    merges = 0
+    while writer.poll() is None:  # merge again and again while the agent writes
+        merge([part], target)
+        merges += 1
+    _, err = writer.communicate()
+    assert writer.returncode == 0 and merges > 0, err
+
+    merge([part], target)
+    assert merge([part], target) == Merged(0, 0)
+    merged, source = RunStore(target), RunStore(part)
+    assert (merged.runs().status == "ok").all() and len(merged.runs()) == 2
+    pd.testing.assert_frame_equal(merged.runs(), source.runs())
+    pd.testing.assert_frame_equal(merged.epochs(), source.epochs())
+
+
+def claim_row(**fields) -> dict:
+    return {"host": socket.gethostname(), "pid": None, "started_at": now(),
+            "heartbeat_at": None, **fields}
+
+
+def test_owner_gone_by_process_on_this_host_and_by_heartbeat_from_another():
+    assert owner_gone(claim_row(pid=os.getppid())) is None  # alive, started before the claim
+    child = subprocess.Popen(["true"])
+    child.wait()
+    assert owner_gone(claim_row(pid=child.pid)) == (
+        f"agent process gone (pid {child.pid} on {socket.gethostname()})")
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:  # a live process started after the claim: the pid was reused
+        reused = claim_row(pid=sleeper.pid, started_at=now() - timedelta(hours=1))
+        assert owner_gone(reused).startswith("agent process gone")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+    at = now()
+    fresh = at - timedelta(seconds=STALE_AFTER_S - 60)
+    stale = (at - timedelta(seconds=STALE_AFTER_S + 60)).replace(microsecond=0)
+    assert owner_gone(claim_row(host="node9", pid=child.pid, heartbeat_at=fresh), at=at) is None
+    assert owner_gone(claim_row(host="node9", pid=1, heartbeat_at=stale), at=at) == (
+        f"no heartbeat since {stale:%Y-%m-%d %H:%M:%S} UTC from node9")
+
+
+def test_the_heartbeat_refreshes_a_running_claim_until_stopped(tmp_path, monkeypatch):
+    from agent import sweep
+
+    monkeypatch.setattr(sweep, "HEARTBEAT_S", 0.05)
+    store = RunStore(tmp_path / "runs.duckdb")
+    begun = now() - timedelta(hours=1)
+    row = {"run_id": "r1", "job_key": "k", "experiment": "e", "model": "m", "source": "agent",
+           "status": "running", "started_at": begun, "heartbeat_at": begun}
+    store.record_run(row)
+    with sweep.Heartbeat(store, "r1", sweep.threading.Lock()) as beat:
+        deadline = time.monotonic() + 60
+        while store.runs().heartbeat_at.item() == begun:
+            assert time.monotonic() < deadline, "no heartbeat"
+            time.sleep(0.05)
+    assert not beat.thread.is_alive()
+    assert now() - store.runs().heartbeat_at.item() < timedelta(minutes=1)
+    store.record_run({**row, "status": "ok"})
+    store.heartbeat("r1", now())  # a finished run keeps its record
+    assert store.runs().heartbeat_at.item() == begun

@@ -1,0 +1,462 @@
+"""`pepr import`: any results table (CSV, Parquet, JSON lines), CodeCarbon's emissions.csv,
+exact units, stable ids, and one line per mistake with nothing written."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import http.server
+import json
+import logging
+import threading
+
+import pandas as pd
+import pytest
+
+from pepr.cli import main
+from pepr.importer import ColumnMap, convert, parse_table, preview, read_table
+from pepr.store import RunStore
+
+# One row per model; the first row's values have hand-computed conversions below.
+TABLE = {
+    "name": ["resnet18", "vit_tiny"],
+    "acc_pct": [87.5, 80.0],
+    "acc": [0.875, 0.8],
+    "e_J": [7200.0, 3600.0],
+    "e_Wh": [1500.0, 20.0],
+    "e_kWh": [0.25, 0.5],
+    "c_g": [125.0, 10.0],
+    "c_kg": [0.5, 0.1],
+    "t_s": [90.0, 30.0],
+    "t_min": [2.5, 1.0],
+    "t_h": [1.5, 0.5],
+    "m_B": [2_000_000_000, 1_000_000_000],
+    "m_MB": [1536.0, 512.0],
+    "m_MiB": [512.0, 256.0],
+    "m_GB": [3.0, 1.0],
+    "m_GiB": [2.0, 1.0],
+    "n_params": [11_689_512, 5_717_416],
+    "seed": [0, 1],
+    "pretrained": ["yes", "no"],
+    "dataset": ["cifar10", "cifar10"],
+}
+# (field, column, unit, the first row's value in the store's unit, computed by hand)
+UNITS = [
+    ("performance", "acc_pct", "%", 0.875),
+    ("performance", "acc", "fraction", 0.875),
+    ("performance", "acc", None, 0.875),
+    ("energy", "e_J", "J", 0.002),  # 7200 J / 3.6e6 J/kWh
+    ("energy", "e_Wh", "Wh", 1.5),
+    ("energy", "e_kWh", "kWh", 0.25),
+    ("energy", "e_kWh", None, 0.25),
+    ("energy_cpu", "e_Wh", "Wh", 1.5),
+    ("co2", "c_g", "g", 0.125),
+    ("co2", "c_kg", "kg", 0.5),
+    ("train_time", "t_s", "s", 90.0),
+    ("train_time", "t_min", "min", 150.0),
+    ("train_time", "t_h", "h", 5400.0),
+    ("infer_time", "t_min", "min", 150.0),
+    ("gpu_memory", "m_B", "B", 2.0),
+    ("gpu_memory", "m_MB", "MB", 1.536),
+    ("gpu_memory", "m_MiB", "MiB", 0.536870912),  # 512 * 2**20 bytes
+    ("gpu_memory", "m_GB", "GB", 3.0),
+    ("gpu_memory", "m_GiB", "GiB", 2.147483648),  # 2 * 2**30 bytes
+]
+COLUMN_OF = {"performance": "performance", "energy": "energy_kwh", "energy_cpu": "energy_cpu_kwh",
+             "co2": "co2_kg", "train_time": "train_time_s", "infer_time": "infer_time_s",
+             "gpu_memory": "gpu_mem_reserved_gb"}
+BASE = ["--map", "model=name", "--map", "performance=acc_pct:%"]
+
+
+def write(frame: pd.DataFrame, path) -> None:
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        path.write_text("".join(json.dumps(row) + "\n" for row in frame.to_dict("records")))
+
+
+@pytest.fixture(params=["csv", "parquet", "jsonl"])
+def source(request, tmp_path):
+    path = tmp_path / f"results.{request.param}"
+    write(pd.DataFrame(TABLE), path)
+    return path
+
+
+def run(*argv) -> int:
+    """`pepr ARGV...` in process; returns the exit code."""
+    return main([str(a) for a in argv])
+
+
+@pytest.mark.parametrize("command", ["import", "report"])
+def test_help(command, capsys):
+    assert main([command, "--help"]) == 0 and "--db" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("field, column, unit, expected", UNITS)
+def test_every_unit_converts_exactly(field, column, unit, expected, tmp_path):
+    for fmt in ("csv", "parquet", "jsonl"):
+        path = tmp_path / f"t.{fmt}"
+        write(pd.DataFrame(TABLE), path)
+        maps = [ColumnMap("model", "name")] + ([ColumnMap("performance", "acc")] if field != "performance" else [])
+        result = convert(read_table(path), [*maps, ColumnMap(field, column, unit)], experiment="x")
+        assert result.errors == []
+        assert result.runs[COLUMN_OF[field]][0] == expected, (fmt, field, unit)
+
+
+def test_import_stores_every_field_and_reimport_adds_nothing(source, tmp_path, capsys):
+    db = tmp_path / "runs.duckdb"
+    argv = [
+        "import", source, "--db", db, "--experiment-name", "mine", "--map", "model=name",
+        "--map", "performance=acc_pct:%", "--map", "energy=e_Wh:Wh", "--map", "co2=c_g:g",
+        "--map", "train_time=t_min:min", "--map", "gpu_memory=m_MiB:MiB", "--map", "params=n_params",
+        "--map", "seed=seed", "--map", "pretrained=pretrained", "--map", "dataset=dataset",
+        "--energy-tool", "codecarbon", "--energy-method", "cpu=rapl,gpu=gpu-energy-counter",
+    ]
+    assert run(*argv) == 0
+    assert capsys.readouterr().out.strip() == f"{db}: added 2 run(s)"
+    assert run(*argv) == 0
+    assert capsys.readouterr().out.strip() == f"{db}: added 0 run(s)"
+    runs = RunStore(db).runs().set_index("model")
+    assert len(runs) == 2 and set(runs["experiment"]) == {"mine"}
+    first = runs.loc["resnet18"]
+    assert first["performance"] == 0.875 and first["energy_kwh"] == 1.5 and first["co2_kg"] == 0.125
+    assert first["train_time_s"] == 150.0 and first["gpu_mem_reserved_gb"] == 0.536870912
+    assert first["params"] == 11_689_512 and first["seed"] == 0 and first["dataset"] == "cifar10"
+    assert bool(first["pretrained"]) and not bool(runs.loc["vit_tiny", "pretrained"])
+    assert (first["source"], first["status"], first["energy_tool"]) == ("import", "ok", "codecarbon")
+    assert (first["energy_cpu_method"], first["energy_gpu_method"], first["energy_ram_method"]) == (
+        "rapl", "gpu-energy-counter", "imported")
+    assert str(source) in first["provenance"] and "codecarbon" in first["provenance"]
+    assert json.loads(first["config"])["origin"] == str(source)
+    assert first["run_id"].startswith("import-") and runs["run_id"].nunique() == 2
+    assert pd.isna(first["infer_time_s"])  # not mapped: not measured, never 0
+
+
+def test_run_ids_come_from_the_table_when_mapped(tmp_path):
+    path = tmp_path / "r.csv"
+    write(pd.DataFrame(TABLE).assign(run=["w1", "w2"]), path)
+    result = convert(read_table(path), [ColumnMap("model", "name"), ColumnMap("performance", "acc"),
+                                        ColumnMap("run_id", "run")], experiment="x")
+    assert list(result.runs["run_id"]) == ["w1", "w2"]
+
+
+def test_content_ids_are_stable_and_tell_rows_apart(tmp_path):
+    path = tmp_path / "r.csv"
+    write(pd.DataFrame(TABLE), path)
+    maps = [ColumnMap("model", "name"), ColumnMap("performance", "acc")]
+    once = convert(read_table(path), maps, experiment="x").runs["run_id"]
+    again = convert(read_table(path), maps, experiment="x").runs["run_id"]
+    other = convert(read_table(path), maps, experiment="y").runs["run_id"]
+    assert list(once) == list(again) and once.nunique() == 2
+    assert set(once).isdisjoint(other)  # the same row in another experiment is another run
+
+
+def test_a_wandb_export_through_the_real_command(tmp_path):
+    """A W&B runs-table export (Name, State, Runtime, config and summary columns), imported,
+    scored and reported with the three commands the README shows."""
+    import subprocess
+    import sys
+
+    export = tmp_path / "wandb_export.csv"
+    rows = [
+        ["Name", "State", "Created", "Runtime", "Group", "model", "test/acc", "energy (Wh)", "gpu_mem_MiB"],
+        ["sunny-dawn-1", "finished", "2025-01-02T10:00:00", "3600", "cifar", "resnet50", "93.1", "410.5", "9000"],
+        ["brisk-sky-2", "finished", "2025-01-02T11:00:00", "1200", "cifar", "resnet18", "91.4", "120.25", "3000"],
+        ["quiet-sea-3", "finished", "2025-01-02T12:00:00", "600", "cifar", "mobilenetv3", "89.0", "55", "1500"],
+    ]
+    with export.open("w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    db, out = tmp_path / "w.duckdb", tmp_path / "report"
+
+    def pepr(*args):
+        return subprocess.run([sys.executable, "-m", "pepr", *map(str, args)], capture_output=True, text=True, timeout=180)
+
+    imported = pepr("import", export, "--db", db, "--map", "run_id=Name", "--map", "model=model",
+                    "--map", "experiment=Group", "--map", "performance=test/acc:%",
+                    "--map", "energy=energy (Wh):Wh", "--map", "train_time=Runtime:s",
+                    "--map", "gpu_memory=gpu_mem_MiB:MiB")
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.strip() == f"{db}: added 3 run(s)"
+    scored = pepr("score", "--db", db, "--format", "json")
+    assert scored.returncode == 0, scored.stderr
+    table = {row["model"]: row for row in json.loads(scored.stdout)}
+    # min-max energy: resnet18 R = (120.25 - 55) / (410.5 - 55) = 65.25 / 355.5
+    assert table["resnet18"]["pepr"] == pytest.approx(0.914 / (1 + 65.25 / 355.5))
+    assert table["mobilenetv3"]["rank"] == 1 and table["resnet50"]["pepr"] == pytest.approx(0.931 / 2)
+    reported = pepr("report", "--db", db, "--experiment", "cifar", "--out", out)
+    assert reported.returncode == 0, reported.stderr
+    assert (out / "table.tex").is_file() and (out / "performance_vs_resource.svg").is_file()
+    runs = RunStore(db).runs().set_index("run_id")
+    assert runs.loc["brisk-sky-2", "energy_kwh"] == 0.12025 and runs.loc["brisk-sky-2", "gpu_mem_reserved_gb"] == 3000 * 2**20 / 1e9
+
+
+# -- CodeCarbon ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def emissions_csv(tmp_path_factory):
+    """A real emissions.csv: CodeCarbon's offline tracker around three tiny workloads; the
+    first flushes once mid-run, so its run has two rows (CodeCarbon appends cumulative totals)."""
+    from codecarbon import OfflineEmissionsTracker
+
+    logging.getLogger("codecarbon").setLevel(logging.ERROR)
+    folder = tmp_path_factory.mktemp("codecarbon")
+    for name in ("exp-a", "exp-b", "exp-c"):
+        tracker = OfflineEmissionsTracker(
+            country_iso_code="DNK", output_dir=str(folder), experiment_id=name, project_name="demo",
+            measure_power_secs=1, log_level="error",
+        )
+        tracker.start()
+        sum(i * i for i in range(300_000))
+        if name == "exp-a":
+            tracker.flush()
+            sum(i * i for i in range(300_000))
+        tracker.stop()
+    path = folder / "emissions.csv"
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["experiment_id"] for row in rows] == ["exp-a", "exp-a", "exp-b", "exp-c"]
+    return path
+
+
+@pytest.fixture
+def results_csv(tmp_path):
+    path = tmp_path / "results.csv"
+    path.write_text("run,arch,top1\nexp-a,resnet18,0.91\nexp-b,vit_tiny,0.88\nexp-c,mobilenet,0.85\n")
+    return path
+
+
+def test_codecarbon_emissions_join_the_results(emissions_csv, results_csv, tmp_path):
+    db = tmp_path / "cc.duckdb"
+    argv = ["import", results_csv, "--db", db, "--map", "model=arch", "--map", "performance=top1",
+            "--experiment-name", "cc", "--codecarbon", emissions_csv, "--join", "experiment_id=run"]
+    assert run(*argv) == 0
+    assert run(*argv) == 0  # idempotent
+    runs = RunStore(db).runs().set_index("model")
+    assert len(runs) == 3
+    with emissions_csv.open() as handle:
+        last = {row["experiment_id"]: row for row in csv.DictReader(handle)}  # the last row per run
+    for model, key in (("resnet18", "exp-a"), ("vit_tiny", "exp-b"), ("mobilenet", "exp-c")):
+        row, stored = last[key], runs.loc[model]
+        assert stored["energy_kwh"] == float(row["energy_consumed"])
+        assert stored["energy_cpu_kwh"] == float(row["cpu_energy"])
+        no_gpu = float(row["gpu_count"] or 0) == 0
+        assert pd.isna(stored["energy_gpu_kwh"]) if no_gpu else stored["energy_gpu_kwh"] == float(row["gpu_energy"])
+        assert stored["energy_ram_kwh"] == float(row["ram_energy"])
+        assert stored["co2_kg"] == float(row["emissions"])
+        assert stored["train_time_s"] == float(row["duration"])
+        assert stored["country"] == row["country_iso_code"] == "DNK"
+        assert stored["carbon_intensity"] == pytest.approx(float(row["emissions"]) * 1000 / float(row["energy_consumed"]))
+        assert stored["energy_tool"] == f"codecarbon {row['codecarbon_version']}"
+        assert stored["pue"] == float(row["pue"])
+        assert stored["energy_cpu_scope"] == {"machine": "device", "process": "process"}[row["tracking_mode"]]
+        expected_gpu = "none" if no_gpu else "imported"
+        assert (stored["energy_cpu_method"], stored["energy_gpu_method"]) == ("imported", expected_gpu)
+        assert "emissions.csv" in stored["provenance"]
+    first_flush = [r for r in csv.DictReader(emissions_csv.open()) if r["experiment_id"] == "exp-a"][0]
+    assert float(first_flush["duration"]) < runs.loc["resnet18", "train_time_s"]  # the last row counts
+
+
+def test_codecarbon_join_errors(emissions_csv, results_csv, tmp_path, capsys):
+    db = tmp_path / "cc.duckdb"
+    base = ["import", results_csv, "--db", db, "--map", "model=arch", "--map", "performance=top1",
+            "--experiment-name", "cc", "--codecarbon", emissions_csv]
+    assert run(*base, "--join", "project_name=run") == 2
+    assert f"{emissions_csv}, row 4, column project_name: 'demo' is also in row 3" in capsys.readouterr().err
+    extra = results_csv.with_name("more.csv")
+    extra.write_text(results_csv.read_text() + "exp-z,convnext,0.8\n")
+    base[1] = extra
+    assert run(*base, "--join", "experiment_id=run") == 2
+    assert capsys.readouterr().err.strip() == (
+        f"pepr: {extra}, row 5, column run: no row of {emissions_csv} has experiment_id 'exp-z'")
+    assert run(*base, "--join", "nope=run") == 2
+    assert "no column 'nope'" in capsys.readouterr().err
+    assert run(*base) == 2
+    assert "--join" in capsys.readouterr().err
+    assert not db.exists()
+
+
+# -- mistakes ------------------------------------------------------------------------------
+
+
+BAD = [
+    (["--map", "colour=name"], "--map colour=name: unknown field 'colour'"),
+    (["--map", "energy=e_Wh:kJ"], "--map energy=e_Wh:kJ: unknown unit 'kJ' for energy (takes one of kWh, J, Wh)"),
+    (["--map", "params=n_params:k"], "unknown unit 'k' for params (takes no unit)"),
+    (["--map", "energy=energy_kwh"], "--map energy=energy_kwh: no column 'energy_kwh'"),
+    (["--map", "energy=e_Wh:Wh", "--map", "energy=e_J:J"], "energy is mapped twice"),
+    (["--map", "energy"], "--map energy: expected FIELD=COLUMN[:UNIT]"),
+]
+
+
+@pytest.mark.parametrize("extra, message", BAD)
+def test_mapping_mistakes_are_one_line_and_write_nothing(extra, message, tmp_path, capsys):
+    path = tmp_path / "r.csv"
+    write(pd.DataFrame(TABLE), path)
+    db = tmp_path / "none.duckdb"
+    assert run("import", path, "--db", db, *BASE, "--experiment-name", "x", *extra) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not db.exists()
+
+
+def bad_value(column, value):
+    frame = pd.DataFrame(TABLE).astype(object)
+    frame.loc[1, column] = value
+    return frame
+
+
+VALUES = [
+    ("e_Wh", "abc", ["--map", "energy=e_Wh:Wh"], "row 3, column e_Wh: not a number: 'abc'"),
+    ("acc_pct", "101", [], "row 3, column acc_pct: performance 1.01 is outside [0, 1]"),
+    ("c_g", "-5", ["--map", "co2=c_g:g"], "row 3, column c_g: co2 -5 is negative"),
+    ("name", "", [], "row 3, column name: empty (model is required)"),
+    ("n_params", "1.5", ["--map", "params=n_params"], "row 3, column n_params: 1.5 is not a whole number of at most"),
+    ("pretrained", "maybe", ["--map", "pretrained=pretrained"], "row 3, column pretrained: 'maybe' is not true/false"),
+    ("n_params", "1e20", ["--map", "params=n_params"], "row 3, column n_params: 1e20 is not a whole number of at most 9223372036854775807"),
+    ("name", "res\u202enet", [], "row 3, column name: control character U+202E"),
+    ("name", "a\x00b", [], "row 3, column name: control character U+0000"),
+]
+
+
+@pytest.mark.parametrize("column, value, extra, message", VALUES)
+def test_bad_values_name_file_row_and_column_and_change_nothing(column, value, extra, message, tmp_path, capsys):
+    db = tmp_path / "runs.duckdb"
+    good = tmp_path / "good.csv"
+    write(pd.DataFrame(TABLE), good)
+    assert run("import", good, "--db", db, *BASE, "--experiment-name", "x") == 0
+    before = RunStore(db).runs()
+    path = tmp_path / "bad.csv"
+    write(bad_value(column, value), path)
+    capsys.readouterr()
+    assert run("import", path, "--db", db, *BASE, "--experiment-name", "y", *extra) == 2
+    err = capsys.readouterr().err
+    assert err == f"pepr: {path}, {message}" + err.split(message, 1)[1] and err.count("\n") == 1
+    pd.testing.assert_frame_equal(RunStore(db).runs(), before)
+
+
+def test_a_performance_in_percent_gets_a_hint(tmp_path, capsys):
+    path = tmp_path / "r.csv"
+    write(pd.DataFrame(TABLE), path)
+    assert run("import", path, "--db", tmp_path / "d.duckdb", "--map", "model=name",
+               "--map", "performance=acc_pct", "--experiment-name", "x") == 2
+    assert "performance 87.5 is outside [0, 1] (a percentage? map it as COLUMN:%)" in capsys.readouterr().err
+
+
+def test_experiment_is_one_name_or_one_column(tmp_path, capsys):
+    path = tmp_path / "r.csv"
+    write(pd.DataFrame(TABLE), path)
+    db = tmp_path / "d.duckdb"
+    assert run("import", path, "--db", db, *BASE) == 2
+    assert "either one experiment name for all rows or --map experiment=COLUMN" in capsys.readouterr().err
+    assert run("import", path, "--db", db, *BASE, "--experiment-name", "x", "--map", "experiment=dataset") == 2
+    assert "either one experiment name" in capsys.readouterr().err
+    assert run("import", path, "--db", db, "--map", "model=name", "--experiment-name", "x") == 2
+    assert "nothing mapped to performance" in capsys.readouterr().err
+    assert not db.exists()
+
+
+def test_identical_rows_are_refused(tmp_path, capsys):
+    path = tmp_path / "r.csv"
+    write(pd.concat([pd.DataFrame(TABLE)] * 2, ignore_index=True), path)
+    assert run("import", path, "--db", tmp_path / "d.duckdb", *BASE, "--experiment-name", "x") == 2
+    assert f"{path}, row 4, column (whole row): repeats row 2; map run_id or seed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("r.xlsx", b"x", "unknown format '.xlsx'; use .csv, .parquet or .jsonl"),
+    ("r.jsonl", b'{"a": 1}\n[1, 2]\n', "r.jsonl, row 2: not a JSON object"),
+    ("r.jsonl", b'{"a": 1}\n\n{"a": \n', "r.jsonl, row 3: not JSON"),
+    ("r.parquet", b"PAR1 not really", "r.parquet: not a readable Parquet file"),
+    ("r.csv", b"a,b\n1,2,3\n", "r.csv, row 2: 3 fields, the header has 2"),
+    ("r.csv", b"a,a\n1,2\n", "r.csv: column 'a' appears twice"),
+    ("r.csv", b"a,b\n", "r.csv: no rows below the header"),
+])
+def test_unreadable_files(name, data, message, tmp_path, capsys):
+    path = tmp_path / name
+    path.write_bytes(data)
+    assert run("import", path, "--db", tmp_path / "d.duckdb", "--map", "model=a", "--experiment-name", "x") == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "d.duckdb").exists()
+
+
+def test_jsonl_nested_keys_become_dotted_columns():
+    table = parse_table(b'{"config": {"model": "m1"}, "summary": {"acc": 0.5}}\n', "w.jsonl", "jsonl")
+    result = convert(table, [ColumnMap("model", "config.model"), ColumnMap("performance", "summary.acc")], experiment="x")
+    assert (result.runs["model"][0], result.runs["performance"][0]) == ("m1", 0.5)
+
+
+def test_preview_shows_first_rows_and_every_problem_before_writing(tmp_path):
+    frame = pd.DataFrame(TABLE).astype(object)
+    frame.loc[1, "e_Wh"] = "n/a"
+    frame.loc[0, "c_g"] = -1
+    table = parse_table(frame.to_csv(index=False).encode(), "up.csv", "csv")
+    maps = [ColumnMap("model", "name"), ColumnMap("performance", "acc_pct", "%"),
+            ColumnMap("energy", "e_Wh", "Wh"), ColumnMap("co2", "c_g", "g")]
+    shown = preview(table, maps, rows=1, experiment="x")
+    assert shown.count == 2 and len(shown.runs) == 1 and shown.runs["performance"][0] == 0.875
+    assert shown.errors == ["up.csv, row 2, column c_g: co2 -1 is negative",
+                            "up.csv, row 3, column e_Wh: not a number: 'n/a'"]
+    broken = preview(table, [ColumnMap("model", "nope")], experiment="x")
+    assert broken.count == 0 and "no column 'nope'" in broken.errors[0]
+
+
+def test_import_over_http(tmp_path, capsys):
+    folder = tmp_path / "site"
+    folder.mkdir()
+    write(pd.DataFrame(TABLE), folder / "results.csv")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/results.csv"
+        db = tmp_path / "d.duckdb"
+        assert run("import", url, "--db", db, *BASE, "--experiment-name", "x") == 0
+        assert RunStore(db).runs()["provenance"].str.contains(url, regex=False).all()
+        assert run("import", url.replace("results", "missing"), "--db", db, *BASE, "--experiment-name", "x") == 1
+        assert "cannot download" in capsys.readouterr().err
+    finally:
+        server.shutdown()
+
+
+def test_the_papers_csv_through_the_generic_import_scores_like_import_paper(paper_dir, tmp_path):
+    """An independent path to the same numbers: mapping the paper's columns by hand (CO2 in g,
+    memory in GB) must give import-paper's PePR-E, PePR-C and PePR-M to the last bit."""
+    from pepr.paper import import_paper
+    from pepr.score import score
+
+    generic, reference = tmp_path / "generic.duckdb", tmp_path / "paper.duckdb"
+    assert run("import", paper_dir / "all_results.csv", "--db", generic, "--map", "model=model",
+               "--map", "experiment=dataset", "--map", "performance=test_09", "--map", "energy=energy:kWh",
+               "--map", "co2=co2:g", "--map", "gpu_memory=memR:GB", "--map", "params=num_param",
+               "--energy-tool", "carbontracker") == 0
+    import_paper(paper_dir / "all_results.csv", reference)
+    for weights in ({"energy": 1}, {"co2": 1}, {"gpu_memory": 1, "params": 1}):
+        ours = score(RunStore(generic).runs(), weights).table.set_index(["experiment", "model"]).sort_index()
+        theirs = score(RunStore(reference).runs(), weights).table.set_index(["experiment", "model"]).sort_index()
+        assert len(ours) == 1048
+        assert (ours["pepr"] == theirs["pepr"]).all() and (ours["rank"] == theirs["rank"]).all()
+
+
+def test_a_mapped_field_wins_over_codecarbon(emissions_csv, tmp_path):
+    results = tmp_path / "r.csv"
+    results.write_text("run,arch,top1,hours\nexp-a,resnet18,0.91,2\nexp-b,vit_tiny,0.88,1\n")
+    result = convert(read_table(results), [ColumnMap("model", "arch"), ColumnMap("performance", "top1"),
+                                           ColumnMap("train_time", "hours", "h")],
+                     experiment="cc", emissions=read_table(emissions_csv), join="experiment_id=run")
+    assert result.errors == [] and list(result.runs["train_time_s"]) == [7200.0, 3600.0]
+    assert result.runs["energy_kwh"].gt(0).all()  # the rest still comes from CodeCarbon
+
+
+def test_whole_numbers_are_stored_exactly_not_through_a_float(tmp_path):
+    path, db = tmp_path / "r.csv", tmp_path / "runs.duckdb"
+    frame = pd.DataFrame(TABLE).astype(object)
+    frame["n_params"] = ["12345678901234567", "1e6"]  # a float would store ...568
+    write(frame, path)
+    assert run("import", path, "--db", db, *BASE, "--map", "params=n_params", "--experiment-name", "x") == 0
+    stored = RunStore(db).runs()
+    assert dict(zip(stored["model"], stored["params"].astype(int))) == {
+        "resnet18": 12345678901234567, "vit_tiny": 1_000_000}

@@ -1,0 +1,157 @@
+"""`pepr report`: the files parse, the numbers equal `pepr score`'s, what it cost and how it was
+measured are stated, and names from data stay text."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pandas as pd
+import pytest
+
+from pepr.cli import main
+from pepr.report import build_report, latex_text, markdown_text
+from pepr.store import RunStore
+
+# Energy in kWh, CO2 in kg. "odd_net&co" and "<b>bold</b>" test escaping.
+RUNS = [
+    ("r1", "small_net", 0.80, 0.002, 0.0004, "rapl", "gpu-energy-counter", "ram-estimate"),
+    ("r2", "odd_net&co", 0.90, 0.010, 0.0020, "rapl", "gpu-energy-counter", "ram-estimate"),
+    ("r3", "<b>bold</b>", 0.85, 0.004, 0.0008, "tdp-estimate", "gpu-energy-counter", "ram-estimate"),
+    ("r4", "mid_net", 0.70, 0.006, 0.0012, "imported", "imported", "imported"),
+]
+WEIGHTS = "energy=1"
+
+
+def pepr(*args):
+    return subprocess.run([sys.executable, "-m", "pepr", *map(str, args)], capture_output=True, text=True, timeout=180)
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    path = tmp_path_factory.mktemp("report") / "runs.duckdb"
+    frame = pd.DataFrame(
+        RUNS, columns=["run_id", "model", "performance", "energy_kwh", "co2_kg",
+                       "energy_cpu_method", "energy_gpu_method", "energy_ram_method"],
+    ).assign(
+        job_key=lambda f: f["run_id"], experiment="exp", source="agent", status="ok", country="DNK",
+        carbon_intensity=200.0, device="NVIDIA A100", energy_tool="codecarbon", dataset="derma",
+        metric="test_accuracy", train_time_s=[60.0, 300.0, 120.0, 180.0],
+    )
+    frame.loc[3, ["source", "provenance", "energy_tool"]] = ["import", "imported from mine.csv (SHA-256 abc)", None]
+    failed = dict(run_id="r5", job_key="r5", model="crashed", experiment="exp", source="agent", status="failed",
+                  energy_kwh=0.001)
+    RunStore(path).append(pd.concat([frame, pd.DataFrame([failed])], ignore_index=True))
+    return path
+
+
+@pytest.fixture(scope="module")
+def report(db, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    result = pepr("report", "--db", db, "--experiment", "exp", "--weights", WEIGHTS, "--out", out)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_figures_parse(report):
+    for name in ("performance_vs_resource", "pepr_ranking"):
+        root = ET.parse(report / f"{name}.svg").getroot()
+        assert root.tag.endswith("svg")
+        assert (report / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (report / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
+    svg = (report / "performance_vs_resource.svg").read_text()
+    assert "best PePR: small_net" in svg and "Training energy (Wh)" in svg
+
+
+def latex_rows(text: str) -> list[list[str]]:
+    body = text.split(r"\midrule", 1)[1].split(r"\bottomrule", 1)[0]
+    return [[cell.strip() for cell in line.removesuffix(r"\\").strip().split(" & ")]
+            for line in body.strip().splitlines()]
+
+
+def test_latex_table_structure_and_escaping(report):
+    text = (report / "table.tex").read_text()
+    order = [text.index(token) for token in (r"\begin{tabular}", r"\toprule", r"\midrule", r"\bottomrule", r"\end{tabular}")]
+    assert order == sorted(order)
+    columns = re.search(r"\\begin\{tabular\}\{@\{\}(\w+)@\{\}\}", text).group(1)
+    header = [cell.strip() for cell in text.split(r"\toprule", 1)[1].split(r"\midrule", 1)[0].strip().removesuffix(r"\\").split(" & ")]
+    rows = latex_rows(text)
+    assert len(rows) == 4 and all(len(row) == len(header) == len(columns) for row in rows)
+    assert r"odd\_net\&co" in text and "odd_net&co" not in text
+    assert header == ["Rank", "Model", "Performance", "Training energy (Wh)", "PePR"]
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no TeX installed: the table's structure is checked instead")
+def test_latex_table_compiles(report, tmp_path):
+    document = "\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n" + (report / "table.tex").read_text() + "\\end{document}\n"
+    (tmp_path / "doc.tex").write_text(document)
+    result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "doc.tex"], cwd=tmp_path, capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:]
+
+
+def test_report_numbers_equal_pepr_score(db, report):
+    scored = pepr("score", "--db", db, "--experiment", "exp", "--weights", WEIGHTS, "--format", "json")
+    assert scored.returncode == 0, scored.stderr
+    cli = {row["model"]: row for row in json.loads(scored.stdout)}
+    rows = latex_rows((report / "table.tex").read_text())
+    unescape = {r"odd\_net\&co": "odd_net&co", r"small\_net": "small_net", r"mid\_net": "mid_net"}
+    for rank, model, performance, energy_wh, score in rows:
+        expected = cli[unescape.get(model, model)]
+        assert (int(rank), performance, score) == (expected["rank"], f"{expected['performance']:.4f}", f"{expected['pepr']:.4f}")
+    markdown = (report / "report.md").read_text()
+    for row in cli.values():
+        assert f"| {row['rank']} | {markdown_text(row['model'])} | {row['performance']:.4f} |" in markdown
+
+
+def test_markdown_states_cost_measurement_and_savings(report):
+    text = (report / "report.md").read_text()
+    # Totals over all five runs, the failed one included: 23 Wh of energy, 4.4 g of CO2.
+    assert "| Training energy | 23 Wh |" in text and "| CO2eq emitted | 4.4 g |" in text
+    assert "5 of 5" in text and "DNK; carbon intensity 200 g CO2eq/kWh" in text
+    assert "NVIDIA A100 (4 run(s))" in text
+    assert "| CPU | tdp-estimate | 1 | **estimate**" in text and "| RAM | ram-estimate | 3 | **estimate**" in text
+    assert "| GPU | gpu-energy-counter | 3 | measured: the GPU's own energy counter |" in text
+    assert "imported from mine.csv (SHA-256 abc)" in text
+    assert "Not scored: 1 run(s): status failed." in text
+    # small_net (best PePR: 0.80 at 2 Wh) against odd_net&co (best performance: 0.90 at 10 Wh).
+    assert "gives up 0.1000 of performance (10.00 points)" in text
+    assert "saves 80.0% of training energy: 8 Wh (2 Wh instead of 10 Wh)" in text
+    assert "saves 80.0% of training time: 4 min (1 min instead of 5 min)" in text
+
+
+def test_names_from_data_stay_text(report):
+    text = (report / "report.md").read_text()
+    assert "<b>" not in text and r"\<b\>bold\</b\>" in text
+    assert markdown_text("[x](http://e)") == r"\[x\](http://e)"
+    assert latex_text("a_b&c%d$e#f{g}h~i^j\\k") == (
+        r"a\_b\&c\%d\$e\#f\{g\}h\textasciitilde{}i\textasciicircum{}j\textbackslash{}k")
+
+
+def test_the_best_is_also_the_strongest(db):
+    runs = RunStore(db).runs()
+    only = runs[runs["model"].isin(["small_net", "mid_net"])]
+    only = only.assign(performance=only["model"].map({"small_net": 0.9, "mid_net": 0.7}))
+    report = build_report(only, "exp", {"energy": 1})
+    assert "is also the best performer: nothing to trade" in report.markdown
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--experiment", "nope"], "no experiment 'nope' (known: exp)"),
+    (["--experiment", "exp", "--weights", "speed=1"], "unknown resource 'speed'"),
+    (["--experiment", "exp", "--weights", "infer_time=1"], "no run of 'exp' can be scored (infer_time not measured)"),
+])
+def test_report_mistakes(db, argv, message, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["report", "--db", str(db), *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_report_of_a_missing_database(tmp_path, capsys):
+    assert main(["report", "--db", str(tmp_path / "no.duckdb"), "--experiment", "x", "--out", str(tmp_path / "o")]) == 2
+    assert "no such database file" in capsys.readouterr().err

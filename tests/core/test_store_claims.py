@@ -1,0 +1,115 @@
+"""Claims (each job trained once) and merges that converge, on real DuckDB files."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pandas as pd
+
+from pepr.cli import main as pepr_main
+from pepr.store import Merged, RunStore, merge
+
+T0 = datetime(2026, 1, 1, 12, 0, 0)
+
+
+def run(run_id: str, job: str = "job-a", status: str = "running", pid: int = 100, **fields) -> dict:
+    return {"run_id": run_id, "job_key": job, "experiment": "e", "model": "m", "source": "agent",
+            "status": status, "host": "node1", "pid": pid, "started_at": T0, "heartbeat_at": T0,
+            **fields}
+
+
+def dead_if_pid_1(row: dict) -> str | None:
+    return "agent process gone" if row["pid"] == 1 else None
+
+
+def test_a_job_is_claimed_once_while_its_owner_lives(tmp_path):
+    store = RunStore(tmp_path / "runs.duckdb")
+    assert store.claim(run("r1", pid=100), dead_if_pid_1) is None
+    assert store.claim(run("r2", pid=200), dead_if_pid_1) == "held"
+    assert store.claim(run("r3", job="job-b"), dead_if_pid_1) is None  # another job: free
+    runs = store.runs().set_index("run_id")
+    assert list(runs.index) == ["r1", "r3"] and (runs.status == "running").all()
+
+
+def test_the_claim_of_an_owner_gone_is_taken_over_and_marked_interrupted(tmp_path):
+    store = RunStore(tmp_path / "runs.duckdb")
+    store.record_run(run("old", pid=1, heartbeat_at=T0 + timedelta(minutes=3)))
+    assert store.claim(run("new", pid=100), dead_if_pid_1) is None
+    runs = store.runs().set_index("run_id")
+    assert runs.loc["old", "status"] == "interrupted"
+    assert runs.loc["old", "error"] == "agent process gone"
+    assert runs.loc["old", "ended_at"] == T0 + timedelta(minutes=3)  # its last sign of life
+    assert runs.loc["new", "status"] == "running"
+
+
+def test_a_claim_is_refused_for_a_job_done_or_failed_during_this_sweep(tmp_path):
+    store = RunStore(tmp_path / "runs.duckdb")
+    store.record_run(run("done", job="ok-job", status="ok"))
+    store.record_run(run("failed", job="failed-job", status="failed"))
+    assert store.claim(run("x", job="ok-job"), dead_if_pid_1) == "ok"
+    assert store.claim(run("y", job="failed-job"), dead_if_pid_1, since=T0) == "tried"
+    # A failure from before this sweep began is retried.
+    assert store.claim(run("z", job="failed-job"), dead_if_pid_1, since=T0 + timedelta(1)) is None
+    assert sorted(store.runs().run_id) == ["done", "failed", "z"]
+
+
+def test_release_abandoned_marks_only_the_rows_whose_owner_is_gone(tmp_path):
+    store = RunStore(tmp_path / "runs.duckdb")
+    store.record_run(run("live", job="a", pid=100))
+    store.record_run(run("dead", job="b", pid=1))
+    store.record_run(run("finished", job="c", pid=1, status="ok"))
+    assert store.release_abandoned(dead_if_pid_1) == 1
+    assert store.release_abandoned(dead_if_pid_1) == 0
+    statuses = store.runs().set_index("run_id").status.to_dict()
+    assert statuses == {"live": "running", "dead": "interrupted", "finished": "ok"}
+
+
+def test_a_merge_of_a_running_run_is_updated_when_its_source_finishes(tmp_path):
+    source, target = tmp_path / "part.duckdb", tmp_path / "all.duckdb"
+    RunStore(source).record_run(run("r1"))
+    RunStore(source).record_run(run("r2", job="job-b", status="ok", performance=0.5),
+                                [dict(epoch=0, test_metric=0.5)])
+    assert merge([source], target) == Merged(added=2, updated=0)
+    assert RunStore(target).runs().set_index("run_id").status.to_dict() == {"r1": "running", "r2": "ok"}
+
+    finished = run("r1", status="ok", performance=0.75, ended_at=T0 + timedelta(minutes=5),
+                   heartbeat_at=T0 + timedelta(minutes=5))
+    epochs = [dict(epoch=0, test_metric=0.5), dict(epoch=1, test_metric=0.75)]
+    RunStore(source).record_run(finished, epochs)
+    assert merge([source], target) == Merged(added=0, updated=1)
+    assert merge([source], target) == Merged(added=0, updated=0)  # converged: idempotent
+    pd.testing.assert_frame_equal(RunStore(target).runs(), RunStore(source).runs())
+    pd.testing.assert_frame_equal(RunStore(target).epochs(), RunStore(source).epochs())
+
+
+def test_a_merge_keeps_the_latest_state_whatever_the_order_of_the_sources(tmp_path):
+    stale, fresh, target = (tmp_path / name for name in ("stale.duckdb", "fresh.duckdb", "t.duckdb"))
+    RunStore(stale).record_run(run("r1"))
+    RunStore(fresh).record_run(run("r1", status="ok", performance=0.9), [dict(epoch=0, test_metric=0.9)])
+    assert merge([fresh, stale], target) == Merged(added=1, updated=0)
+    assert RunStore(target).runs().status.tolist() == ["ok"]
+    assert RunStore(target).epochs().test_metric.tolist() == [0.9]
+    # A finished run is never replaced by a source that still has it running.
+    assert merge([stale], target) == Merged(0, 0)
+    assert RunStore(target).runs().status.tolist() == ["ok"]
+    # A copy released by another agent ("agent process gone") takes the owner's own outcome.
+    RunStore(target).record_run(run("r2", status="interrupted", error="agent process gone"))
+    RunStore(tmp_path / "owner.duckdb").record_run(run("r2", status="ok", performance=0.8))
+    assert merge([tmp_path / "owner.duckdb"], target) == Merged(0, 1)
+    assert RunStore(target).runs().set_index("run_id").status.to_dict() == {"r1": "ok", "r2": "ok"}
+    # A running run takes a newer heartbeat, so the target shows the owner alive.
+    RunStore(tmp_path / "late.duckdb").record_run(run("r9", heartbeat_at=T0))
+    RunStore(tmp_path / "later.duckdb").record_run(run("r9", heartbeat_at=T0 + timedelta(minutes=1)))
+    merge([tmp_path / "late.duckdb"], target)
+    assert merge([tmp_path / "later.duckdb"], target) == Merged(0, 1)
+
+
+def test_pepr_merge_prints_what_it_added_and_updated(tmp_path, capsys):
+    source, target = tmp_path / "part.duckdb", tmp_path / "all.duckdb"
+    RunStore(source).record_run(run("r1"))
+    assert pepr_main(["merge", str(source), "--into", str(target)]) == 0
+    RunStore(source).record_run(run("r1", status="failed", error="boom"))
+    assert pepr_main(["merge", str(source), "--into", str(target)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"{target}: added 1 run(s)",
+                   f"{target}: added 0 run(s), updated 1 it had unfinished"]

@@ -1,0 +1,102 @@
+"""The import panel through AppTest: upload, map, preview with errors, then import."""
+
+from __future__ import annotations
+
+import pandas as pd
+from streamlit.testing.v1 import AppTest
+
+from pepr.store import RunStore
+
+RESULTS = b"run,arch,acc,energy_Wh\nw1,resnet18,91.5,12.5\nw2,vit_tiny,88,3\nw3,<b>x</b>,90,abc\n"
+
+
+def panel_script(db: str) -> None:
+    from dashboard.import_panel import import_panel
+
+    import_panel(db)
+
+
+def mapped(at, **columns):
+    for field, column in columns.items():
+        at.selectbox(key=f"ip_col_{field}").set_value(column)
+    return at.run()
+
+
+def test_upload_map_preview_errors_then_import(tmp_path):
+    db = str(tmp_path / "mine.duckdb")
+    at = AppTest.from_function(panel_script, args=(db,), default_timeout=60).run()
+    assert not at.exception
+    at.file_uploader(key="ip_table").set_value(("results.csv", RESULTS, "text/csv"))
+    at.run()
+    at.text_input(key="ip_exp_name").set_value("mine").run()
+    at = mapped(at, model="arch", performance="acc", energy="energy_Wh", run_id="run")
+    at.selectbox(key="ip_unit_performance").set_value("%")
+    at.selectbox(key="ip_unit_energy").set_value("Wh")
+    at.run()
+    assert not at.exception
+    errors = [element.value for element in at.error]
+    assert errors == [r"results.csv, row 4, column energy\_Wh: not a number: 'abc'"]
+    preview = at.dataframe[0].value
+    assert list(preview["model"]) == ["resnet18", "vit_tiny", "<b>x</b>"]
+    assert list(preview["performance"])[:2] == [0.915, 0.88] and list(preview["energy_kwh"])[:2] == [0.0125, 0.003]
+    button = at.button(key="ip_import")
+    assert button.disabled and not (tmp_path / "mine.duckdb").exists()  # nothing written while wrong
+
+    fixed = RESULTS.replace(b"abc", b"7.5")
+    at.file_uploader(key="ip_table").set_value(("results.csv", fixed, "text/csv"))
+    at.run()
+    assert not at.error and not at.button(key="ip_import").disabled
+    at.button(key="ip_import").click().run()
+    assert "Imported 3 new run(s)" in at.success[0].value
+    runs = RunStore(db).runs().set_index("run_id")
+    assert runs.loc["w3", "energy_kwh"] == 0.0075 and runs.loc["w1", "performance"] == 0.915
+    assert set(runs["experiment"]) == {"mine"}
+
+
+def test_an_unreadable_upload_is_one_error(tmp_path):
+    at = AppTest.from_function(panel_script, args=(str(tmp_path / "x.duckdb"),), default_timeout=60).run()
+    at.file_uploader(key="ip_table").set_value(("bad.jsonl", b"not json\n", "application/json"))
+    at.run()
+    assert [e.value for e in at.error] == ["bad.jsonl, row 1: not JSON (Expecting value)"]
+
+
+def test_codecarbon_upload_joins(tmp_path):
+    emissions = pd.DataFrame({
+        "run_id": ["u1", "u2"], "experiment_id": ["w1", "w2"], "duration": [10.0, 20.0], "emissions": [0.001, 0.002],
+        "cpu_energy": [0.002, 0.004], "gpu_energy": [0.0, 0.0], "ram_energy": [0.001, 0.002],
+        "energy_consumed": [0.003, 0.006], "country_iso_code": ["DNK", "DNK"], "gpu_count": [0, 0],
+    }).to_csv(index=False).encode()
+    db = str(tmp_path / "cc.duckdb")
+    at = AppTest.from_function(panel_script, args=(db,), default_timeout=60).run()
+    at.file_uploader(key="ip_table").set_value(("results.csv", b"run,arch,acc\nw1,a,0.9\nw2,b,0.8\n", "text/csv"))
+    at.run()
+    at.file_uploader(key="ip_emissions").set_value(("emissions.csv", emissions, "text/csv"))
+    at.run()
+    at.selectbox(key="ip_join_results").set_value("run")
+    at.text_input(key="ip_exp_name").set_value("cc")
+    at = mapped(at, model="arch", performance="acc")
+    assert not at.error, [e.value for e in at.error]
+    at.button(key="ip_import").click().run()
+    runs = RunStore(db).runs().set_index("model")
+    assert runs.loc["b", "energy_kwh"] == 0.006 and runs.loc["b", "co2_kg"] == 0.002 and runs.loc["b", "country"] == "DNK"
+
+
+def report_script(db: str) -> None:
+    from dashboard.report_panel import report_downloads
+    from pepr.store import RunStore
+
+    report_downloads(RunStore(db).runs(), "exp", {"energy": 1.0})
+
+
+def test_report_downloads_offer_the_cli_report(crafted_db, tmp_path):
+    import io
+    import zipfile
+
+    from dashboard.report_panel import report_zip
+    from pepr.report import build_report
+
+    at = AppTest.from_function(report_script, args=(str(crafted_db),), default_timeout=60).run()
+    assert not at.exception and len(at.get("download_button")) == 2
+    files = zipfile.ZipFile(io.BytesIO(report_zip(build_report(RunStore(crafted_db).runs(), "exp", {"energy": 1.0}))))
+    assert {"report.md", "table.tex", "performance_vs_resource.svg", "pepr_ranking.png"} <= set(files.namelist())
+    assert "| 1 | tiny | 0.8000 |" in files.read("report.md").decode()
