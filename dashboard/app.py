@@ -43,7 +43,7 @@ if source is not None:
         scope = all_runs[all_runs["experiment"].isin(sidebar.controls(offered).experiments)]
         sidebar.draw(offered, measured(scope[scope["status"] == "ok"]))
         controls = sidebar.controls(offered)
-        view = build_view(all_runs, epochs, controls, ignored)
+        view = build_view(all_runs, epochs, controls, ignored, offered)
         query = to_query(controls, offered.metrics, offered.default, list(found))
         if {k: st.query_params.get_all(k) for k in st.query_params} != {
             k: v if isinstance(v, list) else [v] for k, v in query.items()

@@ -26,6 +26,12 @@ COLOR_TITLES = {"model_type": "model type", "efficient": "efficient (own paper's
 NO_LIMIT = 0  # Vega-Lite: a label limit of 0 never cuts a label
 
 
+def show(where, chart: alt.TopLevelMixin, **kwargs) -> None:
+    """Draw `chart` in `where` (st or a column), its spec sent as built: Altair's schema check
+    costs tens of milliseconds on every rerun, and the chart tests check the specs."""
+    where.vega_lite_chart(chart.to_dict(validate=False), **kwargs)
+
+
 def readable(models: pd.DataFrame, units: Mapping[str, tuple[str, float]]) -> tuple[pd.DataFrame, list]:
     """Resource columns scaled to readable units, and tooltips naming the units."""
     data = models.copy()

@@ -182,9 +182,12 @@ class View:
         return curves(runs, epochs, axis, "max", self.controls.alpha)
 
 
-def build_view(runs: pd.DataFrame, epochs: pd.DataFrame, controls: Controls, notes: list[str] | None = None) -> View:
-    """The one function from (runs, epochs, choices) to what every page shows."""
-    found = offer(runs, epochs)
+def build_view(
+    runs: pd.DataFrame, epochs: pd.DataFrame, controls: Controls, notes: list[str] | None = None, found: Offer | None = None
+) -> View:
+    """The one function from (runs, epochs, choices) to what every page shows (`found`: the
+    database's `offer`, where the caller has it already)."""
+    found = found or offer(runs, epochs)
     notes = list(notes or [])
     table = runs
     if controls.metric is not None:

@@ -40,11 +40,12 @@ def page(view: View | None, problem: str | None, source) -> None:
         st.dataframe(comparison.costs, hide_index=True, width="stretch")
         st.dataframe(_readable(comparison.stats, comparison.paired), hide_index=True, width="stretch")
         left, middle, right = st.columns(3)
-        left.altair_chart(charts.distributions(comparison.frame, "performance", "performance"), width="stretch")
-        middle.altair_chart(charts.distributions(comparison.frame, "pepr", "PePR"), width="stretch")
+        charts.show(left, charts.distributions(comparison.frame, "performance", "performance"), width="stretch")
+        charts.show(middle, charts.distributions(comparison.frame, "pepr", "PePR"), width="stretch")
         if energy.column in comparison.frame and comparison.frame[energy.column].notna().any():
             unit, factor = view.units.get("energy", ("kWh", 1.0))
-            right.altair_chart(
+            charts.show(
+                right,
                 charts.distributions(comparison.frame.dropna(subset=[energy.column]), energy.column, f"energy ({unit})", scale=factor),
                 width="stretch",
             )

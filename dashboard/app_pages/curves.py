@@ -42,8 +42,8 @@ def page(view: View | None, problem: str | None, source) -> None:
         unit, factor = typical_unit(RESOURCES[AXIS_RESOURCE[x]], lines[x])
     title = f"{AXES[x]} ({unit})" if unit else AXES[x]
     left, right = st.columns(2)
-    left.altair_chart(charts.learning_curves(lines, x, title, factor), width="stretch")
-    right.altair_chart(charts.pepr_curves(lines, peaks), width="stretch")
+    charts.show(left, charts.learning_curves(lines, x, title, factor), width="stretch")
+    charts.show(right, charts.pepr_curves(lines, peaks), width="stretch")
     st.caption(
         "R is the share of each run's total. Triangle: where the PePR curve peaks; beyond it "
         "more resource buys too little performance."

@@ -80,13 +80,13 @@ def charts_row(view: View) -> None:
         st.subheader("PePR against model size")
         st.radio("Colour by", list(COLOR_BY), format_func=COLOR_BY.get, horizontal=True, key="e_color")
         if view.threshold is not None:
-            st.altair_chart(charts.pepr_vs_params(models, view.threshold, view.controls.color, view.units), width="stretch")
+            charts.show(st, charts.pepr_vs_params(models, view.threshold, view.controls.color, view.units), width="stretch")
         else:
             st.info("No parameter counts recorded for these models.")
     with right:
         st.subheader("Performance against resource")
         st.caption("Dotted lines: equal PePR. Red: the Pareto front; the diamond is the top-PePR model, where the highest iso-line touches the front.")
-        st.altair_chart(charts.performance_vs_resource(models, view.front, view.controls.alpha, units=view.units), width="stretch")
+        charts.show(st, charts.performance_vs_resource(models, view.front, view.controls.alpha, units=view.units), width="stretch")
 
 
 def baseline(view: View) -> None:

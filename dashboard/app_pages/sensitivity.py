@@ -32,7 +32,7 @@ def page(view: View | None, problem: str | None, source) -> None:
         f"{view.controls.samples} weight vectors drawn from a Dirichlet centred on the current weights; "
         "each ranks the models by mean PePR."
     )
-    st.altair_chart(charts.rank_probabilities(table), width="stretch")
+    charts.show(st, charts.rank_probabilities(table), width="stretch")
     st.dataframe(
         table.rename(columns={"rank": "current rank", "pepr": "PePR", "p_first": "P(rank 1)", "p_top5": "P(top 5)"}),
         hide_index=True,
