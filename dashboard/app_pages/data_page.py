@@ -8,6 +8,7 @@ import streamlit as st
 
 from dashboard import data, sources
 from dashboard.app_pages import provenance
+from dashboard.import_panel import import_panel
 from dashboard.text import plain
 from dashboard.views import View
 from pepr.errors import PeprError
@@ -38,21 +39,22 @@ def holdings(view: View | None, problem: str | None, source) -> None:
     st.dataframe(summary.reset_index(), hide_index=True, width="stretch")
 
 
-def target() -> tuple[str, object]:
-    """Where an import goes: a new database (named here) or one of yours; (key, path)."""
+def target(prefix: str = "d") -> tuple[str, object]:
+    """Where an import goes: a new database (named here) or one of yours; (key, path).
+    `prefix` keeps the widgets of two import sections apart."""
     found = {k: s for k, s in sources.sources().items() if s.writable}
     options = [NEW, *found]
     current = st.session_state.get("db")
-    if st.session_state.get("d_target") not in options:
-        st.session_state["d_target"] = current if current in found else NEW
+    if st.session_state.get(f"{prefix}_target") not in options:
+        st.session_state[f"{prefix}_target"] = current if current in found else NEW
     choice = st.selectbox(
-        "Import into", options, key="d_target",
+        "Import into", options, key=f"{prefix}_target",
         format_func=lambda k: "a new database of yours" if k == NEW else found[k].label,
         help=f"Your databases live in {sources.user_dir()} ($PEPR_DATA_DIR). The shipped results are never written.",
     )
     if choice != NEW:
         return choice, found[choice].path
-    name = st.text_input("Name of the new database", key="d_name", placeholder="e.g. paper")
+    name = st.text_input("Name of the new database", key=f"{prefix}_name", placeholder="e.g. paper")
     return NEW, name
 
 
@@ -99,4 +101,22 @@ def paper_import(view: View | None, problem: str | None, source) -> None:
         _run_import(key, where, upload.getvalue(), upload.name)
 
 
-SECTIONS = [holdings, paper_import]
+def own_results(view: View | None, problem: str | None, source) -> None:
+    """Import a results table of one's own (W&B, MLflow, a spreadsheet, CodeCarbon's file)."""
+    st.subheader("Import your own results")
+    st.caption("A CSV, Parquet or JSON-lines table, with CodeCarbon's emissions.csv if you have it: "
+               "map its columns, check the converted preview, then import (as `pepr import` does).")
+    key, where = target("o")
+    if key == NEW:
+        if not str(where or "").strip():
+            st.info("Name the new database to import into.")
+            return
+        try:
+            where = sources.new_database(str(where))
+        except ValueError as error:
+            st.error(f"Import refused: {error}.")
+            return
+    import_panel(str(where))
+
+
+SECTIONS = [holdings, paper_import, own_results]

@@ -8,6 +8,7 @@ import streamlit as st
 from dashboard import charts
 from dashboard.app_pages import provenance, ready, scoreable
 from dashboard.controls import COLOR_BY, NORMALIZATION_LABELS
+from dashboard.report_panel import report_downloads
 from dashboard.text import plain
 from dashboard.views import View, readable_table
 from pepr.resources import RESOURCES, format_value
@@ -119,6 +120,11 @@ def ranking(view: View) -> None:
     shown = readable_table(models[columns], view.units, labels).round(4)
     st.dataframe(shown, hide_index=True, width="stretch")
     st.download_button("Download CSV", shown.to_csv(index=False), "pepr-ranking.csv", "text/csv", key="e_download")
+    c = view.controls
+    if len(c.experiments) == 1:  # a report is of one experiment, as `pepr report` writes it
+        report_downloads(view.scope_runs, c.experiments[0], view.weights, c.normalization, c.alpha)
+    else:
+        st.caption("Choose one experiment to download its report (Markdown, LaTeX table, figures).")
 
 
 def _times(ratio: float, label: str) -> str:

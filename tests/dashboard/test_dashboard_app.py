@@ -497,3 +497,31 @@ def test_top_five_with_co2_and_memory_in_three_interactions_with_the_clis_number
     top_cli = sorted(cli, key=cli.get, reverse=True)[:5]
     assert list(changes.loc[changes["rank now"] <= 5, "model"]) == top_cli
     assert set(changes["change"]) - {"same"}  # something moved, entered or left
+
+
+def test_data_page_imports_ones_own_table_into_a_user_database(app, user_dir):
+    shipped = {p: p.stat().st_mtime_ns for p in (ROOT / "results").glob("*.duckdb")}
+    at = goto(app(None).run(), "data")
+    at.text_input(key="o_name").set_value("own").run()
+    table = b"arch,acc,energy_Wh\nresnet18,91.5,12.5\nvit_tiny,88,3\n"
+    at.file_uploader(key="ip_table").set_value(("results.csv", table, "text/csv"))
+    at.run()
+    at.text_input(key="ip_exp_name").set_value("mine").run()
+    for field, column in {"model": "arch", "performance": "acc", "energy": "energy_Wh"}.items():
+        at.selectbox(key=f"ip_col_{field}").set_value(column)
+    at.run()
+    at.selectbox(key="ip_unit_performance").set_value("%")
+    at.selectbox(key="ip_unit_energy").set_value("Wh")
+    at.run()
+    at.button(key="ip_import").click().run()
+    assert not at.exception
+    runs = RunStore(user_dir / "own.duckdb").runs().set_index("model")
+    assert runs.loc["resnet18", "energy_kwh"] == 0.0125 and runs.loc["vit_tiny", "performance"] == 0.88
+    assert {p: p.stat().st_mtime_ns for p in (ROOT / "results").glob("*.duckdb")} == shipped
+
+
+def test_explorer_offers_the_report_of_the_one_experiment_in_view(app):
+    at = app(None).run()  # the paper's derma_pt
+    assert not at.exception
+    labels = [button.label for button in at.get("download_button")]
+    assert "LaTeX table" in labels and any(label.startswith("Report:") for label in labels)
