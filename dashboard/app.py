@@ -18,6 +18,7 @@ from dashboard import data, sidebar, sources  # noqa: E402
 from dashboard.app_pages import budget, comparisons, curves, data_page, explorer, runs, sensitivity  # noqa: E402
 from dashboard.controls import to_query  # noqa: E402
 from dashboard.views import build_view, measured, offer  # noqa: E402
+from pepr.inference import attach, devices  # noqa: E402
 
 PAGES = [  # (module, title, icon, url path)
     (explorer, "Explorer", ":material/insights:", "explorer"),
@@ -37,14 +38,18 @@ if source is not None:
     all_runs, problem = data.load(source.path)
     if all_runs is not None:
         epochs = data.epochs(str(source.path))
-        offered = offer(all_runs, epochs)
+        bench = data.benchmarks(str(source.path))
+        offered = offer(all_runs, epochs, devices(bench))
         ignored = sidebar.seed(offered, list(found))
         sidebar.keep_page_state()
+        device = sidebar.controls(offered).device
+        if device:  # inference cost on the chosen deployment device, by model name
+            all_runs = attach(all_runs, bench, device)
         scope = all_runs[all_runs["experiment"].isin(sidebar.controls(offered).experiments)]
         sidebar.draw(offered, measured(scope[scope["status"] == "ok"]))
         controls = sidebar.controls(offered)
         view = build_view(all_runs, epochs, controls, ignored, offered)
-        query = to_query(controls, offered.metrics, offered.default, list(found))
+        query = to_query(controls, offered.metrics, offered.default, list(found), offered.devices)
         if {k: st.query_params.get_all(k) for k in st.query_params} != {
             k: v if isinstance(v, list) else [v] for k, v in query.items()
         }:

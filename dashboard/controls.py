@@ -29,8 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 # The resources a user can weight, in the order of the sidebar.
-WEIGHTED = ("energy", "co2", "train_time", "gpu_memory", "params", "infer_time")
-CAPPED = ("energy", "co2", "gpu_memory", "train_time", "params")
+WEIGHTED = ("energy", "co2", "train_time", "gpu_memory", "params", "infer_time", "infer_latency", "infer_energy")
+CAPPED = ("energy", "co2", "gpu_memory", "train_time", "params", "infer_latency")
 PERFORMANCE = {"final": "final", "bestval": "test at best validation epoch"}
 NORMALIZATION_LABELS = {"minmax": "min-max", "max": "share of max"}
 COLOR_BY = {"model_type": "model type", "efficient": "efficient or not"}
@@ -67,6 +67,7 @@ class Controls:
     run_status: tuple[str, ...] = ()
     run_experiments: tuple[str, ...] = ()
     run_model: str = ""
+    device: str = ""  # the deployment device whose inference benchmarks price infer_*
 
 
 def default_experiments(runs) -> tuple[str, ...]:
@@ -131,6 +132,7 @@ def from_query(
     default: Sequence[str] = (),
     dbs: Sequence[str] = (),
     countries: Sequence[str] = (),
+    devices: Sequence[str] = (),
 ) -> tuple[Controls, list[str]]:
     """Controls from query parameters, each value checked against what the data offers, and
     one line per value that was ignored (shown to the user)."""
@@ -204,6 +206,7 @@ def from_query(
         run_status=statuses,
         run_experiments=run_experiments,
         run_model=one("rq") or "",
+        device=pick("d", devices, devices[0]) if devices else "",
     )
     return controls, ignored
 
@@ -213,11 +216,14 @@ def _pairs(values: Mapping[str, float]) -> str:
 
 
 def to_query(
-    controls: Controls, metrics: Sequence[str] = (), default: Sequence[str] = (), dbs: Sequence[str] = ()
+    controls: Controls, metrics: Sequence[str] = (), default: Sequence[str] = (), dbs: Sequence[str] = (),
+    devices: Sequence[str] = (),
 ) -> dict[str, str | list[str]]:
     """Query parameters for controls; defaults are left out to keep links short."""
     base = Controls()
     query: dict[str, str | list[str]] = {}
+    if controls.device and controls.device != next(iter(devices), ""):
+        query["d"] = controls.device
     if controls.db and controls.db != next(iter(dbs), ""):
         query["db"] = controls.db
     if tuple(controls.experiments) != tuple(default):

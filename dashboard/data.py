@@ -26,10 +26,17 @@ def epochs(path: str) -> pd.DataFrame:
     return RunStore(path, timeout=READ_TIMEOUT_S).epochs()
 
 
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def benchmarks(path: str) -> pd.DataFrame:
+    """Every inference benchmark row (`pepr-agent bench`)."""
+    return RunStore(path, timeout=READ_TIMEOUT_S).benchmarks()
+
+
 def refresh() -> None:
     """Forget cached reads (after a write)."""
     runs.clear()
     epochs.clear()
+    benchmarks.clear()
 
 
 def load(path, read=runs) -> tuple[pd.DataFrame | None, str | None]:

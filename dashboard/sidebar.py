@@ -62,7 +62,8 @@ def seed(offer: Offer, dbs: list[str]) -> list[str]:
         return state.get("_ignored", [])
     first = "_seeded" not in state
     params = {key: st.query_params.get_all(key) for key in st.query_params} if first else {}
-    start, ignored = from_query(params, offer.experiments, offer.metrics, offer.default, dbs, list(carbon.countries()))
+    start, ignored = from_query(params, offer.experiments, offer.metrics, offer.default, dbs, list(carbon.countries()),
+                                 offer.devices)
     for dataset, experiments in offer.groups.items():
         state[f"c_x:{dataset}"] = [e for e in start.experiments if e in experiments]
     state["c_m"] = start.metric
@@ -90,6 +91,7 @@ def seed(offer: Offer, dbs: list[str]) -> list[str]:
     state["bl_k"] = start.top_k
     state["s_n"], state["s_c"] = start.samples, int(start.concentration)
     state["e_color"] = start.color
+    state["c_d"] = start.device or None
     state["k_runs"] = list(start.curve_runs)
     state["k_x"] = start.curve_axis or None
     state["r_status"], state["r_exp"], state["r_model"] = list(start.run_status), list(start.run_experiments), start.run_model
@@ -141,6 +143,7 @@ def controls(offer: Offer, state: Mapping | None = None) -> Controls:
         run_status=tuple(state.get("r_status") or ()),
         run_experiments=tuple(state.get("r_exp") or ()),
         run_model=state.get("r_model") or "",
+        device=state.get("c_d") if state.get("c_d") in offer.devices else next(iter(offer.devices), ""),
     )
 
 
@@ -166,8 +169,14 @@ def draw(offer: Offer, measured: set[str]) -> None:
         sb.selectbox("Performance metric", offer.metrics, key="c_m")
     if offer.best_val:
         sb.radio("Performance", list(PERFORMANCE), format_func=PERFORMANCE.get, key="c_p", horizontal=True)
+    if offer.devices:
+        sb.selectbox("Deployment device (inference cost)", offer.devices, key="c_d",
+                     help="Inference latency and energy per image as benchmarked on this device "
+                          "(`pepr-agent bench`), joined to the runs by model name.")
     sb.markdown("**Resource weights**")
-    for name in WEIGHTED:  # labels stay fixed: they are the widget's identity
+    # Inference cost is offered only where a deployment device was benchmarked.
+    offered = [name for name in WEIGHTED if offer.devices or not RESOURCES[name].benchmarked]
+    for name in offered:  # labels stay fixed: they are the widget's identity
         resource = RESOURCES[name]
         sb.slider(resource.label, 0.0, 1.0, step=0.05, key=f"c_w_{name}", disabled=name not in measured)
     state = st.session_state
@@ -175,7 +184,7 @@ def draw(offer: Offer, measured: set[str]) -> None:
     sb.caption(
         "Normalised: " + (", ".join(f"{RESOURCES[k].label} {v:.0%}" for k, v in shown.items()) or "none (PePR = performance)")
     )
-    missing = [RESOURCES[k].label for k in WEIGHTED if k not in measured]
+    missing = [RESOURCES[k].label for k in offered if k not in measured]
     if missing:
         sb.caption(f"Not measured in these experiments (greyed out): {', '.join(missing)}.")
     sb.button("Pin these weights as the baseline", key="c_pin", on_click=pin_baseline,

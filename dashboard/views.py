@@ -7,7 +7,7 @@ averages per model, and labels with readable units. No Streamlit here: plain pyt
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,9 +48,10 @@ class Offer:
     describe: dict[str, str]  # experiment -> `pretrained · all data` (for the selector)
     country: str | None  # where most runs were measured
     intensity: float | None  # their median grid intensity, g/kWh
+    devices: list[str] = field(default_factory=list)  # benchmarked deployment devices
 
 
-def offer(runs: pd.DataFrame, epochs: pd.DataFrame) -> Offer:
+def offer(runs: pd.DataFrame, epochs: pd.DataFrame, devices: Sequence[str] = ()) -> Offer:
     ok = runs[runs["status"] == "ok"]
     metrics = sorted(ok["metric"].dropna().unique())
     info = runs.groupby("experiment", sort=True).agg(
@@ -76,6 +77,7 @@ def offer(runs: pd.DataFrame, epochs: pd.DataFrame) -> Offer:
         describe=describe,
         country=str(countries.mode().iloc[0]) if len(countries) else None,
         intensity=float(ok["carbon_intensity"].median()) if ok["carbon_intensity"].notna().any() else None,
+        devices=list(devices),
     )
 
 

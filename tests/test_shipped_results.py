@@ -116,3 +116,15 @@ def test_the_results_readme_states_the_papers_provenance():
                  "1f624ef1a68433aa2c56b83831bb30a1e06c285b56531fde8056f06a42394e98",
                  "e26300f35a182a893c90d581684c0d61ed016f6e4f8bfcca370b817ea2bf9e7f", "PUE 1.58"):
         assert fact in text, fact
+
+
+def test_the_study_carries_a_cpu_inference_bench_of_its_models():
+    """130 of the 131 architectures (timm dropped gluon_xception65), at the study's 256 px."""
+    listed = [line.split("#")[0].strip() for line in (ROOT / "results" / "paper_models.txt").read_text().splitlines()]
+    listed = [name for name in listed if name]
+    bench = RunStore(PAPER).benchmarks()
+    assert set(bench["status"]) == {"ok"} and set(bench["image_size"]) == {256}
+    assert sorted(bench.loc[bench["batch_size"] == 1, "model"]) == sorted(listed) and len(listed) == 130
+    assert (bench["latency_median_s"] > 0).all() and (bench["energy_per_image_j"] > 0).all()
+    paper_models = set(RunStore(PAPER).runs(experiments=["derma_pt"])["model"])
+    assert paper_models - set(listed) == {"gluon_xception65"}

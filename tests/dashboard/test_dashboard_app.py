@@ -525,3 +525,46 @@ def test_explorer_offers_the_report_of_the_one_experiment_in_view(app):
     assert not at.exception
     labels = [button.label for button in at.get("download_button")]
     assert "LaTeX table" in labels and any(label.startswith("Report:") for label in labels)
+
+
+def test_a_deployment_device_prices_inference_and_caps_latency(app, db, rows):
+    """Benchmarks on two devices: the chosen one (in the link) ranks by latency per image."""
+    make, _ = rows
+    path = db([make("r1", "fast_net", performance=0.80), make("r2", "slow_net", performance=0.90),
+               make("r3", "unbenched_net", performance=0.95)])
+    stamp = pd.Timestamp("2026-11-26 08:00")
+    benches = [dict(bench_id=f"{device[:3]}{model}{batch}", bench_key=f"{model}-{device}-{batch}", model=model,
+                    device=device, image_size=64, batch_size=batch, status="ok", started_at=stamp,
+                    latency_median_s=latency * batch, energy_per_image_j=latency * 10)
+               for device, scale in (("Laptop CPU, 2 threads", 1.0), ("Server GPU", 0.01))
+               for model, latency in (("fast_net", 0.005 * scale), ("slow_net", 0.050 * scale))
+               for batch in (1, 8)]
+    RunStore(path).append_benchmarks(pd.DataFrame(benches))
+    at = app(path, w="infer_latency:1", d="Server GPU").run()
+    assert not at.exception
+    assert at.selectbox(key="c_d").value == "Server GPU"
+    ranking = at.dataframe[-1].value if at.dataframe else None
+    assert at.query_params.get("d") == "Server GPU"  # kept in the link
+    cards = [t.value for t in at.markdown if "fast" in t.value or "slow" in t.value]
+    assert cards and "fast" in cards[0]  # the top PePR card: faster at a small accuracy cost
+    excluded = " ".join(str(v) for frame in at.dataframe for v in frame.value.to_numpy().ravel())
+    assert "not benchmarked on the chosen device" in excluded and ranking is not None
+    # "At most 0.1 ms per image on this server": the slower, more accurate model is out.
+    at = goto(app(path, d="Server GPU", cap="infer_latency:0.0001").run(), "budget")
+    assert not at.exception
+    assert at.number_input(key="b_cap_infer_latency").value == pytest.approx(100)  # in µs
+    cards = [t.value for t in at.markdown if "fast" in t.value or "slow" in t.value]
+    assert cards and all("fast" in card for card in cards)
+
+
+def test_the_paper_ranked_by_latency_on_a_2_core_cpu_matches_the_cli(app):
+    """A newcomer's first question on the shipped study: best Derma model per millisecond."""
+    import json
+
+    cli = subprocess.run([sys.executable, "-m", "pepr", "score", "--db", str(ROOT / "results" / "paper.duckdb"),
+                          "--experiment", "derma_pt", "--weights", "infer_latency=1", "--format", "json"],
+                         capture_output=True, text=True, check=True)
+    ranked = sorted(json.loads(cli.stdout), key=lambda row: row["rank"])
+    at = app(None, w="infer_latency:1").run()
+    assert not at.exception and at.selectbox(key="c_d").value.endswith("2 threads")
+    assert top_model(at) == ranked[0]["model"]
