@@ -6,6 +6,8 @@ written until every row converts without a problem and the user presses the butt
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from dashboard import data
@@ -64,7 +66,6 @@ def _mapping(table: Table, with_emissions: bool) -> list[ColumnMap]:
 def import_panel(target_db_path: str) -> None:
     """Upload a results table (and optionally CodeCarbon's emissions.csv), map its columns,
     check the converted rows and every problem, then import into `target_db_path`."""
-    st.subheader("Import your own results")
     st.caption(
         "A table exported from W&B, MLflow or a spreadsheet: CSV, Parquet or JSON lines. Units are "
         "converted exactly; rows without a run id get one from their content, so importing the same "
@@ -112,12 +113,13 @@ def import_panel(target_db_path: str) -> None:
         st.dataframe(result.runs[list(dict.fromkeys(shown))], hide_index=True, width="stretch")
     for error in result.errors:
         st.error(markdown_text(error))
-    if st.button(f"Import {result.count} run(s) into {target_db_path}", key="ip_import",
+    name = Path(target_db_path).stem  # the database's name, not where the server keeps it
+    if st.button(f"Import {result.count} run(s) into {name}", key="ip_import",
                  disabled=bool(result.errors) or not result.count):
         try:
             added = RunStore(target_db_path).append(convert(table, maps, **options).runs)
         except PeprError as error:
             st.error(markdown_text(error))
         else:
-            st.success(f"Imported {added} new run(s) into {markdown_text(target_db_path)}.")
+            st.success(f"Imported {added} new run(s) into {markdown_text(name)}.")
             data.refresh()

@@ -26,12 +26,18 @@ def report_zip(report: Report) -> bytes:
     return buffer.getvalue()
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def _report(runs: pd.DataFrame, experiment: str, weights: tuple, normalization: str, alpha: float) -> Report:
+    """The report for these choices, built once, not on every rerun of the page."""
+    return build_report(runs, experiment, dict(weights), normalization, alpha)
+
+
 def report_downloads(
     runs: pd.DataFrame, experiment: str, weights: Mapping[str, float], normalization: str = "minmax", alpha: float = 1.0
 ) -> None:
     """A zip of the whole report and the LaTeX table alone, for `experiment` under these choices."""
     try:
-        report = build_report(runs, experiment, weights, normalization, alpha)
+        report = _report(runs, experiment, tuple(weights.items()), normalization, alpha)
     except PeprError as error:
         st.info(f"No report: {markdown_text(error)}")
         return

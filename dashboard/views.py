@@ -6,6 +6,7 @@ averages per model, and labels with readable units. No Streamlit here: plain pyt
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -207,6 +208,7 @@ def build_view(
     if alpha < 1:
         notes.append(f"alpha {alpha:g} is below 1, outside the paper's range: the score uses 1.")
         alpha = 1.0
+        controls = dataclasses.replace(controls, alpha=alpha)  # charts and sensitivity use it too
     scored = score(priced, weights, controls.normalization, alpha)
     table = scored.table
     scope = table[table["experiment"].isin(controls.experiments)]
@@ -353,6 +355,8 @@ def budget(
             continue
         resource = RESOURCES[name]
         values = models[resource.column] if resource.column in models else pd.Series(np.nan, index=models.index)
+        if values.isna().all():  # not measured here at all (say, no benchmarks): no cap to apply
+            continue
         unit = units.get(name)
         open_ = reasons == ""
         over = (values > cap * (1 + 1e-9)) & open_  # a cap typed in mWh is exact to the digit shown
@@ -553,7 +557,7 @@ def readable_table(frame: pd.DataFrame, units: Mapping[str, tuple[str, float]], 
         if resource is not None and resource.name in units:
             unit, factor = units[resource.name]
             header = labels.get(column, resource.label)
-            out[f"{header} ({unit})" if resource.unit else (f"{header} ({unit})" if unit else header)] = (
+            out[f"{header} ({unit})" if unit else header] = (
                 frame[column].astype(float) / factor
             )
         elif column in labels:

@@ -6,6 +6,7 @@ import streamlit as st
 
 from dashboard import views
 from dashboard.app_pages import ready
+from dashboard.text import plain
 from dashboard.views import View, readable_table
 from pepr.resources import RESOURCES, typical_unit
 
@@ -36,10 +37,10 @@ def page(view: View | None, problem: str | None, source) -> None:
     if c.run_experiments:
         runs = runs[runs["experiment"].isin(c.run_experiments)]
     if c.run_model:
-        runs = runs[runs["model"].str.contains(c.run_model, case=False, regex=False)]
+        runs = runs[runs["model"].str.contains(c.run_model, case=False, regex=False, na=False)]
     counts = runs["status"].value_counts()
     st.caption(
-        f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+        f"{len(runs)} runs: " + ", ".join(f"{n} {plain(s)}" for s, n in counts.items())
         + f"; {int((runs['estimated_share'] > 0).sum())} with part of their energy estimated"
         " (CodeCarbon's models of CPU or RAM power where no counter could be read)."
     )

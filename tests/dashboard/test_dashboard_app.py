@@ -164,6 +164,8 @@ def test_alpha_below_one_is_said(app, crafted_db):
     at.number_input(key="c_a").set_value(0.5).run()
     assert [unescape(w) for w in texts(at, "warning")] == ["Ignored: alpha 0.5 is below 1, outside the paper's range: the score uses 1."]
     assert top_model(at) == "tiny"
+    at.number_input(key="c_a").set_value(0.0).run()  # the charts use the score's alpha too
+    assert not at.exception and top_model(at) == "tiny"
 
 
 @pytest.mark.parametrize(

@@ -410,3 +410,14 @@ def test_kendall_tau():
     assert kendall_tau([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
     assert kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
     assert kendall_tau([1], [1]) is None and kendall_tau([1, 1], [1, 2]) is None
+
+
+def test_a_cap_on_a_resource_measured_for_no_model_excludes_nothing():
+    """A link's latency cap on a database without benchmarks must not hide every model; a
+    model that alone lacks a capped resource is still excluded, with why."""
+    models = pd.DataFrame({"model": ["a", "b"], "energy_kwh": [0.01, None]})
+    units = {"energy": ("kWh", 1.0)}
+    feasible, excluded = views.budget(models, {"infer_latency": 0.05}, units)
+    assert list(feasible["model"]) == ["a", "b"] and excluded.empty
+    feasible, excluded = views.budget(models, {"energy": 1.0}, units)
+    assert list(feasible["model"]) == ["a"] and list(excluded["reason"]) == ["Training energy: not measured"]
