@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import gc
 import math
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 
 import torch
 import torch.nn.functional as F
@@ -137,21 +140,73 @@ def batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Mini-batches on the device, shuffled when a generator is given.
 
-    On CUDA each batch is copied from pinned memory without blocking, so the next batch is
-    prepared while the GPU works on the current one. A last training batch of one image is
-    dropped (batch norm cannot train on it).
+    A last training batch of one image is dropped (batch norm cannot train on it). On CUDA a
+    background thread gathers each batch into pinned memory while the GPU works (see
+    `_pinned_batches`); close the iterator (`contextlib.closing`) if you leave it early.
     """
     n = len(y)
     order = torch.randperm(n, generator=generator) if generator is not None else None
     stop = n - 1 if generator is not None and n % size == 1 and n > 1 else n
-    cuda = device.type == "cuda"
-    for start in range(0, stop, size):
-        end = min(start + size, stop)
+    spans = [(start, min(start + size, stop)) for start in range(0, stop, size)]
+    if device.type == "cuda":
+        yield from _pinned_batches(x, y, spans, order, device)
+        return
+    for start, end in spans:
         index = order[start:end] if order is not None else slice(start, end)
-        xb, yb = x[index], y[index]
-        if cuda:
-            xb, yb = xb.pin_memory(), yb.pin_memory()
-        yield xb.to(device, non_blocking=cuda), yb.to(device, non_blocking=cuda)
+        yield x[index].to(device), y[index].to(device)
+
+
+PINNED_BUFFERS = 4
+
+
+def _pinned_batches(x, y, spans, order, device, depth: int = PINNED_BUFFERS):
+    """Batches gathered by a background thread into a ring of pinned buffers and copied to the
+    GPU without blocking, so the training loop's thread only launches work. A buffer is refilled
+    only after the GPU has finished copying out of it (a CUDA event per buffer)."""
+    size = max(end - start for start, end in spans) if spans else 0
+    x_pinned = [torch.empty((size, *x.shape[1:]), dtype=x.dtype, pin_memory=True) for _ in range(depth)]
+    y_pinned = [torch.empty((size,), dtype=y.dtype, pin_memory=True) for _ in range(depth)]
+    copied = [torch.cuda.Event() for _ in range(depth)]
+    free, ready = queue.Queue(), queue.Queue()
+    for slot in range(depth):
+        free.put(slot)
+    inference = torch.is_inference_mode_enabled()  # the buffers were made in the caller's mode
+
+    def gather() -> None:
+        try:
+            with torch.inference_mode(inference):
+                for start, end in spans:
+                    slot = free.get()
+                    if slot is None:  # the consumer left early
+                        return
+                    copied[slot].synchronize()
+                    xb, yb = x_pinned[slot][: end - start], y_pinned[slot][: end - start]
+                    if order is None:
+                        xb.copy_(x[start:end])
+                        yb.copy_(y[start:end])
+                    else:
+                        torch.index_select(x, 0, order[start:end], out=xb)
+                        torch.index_select(y, 0, order[start:end], out=yb)
+                    ready.put((slot, end - start))
+                ready.put(None)
+        except BaseException as error:  # handed to the consumer, raised there
+            ready.put(error)
+
+    worker = threading.Thread(target=gather, name="pepr-batches", daemon=True)
+    worker.start()
+    try:
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            slot, count = item
+            xb = x_pinned[slot][:count].to(device, non_blocking=True)
+            yb = y_pinned[slot][:count].to(device, non_blocking=True)
+            copied[slot].record()
+            free.put(slot)
+            yield xb, yb
+    finally:
+        free.put(None)
+        worker.join()
 
 
 class Prepare:
@@ -194,8 +249,8 @@ def accuracy(model, prepare, x, y, batch_size, device, amp: str) -> float:
     """Top-1 accuracy over a split (one host sync at the end)."""
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=device)
-    with torch.inference_mode(), autocast(device, amp):
-        for xb, yb in batches(x, y, batch_size, device):
+    with torch.inference_mode(), autocast(device, amp), closing(batches(x, y, batch_size, device)) as split:
+        for xb, yb in split:
             correct += (model(prepare(xb)).argmax(1) == yb).sum()
     return correct.item() / len(y)
 
@@ -302,7 +357,9 @@ def run_job(
     model = build_model(job, data.num_classes, in_chans)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     model_type = architecture_type(model)
-    first = next(batches(x_train, y_train, min(job.batch_size, max(len(y_train) - 1, 1)), device))
+    warm = min(job.batch_size, max(len(y_train) - 1, 1))
+    with closing(batches(x_train[:warm], y_train[:warm], warm, device)) as warm_batch:
+        first = next(warm_batch)  # on CUDA this also makes the pinned buffers before the clock
     model, prepare, used_channels_last = place(
         model, (in_chans,), *first, job, device,
         cuda if channels_last is None else channels_last, warmup_steps,
@@ -330,11 +387,12 @@ def run_job(
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), dtype=torch.long, device=device)
             seen = 0
-            for xb, yb in batches(x_train, y_train, job.batch_size, device, generator):
-                out, loss = train_step(model, prepare, optimizer, scaler, xb, yb, device, amp)
-                loss_sum += loss.detach().float() * len(yb)
-                correct += (out.detach().argmax(1) == yb).sum()
-                seen += len(yb)
+            with closing(batches(x_train, y_train, job.batch_size, device, generator)) as epoch_batches:
+                for xb, yb in epoch_batches:
+                    out, loss = train_step(model, prepare, optimizer, scaler, xb, yb, device, amp)
+                    loss_sum += loss.detach().float() * len(yb)
+                    correct += (out.detach().argmax(1) == yb).sum()
+                    seen += len(yb)
             train_loss = loss_sum.item() / seen
             if not math.isfinite(train_loss):
                 raise FloatingPointError(f"training loss is {train_loss} in epoch {epoch}")

@@ -1,15 +1,20 @@
 """Training throughput of the agent against a plain timm training loop, on the same device.
 
-Three arms, on the same model, random images (uint8, 3 channels) and seed, alternating in
+Four arms, on the same model, random images (uint8, 3 channels) and seed, alternating in
 rotating order so that drift in machine speed hits all alike:
 
-- plain: a plain timm loop (pinned uint8 batches copied without blocking, normalise, autocast,
-  Adam, channels_last on CUDA), timed with a synchronise at both ends;
+- plain: a plain timm loop (the whole set pinned once, batches sliced in order and copied
+  without blocking, normalise, autocast, Adam, channels_last on CUDA), timed with a
+  synchronise at both ends;
+- plain, metered: the same loop while the agent's CodeCarbon meter runs (what measuring costs
+  a loop that does nothing else);
 - agent, meter off: `agent.train.run_job` with a meter that measures nothing;
 - agent: `agent.train.run_job` with CodeCarbon measuring (its own `train_time_s`).
 
-Images per second of training (the agent arms also evaluate 64 images per epoch, included).
-Targets: agent >= 0.95 x plain; measuring costs <= 1% (agent vs agent with meter off).
+Images per second of training (the agent arms also shuffle, and evaluate 64 images per epoch,
+included). Targets: agent >= 0.95 x plain; measuring costs <= 1% (agent vs agent with meter
+off). Then one profile of the meter's background sampling (`--profile-meter`), the cost
+measuring adds per second.
 
     .venv/bin/python benchmarks/agent_throughput.py --device cuda:0 [--model resnet18]
         [--images 7007] [--image-size 224] [--epochs 2] [--rounds 3] [--amp off]
@@ -30,7 +35,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from agent.data import Data  # noqa: E402
-from agent.measure import NullMeter  # noqa: E402
+from agent.measure import EnergyMeter, NullMeter, find_nvml_gpu  # noqa: E402
 from agent.plan import expand  # noqa: E402
 from agent.train import autocast, describe, resolve_device, run_job, sync  # noqa: E402
 
@@ -90,6 +95,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--amp", default="off", choices=("off", "fp16", "bf16"))
+    parser.add_argument("--profile-meter", action="store_true",
+                        help="then time the meter's sampling calls and print where it spends")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
@@ -98,13 +105,14 @@ def main() -> None:
     data = random_data(args.images, args.image_size)
     arms = {
         "plain": lambda: plain_loop(job, data, device),
+        "plain, metered": lambda: metered(lambda: plain_loop(job, data, device), device),
         "agent, meter off": lambda: run_job(job, data, device, "DNK", meter_factory=NullMeter)[0]["train_time_s"],
         "agent": lambda: run_job(job, data, device, "DNK")[0]["train_time_s"],
     }
     speed = {name: [] for name in arms}
     for round_ in range(args.rounds):
         names = list(arms)
-        names = names[round_ % 3:] + names[:round_ % 3]
+        names = names[round_ % len(names):] + names[:round_ % len(names)]
         for name in names:
             seconds = arms[name]()
             speed[name].append(args.images * args.epochs / seconds)
@@ -118,6 +126,82 @@ def main() -> None:
         print(f"median {name:16} {value:8.1f} images/s")
     print(f"agent / plain: {median['agent'] / median['plain']:.3f} (target >= 0.95)")
     print(f"measuring overhead: {1 - median['agent'] / median['agent, meter off']:+.2%} (target <= 1%)")
+    print(f"measuring overhead on the plain loop: {1 - median['plain, metered'] / median['plain']:+.2%}")
+    if args.profile_meter:
+        profile_meter(device)
+
+
+def metered(loop, device: torch.device) -> float:
+    """Seconds of `loop()` while the agent's CodeCarbon meter runs."""
+    meter = EnergyMeter("DNK", find_nvml_gpu(device) if device.type == "cuda" else None)
+    try:
+        return loop()
+    finally:
+        meter.close()
+
+
+def profile_meter(device: torch.device, ticks: int = 10) -> None:
+    """What one second of measuring costs: the meter's two periodic calls, timed and profiled."""
+    import cProfile
+    import pstats
+
+    meter = EnergyMeter("DNK", find_nvml_gpu(device) if device.type == "cuda" else None)
+    tracker = meter._tracker  # benchmark only: the calls CodeCarbon's threads make each second
+    try:
+        for name in ("_monitor_power", "_measure_power_and_energy"):
+            call = getattr(tracker, name)
+            times = []
+            for _ in range(ticks):
+                start = time.perf_counter()
+                call()
+                times.append(time.perf_counter() - start)
+            print(f"meter {name}: median {statistics.median(times) * 1e3:.2f} ms per call")
+        profiler = cProfile.Profile()
+        profiler.runcall(lambda: [(tracker._monitor_power(), tracker._measure_power_and_energy())
+                                  for _ in range(ticks)])
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(8)
+    finally:
+        meter.close()
+    launch_bound_probe(device)
+
+
+def launch_bound_probe(device: torch.device, launches: int = 300_000, rounds: int = 3) -> None:
+    """How much a running meter slows a thread that only launches tiny kernels (the
+    launch-bound regime of small models at batch 32), and with which meter settings."""
+    import agent.measure
+
+    tiny = torch.zeros(16, device=device)
+
+    def launch() -> float:
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(launches):
+            tiny.add_(1.0)
+        sync(device)
+        return time.perf_counter() - start
+
+    def with_meter(tracking_mode: str = "process", switch_s: float | None = None) -> float:
+        previous_mode, previous_switch = agent.measure.TRACKING_MODE, sys.getswitchinterval()
+        agent.measure.TRACKING_MODE = tracking_mode
+        sys.setswitchinterval(switch_s or previous_switch)
+        try:
+            return metered(launch, device)
+        finally:
+            agent.measure.TRACKING_MODE = previous_mode
+            sys.setswitchinterval(previous_switch)
+
+    variants = {"no meter": launch, "meter": with_meter,
+                "meter, machine mode": lambda: with_meter("machine"),
+                "meter, GIL switch 50 ms": lambda: with_meter(switch_s=0.05)}
+    seconds = {name: [] for name in variants}
+    launch()
+    for _ in range(rounds):
+        for name, run in variants.items():
+            seconds[name].append(run())
+    base = statistics.median(seconds["no meter"])
+    for name, values in seconds.items():
+        print(f"launch-bound probe, {name:24} {statistics.median(values):6.3f} s "
+              f"({statistics.median(values) / base - 1:+.1%})")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
 Writes a `.npz` in MedMNIST's layout with DermaMNIST's split sizes (7,007 / 1,003 / 2,005) and
 7 classes, random pixels at 224 px (cost does not depend on the pixels), then runs
-`pepr-agent run` (10 epochs, Adam 5e-4, batch 32, from scratch) over the models with
-`--amp off`, then with `--amp bf16`, into one database, and prints per model the
-energy methods, energy, time and memory of both, and their ratios. Re-running resumes.
+`pepr-agent run` (10 epochs, Adam 5e-4, batch 32, from scratch) for each model with
+`--amp off`, then `--amp bf16`, into one database, and prints per model the energy methods,
+energy, time and memory of both, and their ratios. Re-running resumes; `--budget-s` starts no
+run that would likely end past the budget (the longest run so far is the estimate).
 
     .venv/bin/python benchmarks/paper_protocol_sweep.py --device cuda:0 --db sweep.duckdb
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -46,37 +48,48 @@ def main() -> None:
     parser.add_argument("--data", default="derma_like_224.npz")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--budget-s", type=float, default=float("inf"))
     args = parser.parse_args()
 
+    start, longest = time.perf_counter(), 0.0
     data = make_derma_like(Path(args.data))
-    for amp in ("off", "bf16"):
-        command = [sys.executable, "-m", "agent", "run", "--models", args.models,
-                   "--datasets", str(data), "--image-size", "224", "--epochs", str(args.epochs),
-                   "--batch-size", "32", "--lr", "5e-4", "--amp", amp, "--device", args.device,
-                   "--quiet", "--experiment", f"derma_like_{amp}", "--db", args.db]
-        subprocess.run(command, cwd=ROOT)
+    for model in args.models.split(","):
+        for amp in ("off", "bf16"):
+            if time.perf_counter() - start + longest > args.budget_s:
+                print(f"budget of {args.budget_s:.0f} s reached: {model} --amp {amp} and later not run")
+                return report(RunStore(args.db).runs(status="ok"))
+            command = [sys.executable, "-m", "agent", "run", "--models", model,
+                       "--datasets", str(data), "--image-size", "224", "--epochs", str(args.epochs),
+                       "--batch-size", "32", "--lr", "5e-4", "--amp", amp, "--device", args.device,
+                       "--quiet", "--experiment", f"derma_like_{amp}", "--db", args.db]
+            began = time.perf_counter()
+            subprocess.run(command, cwd=ROOT)
+            longest = max(longest, time.perf_counter() - began)
     report(RunStore(args.db).runs(status="ok"))
 
 
 def report(runs) -> None:
-    columns = ["params", "energy_kwh", "energy_gpu_kwh", "train_time_s", "gpu_mem_reserved_gb",
-               "performance", "energy_cpu_method", "energy_gpu_method", "energy_ram_method",
-               "energy_gpu_scope", "channels_last"]
-    table = runs.pivot_table(index="model", columns="amp", values=columns, aggfunc="first")
+    """Per model and precision: energy, time, memory and how each energy part was measured;
+    then bf16's ratios to full precision."""
     print(f"\ndevice: {runs['device'].iloc[0] if len(runs) else '-'}")
-    print("model                    params  amp   energy Wh  GPU Wh  train s  reserved GB  methods (cpu/gpu/ram), gpu scope")
-    for model, row in table.iterrows():
+    print("model                   params  amp   energy Wh  GPU Wh  train s  reserved GB  "
+          "methods (cpu/gpu/ram), gpu scope, channels_last")
+    wh = lambda kwh: "-" if kwh != kwh or kwh is None else f"{kwh * 1e3:.2f}"  # noqa: E731
+    for model, group in runs.groupby("model", sort=False):
+        by_amp = {row.amp: row for row in group.itertuples()}
         for amp in ("off", "bf16"):
-            if (("energy_kwh", amp) not in row) or row[("energy_kwh", amp)] != row[("energy_kwh", amp)]:
-                continue
-            print(f"{model:22} {row[('params', amp)] / 1e6:6.1f}M {amp:4} {row[('energy_kwh', amp)] * 1e3:10.2f} "
-                  f"{row[('energy_gpu_kwh', amp)] * 1e3:7.2f} {row[('train_time_s', amp)]:8.1f} "
-                  f"{row[('gpu_mem_reserved_gb', amp)]:12.2f}  {row[('energy_cpu_method', amp)]}/"
-                  f"{row[('energy_gpu_method', amp)]}/{row[('energy_ram_method', amp)]}, {row[('energy_gpu_scope', amp)]}")
-        if all(("energy_kwh", a) in row for a in ("off", "bf16")):
-            ratio = lambda c: row[(c, "bf16")] / row[(c, "off")]  # noqa: E731
+            if amp in by_amp:
+                r = by_amp[amp]
+                print(f"{model:22} {r.params / 1e6:6.1f}M {amp:4} {wh(r.energy_kwh):>10} "
+                      f"{wh(r.energy_gpu_kwh):>7} {r.train_time_s:8.1f} {r.gpu_mem_reserved_gb or 0:12.2f}  "
+                      f"{r.energy_cpu_method}/{r.energy_gpu_method}/{r.energy_ram_method}, "
+                      f"{r.energy_gpu_scope}, {r.channels_last}")
+        if {"off", "bf16"} <= by_amp.keys():
+            off, bf16 = by_amp["off"], by_amp["bf16"]
+            ratio = lambda column: getattr(bf16, column) / getattr(off, column)  # noqa: E731
+            memory = (f"{ratio('gpu_mem_reserved_gb'):.2f}" if off.gpu_mem_reserved_gb else "-")
             print(f"{'':22} bf16/off: energy {ratio('energy_kwh'):.2f}, time {ratio('train_time_s'):.2f}, "
-                  f"memory {ratio('gpu_mem_reserved_gb'):.2f}")
+                  f"memory {memory}")
 
 
 if __name__ == "__main__":

@@ -6,11 +6,13 @@ These need a CUDA GPU with NVIDIA's driver; elsewhere they are skipped with that
 from __future__ import annotations
 
 import json
+import threading
+from contextlib import closing
 
 import pytest
 import torch
 
-from agent.train import Prepare, resolve_device, train_step
+from agent.train import Prepare, batches, resolve_device, train_step
 from pepr.store import RunStore
 
 pytestmark = [
@@ -80,3 +82,24 @@ def test_one_off_setup_is_not_billed_to_the_first_job(run_agent, gpu_npz, tmp_pa
     assert result.returncode == 0, result.stderr
     times = RunStore(db).runs().sort_values("started_at")["train_time_s"].tolist()
     assert times[0] < 1.3 * times[1], times
+
+
+def test_gpu_batches_are_the_cpu_batches_and_leave_no_thread_behind():
+    """The pinned, prefetched batches on the GPU hold exactly the images and labels, in the
+    same shuffled order, as the plain CPU path; leaving early stops the gathering thread."""
+    device = resolve_device("cuda:0")
+    x = torch.randint(0, 256, (203, 3, 8, 8), dtype=torch.uint8)
+    y = torch.randint(0, 7, (203,))
+
+    def shuffle():
+        return torch.Generator().manual_seed(0)
+
+    for order in (lambda: None, shuffle):
+        on_cpu = list(batches(x, y, 16, torch.device("cpu"), order()))
+        on_gpu = [(xb.cpu(), yb.cpu()) for xb, yb in batches(x, y, 16, device, order())]
+        assert len(on_gpu) == len(on_cpu) == 13
+        for (xg, yg), (xc, yc) in zip(on_gpu, on_cpu):
+            assert torch.equal(xg, xc) and torch.equal(yg, yc)
+    with closing(batches(x, y, 16, device, shuffle())) as stream:
+        next(stream)
+    assert not [t for t in threading.enumerate() if t.name == "pepr-batches"]
