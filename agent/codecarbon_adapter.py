@@ -3,13 +3,15 @@
 Energy, CO2 and duration come through CodeCarbon's public seam, an output handler
 (`BaseOutput.out(total, delta)`, called by `flush()` and `stop()`). What CodeCarbon offers no
 public way to ask, how each part was measured and whether the tracker really started, is read
-here and nowhere else. CodeCarbon is pinned to its minor version in pyproject.toml, and
+here and nowhere else, as is the one write: attributing a tracker in a helper process to the
+training process (`attribute_to`). CodeCarbon is pinned to its minor version in pyproject.toml, and
 `tests/agent/test_codecarbon_contract.py` fails loudly if an upgrade renames what is read.
 """
 
 from __future__ import annotations
 
 from codecarbon.external.hardware import CPU, GPU, AppleSiliconChip, Raspberry
+from codecarbon.external.ram import RAM
 from codecarbon.output_methods.base_output import BaseOutput
 from codecarbon.output_methods.emissions_data import EmissionsData
 
@@ -18,11 +20,18 @@ PRIVATE_READS = (
     ("tracker", "_scheduler"),
     ("tracker", "_start_time"),
     ("tracker", "_hardware"),
+    ("tracker", "_ensure_hardware_ready"),
     ("CPU", "_mode"),
     ("CPU", "_is_generic_tdp"),
     ("GPU", "_get_gpu_ids"),
     ("GPUDevice", "_has_counter"),
     ("GPUDevice", "_use_power_fallback"),
+)
+# What `attribute_to` sets: (owner, attribute).
+PRIVATE_WRITES = (
+    ("CPU", "_pid"),
+    ("CPU", "_process"),
+    ("RAM", "_pid"),
 )
 
 
@@ -43,6 +52,21 @@ def was_created(tracker) -> bool:
 
 def is_running(tracker) -> bool:
     return getattr(tracker, "_start_time", None) is not None
+
+
+def attribute_to(tracker, pid: int) -> None:
+    """Make a process-mode tracker, not yet started, count process `pid` (and its children)
+    instead of its own process: CodeCarbon fixes the pid when it builds its CPU and RAM parts,
+    which it does on start (done here first, as start would)."""
+    import psutil
+
+    tracker._ensure_hardware_ready()
+    parts = _parts(tracker)
+    cpu, ram = parts.get("CPU"), parts.get("RAM")
+    if isinstance(cpu, CPU):
+        cpu._pid, cpu._process = pid, psutil.Process(pid)
+    if isinstance(ram, RAM):
+        ram._pid = pid
 
 
 def _parts(tracker) -> dict:

@@ -9,9 +9,13 @@ whole device, so each part records its scope (see `Energy`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from agent import codecarbon_adapter
 from pepr.errors import PeprError
@@ -137,91 +141,115 @@ def gpu_processes(index: int) -> int | None:
         return None
 
 
-class EnergyMeter:
-    """A started CodeCarbon offline tracker pinned to one device; `stop()` returns `Energy`.
+def new_tracker(country: str, gpu_index: int | None, carbon_intensity: float | None,
+                totals: codecarbon_adapter.LastTotals):
+    """CodeCarbon's offline tracker with every argument given (no config file or environment
+    variable can change it), reporting to `totals`, not started."""
+    from codecarbon import OfflineEmissionsTracker
 
+    logging.getLogger("codecarbon").setLevel(logging.ERROR)
+    tracker = OfflineEmissionsTracker(
+        country_iso_code=country,
+        region=None,
+        cloud_provider=None,
+        cloud_region=None,
+        country_2letter_iso_code=None,
+        project_name="pepr-agent",
+        experiment_id="pepr-agent",
+        experiment_name="pepr-agent",
+        measure_power_secs=POWER_SAMPLE_SECS,
+        api_call_interval=-1,
+        api_endpoint=None,
+        api_key=None,
+        # "" and not None: None would let a config file's old co2_signal_api_token in.
+        electricitymaps_api_token="",
+        emissions_endpoint=None,
+        output_dir=os.getcwd(),
+        output_file="emissions.csv",
+        output_methods=[],
+        output_handlers=[totals],
+        logging_logger=None,
+        prometheus_url=None,
+        on_csv_write="append",
+        logger_preamble="",
+        metadata=None,
+        gpu_ids=[] if gpu_index is None else [gpu_index],
+        tracking_mode=TRACKING_MODE,
+        log_level="error",
+        force_cpu_power=None,
+        force_ram_power=None,
+        force_mode_cpu_load=False,
+        force_carbon_intensity_g_co2e_kwh=carbon_intensity,
+        pue=1.0,
+        wue=0.0,
+        allow_multiple_runs=True,
+        rapl_include_dram=False,
+        rapl_prefer_psys=False,
+    )
+    if not codecarbon_adapter.was_created(tracker):
+        raise RuntimeError("CodeCarbon's tracker could not be created")
+    return tracker
+
+
+TOTAL_FIELDS = ("energy_consumed", "cpu_energy", "gpu_energy", "ram_energy", "emissions", "duration")
+
+
+class EnergyMeter:
+    """Energy and CO2 of this process and its children, from CodeCarbon's offline tracker
+    pinned to one device; `stop()` returns `Energy`.
+
+    The tracker runs in a helper process (`python -m agent.measure`), attributed to this
+    process. In the training process its sampling threads, which each second walk /proc for
+    this process's children, competed for the GIL with a launch-bound training loop (5-10%
+    slower on an H200). A helper serves one meter after another (CodeCarbon's hardware
+    detection, ~1.5 s, is paid once); being a child, its own sampling counts in the CPU part.
     Energy comes through CodeCarbon's output-handler interface; how each part was measured
-    through `agent.codecarbon_adapter`, the one place that reads CodeCarbon's internals.
+    through `agent.codecarbon_adapter`, the one place that touches CodeCarbon's internals.
     """
 
     def __init__(self, country: str, gpu: NvmlGpu | None, carbon_intensity: float | None = None):
-        from codecarbon import OfflineEmissionsTracker
-
-        logging.getLogger("codecarbon").setLevel(logging.ERROR)
         self.country = country
         self.gpu = gpu
         self.carbon_intensity = carbon_intensity
-        self._totals = codecarbon_adapter.LastTotals()
-        self._tracker = OfflineEmissionsTracker(
-            country_iso_code=country,
-            region=None,
-            cloud_provider=None,
-            cloud_region=None,
-            country_2letter_iso_code=None,
-            project_name="pepr-agent",
-            experiment_id="pepr-agent",
-            experiment_name="pepr-agent",
-            measure_power_secs=POWER_SAMPLE_SECS,
-            api_call_interval=-1,
-            api_endpoint=None,
-            api_key=None,
-            # "" and not None: None would let a config file's old co2_signal_api_token in.
-            electricitymaps_api_token="",
-            emissions_endpoint=None,
-            output_dir=os.getcwd(),
-            output_file="emissions.csv",
-            output_methods=[],
-            output_handlers=[self._totals],
-            logging_logger=None,
-            prometheus_url=None,
-            on_csv_write="append",
-            logger_preamble="",
-            metadata=None,
-            gpu_ids=[] if gpu is None else [gpu.index],
-            tracking_mode=TRACKING_MODE,
-            log_level="error",
-            force_cpu_power=None,
-            force_ram_power=None,
-            force_mode_cpu_load=False,
-            force_carbon_intensity_g_co2e_kwh=carbon_intensity,
-            pue=1.0,
-            wue=0.0,
-            allow_multiple_runs=True,
-            rapl_include_dram=False,
-            rapl_prefer_psys=False,
-        )
-        if not codecarbon_adapter.was_created(self._tracker):
-            raise RuntimeError("CodeCarbon's tracker could not be created")
         self._shared = gpu is not None and (gpu_processes(gpu.index) or 0) > 1
-        self._tracker.start()
-        if not codecarbon_adapter.is_running(self._tracker):
-            raise RuntimeError("CodeCarbon's tracker did not start")
+        settings = {"pid": os.getpid(), "country": country, "carbon_intensity": carbon_intensity,
+                    "gpu_index": None if gpu is None else gpu.index}
+        self._helper = _take_helper()
+        # Started, and flushed once (~0.1 s the first time), before the caller's clock starts.
+        self._ask("start " + json.dumps(settings))
+
+    def _ask(self, command: str) -> dict:
+        """Send a command to the helper and return its answer; on any failure the helper is
+        ended and the error raised."""
+        helper = self._helper
+        if helper is None:
+            raise RuntimeError("the energy meter was already stopped")
         try:
-            # The first flush in a process loads CodeCarbon's emissions data (~0.1 s): pay it
-            # now, not in the first job's first epoch (on an H200 it ran 1.4x slower).
-            self._tracker.flush()
-            if gpu is not None and codecarbon_adapter.part_methods(self._tracker)["gpu"] == "none":
-                raise RuntimeError(f"CodeCarbon cannot measure the energy of GPU {gpu.index} (NVML)")
-        except BaseException:
-            self.close()  # no tracker thread outlives a meter that failed to start
-            raise
+            helper.stdin.write(command + "\n")
+            helper.stdin.flush()
+            line = helper.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = ""
+        answer = json.loads(line) if line else {
+            "error": f"the energy meter's helper process ended (exit code {helper.poll()})"}
+        if "error" in answer:
+            self.close()
+            raise RuntimeError(answer["error"])
+        return answer
 
     def energy_kwh(self) -> float:
         """Energy used since start, measured now (for per-epoch curves)."""
-        self._tracker.flush()
-        return self._totals.total.energy_consumed
+        return self._ask("flush")["totals"]["energy_consumed"]
 
     def stop(self) -> Energy:
         """Stop tracking and report what was measured, how, and over what."""
         if self.gpu is not None:
             self._shared = self._shared or (gpu_processes(self.gpu.index) or 0) > 1
-        self._tracker.stop()
-        data = self._totals.total
-        if data is None or codecarbon_adapter.is_running(self._tracker):
-            raise RuntimeError("CodeCarbon's tracker did not report its measurements")
-        methods = codecarbon_adapter.part_methods(self._tracker)
-        return energy_from_totals(data, methods, self.country, self.carbon_intensity,
-                                  self._gpu_scope())
+        answer = self._ask("stop")
+        _idle_helpers.append(self._helper)
+        self._helper = None
+        return energy_from_totals(SimpleNamespace(**answer["totals"]), answer["methods"],
+                                  self.country, self.carbon_intensity, self._gpu_scope())
 
     def _gpu_scope(self) -> str:
         if self.gpu is not None and self.gpu.mig:
@@ -229,9 +257,94 @@ class EnergyMeter:
         return "device-shared" if self._shared else "device"
 
     def close(self) -> None:
-        """Stop the tracker's threads if still running (after an error)."""
-        if codecarbon_adapter.is_running(self._tracker):
-            self._tracker.stop()
+        """End a meter that was not stopped (after an error): its helper goes with it."""
+        helper, self._helper = self._helper, None
+        if helper is not None:
+            _end(helper)
+
+
+_idle_helpers: list[subprocess.Popen] = []
+
+
+def _take_helper() -> subprocess.Popen:
+    """An idle meter helper of this process, or a new one."""
+    while _idle_helpers:
+        helper = _idle_helpers.pop()
+        if helper.poll() is None:
+            return helper
+        _end(helper)
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONWARNINGS": "ignore",
+           "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
+    return subprocess.Popen([sys.executable, "-m", "agent.measure"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env)
+
+
+def _end(helper: subprocess.Popen) -> None:
+    """Close a helper's input (it stops any tracker and exits) and wait for it."""
+    try:
+        helper.stdin.close()
+    except OSError:
+        pass
+    try:
+        helper.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        helper.kill()
+        helper.wait()
+    helper.stdout.close()
+
+
+def serve(commands, answers) -> None:
+    """The helper process: for `start {settings}`, start a tracker attributed to the process
+    `settings["pid"]`; answer it, `flush` and `stop` with one JSON line each (running totals,
+    and on stop how each part was measured); at the end of its input, stop and exit."""
+    def answer(**fields) -> None:
+        answers.write(json.dumps(fields) + "\n")
+        answers.flush()
+
+    def totals_now() -> dict:
+        return {field: getattr(totals.total, field) for field in TOTAL_FIELDS}
+
+    tracker = totals = None
+    try:
+        for line in commands:
+            verb, _, payload = line.strip().partition(" ")
+            try:
+                if verb == "start":
+                    totals = codecarbon_adapter.LastTotals()
+                    tracker = _start_attributed(json.loads(payload), totals)
+                    answer(ok=True)
+                elif verb == "flush":
+                    tracker.flush()
+                    answer(totals=totals_now())
+                elif verb == "stop":
+                    tracker.stop()
+                    if totals.total is None or codecarbon_adapter.is_running(tracker):
+                        raise RuntimeError("CodeCarbon's tracker did not report its measurements")
+                    answer(totals=totals_now(), methods=codecarbon_adapter.part_methods(tracker))
+                    tracker = None
+                else:
+                    raise ValueError(f"unknown command {verb!r}")
+            except Exception as error:  # handed to the training process, raised there
+                answer(error=f"energy meter: {type(error).__name__}: {error}")
+                return
+    finally:
+        if tracker is not None and codecarbon_adapter.is_running(tracker):
+            tracker.stop()
+
+
+def _start_attributed(settings: dict, totals: codecarbon_adapter.LastTotals):
+    """A started tracker that counts the process `settings["pid"]`, flushed once."""
+    tracker = new_tracker(settings["country"], settings["gpu_index"],
+                          settings["carbon_intensity"], totals)
+    codecarbon_adapter.attribute_to(tracker, settings["pid"])
+    tracker.start()
+    if not codecarbon_adapter.is_running(tracker):
+        raise RuntimeError("CodeCarbon's tracker did not start")
+    tracker.flush()  # the first flush in a process loads CodeCarbon's emissions data
+    if settings["gpu_index"] is not None and codecarbon_adapter.part_methods(tracker)["gpu"] == "none":
+        raise RuntimeError(f"CodeCarbon cannot measure the energy of GPU {settings['gpu_index']} (NVML)")
+    return tracker
 
 
 class NullMeter:
@@ -303,3 +416,13 @@ def host_peak_gb() -> float | None:
     except OSError:
         pass
     return None
+
+
+if __name__ == "__main__":
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the training process's to handle
+    # Answers go to the real stdout alone; anything CodeCarbon prints goes to stderr.
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    serve(sys.stdin, answers)

@@ -13,8 +13,9 @@ rotating order so that drift in machine speed hits all alike:
 
 Images per second of training (the agent arms also shuffle, and evaluate 64 images per epoch,
 included). Targets: agent >= 0.95 x plain; measuring costs <= 1% (agent vs agent with meter
-off). Then one profile of the meter's background sampling (`--profile-meter`), the cost
-measuring adds per second.
+off). `--profile-meter` then profiles CodeCarbon's sampling (what each second of it costs) and
+times a launch-bound loop of tiny kernels with no meter, the agent's meter (a helper process)
+and a tracker in the training process.
 
     .venv/bin/python benchmarks/agent_throughput.py --device cuda:0 [--model resnet18]
         [--images 7007] [--image-size 224] [--epochs 2] [--rounds 3] [--amp off]
@@ -35,7 +36,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from agent.data import Data  # noqa: E402
-from agent.measure import EnergyMeter, NullMeter, find_nvml_gpu  # noqa: E402
+from agent.measure import EnergyMeter, NullMeter, find_nvml_gpu, new_tracker  # noqa: E402
 from agent.plan import expand  # noqa: E402
 from agent.train import autocast, describe, resolve_device, run_job, sync  # noqa: E402
 
@@ -140,14 +141,24 @@ def metered(loop, device: torch.device) -> float:
         meter.close()
 
 
+def in_process_tracker(device: torch.device):
+    """A started CodeCarbon tracker in this process, set as the agent's (how the agent metered
+    before its helper process), for comparison."""
+    from agent.codecarbon_adapter import LastTotals
+
+    tracker = new_tracker("DNK", find_nvml_gpu(device).index if device.type == "cuda" else None,
+                          None, LastTotals())
+    tracker.start()
+    return tracker
+
+
 def profile_meter(device: torch.device, ticks: int = 10) -> None:
-    """What one second of measuring costs: the meter's two periodic calls, timed and profiled."""
+    """What one second of measuring costs: the tracker's two periodic calls, timed and profiled."""
     import cProfile
     import pstats
 
-    meter = EnergyMeter("DNK", find_nvml_gpu(device) if device.type == "cuda" else None)
-    tracker = meter._tracker  # benchmark only: the calls CodeCarbon's threads make each second
-    try:
+    tracker = in_process_tracker(device)
+    try:  # benchmark only: the private calls CodeCarbon's threads make each second
         for name in ("_monitor_power", "_measure_power_and_energy"):
             call = getattr(tracker, name)
             times = []
@@ -161,15 +172,13 @@ def profile_meter(device: torch.device, ticks: int = 10) -> None:
                                   for _ in range(ticks)])
         pstats.Stats(profiler).sort_stats("tottime").print_stats(8)
     finally:
-        meter.close()
+        tracker.stop()
     launch_bound_probe(device)
 
 
 def launch_bound_probe(device: torch.device, launches: int = 300_000, rounds: int = 3) -> None:
-    """How much a running meter slows a thread that only launches tiny kernels (the
-    launch-bound regime of small models at batch 32), and with which meter settings."""
-    import agent.measure
-
+    """How much measuring slows a thread that only launches tiny kernels (the launch-bound
+    regime of small models at batch 32): the agent's meter, and a tracker in this process."""
     tiny = torch.zeros(16, device=device)
 
     def launch() -> float:
@@ -180,19 +189,15 @@ def launch_bound_probe(device: torch.device, launches: int = 300_000, rounds: in
         sync(device)
         return time.perf_counter() - start
 
-    def with_meter(tracking_mode: str = "process", switch_s: float | None = None) -> float:
-        previous_mode, previous_switch = agent.measure.TRACKING_MODE, sys.getswitchinterval()
-        agent.measure.TRACKING_MODE = tracking_mode
-        sys.setswitchinterval(switch_s or previous_switch)
+    def tracked_in_process() -> float:
+        tracker = in_process_tracker(device)
         try:
-            return metered(launch, device)
+            return launch()
         finally:
-            agent.measure.TRACKING_MODE = previous_mode
-            sys.setswitchinterval(previous_switch)
+            tracker.stop()
 
-    variants = {"no meter": launch, "meter": with_meter,
-                "meter, machine mode": lambda: with_meter("machine"),
-                "meter, GIL switch 50 ms": lambda: with_meter(switch_s=0.05)}
+    variants = {"no meter": launch, "agent's meter": lambda: metered(launch, device),
+                "tracker in this process": tracked_in_process}
     seconds = {name: [] for name in variants}
     launch()
     for _ in range(rounds):

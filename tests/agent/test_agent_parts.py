@@ -195,15 +195,15 @@ def test_config_file_sets_defaults_and_flags_win(cli, tmp_path):
 def test_codecarbon_settings_cannot_leak_in_from_the_environment(monkeypatch):
     from codecarbon.input import DataSource
 
-    from agent.measure import POWER_SAMPLE_SECS, TRACKING_MODE, EnergyMeter
+    from agent.codecarbon_adapter import LastTotals
+    from agent.measure import POWER_SAMPLE_SECS, TRACKING_MODE, EnergyMeter, new_tracker
 
     for name, value in {"TRACKING_MODE": "machine", "MEASURE_POWER_SECS": "99", "PUE": "3",
                         "CO2_SIGNAL_API_TOKEN": "secret", "FORCE_CPU_POWER": "1000",
                         "FORCE_CARBON_INTENSITY_G_CO2E_KWH": "999"}.items():
         monkeypatch.setenv(f"CODECARBON_{name}", value)
-    meter = EnergyMeter("DNK", None)
-    tracker = meter._tracker
-    energy = meter.stop()
+    tracker = new_tracker("DNK", None, None, LastTotals())
+    energy = EnergyMeter("DNK", None).stop()  # in a helper process, which inherits the environment
     assert tracker._tracking_mode == TRACKING_MODE
     assert tracker._measure_power_secs == POWER_SAMPLE_SECS
     assert tracker._pue == 1.0 and tracker._force_cpu_power is None

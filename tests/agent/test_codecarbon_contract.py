@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import re
+import time
 from importlib import metadata
 from pathlib import Path
 
 import codecarbon
 from codecarbon.core.gpu_device import GPUDevice
 from codecarbon.external.hardware import CPU, GPU
+from codecarbon.external.ram import RAM
 from codecarbon.output_methods.emissions_data import EmissionsData
 
 from agent import codecarbon_adapter
-from agent.measure import EnergyMeter
+from agent.measure import TOTAL_FIELDS, EnergyMeter, new_tracker
 
 AGENT = Path(__file__).resolve().parents[2] / "agent"
 
@@ -27,29 +30,45 @@ def test_the_installed_codecarbon_is_the_pinned_minor():
     assert tuple(int(p) for p in low.split(".")[:2]) <= version < tuple(int(p) for p in high.split("."))
 
 
-def test_every_private_read_exists_in_this_release():
-    meter = EnergyMeter("DNK", None)
-    try:
-        tracker = meter._tracker
-        cpu = next(h for h in tracker._hardware if isinstance(h, CPU))
-        owners = {"tracker": tracker, "CPU": cpu, "GPU": GPU}
-        for owner, attribute in codecarbon_adapter.PRIVATE_READS:
-            if owner == "GPUDevice":  # set on each device when NVML finds one: read the source
-                assert f"self.{attribute} =" in inspect.getsource(GPUDevice), attribute
-            else:
-                assert hasattr(owners[owner], attribute), f"{owner}.{attribute}"
-        assert cpu._mode in {"cpu_load", "constant", "intel_rapl", "intel_power_gadget", "windows_emi"}
-    finally:
-        meter.stop()
+def test_every_private_read_and_write_exists_in_this_release():
+    tracker = new_tracker("DNK", None, None, codecarbon_adapter.LastTotals())
+    codecarbon_adapter.attribute_to(tracker, os.getpid())
+    cpu = next(h for h in tracker._hardware if isinstance(h, CPU))
+    ram = next(h for h in tracker._hardware if isinstance(h, RAM))
+    owners = {"tracker": tracker, "CPU": cpu, "GPU": GPU, "RAM": ram}
+    for owner, attribute in codecarbon_adapter.PRIVATE_READS + codecarbon_adapter.PRIVATE_WRITES:
+        if owner == "GPUDevice":  # set on each device when NVML finds one: read the source
+            assert f"self.{attribute} =" in inspect.getsource(GPUDevice), attribute
+        else:
+            assert hasattr(owners[owner], attribute), f"{owner}.{attribute}"
+    assert cpu._mode in {"cpu_load", "constant", "intel_rapl", "intel_power_gadget", "windows_emi"}
 
 
 def test_totals_come_through_the_public_output_handler():
     fields = {f.name for f in dataclasses.fields(EmissionsData)}
-    assert {"cpu_energy", "gpu_energy", "ram_energy", "energy_consumed", "emissions", "duration"} <= fields
-    meter = EnergyMeter("DNK", None)
-    assert meter.energy_kwh() >= 0  # a flush reaches the handler
-    assert isinstance(meter._totals.total, EmissionsData)
-    meter.stop()
+    assert set(TOTAL_FIELDS) <= fields
+    totals = codecarbon_adapter.LastTotals()
+    tracker = new_tracker("DNK", None, None, totals)
+    tracker.start()
+    tracker.flush()
+    assert isinstance(totals.total, EmissionsData)
+    tracker.stop()
+    assert totals.total.duration > 0
+
+
+def test_the_helper_measures_the_training_process_not_itself():
+    """A meter's helper attributes CPU time to the process that started it: this process
+    busy for 2.5 s costs many times what it costs asleep (the helper samples either way)."""
+    def cpu_kwh(busy: bool) -> float:
+        meter = EnergyMeter("DNK", None)
+        start = time.perf_counter()
+        while time.perf_counter() - start < 2.5:
+            if not busy:
+                time.sleep(0.1)
+        return meter.stop().cpu_kwh or 0.0
+
+    idle, busy = cpu_kwh(False), cpu_kwh(True)
+    assert busy > 5 * idle, (busy, idle)
 
 
 def test_no_private_codecarbon_read_outside_the_adapter():

@@ -117,3 +117,15 @@ def test_a_real_meter_stopped_at_once_reports_no_cpu_reading_as_zero():
     assert energy.cpu_kwh is None or energy.cpu_kwh > 0
     assert (energy.cpu_kwh is None) == (energy.cpu_method == "not-sampled")
     assert energy.gpu_kwh is None and energy.gpu_method == "none"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine where NVML finds no GPU")
+def test_a_meter_that_cannot_measure_the_gpu_says_why_and_leaves_no_stray_helper():
+    import psutil
+
+    from agent import measure
+
+    with pytest.raises(RuntimeError, match="cannot measure the energy of GPU 0"):
+        EnergyMeter("DNK", measure.NvmlGpu(index=0, uuid="none", mig=False))
+    helpers = [p.pid for p in psutil.Process().children() if "agent.measure" in p.cmdline()]
+    assert set(helpers) <= {helper.pid for helper in measure._idle_helpers}
