@@ -17,8 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `streamlit run` 
 from dashboard import data, sidebar, sources  # noqa: E402
 from dashboard.app_pages import budget, comparisons, curves, data_page, explorer, runs, sensitivity  # noqa: E402
 from dashboard.controls import to_query  # noqa: E402
-from dashboard.views import build_view, measured, offer  # noqa: E402
-from pepr.inference import attach, devices  # noqa: E402
+from dashboard.views import build_view, measured  # noqa: E402
 
 PAGES = [  # (module, title, icon, url path)
     (explorer, "Explorer", ":material/insights:", "explorer"),
@@ -37,14 +36,14 @@ view, problem = None, "No database to open."
 if source is not None:
     all_runs, problem = data.load(source.path)
     if all_runs is not None:
-        epochs = data.epochs(str(source.path))
-        bench = data.benchmarks(str(source.path))
-        offered = offer(all_runs, epochs, devices(bench))
+        path = str(source.path)
+        epochs = data.epochs(path)
+        offered = data.offered(path)
         ignored = sidebar.seed(offered, list(found))
         sidebar.keep_page_state()
         device = sidebar.controls(offered).device
         if device:  # inference cost on the chosen deployment device, by model name
-            all_runs = attach(all_runs, bench, device)
+            all_runs = data.runs_on_device(path, device)
         scope = all_runs[all_runs["experiment"].isin(sidebar.controls(offered).experiments)]
         sidebar.draw(offered, measured(scope[scope["status"] == "ok"]))
         controls = sidebar.controls(offered)

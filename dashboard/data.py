@@ -7,7 +7,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from dashboard.views import Offer, offer
 from pepr.errors import StoreBusyError, StoreError
+from pepr.inference import attach, devices
 from pepr.store import RunStore
 
 TTL_S = 15  # new runs written by the agent show up within this many seconds
@@ -32,11 +34,22 @@ def benchmarks(path: str) -> pd.DataFrame:
     return RunStore(path, timeout=READ_TIMEOUT_S).benchmarks()
 
 
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def offered(path: str) -> Offer:
+    """What the database offers to choose from (`dashboard.views.offer`), once per read."""
+    return offer(runs(path), epochs(path), devices(benchmarks(path)))
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def runs_on_device(path: str, device: str) -> pd.DataFrame:
+    """Every run with the inference cost of its model on `device` (`pepr.inference.attach`)."""
+    return attach(runs(path), benchmarks(path), device)
+
+
 def refresh() -> None:
     """Forget cached reads (after a write)."""
-    runs.clear()
-    epochs.clear()
-    benchmarks.clear()
+    for read in (runs, epochs, benchmarks, offered, runs_on_device):
+        read.clear()
 
 
 def load(path, read=runs) -> tuple[pd.DataFrame | None, str | None]:

@@ -20,6 +20,7 @@ from pepr.resources import COLUMNS, RESOURCES, format_value, typical_unit
 from pepr.score import (
     compare_groups,
     compare_paired,
+    normalize_weights,
     pareto_front,
     pepr_curve,
     score,
@@ -140,7 +141,10 @@ class View:
     def baseline(self) -> pd.DataFrame:
         c = self.controls
         weights = {k: v for k, v in c.baseline_weights.items() if k in self.measured}
-        before = by_model(score(self.scope_runs, weights, c.baseline_normalization, c.baseline_alpha).table)
+        same = (normalize_weights(weights) == self.weights and c.baseline_normalization == c.normalization
+                and c.baseline_alpha == c.alpha)
+        before = self.models if same else by_model(
+            score(self.scope_runs, weights, c.baseline_normalization, c.baseline_alpha).table)
         return top_changes(before, self.models, c.top_k)
 
     @functools.cached_property

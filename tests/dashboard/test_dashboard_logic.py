@@ -273,6 +273,15 @@ def test_baseline_shows_moved_entered_and_left():
     assert moved.to_dict() == {"m2": "up 3", "m1": "same", "m3": "same", "m4": "up 1", "m0": "down 4"}
 
 
+def test_a_baseline_equal_to_the_current_choices_shows_no_change():
+    runs = frame([{"experiment": "e", "model": f"m{i}", "performance": p, "energy_kwh": e}
+                  for i, (p, e) in enumerate([(0.9, 1), (0.8, 2), (0.95, 9), (0.5, 1)])])
+    view = view_of(runs, weights={"energy": 2.0}, baseline_weights={"energy": 1.0}, top_k=3)
+    changes = view.baseline.set_index("model")
+    assert set(changes["change"]) == {"same"} and list(changes.index) == ["m0", "m1", "m3"]
+    assert (changes["pinned rank"] == changes["rank now"]).all()
+
+
 def test_sensitivity_needs_two_weights():
     assert view_of(CRAFTED).sensitivity is None
     table = view_of(CRAFTED.dropna(subset=["gpu_mem_reserved_gb"]), weights={"energy": 0.5, "gpu_memory": 0.5}, samples=200).sensitivity
