@@ -117,6 +117,7 @@ def import_panel(target_db_path: str) -> None:
     if st.button(f"Import {result.count} run(s) into {name}", key="ip_import",
                  disabled=bool(result.errors) or not result.count):
         try:
+            Path(target_db_path).parent.mkdir(parents=True, exist_ok=True)
             added = RunStore(target_db_path).append(convert(table, maps, **options).runs)
         except PeprError as error:
             st.error(markdown_text(error))

@@ -138,8 +138,9 @@ def controls(offer: Offer, state: Mapping | None = None) -> Controls:
         samples=int(state.get("s_n") or 500),
         concentration=float(state.get("s_c") or 20),
         color=state.get("e_color") or "model_type",
-        curve_runs=tuple(state.get("k_runs") or ()),
-        curve_axis=state.get("k_x") or "",
+        # what the Curves page filled in itself is the default, kept out of the link
+        curve_runs=() if state.get("k_runs") == state.get("_k_runs_auto") else tuple(state.get("k_runs") or ()),
+        curve_axis="" if state.get("k_x") == state.get("_k_x_auto") else state.get("k_x") or "",
         run_status=tuple(state.get("r_status") or ()),
         run_experiments=tuple(state.get("r_exp") or ()),
         run_model=state.get("r_model") or "",

@@ -2,7 +2,8 @@
 
 Readable: the shipped files in `results/`, every `*.duckdb` in the user data folder
 ($PEPR_DATA_DIR, default ~/.local/share/pepr), and the one file named at start by $PEPR_DB.
-Writable: only databases in the user data folder, new or existing; never `results/`.
+Writable: only databases in the user data folder, new or existing, that are not links (a link
+could lead anywhere, `results/` included); never `results/`.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ def sources(env: Mapping[str, str] = os.environ, results: Path = RESULTS) -> dic
     if folder.is_dir():
         for path in sorted(folder.glob("*.duckdb")):
             if path.is_file() and _NAME.fullmatch(path.stem):
-                found[f"user:{path.stem}"] = Source(f"user:{path.stem}", f"Yours: {path.stem}", path, writable=True)
+                link = path.is_symlink()
+                found[f"user:{path.stem}"] = Source(f"user:{path.stem}", f"Yours: {path.stem}" + (" (a link)" if link else ""),
+                                                    path, writable=not link)
     start = env.get("PEPR_DB")
     if start:
         path = Path(start).expanduser().resolve()
@@ -55,13 +58,11 @@ def sources(env: Mapping[str, str] = os.environ, results: Path = RESULTS) -> dic
 
 
 def new_database(name: str, env: Mapping[str, str] = os.environ) -> Path:
-    """The path of a user database called `name` (letters, digits, `_.-`), its folder created;
-    ValueError naming the rule for any other name."""
+    """The path of a user database called `name` (letters, digits, `_.-`), in the user data
+    folder (made when the first import writes); ValueError naming the rule for any other name."""
     name = name.strip().removesuffix(".duckdb")
     if not _NAME.fullmatch(name):
         raise ValueError(
             "a database name is 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit"
         )
-    folder = user_dir(env)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{name}.duckdb"
+    return user_dir(env) / f"{name}.duckdb"

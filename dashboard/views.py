@@ -447,7 +447,7 @@ def comparisons(
             Comparison(
                 title=title,
                 frame=rows,
-                stats=_stats(rows, pairs, list(labels)),
+                stats=_stats(rows, pairs, list(labels), units),
                 costs=_costs(rows, units),
                 left_out=left,
                 paired=True,
@@ -463,7 +463,7 @@ def comparisons(
                 Comparison(
                     title=f"Small vs large models (threshold {format_value(cut, RESOURCES['params'])} parameters)",
                     frame=rows,
-                    stats=_stats(rows, None, None),
+                    stats=_stats(rows, None, None, units),
                     costs=_costs(rows, units),
                     left_out=[],
                     paired=False,
@@ -477,9 +477,11 @@ _KNOWN = {"pretrained": "pretraining", "train_fraction": "training-data fraction
 MEASURES = {"performance": "performance", "pepr": "PePR", "energy_kwh": "energy"}
 
 
-def _stats(rows: pd.DataFrame, pairs: pd.DataFrame | None, sides: list | None) -> pd.DataFrame:
+def _stats(rows: pd.DataFrame, pairs: pd.DataFrame | None, sides: list | None,
+           units: Mapping[str, tuple[str, float]]) -> pd.DataFrame:
     """Per measure: n and median per group, the paper's unpaired t-test, Welch and
-    Mann-Whitney, and for paired samples the Wilcoxon signed-rank and paired t-tests."""
+    Mann-Whitney, and for paired samples the Wilcoxon signed-rank and paired t-tests. Energy
+    medians in the readable unit of the view (named in the measure)."""
     a, b = rows["group"].cat.categories
     out = []
     for column, label in MEASURES.items():
@@ -489,6 +491,12 @@ def _stats(rows: pd.DataFrame, pairs: pd.DataFrame | None, sides: list | None) -
         if pairs is not None:
             paired = compare_paired(pairs[(column, sides[0])], pairs[(column, sides[1])])
             entry.update(paired)
+        if column == "energy_kwh":
+            unit, factor = units.get("energy", ("kWh", 1.0))
+            entry["measure"] = f"energy ({unit})"
+            for key in ("median_a", "median_b", "median_diff"):
+                if entry.get(key) is not None:
+                    entry[key] = entry[key] / factor
         out.append(entry)
     return pd.DataFrame(out)
 

@@ -21,7 +21,10 @@ def page(view: View | None, problem: str | None, source) -> None:
         return
     ranked = view.scope.sort_values(["rank", "pepr", "model"], ascending=[True, False, True])
     labels = views.run_labels(ranked).to_dict()
-    st.session_state["k_runs"] = view.curve_runs()  # the chosen runs still here, else the top three
+    shown = view.curve_runs()  # the chosen runs still here, else the top three
+    if not view.controls.curve_runs:
+        st.session_state["_k_runs_auto"] = shown  # a default, not a choice: not written into the link
+    st.session_state["k_runs"] = shown
     chosen = st.multiselect("Runs (default: the top three by PePR)", list(labels), format_func=labels.get, key="k_runs")
     epochs = view.epochs[view.epochs["run_id"].isin(chosen)]
     if epochs.empty:
@@ -29,7 +32,7 @@ def page(view: View | None, problem: str | None, source) -> None:
         return
     axes = [axis for axis in AXES if axis in epochs and epochs[axis].notna().any()]
     if st.session_state.get("k_x") not in axes:
-        st.session_state["k_x"] = axes[0]
+        st.session_state["k_x"] = st.session_state["_k_x_auto"] = axes[0]
     if axes == ["epoch"]:
         st.caption("No cumulative energy or time recorded per epoch for these runs: epochs stand in.")
     x = st.radio("Resource axis", axes, format_func=AXES.get, horizontal=True, key="k_x")

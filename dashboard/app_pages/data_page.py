@@ -72,6 +72,7 @@ def _run_import(key: str, where, source_bytes, name: str | None = None) -> None:
         path = where
     try:
         with st.spinner("Importing..."):
+            path.parent.mkdir(parents=True, exist_ok=True)
             added = import_paper(source_bytes, path, name=name)
     except PeprError as error:
         reason = str(error).replace(str(path), path.name)

@@ -294,6 +294,12 @@ def test_curves_offer_recorded_axes_mark_the_peak_and_follow_the_database(app, c
     # test 0.5, 0.75, 0.8, 0.81 at a quarter of the energy each: PePR peaks at epoch 2
     assert list(peaks["peak epoch"]) == [2, 2, 2]
     assert list(peaks["run"]) == ["tiny · exp", "mid · exp", "big · exp"]
+    at.run()
+    assert "r" not in link(at) and "ax" not in link(at)  # defaults stay out of the link
+    mid = next(r for r in at.multiselect(key="k_runs").value if "mid" in r)
+    at.multiselect(key="k_runs").set_value([mid]).run()
+    at.radio(key="k_x").set_value("cum_time_s").run()
+    assert link(at)["r"] == [mid] and link(at)["ax"] == ["cum_time_s"]  # choices go in
     at.selectbox(key="db").set_value("user:bare").run()
     goto(at, "curves")
     assert not at.exception

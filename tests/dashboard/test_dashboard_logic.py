@@ -144,11 +144,25 @@ def test_the_picker_offers_shipped_user_and_start_files_only(tmp_path):
     assert list(sources({**env, "PEPR_DB": str(results / "pepr.duckdb")}, results)) == ["agent", "paper", "user:mine"]
 
 
+def test_a_link_in_the_user_folder_is_read_but_never_written(tmp_path):
+    """A link could lead anywhere, the shipped results included: it is offered read-only."""
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "paper.duckdb").write_bytes(b"")
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "shipped.duckdb").symlink_to(results / "paper.duckdb")
+    (user / "mine.duckdb").write_bytes(b"")
+    found = sources({"PEPR_DATA_DIR": str(user)}, results)
+    assert not found["user:shipped"].writable and found["user:mine"].writable
+
+
 @pytest.mark.parametrize("name", ["../x", "/etc/passwd", "a/b", "", ".hidden", "x" * 65, "a b", "c:\\d"])
 def test_a_new_database_name_cannot_leave_the_user_folder(tmp_path, name):
     with pytest.raises(ValueError, match="a database name is"):
         new_database(name, {"PEPR_DATA_DIR": str(tmp_path)})
     assert new_database("paper.duckdb", {"PEPR_DATA_DIR": str(tmp_path / "u")}) == tmp_path / "u" / "paper.duckdb"
+    assert not (tmp_path / "u").exists()  # naming a database writes nothing: the import makes the folder
 
 
 def test_the_default_scope_is_one_experiment():
@@ -335,6 +349,9 @@ def test_comparisons_pair_by_model_name_left_out_and_show_costs():
     costs = pre.costs.set_index("group")
     assert costs.loc["pretrained", "median energy per run"] == "3.5 kWh"
     assert costs.loc["from scratch", "total energy"] == "15 kWh"
+    energy = stats.loc[f"energy ({view.units['energy'][0]})"]  # medians in the unit named
+    pre_energy = pre.frame[pre.frame["experiment"] == "pt"]["energy_kwh"].median()
+    assert energy["median_a"] * view.units["energy"][1] == pytest.approx(pre_energy)
     small = next(c for c in view.comparisons if c.title.startswith("Small vs large"))
     assert not small.paired and set(small.frame["experiment"]) == {"pt"}
 
