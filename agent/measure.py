@@ -1,9 +1,11 @@
 """Energy and CO2 with CodeCarbon's offline tracker, host and GPU memory peaks.
 
 Every tracker argument is given explicitly, so no `.codecarbon.config` file or `CODECARBON_*`
-environment variable can change what is measured. Tracking mode is `process`: the CPU-load and
-RAM estimates count only this process's share; RAPL, TDP estimates and GPU readings cover the
-whole device, so each part records its scope (see `Energy`).
+environment variable can change what is measured. The tracker runs in a helper process
+(`python -m agent.measure`, see `EnergyMeter`). Tracking mode is `process`: the CPU-load and
+RAM estimates count only the training process's share (its children, the helper included);
+RAPL, TDP estimates and GPU readings cover the whole device, so each part records its scope
+(see `Energy`).
 """
 
 from __future__ import annotations
@@ -425,4 +427,7 @@ if __name__ == "__main__":
     # Answers go to the real stdout alone; anything CodeCarbon prints goes to stderr.
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    serve(sys.stdin, answers)
+    try:
+        serve(sys.stdin, answers)
+    except BrokenPipeError:  # the training process has gone: no one to answer, nothing to say
+        os._exit(0)

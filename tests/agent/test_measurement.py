@@ -129,3 +129,19 @@ def test_a_meter_that_cannot_measure_the_gpu_says_why_and_leaves_no_stray_helper
         EnergyMeter("DNK", measure.NvmlGpu(index=0, uuid="none", mig=False))
     helpers = [p.pid for p in psutil.Process().children() if "agent.measure" in p.cmdline()]
     assert set(helpers) <= {helper.pid for helper in measure._idle_helpers}
+
+
+def test_a_helper_whose_agent_has_gone_exits_quietly():
+    """An agent stopped (SIGTERM, Ctrl-C) while its meter starts leaves no traceback behind."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    helper = subprocess.Popen([sys.executable, "-m", "agent.measure"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    helper.stdout.close()  # the agent is gone: no one reads the answer
+    settings = {"pid": os.getpid(), "country": "DNK", "carbon_intensity": None, "gpu_index": None}
+    helper.stdin.write(f"start {json.dumps(settings)}\n")
+    helper.stdin.close()
+    assert helper.stderr.read() == "" and helper.wait(timeout=60) == 0
