@@ -21,6 +21,7 @@ from types import SimpleNamespace
 
 from agent import codecarbon_adapter
 from pepr.errors import PeprError
+from pepr.resources import ENERGY_PARTS
 
 POWER_SAMPLE_SECS = 1.0
 TRACKING_MODE = "process"
@@ -55,16 +56,15 @@ class Energy:
         """The run columns this fills."""
         return {
             "energy_kwh": self.total_kwh,
-            **{f"energy_{part}_kwh": getattr(self, f"{part}_kwh") for part in PARTS},
-            **{f"energy_{part}_method": getattr(self, f"{part}_method") for part in PARTS},
-            **{f"energy_{part}_scope": getattr(self, f"{part}_scope") for part in PARTS},
+            **{f"energy_{part}_kwh": getattr(self, f"{part}_kwh") for part in ENERGY_PARTS},
+            **{f"energy_{part}_method": getattr(self, f"{part}_method") for part in ENERGY_PARTS},
+            **{f"energy_{part}_scope": getattr(self, f"{part}_scope") for part in ENERGY_PARTS},
             "co2_kg": self.co2_kg,
             "country": self.country,
             "carbon_intensity": self.carbon_intensity,
         }
 
 
-PARTS = ("cpu", "gpu", "ram")
 # Methods that count only this process's share (CodeCarbon's process mode); the rest read
 # the whole device.
 PROCESS_SCOPED = {"cpu-load-estimate", "ram-estimate"}
@@ -370,18 +370,18 @@ def energy_from_totals(data, methods: dict[str, str], country: str,
                        carbon_intensity: float | None, gpu_scope: str = "device") -> Energy:
     """`Energy` from CodeCarbon's final totals (an `EmissionsData`) and each part's method."""
     kwh = {"cpu": data.cpu_energy, "gpu": data.gpu_energy, "ram": data.ram_energy}
-    for part in PARTS:
+    for part in ENERGY_PARTS:
         if methods[part] == "none":
             kwh[part] = None
         elif not kwh[part] > 0 and data.duration > 0:  # the run ended before a first sample
             kwh[part], methods = None, {**methods, part: "not-sampled"}
-    complete = all(kwh[p] is not None for p in PARTS if methods[p] != "none")
+    complete = all(kwh[p] is not None for p in ENERGY_PARTS if methods[p] != "none")
     total = data.energy_consumed
     scopes = {
         part: None if kwh[part] is None
         else "process" if methods[part] in PROCESS_SCOPED
         else gpu_scope if part == "gpu" else "device"
-        for part in PARTS
+        for part in ENERGY_PARTS
     }
     return Energy(
         total_kwh=total if complete else None,

@@ -16,7 +16,7 @@ import pandas as pd
 
 from dashboard.carbon import intensity, with_intensity
 from dashboard.controls import CAPPED, WEIGHTED, Controls, default_experiments
-from pepr.resources import COLUMNS, RESOURCES, format_value, typical_unit
+from pepr.resources import COLUMNS, ENERGY_PARTS, RESOURCES, format_value, typical_unit
 from pepr.score import (
     compare_groups,
     compare_paired,
@@ -31,11 +31,6 @@ from pepr.store import is_estimate
 
 SAVINGS = ("energy", "co2", "gpu_memory")
 COSTS = ("energy", "co2", "train_time")  # shown per group on the Comparisons page
-ENERGY_PARTS = {  # method column -> kWh column
-    "energy_cpu_method": "energy_cpu_kwh",
-    "energy_gpu_method": "energy_gpu_kwh",
-    "energy_ram_method": "energy_ram_kwh",
-}
 
 
 @dataclass(frozen=True)
@@ -554,9 +549,9 @@ def estimated_share(runs: pd.DataFrame) -> pd.Series:
     """The share of each run's energy that is an estimate, not a measurement (0 = all
     measured); NaN where an estimated part's kWh is unknown."""
     estimated = pd.Series(0.0, index=runs.index)
-    for method, kwh in ENERGY_PARTS.items():
-        guessed = runs[method].map(is_estimate).astype(bool)
-        estimated += runs[kwh].where(guessed, 0.0).astype(float)
+    for part in ENERGY_PARTS:
+        guessed = runs[f"energy_{part}_method"].map(is_estimate).astype(bool)
+        estimated += runs[f"energy_{part}_kwh"].where(guessed, 0.0).astype(float)
     return estimated / runs["energy_kwh"]
 
 

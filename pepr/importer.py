@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from pepr.errors import PeprError, control_character
-from pepr.paper import INT64_MAX, _parse_csv, _read_source
+from pepr.paper import INT64_MAX, _label, _parse_csv, _read_source
+from pepr.resources import ENERGY_PARTS
 from pepr.store import RunStore, job_key
 
 # unit -> (multiply, divide): value * multiply / divide is the value in the column's unit.
@@ -74,7 +75,6 @@ FIELDS: dict[str, Field] = {
     "country": Field("country", "text"),
 }
 REQUIRED = ("model", "performance")  # and an experiment: a column or one label for all rows
-PARTS = ("cpu", "gpu", "ram")
 ENERGY_METHODS = (
     "gpu-energy-counter", "gpu-power-samples", "rapl", "power-gadget", "powermetrics", "pmic",
     "cpu-load-estimate", "tdp-estimate", "constant-estimate", "ram-estimate", "none", "imported",
@@ -128,11 +128,6 @@ class Preview:
 # -- reading -------------------------------------------------------------------------------
 
 
-def source_name(source) -> str:
-    """A source's name in messages: the path or URL as given, `upload` for bytes."""
-    return "upload" if isinstance(source, bytes) else str(source)
-
-
 def detect_format(name: str) -> str:
     """csv, parquet or jsonl, from the file name's (or URL path's) extension."""
     suffix = PurePosixPath(urlparse(name).path if "://" in name else name).suffix.lower()
@@ -143,7 +138,7 @@ def detect_format(name: str) -> str:
 
 def read_table(source, name: str | None = None, fmt: str | None = None) -> Table:
     """Read a path, http(s) URL or bytes (named `name`) as a table of raw values."""
-    name = name or source_name(source)
+    name = name or _label(source)
     data = _read_source(source, None, name)
     return parse_table(data, name, fmt or detect_format(name))
 
@@ -235,9 +230,9 @@ def parse_energy_methods(text: str | None) -> dict[str, str]:
     methods = {}
     for item in filter(None, (part.strip() for part in (text or "").split(","))):
         part, _, method = item.partition("=")
-        if part not in PARTS or method not in ENERGY_METHODS:
+        if part not in ENERGY_PARTS or method not in ENERGY_METHODS:
             raise PeprError(
-                f"--energy-method {item}: expected PART=METHOD, PART one of {', '.join(PARTS)}, "
+                f"--energy-method {item}: expected PART=METHOD, PART one of {', '.join(ENERGY_PARTS)}, "
                 f"METHOD one of {', '.join(ENERGY_METHODS)}"
             )
         methods[part] = method
@@ -422,7 +417,7 @@ def _describe(runs, table, emissions, fields, energy_tool, methods) -> None:
     if energy_tool:
         runs["energy_tool"] = energy_tool
         provenance += f"; energy measured with {energy_tool}"
-    for part in PARTS:
+    for part in ENERGY_PARTS:
         column = f"energy_{part}_method"
         measured = runs["energy_kwh"].notna() if "energy_kwh" in runs else pd.Series(False, index=runs.index)
         current = runs[column] if column in runs else pd.Series(None, index=runs.index, dtype=object)
@@ -466,7 +461,7 @@ def load_emissions(table: Table) -> pd.DataFrame:
     version = _text(frame["codecarbon_version"]) if "codecarbon_version" in frame else ""
     out["energy_tool"] = ("codecarbon " + version).str.strip() if "codecarbon_version" in frame else "codecarbon"
     scope = _text(frame["tracking_mode"]).map(CODECARBON_SCOPES) if "tracking_mode" in frame else None
-    for part in PARTS:
+    for part in ENERGY_PARTS:
         out[f"energy_{part}_scope"] = scope
     gpus = pd.to_numeric(frame.get("gpu_count", pd.Series(np.nan, index=frame.index)), errors="coerce").fillna(0)
     no_gpu = (gpus == 0) & (out["energy_gpu_kwh"] == 0)

@@ -20,13 +20,12 @@ import pandas as pd
 from pepr import __version__
 from pepr.errors import PeprError
 from pepr.inference import attach_where_weighted
-from pepr.resources import RESOURCES, readable_unit
+from pepr.resources import ENERGY_PARTS, RESOURCES, readable_unit
 from pepr.score import normalize_weights, pareto_front, score
 from pepr.store import RunStore, is_estimate
 
 FIGURE_FORMATS = ("svg", "png", "pdf")
 TOP = 5
-PARTS = ("cpu", "gpu", "ram")
 MEASURED = {
     "gpu-energy-counter": "measured: the GPU's own energy counter",
     "gpu-power-samples": "measured: GPU power sampled every second and integrated",
@@ -71,7 +70,7 @@ def _readable(name: str, values) -> tuple[str, float]:
 
 
 def _amount(name: str, value: float) -> str:
-    unit, factor = _readable(name, [value])
+    unit, factor = readable_unit(RESOURCES[name], value)
     return f"{_number(value / factor)} {unit}".strip()
 
 
@@ -223,12 +222,12 @@ def _measurement(runs: pd.DataFrame) -> str:
     tools = runs["energy_tool"].fillna("not recorded").value_counts()
     lines.append("- Energy measured with: " + "; ".join(f"{markdown_text(t)} ({n} run(s))" for t, n in tools.items()) + ".")
     rows = []
-    for part in PARTS:
+    for part in ENERGY_PARTS:
         methods = runs[f"energy_{part}_method"].fillna("not recorded").value_counts()
         for method, count in methods.items():
             rows.append([part.upper(), markdown_text(method), str(count), _trust(None if method == "not recorded" else method)])
     lines += ["", _md_table(["energy part", "method", "runs", "how far to trust it"], rows), ""]
-    estimated = runs[[f"energy_{part}_method" for part in PARTS]].map(is_estimate).any(axis=1)
+    estimated = runs[[f"energy_{part}_method" for part in ENERGY_PARTS]].map(is_estimate).any(axis=1)
     if estimated.any():
         lines.append(f"- {int(estimated.sum())} of {len(runs)} run(s) include an estimated part (flagged above).")
     provenance = runs["provenance"].dropna().value_counts()

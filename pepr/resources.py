@@ -23,6 +23,9 @@ class Resource:
     noun: str = ""  # in running text, e.g. `uses 3x less energy`
 
 
+# The parts of a run's energy: each has energy_{part}_kwh, _method and _scope columns.
+ENERGY_PARTS = ("cpu", "gpu", "ram")
+
 RESOURCE_LIST: tuple[Resource, ...] = (
     Resource("energy", "energy_kwh", "Training energy", "kWh",
              (("mWh", 1e-6), ("Wh", 1e-3), ("kWh", 1.0), ("MWh", 1e3)), noun="energy"),

@@ -15,6 +15,7 @@ import pandas as pd
 from scipy import stats
 
 from pepr.errors import PeprError
+from pepr.resources import ENERGY_PARTS
 from pepr.resources import RESOURCES as REGISTRY
 
 # Resource name (as on the command line) -> run column, from the one registry.
@@ -139,7 +140,6 @@ def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
 
 # Resources computed from the energy parts: a part not measured leaves them NULL.
 _FROM_ENERGY_PARTS = ("energy", "co2")
-_ENERGY_PARTS = ("cpu", "gpu", "ram")
 
 
 def _not_measured(runs: pd.DataFrame, name: str, cost: np.ndarray) -> np.ndarray:
@@ -151,10 +151,11 @@ def _not_measured(runs: pd.DataFrame, name: str, cost: np.ndarray) -> np.ndarray
     if name not in _FROM_ENERGY_PARTS:
         return reasons
     missing = np.isnan(cost)
-    for position, run in zip(np.flatnonzero(missing), runs[missing].to_dict("records")):
+    columns = [c for part in ENERGY_PARTS for c in (f"energy_{part}_kwh", f"energy_{part}_method") if c in runs]
+    for position, run in zip(np.flatnonzero(missing), runs.loc[missing, columns].to_dict("records")):
         parts = [
             f"{part}: {run[f'energy_{part}_method']}"
-            for part in _ENERGY_PARTS
+            for part in ENERGY_PARTS
             if pd.isna(run.get(f"energy_{part}_kwh"))
             and not pd.isna(run.get(f"energy_{part}_method"))
             and run.get(f"energy_{part}_method") != "none"
