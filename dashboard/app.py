@@ -41,12 +41,12 @@ if source is not None:
         offered = data.offered(path)
         ignored = sidebar.seed(offered, list(found))
         sidebar.keep_page_state()
-        device = sidebar.controls(offered).device
-        if device:  # inference cost on the chosen deployment device, by model name
-            all_runs = data.runs_on_device(path, device)
-        scope = all_runs[all_runs["experiment"].isin(sidebar.controls(offered).experiments)]
+        linked = sidebar.controls(offered)  # as seeded, before the sidebar is drawn
+        if linked.device:  # inference cost on the chosen deployment device, by model name
+            all_runs = data.runs_on_device(path, linked.device)
+        scope = all_runs[all_runs["experiment"].isin(linked.experiments)]
         sidebar.draw(offered, measured(scope[scope["status"] == "ok"]))
-        controls = sidebar.controls(offered)
+        controls = sidebar.controls(offered)  # drawn widgets (the grid's) have values only now
         view = build_view(all_runs, epochs, controls, ignored, offered)
         query = to_query(controls, offered.metrics, offered.default, list(found), offered.devices)
         if {k: st.query_params.get_all(k) for k in st.query_params} != {

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
+from dashboard.text import without_path
 from dashboard.views import Offer, offer
 from pepr.errors import StoreBusyError, StoreError
 from pepr.inference import attach, devices
@@ -65,7 +65,7 @@ def load(path, read=runs) -> tuple[pd.DataFrame | None, str | None]:
     except StoreBusyError:
         return None, "The database is being written by another process (the agent?)."
     except StoreError as error:
-        reason = str(error).split(": ", 1)[-1].replace(str(path), Path(path).name)
+        reason = without_path(error, path).split(": ", 1)[-1]
         if "not a valid DuckDB database" in reason:
             reason = "it is not a DuckDB database file"
         return None, f"Cannot read this database: {reason.rstrip('.!')}."

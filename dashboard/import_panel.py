@@ -11,6 +11,7 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import data
+from dashboard.text import without_path
 from pepr.errors import PeprError
 from pepr.importer import FIELDS, ColumnMap, Table, convert, detect_format, parse_table, preview
 from pepr.report import markdown_text
@@ -120,7 +121,7 @@ def import_panel(target_db_path: str) -> None:
             Path(target_db_path).parent.mkdir(parents=True, exist_ok=True)
             added = RunStore(target_db_path).append(convert(table, maps, **options).runs)
         except PeprError as error:
-            st.error(markdown_text(error))
+            st.error(markdown_text(without_path(error, target_db_path)))
         else:
             st.success(f"Imported {added} new run(s) into {markdown_text(name)}.")
             data.refresh()

@@ -13,6 +13,7 @@ import streamlit as st
 from dashboard import carbon
 from dashboard.controls import (
     CAPPED,
+    MAX_G_PER_KWH,
     NORMALIZATION_LABELS,
     PERFORMANCE,
     WEIGHTED,
@@ -120,24 +121,25 @@ def controls(offer: Offer, state: Mapping | None = None) -> Controls:
     elif mode == "custom" and state.get("c_ci_value") is not None:
         intensity = f"{float(state['c_ci_value']):g}"
     caps = {name: float(state[f"cap_{name}"]) for name in CAPPED if state.get(f"cap_{name}") is not None}
+    base = Controls()  # the defaults of what is not chosen yet
     return Controls(
         db=state.get("db") or "",
         experiments=chosen or offer.default,
         metric=state.get("c_m") if state.get("c_m") in offer.metrics else next(iter(offer.metrics), None),
-        performance=state.get("c_p") or "final",
+        performance=state.get("c_p") or base.performance,
         weights={name: float(state.get(f"c_w_{name}", 0.0)) for name in WEIGHTED},
-        normalization=state.get("c_n") or "minmax",
-        alpha=float(state.get("c_a") if state.get("c_a") is not None else 1.0),
+        normalization=state.get("c_n") or base.normalization,
+        alpha=float(state.get("c_a") if state.get("c_a") is not None else base.alpha),
         intensity=intensity,
         threshold_m=state.get("c_t"),
         caps=caps,
-        baseline_weights=dict(state.get("bl_weights", {"energy": 1.0})),
-        baseline_normalization=state.get("bl_n", "minmax"),
-        baseline_alpha=float(state.get("bl_a", 1.0)),
-        top_k=int(state.get("bl_k") or 5),
-        samples=int(state.get("s_n") or 500),
-        concentration=float(state.get("s_c") or 20),
-        color=state.get("e_color") or "model_type",
+        baseline_weights=dict(state.get("bl_weights", base.baseline_weights)),
+        baseline_normalization=state.get("bl_n", base.baseline_normalization),
+        baseline_alpha=float(state.get("bl_a", base.baseline_alpha)),
+        top_k=int(state.get("bl_k") or base.top_k),
+        samples=int(state.get("s_n") or base.samples),
+        concentration=float(state.get("s_c") or base.concentration),
+        color=state.get("e_color") or base.color,
         # what the Curves page filled in itself is the default, kept out of the link
         curve_runs=() if state.get("k_runs") == state.get("_k_runs_auto") else tuple(state.get("k_runs") or ()),
         curve_axis="" if state.get("k_x") == state.get("_k_x_auto") else state.get("k_x") or "",
@@ -201,7 +203,7 @@ def draw(offer: Offer, measured: set[str]) -> None:
             format_func=lambda c: f"{countries[c][0]} ({c}), {countries[c][1]:.0f} g/kWh",
         )
     elif mode == "custom":
-        sb.number_input("g CO2eq per kWh", min_value=0.0, max_value=5000.0, step=10.0, key="c_ci_value", format="%g")
+        sb.number_input("g CO2eq per kWh", min_value=0.0, max_value=MAX_G_PER_KWH, step=10.0, key="c_ci_value", format="%g")
     sb.number_input("Small/large threshold (millions of parameters)", min_value=0.0, step=1.0, key="c_t",
                     placeholder="median model", format="%g")
     sb.caption("The address bar holds every choice on every page: copy it to share this view.")

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 _SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&@])")
 ZERO_WIDTH = "\u200b"  # invisible, but no autolink (http://, www., a@b) spans it
+
+
+def without_path(error, path) -> str:
+    """An error's message naming the database file alone, never where the server keeps it."""
+    return str(error).replace(str(path), Path(path).name)
 
 
 def plain(value) -> str:

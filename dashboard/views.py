@@ -90,7 +90,6 @@ class Carbon:
     """What the grid carbon-intensity choice does here."""
 
     chosen: float | None  # g/kWh, None = as measured
-    measured: tuple[float, float] | None  # lowest and highest intensity the runs were measured at
     message: str
     changes_ranking: bool
 
@@ -115,7 +114,7 @@ class View:
     provenance: list[str]
     notes: list[str] = field(default_factory=list)  # ignored link values, alpha below 1, ...
 
-    @property
+    @functools.cached_property
     def scope(self) -> pd.DataFrame:
         return self.table[self.table["experiment"].isin(self.controls.experiments)]
 
@@ -144,8 +143,8 @@ class View:
 
     @functools.cached_property
     def scope_runs(self) -> pd.DataFrame:
-        return self.table[self.table["experiment"].isin(self.controls.experiments)].drop(
-            columns=[c for c in self.table if c.startswith(("R_", "loss_")) or c in ("resource", "pepr", "rank")]
+        return self.scope.drop(
+            columns=[c for c in self.scope if c.startswith(("R_", "loss_")) or c in ("resource", "pepr", "rank")]
         )
 
     @functools.cached_property
@@ -256,21 +255,21 @@ def carbon_effect(measured_runs: pd.DataFrame, weights: Mapping[str, float], cho
     varies = bool(len(ok)) and bool(ok.groupby("experiment")["carbon_intensity"].nunique().gt(1).any())
     if "co2" not in weights:
         text = "CO2 is not weighted: the grid changes the CO2 figures, totals and caps, not the ranking."
-        return Carbon(chosen, spread, text, False)
+        return Carbon(chosen, text, False)
     if not varies:
         text = (
             "Each experiment's runs were measured at one grid intensity, so any single intensity "
             "scales every run's CO2 by the same factor: the ranking cannot change, only the CO2 "
             "figures, totals and caps do."
         )
-        return Carbon(chosen, spread, text, False)
+        return Carbon(chosen, text, False)
     low, high = spread
     text = (
         f"These runs were measured at {low:.0f} to {high:.0f} g CO2eq/kWh (the grid at the time of each "
         "run): " + ("on one grid for all, CO2 ranks them as energy does." if chosen is not None
                      else "choose one grid to compare them on equal terms.")
     )
-    return Carbon(chosen, spread, text, True)
+    return Carbon(chosen, text, True)
 
 
 def provenance(runs: pd.DataFrame) -> list[str]:

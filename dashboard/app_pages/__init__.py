@@ -12,6 +12,14 @@ from pepr.store import RunStore
 RETRY_S = 5
 
 
+def card(column, label: str, name: str, note: str) -> None:
+    """A bordered box: a caption, a model's name (as text), a note."""
+    box = column.container(border=True)
+    box.caption(label)
+    box.markdown(f"**{plain(name)}**")
+    box.caption(note)
+
+
 def ready(view, problem: str | None, source) -> bool:
     """Show the hard state (and keep checking) where there is no view; True where there is."""
     if view is not None:

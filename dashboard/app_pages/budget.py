@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard.app_pages import provenance, ready, scoreable
+from dashboard.app_pages import card, provenance, ready, scoreable
 from dashboard.controls import CAPPED
-from dashboard.text import plain
-from dashboard.views import View, readable_table
+from dashboard.views import View, measured, readable_table
 from pepr.resources import RESOURCES
 
 LABELS = {"rank": "PePR rank", "model": "model", "pepr": "PePR", "performance": "performance", "reason": "why excluded"}
@@ -27,7 +26,7 @@ def page(view: View | None, problem: str | None, source) -> None:
     if not scoreable(view):
         return
     models = view.models
-    present = [n for n in CAPPED if RESOURCES[n].column in models and models[RESOURCES[n].column].notna().any()]
+    present = [n for n in CAPPED if n in measured(models)]
     missing = [RESOURCES[n].label for n in CAPPED if n not in present]
     st.caption(
         "Leave a cap empty for no limit. Scores stay relative to the whole experiment."
@@ -54,10 +53,7 @@ def page(view: View | None, problem: str | None, source) -> None:
         by_pepr = feasible.iloc[0]
         left, right = st.columns(2)
         for box, label, row in ((left, "Best feasible by performance", by_perf), (right, "Best feasible by PePR", by_pepr)):
-            card = box.container(border=True)
-            card.caption(label)
-            card.markdown(f"**{plain(row['model'])}**")
-            card.caption(f"performance {row['performance']:.3f}, PePR {row['pepr']:.3f}")
+            card(box, label, row["model"], f"performance {row['performance']:.3f}, PePR {row['pepr']:.3f}")
     columns = ["rank", "model", "pepr", "performance", *(RESOURCES[n].column for n in present)]
     st.subheader(f"Feasible: {len(feasible)} of {len(models)} models")
     st.dataframe(readable_table(feasible[columns], view.units, LABELS), hide_index=True, width="stretch")

@@ -9,7 +9,7 @@ import streamlit as st
 from dashboard import data, sources
 from dashboard.app_pages import provenance
 from dashboard.import_panel import import_panel
-from dashboard.text import plain
+from dashboard.text import plain, without_path
 from dashboard.views import View
 from pepr.errors import PeprError
 from pepr.paper import PAPER_COMMIT, PAPER_RESULTS_SHA256, PAPER_RESULTS_URL, import_paper
@@ -75,7 +75,7 @@ def _run_import(key: str, where, source_bytes, name: str | None = None) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             added = import_paper(source_bytes, path, name=name)
     except PeprError as error:
-        reason = str(error).replace(str(path), path.name)
+        reason = without_path(error, path)
         st.session_state["d_message"] = ("error", f"Import failed: {plain(reason)}")
     else:
         st.session_state["d_message"] = ("success", f"Imported {added} new run(s) into {path.stem}.")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import charts
-from dashboard.app_pages import provenance, ready, scoreable
+from dashboard.app_pages import card, provenance, ready, scoreable
 from dashboard.controls import COLOR_BY, NORMALIZATION_LABELS
 from dashboard.report_panel import report_downloads
 from dashboard.text import plain
@@ -50,8 +50,8 @@ def headline(view: View) -> None:
     top = view.headline
     best, strongest = top["best"], top["strongest"]
     left, middle, right = st.columns(3)
-    _card(left, "Top model by PePR", best["model"], f"PePR {best['pepr']:.3f}, performance {best['performance']:.3f}")
-    _card(middle, "Top model by performance", strongest["model"], f"PePR {strongest['pepr']:.3f}, performance {strongest['performance']:.3f}")
+    card(left, "Top model by PePR", best["model"], f"PePR {best['pepr']:.3f}, performance {best['performance']:.3f}")
+    card(middle, "Top model by performance", strongest["model"], f"PePR {strongest['pepr']:.3f}, performance {strongest['performance']:.3f}")
     if best["model"] == strongest["model"]:
         box = right.container(border=True)
         box.caption("Choosing by PePR costs")
@@ -132,8 +132,3 @@ def _times(ratio: float, label: str) -> str:
     return f"{ratio:.2g}× less {label}" if ratio >= 1 else f"{1 / ratio:.2g}× more {label}"
 
 
-def _card(column, label: str, name: str, note: str) -> None:
-    box = column.container(border=True)
-    box.caption(label)
-    box.markdown(f"**{plain(name)}**")
-    box.caption(note)

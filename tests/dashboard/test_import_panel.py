@@ -100,3 +100,18 @@ def test_report_downloads_offer_the_cli_report(crafted_db, tmp_path):
     files = zipfile.ZipFile(io.BytesIO(report_zip(build_report(RunStore(crafted_db).runs(), "exp", {"energy": 1.0}))))
     assert {"report.md", "table.tex", "performance_vs_resource.svg", "pepr_ranking.png"} <= set(files.namelist())
     assert "| 1 | tiny | 0.8000 |" in files.read("report.md").decode()
+
+
+def test_a_failed_import_names_the_database_not_where_the_server_keeps_it(tmp_path):
+    db = tmp_path / "mine.duckdb"
+    db.write_bytes(b"not a database")  # refused when the import writes
+    at = AppTest.from_function(panel_script, args=(str(db),), default_timeout=60).run()
+    at.file_uploader(key="ip_table").set_value(("results.csv", RESULTS.replace(b"abc", b"7"), "text/csv"))
+    at.run()
+    at.text_input(key="ip_exp_name").set_value("mine").run()
+    at = mapped(at, model="arch", performance="acc")
+    at.selectbox(key="ip_unit_performance").set_value("%").run()
+    at.button(key="ip_import").click().run()
+    (shown,) = [element.value for element in at.error]
+    assert "mine" in shown and str(tmp_path) not in shown.replace("\\", "")
+    assert db.read_bytes() == b"not a database"
