@@ -191,12 +191,11 @@ def _score(args) -> int:
             known = ", ".join(sorted(runs["experiment"].unique())) or "none"
             raise PeprError(f"--experiment: {args.db} has no experiment {', '.join(map(repr, unknown))} (known: {known})")
         runs = runs[runs["experiment"].isin(args.experiment)]
-    benchmarked = [REGISTRY[name] for name in weights if REGISTRY[name].benchmarked]
     runs, device = attach_where_weighted(store, runs, weights, args.bench_device)
     if device:
         print(f"inference cost measured on: {device}", file=sys.stderr)
     result = score(runs, weights, args.normalization, args.alpha)
-    bench_columns = [r.column for r in benchmarked if r.name in result.weights]
+    bench_columns = [REGISTRY[name].column for name in result.weights if REGISTRY[name].benchmarked]
     bench_columns += ["bench_image_size"] if bench_columns else []
     bench_columns += ["bench_batch_size"] if "infer_energy" in result.weights else []
     columns = ["experiment", "model", "performance", *(f"R_{name}" for name in result.weights), *bench_columns, "pepr", "rank", "run_id"]

@@ -34,11 +34,17 @@ def control_character(text: str) -> str | None:
     return next((char for char in text if unicodedata.category(char) in _CONTROL_CATEGORIES), None)
 
 
+def control_problem(text: str) -> str | None:
+    """`control character U+XXXX in '...'` for the first such character in `text`, or None."""
+    char = control_character(text)
+    return None if char is None else f"control character U+{ord(char):04X} in {text!r}"
+
+
 def check_name(text: str, what: str) -> str:
     """`text` if it has no control or invisible format character; else a PeprError naming `what`."""
-    char = control_character(text)
-    if char is not None:
-        raise PeprError(f"{what}: control character U+{ord(char):04X} in {text!r}")
+    problem = control_problem(text)
+    if problem is not None:
+        raise PeprError(f"{what}: {problem}")
     return text
 
 

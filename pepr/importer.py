@@ -21,8 +21,8 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
-from pepr.errors import PeprError, control_character
-from pepr.paper import INT64_MAX, _label, _parse_csv, _read_source
+from pepr.errors import PeprError, control_character, control_problem
+from pepr.paper import INT64_MAX, _label, _parse_csv, _read_source, whole_number
 from pepr.resources import ENERGY_PARTS
 from pepr.store import RunStore, job_key
 
@@ -273,13 +273,9 @@ def _whole_numbers(text: pd.Series, values: pd.Series, column: str, name: str, e
         if pd.isna(number):
             whole.append(None)
             continue
-        try:
-            value = int(text[row])
-        except ValueError:
-            value = int(number) if float(number).is_integer() else None
-        if value is None or not 0 <= value <= INT64_MAX:
+        value = whole_number(text[row], number)
+        if value is None:
             errors.append((row, f"{_where(name, row, column)}: {text[row]} is not a whole number of at most {INT64_MAX}"))
-            value = None
         whole.append(value)
     return pd.Series(whole, index=values.index, dtype="Int64")
 
@@ -297,8 +293,7 @@ def _convert_column(raw: pd.Series, spec: ColumnMap, name: str, errors: list) ->
         bad = text.map(lambda value: control_character(value) is not None)
         if bad.any():
             row = bad.idxmax()
-            char = control_character(text[row])
-            errors.append((row, f"{_where(name, row, spec.column)}: control character U+{ord(char):04X} in {text[row]!r}"))
+            errors.append((row, f"{_where(name, row, spec.column)}: {control_problem(text[row])}"))
         return text.where(~missing, None).astype(object)
     if kind.kind == "flag":
         lowered = text.str.lower()

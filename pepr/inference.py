@@ -18,7 +18,6 @@ from pepr.resources import RESOURCES
 
 LATENCY = RESOURCES["infer_latency"].column
 ENERGY = RESOURCES["infer_energy"].column
-# What `attach` adds to each run: the two resources and where they come from.
 
 
 def architecture(model: str) -> str:
@@ -33,6 +32,11 @@ def _choices(benchmarks: pd.DataFrame) -> pd.Series:
     return benchmarks["device"].where(sizes <= 1, benchmarks["device"] + " @ " + size_text + " px")
 
 
+def _newest(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The newest benchmark row of each combination of `keys`."""
+    return rows.sort_values(["started_at", "bench_id"]).drop_duplicates(keys, keep="last")
+
+
 def devices(benchmarks: pd.DataFrame) -> list[str]:
     """The device choices the benchmarks offer, sorted."""
     return sorted(_choices(benchmarks).unique()) if len(benchmarks) else []
@@ -45,7 +49,7 @@ def summary(benchmarks: pd.DataFrame) -> pd.DataFrame:
     if benchmarks.empty:
         return pd.DataFrame(columns=columns)
     rows = benchmarks.assign(device=_choices(benchmarks), arch=benchmarks["model"].map(architecture))
-    rows = rows.sort_values(["started_at", "bench_id"]).drop_duplicates(["device", "arch", "batch_size"], keep="last")
+    rows = _newest(rows, ["device", "arch", "batch_size"])
     failed = rows[rows["status"] != "ok"].groupby("device")["arch"].nunique()
     table = rows.groupby("device").agg(
         image_size=("image_size", "first"), models=("arch", "nunique"), last=("started_at", "max")
@@ -90,7 +94,7 @@ def attach(runs: pd.DataFrame, benchmarks: pd.DataFrame, device: str) -> pd.Data
     if rows.empty:
         raise PeprError(f"--bench-device: no benchmarks for {device!r}")
     rows = rows.assign(arch=rows["model"].map(architecture))
-    rows = rows.sort_values(["started_at", "bench_id"]).drop_duplicates(["arch", "batch_size"], keep="last")
+    rows = _newest(rows, ["arch", "batch_size"])
     ok = rows["status"] == "ok"
     single = rows[rows["batch_size"] == 1].set_index("arch")
     latency = single["latency_median_s"].where(single["status"] == "ok")

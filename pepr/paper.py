@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pepr.errors import DownloadError, PeprError, control_character
+from pepr.errors import DownloadError, PeprError, control_character, control_problem
 from pepr.store import RunStore, job_key
 
 PAPER_COMMIT = "ce087aafcdce4a5b636152d170475a6df5f4c3d7"
@@ -296,15 +296,21 @@ def _count(table: pd.DataFrame, column: str, name: str) -> pd.Series:
     """A column of whole numbers that fit a 64-bit integer (`1e6` is fine, `1234.7` is not)."""
     values = []
     for label, text in table[column].str.strip().items():
-        try:
-            value = int(text)
-        except ValueError:
-            number = float(text)  # finite and >= 0: checked before
-            value = int(number) if number.is_integer() else None
-        if value is None or not 0 <= value <= INT64_MAX:
+        value = whole_number(text, float(text))  # finite and >= 0: checked before
+        if value is None:
             raise PeprError(f"{_where(name, label, column)}: {text} is not a whole number of at most {INT64_MAX}")
         values.append(value)
     return pd.Series(values, index=table.index, dtype="int64")
+
+
+def whole_number(text: str, number: float) -> int | None:
+    """`text` (which reads as `number`) as an int from 0 to INT64_MAX, parsed exactly where it
+    is written as an integer (`1e6` is fine, `1234.7` is not); None otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = int(number) if float(number).is_integer() else None
+    return value if value is not None and 0 <= value <= INT64_MAX else None
 
 
 def _check_text(values: pd.Series, column: str, name: str) -> None:
@@ -312,8 +318,7 @@ def _check_text(values: pd.Series, column: str, name: str) -> None:
     bad = values.map(lambda text: control_character(text) is not None)
     if bad.any():
         label = _first_bad(bad)
-        char = control_character(values.loc[label])
-        raise PeprError(f"{_where(name, label, column)}: control character U+{ord(char):04X} in {values.loc[label]!r}")
+        raise PeprError(f"{_where(name, label, column)}: {control_problem(values.loc[label])}")
 
 
 def _check_present(values: pd.Series, column: str, name: str) -> None:

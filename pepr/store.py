@@ -595,35 +595,30 @@ def merge(sources: Sequence[str | Path], into: str | Path) -> Merged:
     """
     target = RunStore(into)
     target.check()
-    runs, epochs = [], []
+    runs, epochs, benchmarks = [], [], []
     for index, source in enumerate(sources):
         store = RunStore(source)
         if store.exists() and target.exists() and store.path.samefile(target.path):
             raise PeprError(f"{source}: cannot merge a database into itself")
         runs.append(store.runs().assign(_source=index))
         epochs.append(store.epochs().assign(_source=index))
+        benchmarks.append(store.benchmarks())
     runs = pd.concat([frame for frame in runs if not frame.empty] or [_empty(RUN_COLUMNS)])
     if runs.empty:
         target.ensure()
-        merge_benchmarks(sources, into)
-        return Merged(0, 0)
-    # Where sources share a run, take its latest state: furthest on, then newest heartbeat.
-    latest = (runs.assign(_stage=runs["status"].map(_STAGES),
-                          _stamp=runs["heartbeat_at"].fillna(runs["started_at"]))
-              .sort_values(["_stage", "_stamp"], na_position="first")
-              .drop_duplicates("run_id", keep="last"))
-    epochs = pd.concat(epochs).merge(latest[["run_id", "_source"]], on=["run_id", "_source"])
-    merged = target.update_from(latest[list(RUN_COLUMNS)], epochs[list(EPOCH_COLUMNS)])
-    merge_benchmarks(sources, into)
+        merged = Merged(0, 0)
+    else:
+        # Where sources share a run, take its latest state: furthest on, then newest heartbeat.
+        latest = (runs.assign(_stage=runs["status"].map(_STAGES),
+                              _stamp=runs["heartbeat_at"].fillna(runs["started_at"]))
+                  .sort_values(["_stage", "_stamp"], na_position="first")
+                  .drop_duplicates("run_id", keep="last"))
+        epochs = pd.concat(epochs).merge(latest[["run_id", "_source"]], on=["run_id", "_source"])
+        merged = target.update_from(latest[list(RUN_COLUMNS)], epochs[list(EPOCH_COLUMNS)])
+    benchmarks = [frame for frame in benchmarks if not frame.empty]
+    if benchmarks:  # bench ids the target has are skipped
+        target.append_benchmarks(pd.concat(benchmarks, ignore_index=True))
     return merged
-
-
-def merge_benchmarks(sources: Sequence[str | Path], into: str | Path) -> int:
-    """Copy every benchmark row of `sources` into `into`, skipping bench ids it has."""
-    frames = [frame for frame in (RunStore(source).benchmarks() for source in sources) if not frame.empty]
-    if not frames:
-        return 0
-    return RunStore(into).append_benchmarks(pd.concat(frames, ignore_index=True))
 
 
 def _frame(rows, columns: Mapping[str, str], what: str) -> pd.DataFrame:
