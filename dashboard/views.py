@@ -102,7 +102,8 @@ class View:
     offer: Offer
     runs: pd.DataFrame  # every run of the database, any status
     epochs: pd.DataFrame
-    table: pd.DataFrame  # scored ok runs of every experiment (CO2 re-priced)
+    priced: pd.DataFrame  # every run, CO2 re-priced at the chosen grid
+    scope: pd.DataFrame  # the scored runs of the chosen experiments
     excluded: pd.DataFrame  # runs in scope left out of the scores, with the reason
     models: pd.DataFrame  # one row per model in scope, ranked
     weights: dict[str, float]  # normalised, measured ones only
@@ -115,8 +116,10 @@ class View:
     notes: list[str] = field(default_factory=list)  # ignored link values, alpha below 1, ...
 
     @functools.cached_property
-    def scope(self) -> pd.DataFrame:
-        return self.table[self.table["experiment"].isin(self.controls.experiments)]
+    def table(self) -> pd.DataFrame:
+        """Scored runs of every experiment, as the chosen ones are (for the comparisons)."""
+        c = self.controls
+        return score(self.priced, self.weights, c.normalization, c.alpha).table
 
     @functools.cached_property
     def headline(self) -> dict | None:
@@ -178,7 +181,7 @@ class View:
 
     def curves(self, run_ids: list[str], axis: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         """`curves` of these runs, in this order."""
-        runs = self.table.set_index("run_id").loc[[r for r in run_ids if r in set(self.table["run_id"])]].reset_index()
+        runs = self.scope.set_index("run_id").loc[[r for r in run_ids if r in set(self.scope["run_id"])]].reset_index()
         epochs = self.epochs[self.epochs["run_id"].isin(run_ids)]
         return curves(runs, epochs, axis, "max", self.controls.alpha)
 
@@ -207,10 +210,9 @@ def build_view(
         notes.append(f"alpha {alpha:g} is below 1, outside the paper's range: the score uses 1.")
         alpha = 1.0
         controls = dataclasses.replace(controls, alpha=alpha)  # charts and sensitivity use it too
-    scored = score(priced, weights, controls.normalization, alpha)
-    table = scored.table
-    scope = table[table["experiment"].isin(controls.experiments)]
-    excluded = scored.excluded[scored.excluded["experiment"].isin(controls.experiments)]
+    scored = score(in_scope, weights, controls.normalization, alpha)  # each experiment alone
+    scope = scored.table
+    excluded = scored.excluded
     models = by_model(scope)
     sized = models["params"].dropna() if "params" in models else pd.Series(dtype=float)
     threshold = None
@@ -227,7 +229,8 @@ def build_view(
         offer=found,
         runs=runs,
         epochs=epochs,
-        table=table,
+        priced=priced,
+        scope=scope,
         excluded=excluded,
         models=models,
         weights=scored.weights,
