@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -166,29 +167,30 @@ def _pinned_batches(x, y, spans, order, device, depth: int = PINNED_BUFFERS):
     size = max(end - start for start, end in spans) if spans else 0
     x_pinned = [torch.empty((size, *x.shape[1:]), dtype=x.dtype, pin_memory=True) for _ in range(depth)]
     y_pinned = [torch.empty((size,), dtype=y.dtype, pin_memory=True) for _ in range(depth)]
+    # numpy gathers in one thread with the GIL released; torch's would wake its thread pool.
+    x_host, y_host = x.numpy(), y.numpy()
+    order = None if order is None else order.numpy()
+    x_slots, y_slots = [b.numpy() for b in x_pinned], [b.numpy() for b in y_pinned]
     copied = [torch.cuda.Event() for _ in range(depth)]
     free, ready = queue.Queue(), queue.Queue()
     for slot in range(depth):
         free.put(slot)
-    inference = torch.is_inference_mode_enabled()  # the buffers were made in the caller's mode
 
     def gather() -> None:
         try:
-            with torch.inference_mode(inference):
-                for start, end in spans:
-                    slot = free.get()
-                    if slot is None:  # the consumer left early
-                        return
-                    copied[slot].synchronize()
-                    xb, yb = x_pinned[slot][: end - start], y_pinned[slot][: end - start]
+            for start, end in spans:
+                slot = free.get()
+                if slot is None:  # the consumer left early
+                    return
+                copied[slot].synchronize()
+                for host, slots in ((x_host, x_slots), (y_host, y_slots)):
+                    out = slots[slot][: end - start]
                     if order is None:
-                        xb.copy_(x[start:end])
-                        yb.copy_(y[start:end])
-                    else:
-                        torch.index_select(x, 0, order[start:end], out=xb)
-                        torch.index_select(y, 0, order[start:end], out=yb)
-                    ready.put((slot, end - start))
-                ready.put(None)
+                        np.copyto(out, host[start:end])
+                    else:  # "clip": the indices are valid, and numpy then needs no buffer
+                        np.take(host, order[start:end], axis=0, out=out, mode="clip")
+                ready.put((slot, end - start))
+            ready.put(None)
         except BaseException as error:  # handed to the consumer, raised there
             ready.put(error)
 
@@ -379,10 +381,11 @@ def run_job(
     host_peak_reset = reset_host_peak()
     meter = meter_factory(country, gpu, carbon_intensity)
     rows = []
+    elapsed = 0.0  # training and evaluation; not the bookkeeping between epochs
     try:
-        sync(device)
-        start = time.perf_counter()
         for epoch in range(1, job.epochs + 1):
+            sync(device)
+            began = time.perf_counter()
             model.train()
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), dtype=torch.long, device=device)
@@ -390,7 +393,7 @@ def run_job(
             with closing(batches(x_train, y_train, job.batch_size, device, generator)) as epoch_batches:
                 for xb, yb in epoch_batches:
                     out, loss = train_step(model, prepare, optimizer, scaler, xb, yb, device, amp)
-                    loss_sum += loss.detach().float() * len(yb)
+                    loss_sum.add_(loss.detach(), alpha=len(yb))
                     correct += (out.detach().argmax(1) == yb).sum()
                     seen += len(yb)
             train_loss = loss_sum.item() / seen
@@ -404,12 +407,11 @@ def run_job(
                 "test_metric": evaluate("test"),
             }
             sync(device)
-            row["cum_time_s"] = time.perf_counter() - start
+            elapsed += time.perf_counter() - began
+            row["cum_time_s"] = elapsed
             row["cum_energy_kwh"] = meter.energy_kwh()
             rows.append(row)
             on_epoch(row)
-        sync(device)
-        train_time = time.perf_counter() - start
         energy = meter.stop()
     finally:
         meter.close()
@@ -427,7 +429,7 @@ def run_job(
         "performance": rows[-1]["test_metric"],
         **energy.fields(),
         "carbon_intensity_source": "country-average" if carbon_intensity is None else "user",
-        "train_time_s": train_time,
+        "train_time_s": elapsed,
         "infer_time_s": infer_time,
         "gpu_mem_reserved_gb": torch.cuda.max_memory_reserved(device) / 1e9 if cuda else None,
         "gpu_mem_peak_gb": torch.cuda.max_memory_allocated(device) / 1e9 if cuda else None,

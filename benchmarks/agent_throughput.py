@@ -1,21 +1,22 @@
 """Training throughput of the agent against a plain timm training loop, on the same device.
 
-Four arms, on the same model, random images (uint8, 3 channels) and seed, alternating in
+Five arms, on the same model, random images (uint8, 3 channels) and seed, alternating in
 rotating order so that drift in machine speed hits all alike:
 
 - plain: a plain timm loop (the whole set pinned once, batches sliced in order and copied
   without blocking, normalise, autocast, Adam, channels_last on CUDA), timed with a
   synchronise at both ends;
-- plain, metered: the same loop while the agent's CodeCarbon meter runs (what measuring costs
-  a loop that does nothing else);
+- plain, agent's batches: the same loop fed by the agent's shuffling `batches`;
+- plain, metered: the plain loop while the agent's CodeCarbon meter runs;
 - agent, meter off: `agent.train.run_job` with a meter that measures nothing;
 - agent: `agent.train.run_job` with CodeCarbon measuring (its own `train_time_s`).
 
-Images per second of training (the agent arms also shuffle, and evaluate 64 images per epoch,
-included). Targets: agent >= 0.95 x plain; measuring costs <= 1% (agent vs agent with meter
-off). `--profile-meter` then profiles CodeCarbon's sampling (what each second of it costs) and
-times a launch-bound loop of tiny kernels with no meter, the agent's meter (a helper process)
-and a tracker in the training process.
+Images per second of training (the agent arms also evaluate 64 images per epoch, included).
+Ratios are taken within each round, between arms run back to back, then their median.
+Targets: agent >= 0.95 x plain; measuring costs <= 1% (agent vs agent with meter off).
+`--profile-meter` then times the meter's per-epoch reading, profiles CodeCarbon's sampling
+(what each second of it costs) and times a launch-bound loop of tiny kernels with no meter,
+the agent's meter (a helper process) and a tracker in the training process.
 
     .venv/bin/python benchmarks/agent_throughput.py --device cuda:0 [--model resnet18]
         [--images 7007] [--image-size 224] [--epochs 2] [--rounds 3] [--amp off]
@@ -27,6 +28,7 @@ import argparse
 import statistics
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -36,9 +38,13 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from agent.data import Data  # noqa: E402
-from agent.measure import EnergyMeter, NullMeter, find_nvml_gpu, new_tracker  # noqa: E402
+from agent.measure import (  # noqa: E402
+    POWER_SAMPLE_SECS, EnergyMeter, NullMeter, find_nvml_gpu, new_tracker,
+)
 from agent.plan import expand  # noqa: E402
-from agent.train import autocast, describe, resolve_device, run_job, sync  # noqa: E402
+from agent.train import (  # noqa: E402
+    autocast, batches, configure_backends, describe, resolve_device, run_job, sync,
+)
 
 
 def random_data(images: int, size: int, classes: int = 7) -> Data:
@@ -49,8 +55,11 @@ def random_data(images: int, size: int, classes: int = 7) -> Data:
                 {"train": labels(images), "val": labels(32), "test": labels(32)}, classes)
 
 
-def plain_loop(job, data: Data, device: torch.device) -> float:
-    """Seconds for `job.epochs` epochs of a plain timm training loop (after 3 warm-up steps)."""
+def plain_loop(job, data: Data, device: torch.device, agent_batches: bool = False) -> float:
+    """Seconds for `job.epochs` epochs of a plain timm training loop (after 3 warm-up steps).
+
+    Batches: the whole set pinned once and sliced in order, or (`agent_batches`) shuffled by
+    the agent's own `batches` (to tell its data path's cost from the rest of its loop)."""
     torch.manual_seed(job.seed)
     cuda = device.type == "cuda"
     fmt = torch.channels_last if cuda else torch.contiguous_format
@@ -60,23 +69,29 @@ def plain_loop(job, data: Data, device: torch.device) -> float:
     optimizer = torch.optim.Adam(model.parameters(), lr=job.learning_rate)
     scaler = torch.amp.GradScaler(device.type, enabled=job.amp == "fp16")
     x, y = data.images["train"], data.labels["train"]
-    if cuda:
+    generator = torch.Generator().manual_seed(job.seed)
+    if cuda and not agent_batches:
         x, y = x.pin_memory(), y.pin_memory()
+
+    def in_order():
+        for start in range(0, len(y), job.batch_size):
+            yield (x[start:start + job.batch_size].to(device, non_blocking=cuda),
+                   y[start:start + job.batch_size].to(device, non_blocking=cuda))
 
     def epoch(limit=None):
         model.train()
-        for step, start in enumerate(range(0, len(y), job.batch_size)):
-            if limit is not None and step == limit:
-                break
-            xb = x[start:start + job.batch_size].to(device, non_blocking=cuda)
-            yb = y[start:start + job.batch_size].to(device, non_blocking=cuda)
-            xb = ((xb.float() - mean) / std).contiguous(memory_format=fmt)
-            with autocast(device, job.amp):
-                loss = F.cross_entropy(model(xb), yb)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+        feed = batches(x, y, job.batch_size, device, generator) if agent_batches else in_order()
+        with closing(feed):
+            for step, (xb, yb) in enumerate(feed):
+                if step == limit:
+                    break
+                xb = ((xb.float() - mean) / std).contiguous(memory_format=fmt)
+                with autocast(device, job.amp):
+                    loss = F.cross_entropy(model(xb), yb)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
 
     epoch(limit=3)
     sync(device)
@@ -85,6 +100,15 @@ def plain_loop(job, data: Data, device: torch.device) -> float:
         epoch()
     sync(device)
     return time.perf_counter() - start
+
+
+RATIOS = {  # name: (arm, baseline arm, target)
+    "agent / plain": ("agent", "plain", "target >= 0.95"),
+    "agent meter off / plain": ("agent, meter off", "plain", "the agent's loop alone"),
+    "plain, agent's batches / plain": ("plain, agent's batches", "plain", "the agent's data path"),
+    "agent / agent meter off": ("agent", "agent, meter off", "measuring: target >= 0.99"),
+    "plain metered / plain": ("plain, metered", "plain", "measuring, on the plain loop"),
+}
 
 
 def main() -> None:
@@ -104,8 +128,10 @@ def main() -> None:
     (job,) = expand([args.model], ["random"], [False], [1.0], [0], epochs=args.epochs,
                     batch_size=32, learning_rate=5e-4, image_size=args.image_size, amp=args.amp)
     data = random_data(args.images, args.image_size)
+    configure_backends(job)  # the agent's settings (cuDNN autotuning off) for every arm
     arms = {
         "plain": lambda: plain_loop(job, data, device),
+        "plain, agent's batches": lambda: plain_loop(job, data, device, agent_batches=True),
         "plain, metered": lambda: metered(lambda: plain_loop(job, data, device), device),
         "agent, meter off": lambda: run_job(job, data, device, "DNK", meter_factory=NullMeter)[0]["train_time_s"],
         "agent": lambda: run_job(job, data, device, "DNK")[0]["train_time_s"],
@@ -117,17 +143,19 @@ def main() -> None:
         for name in names:
             seconds = arms[name]()
             speed[name].append(args.images * args.epochs / seconds)
-            print(f"round {round_ + 1}: {name:16} {speed[name][-1]:8.1f} images/s", flush=True)
+            print(f"round {round_ + 1}: {name:22} {speed[name][-1]:8.1f} images/s", flush=True)
 
-    median = {name: statistics.median(values) for name, values in speed.items()}
     print(f"\n{describe(device)}, torch {torch.__version__}, {job.model} at {job.image_size} px, "
           f"batch {job.batch_size}, amp {job.amp}, {args.images} images x {job.epochs} epochs, "
           f"{args.rounds} rounds")
-    for name, value in median.items():
-        print(f"median {name:16} {value:8.1f} images/s")
-    print(f"agent / plain: {median['agent'] / median['plain']:.3f} (target >= 0.95)")
-    print(f"measuring overhead: {1 - median['agent'] / median['agent, meter off']:+.2%} (target <= 1%)")
-    print(f"measuring overhead on the plain loop: {1 - median['plain, metered'] / median['plain']:+.2%}")
+    for name, values in speed.items():
+        print(f"median {name:22} {statistics.median(values):8.1f} images/s "
+              f"(range {min(values):.0f}-{max(values):.0f})")
+    print("ratios within each round (arms run back to back), median and range:")
+    for label, (arm, base, meaning) in RATIOS.items():
+        ratios = [a / b for a, b in zip(speed[arm], speed[base])]
+        print(f"  {label:32} {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})"
+              f"  {meaning}")
     if args.profile_meter:
         profile_meter(device)
 
@@ -157,6 +185,17 @@ def profile_meter(device: torch.device, ticks: int = 10) -> None:
     import cProfile
     import pstats
 
+    meter = EnergyMeter("DNK", find_nvml_gpu(device) if device.type == "cuda" else None)
+    try:
+        reads = []
+        for _ in range(ticks):
+            time.sleep(POWER_SAMPLE_SECS / 2)  # as between epochs: not right after the last read
+            start = time.perf_counter()
+            meter.energy_kwh()
+            reads.append(time.perf_counter() - start)
+        print(f"meter energy_kwh() (once an epoch): median {statistics.median(reads) * 1e3:.2f} ms")
+    finally:
+        meter.close()
     tracker = in_process_tracker(device)
     try:  # benchmark only: the private calls CodeCarbon's threads make each second
         for name in ("_monitor_power", "_measure_power_and_energy"):

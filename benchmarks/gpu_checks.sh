@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The agent's GPU checks in one go, on a machine with a CUDA GPU and this repository's
-# environment: the throughput benchmark (with a profile of the meter's sampling), the CUDA
-# tests, then the paper-protocol sweep (resumable: run it again to finish an interrupted
+# environment: the CUDA tests, the throughput benchmark (with a profile of the meter's
+# sampling), then the paper-protocol sweep (resumable: run it again to finish an interrupted
 # sweep). Logs go to $OUT (default ./gpu-checks).
-# Usage: [SWEEP_MODELS=a,b] [CHECKS_SECONDS=N] bash benchmarks/gpu_checks.sh [python]
+# Usage: [SWEEP_MODELS=a,b] [CHECKS_SECONDS=N] [ROUNDS=6] bash benchmarks/gpu_checks.sh [python]
 # CHECKS_SECONDS: the sweep starts no run likely to end past N seconds from the start.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -18,12 +18,12 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OF
 nvidia-smi --query-gpu=name,memory.total,driver_version,power.limit --format=csv | tee "$OUT/gpu.txt"
 nproc | sed 's/^/cpus: /' | tee -a "$OUT/gpu.txt"
 ls /proc | grep -c '^[0-9]' | sed 's/^/processes: /' | tee -a "$OUT/gpu.txt"
-echo "== throughput"
-timeout 240 "$PY" benchmarks/agent_throughput.py --device cuda:0 --epochs 2 --rounds 4 --profile-meter 2>&1 \
-  | grep -v Warning | tee "$OUT/throughput.log" | grep -v '^round'
 echo "== CUDA tests"
 timeout 200 "$PY" -m pytest -q -p no:cacheprovider -rs -s tests/agent/test_agent_gpu.py 2>&1 \
   | tee "$OUT/cuda-tests.log" | tail -25
+echo "== throughput"
+timeout 330 "$PY" benchmarks/agent_throughput.py --device cuda:0 --epochs 2 --rounds "${ROUNDS:-6}" --profile-meter 2>&1 \
+  | grep -v Warning | tee "$OUT/throughput.log" | grep -v '^round'
 echo "== paper-protocol sweep"
 "$PY" benchmarks/paper_protocol_sweep.py --device cuda:0 --db "$SWEEP_DB" --budget-s "$(( ${CHECKS_SECONDS:-100000} - (SECONDS - BEGAN) ))" \
   --data /tmp/derma_like_224.npz --models "$SWEEP_MODELS" 2>&1 | tee "$OUT/sweep.log" | tail -30

@@ -56,7 +56,7 @@ def test_real_run_records_one_measured_run(cli, tiny_npz, tmp_path):
     epochs = RunStore(db).epochs()
     assert list(epochs.epoch) == [1, 2] and set(epochs.run_id) == {run.run_id}
     assert epochs.cum_time_s.is_monotonic_increasing
-    assert epochs.cum_time_s.iloc[-1] <= run.train_time_s
+    assert epochs.cum_time_s.iloc[-1] == pytest.approx(run.train_time_s)
     assert epochs.cum_energy_kwh.is_monotonic_increasing
     assert 0 < epochs.cum_energy_kwh.iloc[-1] <= run.energy_kwh
     assert epochs.test_metric.iloc[-1] == run.performance

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import pandas as pd
@@ -10,7 +11,7 @@ import timm
 import torch
 
 from agent.data import load
-from agent.measure import EnergyMeter, energy_from_totals
+from agent.measure import EnergyMeter, NullMeter, energy_from_totals
 from agent.plan import expand
 from agent.train import Prepare, run_job, train_step
 from pepr.store import RunStore
@@ -40,6 +41,16 @@ def test_warm_up_leaves_what_the_model_learns_unchanged(tiny_data):
     assert _losses(warm) == _losses(cold)
     assert [r["test_metric"] for r in warm] == [r["test_metric"] for r in cold]
     assert fields_warm["performance"] == fields_cold["performance"]
+
+
+def test_the_clock_leaves_out_the_bookkeeping_between_epochs(tiny_data):
+    pause_s = 1.0  # a slow save of each epoch's row
+    began = time.perf_counter()
+    fields, epochs = run_job(_job(), tiny_data, CPU, "DNK", meter_factory=NullMeter,
+                             on_epoch=lambda row: time.sleep(pause_s))
+    wall_s = time.perf_counter() - began
+    assert fields["train_time_s"] == epochs[-1]["cum_time_s"]
+    assert 0 < fields["train_time_s"] <= wall_s - len(epochs) * pause_s
 
 
 def test_amp_bf16_changes_what_runs_on_the_cpu(tiny_data):
