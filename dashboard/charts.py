@@ -1,4 +1,5 @@
-"""Charts as pure functions: DataFrames in, Altair charts out (no Streamlit here)."""
+"""Charts as pure functions: DataFrames in, Vega-Lite charts out (Altair charts, or spec dicts
+with named datasets where a chart is redrawn on every rerun); no Streamlit here."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from pepr.resources import RESOURCES
 from pepr.score import pepr
 
 _TOOLTIP = [
-    alt.Tooltip("model:N", title="model"),
-    alt.Tooltip("performance:Q", title="performance", format=".3f"),
-    alt.Tooltip("pepr:Q", title="PePR", format=".3f"),
-    alt.Tooltip("rank:Q", title="PePR rank"),
+    {"field": "model", "type": "nominal", "title": "model"},
+    {"field": "performance", "type": "quantitative", "title": "performance", "format": ".3f"},
+    {"field": "pepr", "type": "quantitative", "title": "PePR", "format": ".3f"},
+    {"field": "rank", "type": "quantitative", "title": "PePR rank"},
 ]
 TOOLTIP_RESOURCES = ("energy", "co2", "train_time", "gpu_memory", "params")
 GROUPS = {  # colour-by column -> {value: legend label}, colours
@@ -26,13 +27,14 @@ COLOR_TITLES = {"model_type": "model type", "efficient": "efficient (own paper's
 NO_LIMIT = 0  # Vega-Lite: a label limit of 0 never cuts a label
 
 
-def show(where, chart: alt.TopLevelMixin, **kwargs) -> None:
-    """Draw `chart` in `where` (st or a column), its spec sent as built: Altair's schema check
-    costs tens of milliseconds on every rerun, and the chart tests check the specs."""
-    where.vega_lite_chart(chart.to_dict(validate=False), **kwargs)
+def show(where, chart: alt.TopLevelMixin | dict, **kwargs) -> None:
+    """Draw `chart` (an Altair chart, or a Vega-Lite spec with named datasets) in `where` (st
+    or a column), its spec sent as built: Altair's schema check costs tens of milliseconds
+    on every rerun, and the chart tests check the specs."""
+    where.vega_lite_chart(chart if isinstance(chart, dict) else chart.to_dict(validate=False), **kwargs)
 
 
-def readable(models: pd.DataFrame, units: Mapping[str, tuple[str, float]]) -> tuple[pd.DataFrame, list]:
+def readable(models: pd.DataFrame, units: Mapping[str, tuple[str, float]]) -> tuple[pd.DataFrame, list[dict]]:
     """Resource columns scaled to readable units, and tooltips naming the units."""
     data = models.copy()
     tips = []
@@ -43,13 +45,27 @@ def readable(models: pd.DataFrame, units: Mapping[str, tuple[str, float]]) -> tu
             field = f"show_{name}"
             data[field] = data[resource.column].astype(float) / factor
             title = f"{resource.label} ({unit})" if unit else f"{resource.label} ({'count' if not resource.unit else resource.unit})"
-            tips.append(alt.Tooltip(f"{field}:Q", title=title, format=".3~g"))
+            tips.append(_quantity(field, title, format=".3~g"))
     return data, tips
+
+
+def _quantity(field: str, title: str | None = None, **settings) -> dict:
+    """A quantitative Vega-Lite field definition."""
+    return {"field": field, "type": "quantitative", **({} if title is None else {"title": title}), **settings}
+
+
+def _layer(dataset: str, mark: dict, **encoding) -> dict:
+    return {"data": {"name": dataset}, "mark": mark, "encoding": encoding}
+
+
+# The Explorer's charts, redrawn on every change of a control, are Vega-Lite specs built as
+# dicts: Altair's objects cost ~0.15 s a rerun. Their data travel as named datasets, and
+# nothing a weight changes is in the spec, so the browser updates the data in place.
 
 
 def pepr_vs_params(
     models: pd.DataFrame, threshold: float, color: str = "model_type", units: Mapping[str, tuple[str, float]] | None = None
-) -> alt.Chart:
+) -> dict:
     """PePR against parameter count (log x over the models' own range), the small-model region
     shaded and named in the title (paper, Fig. 3d)."""
     labels, colours = GROUPS[color]
@@ -59,25 +75,27 @@ def pepr_vs_params(
     low = float(data["params"].min()) if len(data) else 1e6
     high = float(data["params"].max()) if len(data) else 1e8
     domain = [min(low, threshold) / 1.3, max(high, threshold) * 1.3]
-    region = pd.DataFrame({"x0": [domain[0]], "x1": [threshold]})
-    x = alt.X("params:Q", scale=alt.Scale(type="log", domain=domain, nice=False), title="parameters (log scale)",
-              axis=alt.Axis(format="~s"))
-    shade = alt.Chart(region).mark_rect(color="#2ca02c", opacity=0.08).encode(x=alt.X("x0:Q", scale=alt.Scale(type="log", domain=domain, nice=False)), x2="x1:Q")
-    edge = alt.Chart(region).mark_rule(strokeDash=[4, 3], color="#2ca02c").encode(x=alt.X("x1:Q", scale=alt.Scale(type="log", domain=domain, nice=False)))
-    order = [*labels.values(), "unknown"]
-    points = (
-        alt.Chart(data)
-        .mark_circle(size=60, opacity=0.85)
-        .encode(
-            x=x,
-            y=alt.Y("pepr:Q", title="PePR", scale=alt.Scale(zero=False)),
-            color=alt.Color("group:N", title=COLOR_TITLES[color], scale=alt.Scale(domain=order, range=colours),
-                            legend=alt.Legend(orient="bottom", labelLimit=NO_LIMIT)),
-            tooltip=[*_TOOLTIP, *tips],
-        )
-    )
-    title = alt.TitleParams(f"Shaded: small models, at most {threshold / 1e6:.3g}M parameters", fontSize=12, fontWeight="normal", anchor="start")
-    return alt.layer(shade, edge, points).properties(height=380, title=title)
+    x_title = "parameters (log scale)"
+    scale = {"type": "log", "domain": domain, "nice": False}
+    return {
+        "height": 380,
+        "title": {"text": f"Shaded: small models, at most {threshold / 1e6:.3g}M parameters",
+                  "fontSize": 12, "fontWeight": "normal", "anchor": "start"},
+        "datasets": {"region": pd.DataFrame({"x0": [domain[0]], "x1": [threshold]}), "models": data},
+        "layer": [
+            _layer("region", {"type": "rect", "color": "#2ca02c", "opacity": 0.08},
+                   x=_quantity("x0", x_title, scale=scale), x2={"field": "x1"}),
+            _layer("region", {"type": "rule", "strokeDash": [4, 3], "color": "#2ca02c"},
+                   x=_quantity("x1", x_title, scale=scale)),
+            _layer("models", {"type": "circle", "size": 60, "opacity": 0.85},
+                   x=_quantity("params", x_title, scale=scale, axis={"format": "~s"}),
+                   y=_quantity("pepr", "PePR", scale={"zero": False}),
+                   color={"field": "group", "type": "nominal", "title": COLOR_TITLES[color],
+                          "scale": {"domain": [*labels.values(), "unknown"], "range": colours},
+                          "legend": {"orient": "bottom", "labelLimit": NO_LIMIT}},
+                   tooltip=[*_TOOLTIP, *tips]),
+        ],
+    }
 
 
 def performance_vs_resource(
@@ -86,7 +104,7 @@ def performance_vs_resource(
     alpha: float = 1.0,
     levels: int = 5,
     units: Mapping[str, tuple[str, float]] | None = None,
-) -> alt.Chart:
+) -> dict:
     """Performance against weighted normalised resource over labelled PePR iso-lines, the
     Pareto front drawn and the top-PePR model marked: where the highest iso-line touches the
     front (paper, Fig. 4a)."""
@@ -99,19 +117,7 @@ def performance_vs_resource(
     r_grid, p_grid = np.meshgrid(np.linspace(0, 1, 21), np.linspace(p_low, 1, 21))
     surface = pd.DataFrame({"R": r_grid.ravel(), "P": p_grid.ravel()})
     surface["pepr"] = pepr(surface["P"].to_numpy(), surface["R"].to_numpy(), alpha)
-    step_r, step_p = 1 / 20, (1 - p_low) / 20
-    x_scale, y_scale = alt.Scale(domain=[0, 1]), alt.Scale(domain=[p_low, 1])
-    heat = (
-        alt.Chart(surface.assign(R2=surface.R + step_r, P2=surface.P + step_p))
-        .mark_rect(opacity=0.3)
-        .encode(
-            x=alt.X("R:Q", title="weighted normalised resource R", scale=x_scale),
-            x2="R2:Q",
-            y=alt.Y("P:Q", title="performance", scale=y_scale),
-            y2="P2:Q",
-            color=alt.Color("pepr:Q", title="PePR", scale=alt.Scale(scheme="greens")),
-        )
-    )
+    surface["R2"], surface["P2"] = surface["R"] + 1 / 20, surface["P"] + (1 - p_low) / 20
     top = float(data["pepr"].max()) if len(data) else 0.5
     steps = {round(float(v), 2) for v in np.linspace(p_low / (1 + 1 / alpha), top, levels)}
     values = sorted({v for v in steps if abs(v - top) > 0.03} | {round(top, 3)})  # no two labels on one spot
@@ -119,44 +125,42 @@ def performance_vs_resource(
     iso = pd.DataFrame(
         [{"level": c, "R": r, "P": float(c * (alpha + r) / alpha)} for c in values for r in r_line]
     ).query("@p_low <= P <= 1")
-    lines = (
-        alt.Chart(iso)
-        .mark_line(color="#555", strokeDash=[2, 3], strokeWidth=1, clip=True)
-        .encode(x=alt.X("R:Q", scale=x_scale), y=alt.Y("P:Q", scale=y_scale), detail="level:N",
-                tooltip=alt.Tooltip("level:Q", title="PePR on this line"))
-    )
     ends = iso.sort_values("R").groupby("level", as_index=False).last()
-    iso_labels = (
-        alt.Chart(ends.assign(text=ends["level"].map(lambda v: f"PePR {v:g}")))
-        .mark_text(align="right", baseline="bottom", dx=-2, dy=-2, fontSize=10, color="#444")
-        .encode(x=alt.X("R:Q", scale=x_scale), y=alt.Y("P:Q", scale=y_scale), text="text:N")
-    )
-    points = (
-        alt.Chart(data)
-        .mark_circle(size=55, opacity=0.85, color="#1f77b4")
-        .encode(x=alt.X("resource:Q", scale=x_scale), y=alt.Y("performance:Q", scale=y_scale),
-                tooltip=[*_TOOLTIP, alt.Tooltip("resource:Q", title="R (normalised)", format=".3f"), *tips])
-    )
-    front_line = (
-        alt.Chart(data[data["front"]].sort_values("resource"))
-        .mark_line(color="#d62728", point=True)
-        .encode(x=alt.X("resource:Q", scale=x_scale), y=alt.Y("performance:Q", scale=y_scale), order="resource:Q",
-                tooltip=[*_TOOLTIP, *tips])
-    )
-    layers = [heat, lines, iso_labels, points, front_line]
-    if len(data):
-        best = data[data["rank"] == data["rank"].min()].head(1)
-        layers.append(
-            alt.Chart(best)
-            .mark_point(shape="diamond", size=260, color="#d62728", filled=True)
-            .encode(x=alt.X("resource:Q", scale=x_scale), y=alt.Y("performance:Q", scale=y_scale), tooltip=[*_TOOLTIP, *tips])
-        )
-        layers.append(
-            alt.Chart(best.assign(text="top PePR: " + best["model"]))
-            .mark_text(align="left", dx=10, dy=-10, fontWeight="bold", color="#d62728")
-            .encode(x=alt.X("resource:Q", scale=x_scale), y=alt.Y("performance:Q", scale=y_scale), text="text:N")
-        )
-    return alt.layer(*layers).properties(height=380)
+    best = data[data["rank"] == data["rank"].min()].head(1)
+    x_title, y_title = "weighted normalised resource R", "performance"
+    scales = {"x": {"domain": [0, 1]}, "y": {"domain": [p_low, 1]}}
+
+    def xy(x: str, y: str) -> dict:
+        return {"x": _quantity(x, x_title, scale=scales["x"]), "y": _quantity(y, y_title, scale=scales["y"])}
+
+    red = "#d62728"
+    return {
+        "height": 380,
+        "datasets": {
+            "surface": surface, "iso": iso, "iso_ends": ends.assign(text=ends["level"].map(lambda v: f"PePR {v:g}")),
+            "models": data, "front": data[data["front"]].sort_values("resource"),
+            "best": best.assign(text="top PePR: " + best["model"]),
+        },
+        "layer": [
+            _layer("surface", {"type": "rect", "opacity": 0.3}, **xy("R", "P"), x2={"field": "R2"}, y2={"field": "P2"},
+                   color=_quantity("pepr", "PePR", scale={"scheme": "greens"})),
+            _layer("iso", {"type": "line", "color": "#555", "strokeDash": [2, 3], "strokeWidth": 1,
+                           "clip": True},
+                   **xy("R", "P"), detail={"field": "level", "type": "nominal"}),
+            _layer("iso_ends", {"type": "text", "align": "right", "baseline": "bottom", "dx": -2, "dy": -2,
+                                "fontSize": 10, "color": "#444"},
+                   **xy("R", "P"), text={"field": "text", "type": "nominal"}),
+            _layer("models", {"type": "circle", "size": 55, "opacity": 0.85, "color": "#1f77b4"},
+                   **xy("resource", "performance"),
+                   tooltip=[*_TOOLTIP, _quantity("resource", "R (normalised)", format=".3f"), *tips]),
+            _layer("front", {"type": "line", "color": red, "point": True}, **xy("resource", "performance"),
+                   order=_quantity("resource"), tooltip=[*_TOOLTIP, *tips]),
+            _layer("best", {"type": "point", "shape": "diamond", "size": 260, "color": red, "filled": True},
+                   **xy("resource", "performance"), tooltip=[*_TOOLTIP, *tips]),
+            _layer("best", {"type": "text", "align": "left", "dx": 10, "dy": -10, "fontWeight": "bold", "color": red},
+                   **xy("resource", "performance"), text={"field": "text", "type": "nominal"}),
+        ],
+    }
 
 
 def rank_probabilities(table: pd.DataFrame, top: int = 15) -> alt.Chart:

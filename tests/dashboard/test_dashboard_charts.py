@@ -24,11 +24,23 @@ UNITS = {"energy": ("mWh", 1e-6), "gpu_memory": ("GB", 1.0), "params": ("M", 1e6
 
 
 def layer_data(spec: dict, index: int) -> list[dict]:
-    return spec["datasets"][spec["layer"][index]["data"]["name"]]
+    data = spec["datasets"][spec["layer"][index]["data"]["name"]]
+    return data.to_dict("records") if isinstance(data, pd.DataFrame) else data
+
+
+def test_explorer_specs_are_valid_vega_lite():
+    from altair.utils.schemapi import validate_jsonschema
+    from altair.vegalite.v6.schema import load_schema
+
+    for colour in charts.GROUPS:
+        for spec in (charts.pepr_vs_params(MODELS, 20e6, colour, UNITS),
+                     charts.performance_vs_resource(MODELS, np.array([True, False, True]), 0.5, units=UNITS)):
+            datasets = {name: frame.to_dict("records") for name, frame in spec["datasets"].items()}
+            validate_jsonschema({**spec, "datasets": datasets}, load_schema())
 
 
 def test_pepr_vs_params_log_x_over_the_models_range_small_region_in_the_title():
-    spec = charts.pepr_vs_params(MODELS, threshold=20e6, units=UNITS).to_dict()
+    spec = charts.pepr_vs_params(MODELS, threshold=20e6, units=UNITS)
     shade, edge, points = spec["layer"]
     scale = points["encoding"]["x"]["scale"]
     assert scale["type"] == "log" and scale["nice"] is False
@@ -43,7 +55,7 @@ def test_pepr_vs_params_log_x_over_the_models_range_small_region_in_the_title():
 
 
 def test_colour_by_efficient_is_labelled_in_two_distinct_colours():
-    spec = charts.pepr_vs_params(MODELS, 20e6, color="efficient").to_dict()
+    spec = charts.pepr_vs_params(MODELS, 20e6, color="efficient")
     points = spec["layer"][2]
     assert [row["group"] for row in layer_data(spec, 2)] == ["efficient", "not efficient", "not efficient"]
     colour = points["encoding"]["color"]["scale"]
@@ -53,7 +65,7 @@ def test_colour_by_efficient_is_labelled_in_two_distinct_colours():
 
 def test_performance_vs_resource_marks_the_top_pepr_model_and_labels_iso_lines():
     front = np.array([True, True, True])
-    spec = charts.performance_vs_resource(MODELS, front, alpha=1.0, units=UNITS).to_dict()
+    spec = charts.performance_vs_resource(MODELS, front, alpha=1.0, units=UNITS)
     heat, lines, labels, points, front_line, marker, name = spec["layer"]
     surface = layer_data(spec, 0)
     corner = next(r for r in surface if r["R"] == 1.0 and r["P"] == 1.0)
