@@ -11,10 +11,9 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import data
-from dashboard.text import without_path
+from dashboard.text import plain, without_path
 from pepr.errors import PeprError
 from pepr.importer import FIELDS, ColumnMap, Table, convert, detect_format, parse_table, preview
-from pepr.report import markdown_text
 from pepr.store import RunStore
 
 MAX_UPLOAD_MB = 50
@@ -34,7 +33,7 @@ def _read(upload, fmt: str | None = None) -> Table | None:
     try:
         return parse_table(upload.getvalue(), upload.name, fmt or detect_format(upload.name))
     except PeprError as error:
-        st.error(markdown_text(error))
+        st.error(plain(error))
         return None
 
 
@@ -81,7 +80,7 @@ def import_panel(target_db_path: str) -> None:
     table = _read(upload)
     if table is None:
         return
-    st.caption(f"{len(table.frame)} row(s), columns: {markdown_text(', '.join(map(str, table.frame.columns)))}")
+    st.caption(f"{len(table.frame)} row(s), columns: {plain(', '.join(map(str, table.frame.columns)))}")
 
     carbon = st.file_uploader("CodeCarbon's emissions.csv (optional)", type=["csv"], key="ip_emissions")
     emissions = _read(carbon, "csv") if carbon is not None else None
@@ -113,7 +112,7 @@ def import_panel(target_db_path: str) -> None:
         shown = [c for c in SHOWN + [FIELDS[m.field].column for m in maps] if c in result.runs]
         st.dataframe(result.runs[list(dict.fromkeys(shown))], hide_index=True, width="stretch")
     for error in result.errors:
-        st.error(markdown_text(error))
+        st.error(plain(error))
     name = Path(target_db_path).stem  # the database's name, not where the server keeps it
     if st.button(f"Import {result.count} run(s) into {name}", key="ip_import",
                  disabled=bool(result.errors) or not result.count):
@@ -121,7 +120,7 @@ def import_panel(target_db_path: str) -> None:
             Path(target_db_path).parent.mkdir(parents=True, exist_ok=True)
             added = RunStore(target_db_path).append(convert(table, maps, **options).runs)
         except PeprError as error:
-            st.error(markdown_text(without_path(error, target_db_path)))
+            st.error(plain(without_path(error, target_db_path)))
         else:
-            st.success(f"Imported {added} new run(s) into {markdown_text(name)}.")
+            st.success(f"Imported {added} new run(s) into {plain(name)}.")
             data.refresh()

@@ -13,8 +13,9 @@ from collections.abc import Mapping
 import pandas as pd
 import streamlit as st
 
+from dashboard.text import plain
 from pepr.errors import PeprError
-from pepr.report import Report, build_report, markdown_text, report_files
+from pepr.report import Report, build_report, report_files
 
 
 def report_zip(report: Report) -> bytes:
@@ -39,7 +40,7 @@ def report_downloads(
     try:
         report = _report(runs, experiment, tuple(weights.items()), normalization, alpha)
     except PeprError as error:
-        st.info(f"No report: {markdown_text(error)}")
+        st.info(f"No report: {plain(error)}")
         return
     slug = re.sub(r"[^A-Za-z0-9]+", "-", experiment).strip("-") or "experiment"
     left, right = st.columns(2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 from streamlit.testing.v1 import AppTest
 
+from dashboard.text import plain
 from pepr.store import RunStore
 
 RESULTS = b"run,arch,acc,energy_Wh\nw1,resnet18,91.5,12.5\nw2,vit_tiny,88,3\nw3,<b>x</b>,90,abc\n"
@@ -35,7 +36,7 @@ def test_upload_map_preview_errors_then_import(tmp_path):
     at.run()
     assert not at.exception
     errors = [element.value for element in at.error]
-    assert errors == [r"results.csv, row 4, column energy\_Wh: not a number: 'abc'"]
+    assert errors == [plain("results.csv, row 4, column energy_Wh: not a number: 'abc'")]
     preview = at.dataframe[0].value
     assert list(preview["model"]) == ["resnet18", "vit_tiny", "<b>x</b>"]
     assert list(preview["performance"])[:2] == [0.915, 0.88] and list(preview["energy_kwh"])[:2] == [0.0125, 0.003]
@@ -57,7 +58,16 @@ def test_an_unreadable_upload_is_one_error(tmp_path):
     at = AppTest.from_function(panel_script, args=(str(tmp_path / "x.duckdb"),), default_timeout=60).run()
     at.file_uploader(key="ip_table").set_value(("bad.jsonl", b"not json\n", "application/json"))
     at.run()
-    assert [e.value for e in at.error] == ["bad.jsonl, row 1: not JSON (Expecting value)"]
+    assert [e.value for e in at.error] == [plain("bad.jsonl, row 1: not JSON (Expecting value)")]
+
+
+def test_column_names_from_an_upload_are_shown_as_text_not_links(tmp_path):
+    at = AppTest.from_function(panel_script, args=(str(tmp_path / "x.duckdb"),), default_timeout=60).run()
+    at.file_uploader(key="ip_table").set_value(("r.csv", b"model,http://evil.example/acc\nm,0.9\n", "text/csv"))
+    at.run()
+    (columns,) = [c.value for c in at.caption if "columns:" in c.value]
+    assert "http://" not in columns and "evil.example" not in columns  # no autolink can form
+    assert columns.endswith(plain("model, http://evil.example/acc"))
 
 
 def test_codecarbon_upload_joins(tmp_path):
