@@ -167,7 +167,7 @@ def _pinned_batches(x, y, spans, order, device, depth: int = PINNED_BUFFERS):
     size = max(end - start for start, end in spans) if spans else 0
     x_pinned = [torch.empty((size, *x.shape[1:]), dtype=x.dtype, pin_memory=True) for _ in range(depth)]
     y_pinned = [torch.empty((size,), dtype=y.dtype, pin_memory=True) for _ in range(depth)]
-    # numpy gathers in one thread with the GIL released; torch's would wake its thread pool.
+    # numpy gathers in this one thread with the GIL released (torch may wake its OpenMP pool).
     x_host, y_host = x.numpy(), y.numpy()
     order = None if order is None else order.numpy()
     x_slots, y_slots = [b.numpy() for b in x_pinned], [b.numpy() for b in y_pinned]
