@@ -1,22 +1,37 @@
-"""Charts as pure functions: DataFrames in, Vega-Lite charts out (Altair charts, or spec dicts
-with named datasets where a chart is redrawn on every rerun); no Streamlit here."""
+"""Charts as pure functions: DataFrames in, Vega-Lite specs out, as dicts whose data travel as
+named datasets (Streamlit sends them as Arrow); no Streamlit here. Built without Altair's
+objects, which cost ~0.15 s a rerun; the tests validate every spec against Vega-Lite's schema."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-import altair as alt
 import numpy as np
 import pandas as pd
 
 from pepr.resources import RESOURCES
 from pepr.score import pepr
 
+
+def _quantity(field: str, title: str | None = None, **settings) -> dict:
+    """A quantitative Vega-Lite field definition."""
+    return {"field": field, "type": "quantitative", **({} if title is None else {"title": title}), **settings}
+
+
+def _category(field: str, title: str | None = None, **settings) -> dict:
+    """A nominal Vega-Lite field definition."""
+    return {"field": field, "type": "nominal", **({} if title is None else {"title": title}), **settings}
+
+
+def _layer(dataset: str, mark: dict, **encoding) -> dict:
+    return {"data": {"name": dataset}, "mark": mark, "encoding": encoding}
+
+
 _TOOLTIP = [
-    {"field": "model", "type": "nominal", "title": "model"},
-    {"field": "performance", "type": "quantitative", "title": "performance", "format": ".3f"},
-    {"field": "pepr", "type": "quantitative", "title": "PePR", "format": ".3f"},
-    {"field": "rank", "type": "quantitative", "title": "PePR rank"},
+    _category("model", "model"),
+    _quantity("performance", "performance", format=".3f"),
+    _quantity("pepr", "PePR", format=".3f"),
+    _quantity("rank", "PePR rank"),
 ]
 TOOLTIP_RESOURCES = ("energy", "co2", "train_time", "gpu_memory", "params")
 GROUPS = {  # colour-by column -> {value: legend label}, colours
@@ -27,11 +42,9 @@ COLOR_TITLES = {"model_type": "model type", "efficient": "efficient (own paper's
 NO_LIMIT = 0  # Vega-Lite: a label limit of 0 never cuts a label
 
 
-def show(where, chart: alt.TopLevelMixin | dict, **kwargs) -> None:
-    """Draw `chart` (an Altair chart, or a Vega-Lite spec with named datasets) in `where` (st
-    or a column), its spec sent as built: Altair's schema check costs tens of milliseconds
-    on every rerun, and the chart tests check the specs."""
-    where.vega_lite_chart(chart if isinstance(chart, dict) else chart.to_dict(validate=False), **kwargs)
+def show(where, spec: dict, **kwargs) -> None:
+    """Draw a chart's spec in `where` (st or a column)."""
+    where.vega_lite_chart(spec, **kwargs)
 
 
 def readable(models: pd.DataFrame, units: Mapping[str, tuple[str, float]]) -> tuple[pd.DataFrame, list[dict]]:
@@ -49,18 +62,8 @@ def readable(models: pd.DataFrame, units: Mapping[str, tuple[str, float]]) -> tu
     return data, tips
 
 
-def _quantity(field: str, title: str | None = None, **settings) -> dict:
-    """A quantitative Vega-Lite field definition."""
-    return {"field": field, "type": "quantitative", **({} if title is None else {"title": title}), **settings}
-
-
-def _layer(dataset: str, mark: dict, **encoding) -> dict:
-    return {"data": {"name": dataset}, "mark": mark, "encoding": encoding}
-
-
-# The Explorer's charts, redrawn on every change of a control, are Vega-Lite specs built as
-# dicts: Altair's objects cost ~0.15 s a rerun. Their data travel as named datasets, and
-# nothing a weight changes is in the spec, so the browser updates the data in place.
+# Nothing a weight changes is in the Explorer's specs, only in their data: the browser then
+# updates the data of the charts in place.
 
 
 def pepr_vs_params(
@@ -90,9 +93,9 @@ def pepr_vs_params(
             _layer("models", {"type": "circle", "size": 60, "opacity": 0.85},
                    x=_quantity("params", x_title, scale=scale, axis={"format": "~s"}),
                    y=_quantity("pepr", "PePR", scale={"zero": False}),
-                   color={"field": "group", "type": "nominal", "title": COLOR_TITLES[color],
-                          "scale": {"domain": [*labels.values(), "unknown"], "range": colours},
-                          "legend": {"orient": "bottom", "labelLimit": NO_LIMIT}},
+                   color=_category("group", COLOR_TITLES[color],
+                                   scale={"domain": [*labels.values(), "unknown"], "range": colours},
+                                   legend={"orient": "bottom", "labelLimit": NO_LIMIT}),
                    tooltip=[*_TOOLTIP, *tips]),
         ],
     }
@@ -146,10 +149,10 @@ def performance_vs_resource(
                    color=_quantity("pepr", "PePR", scale={"scheme": "greens"})),
             _layer("iso", {"type": "line", "color": "#555", "strokeDash": [2, 3], "strokeWidth": 1,
                            "clip": True},
-                   **xy("R", "P"), detail={"field": "level", "type": "nominal"}),
+                   **xy("R", "P"), detail=_category("level")),
             _layer("iso_ends", {"type": "text", "align": "right", "baseline": "bottom", "dx": -2, "dy": -2,
                                 "fontSize": 10, "color": "#444"},
-                   **xy("R", "P"), text={"field": "text", "type": "nominal"}),
+                   **xy("R", "P"), text=_category("text")),
             _layer("models", {"type": "circle", "size": 55, "opacity": 0.85, "color": "#1f77b4"},
                    **xy("resource", "performance"),
                    tooltip=[*_TOOLTIP, _quantity("resource", "R (normalised)", format=".3f"), *tips]),
@@ -158,33 +161,34 @@ def performance_vs_resource(
             _layer("best", {"type": "point", "shape": "diamond", "size": 260, "color": red, "filled": True},
                    **xy("resource", "performance"), tooltip=[*_TOOLTIP, *tips]),
             _layer("best", {"type": "text", "align": "left", "dx": 10, "dy": -10, "fontWeight": "bold", "color": red},
-                   **xy("resource", "performance"), text={"field": "text", "type": "nominal"}),
+                   **xy("resource", "performance"), text=_category("text")),
         ],
     }
 
 
-def rank_probabilities(table: pd.DataFrame, top: int = 15) -> alt.Chart:
+def rank_probabilities(table: pd.DataFrame, top: int = 15) -> dict:
     """Per model, the probability of ranking first and of being in the top 5, as bars; model
     names in full."""
     head = table.sort_values(["p_top5", "p_first"], ascending=False).head(top)
     long = head.melt(
         id_vars="model", value_vars=["p_first", "p_top5"], var_name="event", value_name="p"
     ).replace({"event": {"p_first": "rank 1", "p_top5": "top 5"}})
-    return (
-        alt.Chart(long)
-        .mark_bar()
-        .encode(
-            y=alt.Y("model:N", sort=list(head["model"]), title=None, axis=alt.Axis(labelLimit=NO_LIMIT)),
-            x=alt.X("p:Q", title="probability", scale=alt.Scale(domain=[0, 1])),
-            color=alt.Color("event:N", title=None, legend=alt.Legend(orient="bottom")),
-            yOffset="event:N",
-            tooltip=["model:N", "event:N", alt.Tooltip("p:Q", format=".2f")],
-        )
-        .properties(height=max(120, 34 * len(head)))
-    )
+    return {
+        "height": max(120, 34 * len(head)),
+        "datasets": {"probabilities": long},
+        "data": {"name": "probabilities"},
+        "mark": {"type": "bar"},
+        "encoding": {
+            "y": {**_category("model"), "sort": list(head["model"]), "title": None, "axis": {"labelLimit": NO_LIMIT}},
+            "x": _quantity("p", "probability", scale={"domain": [0, 1]}),
+            "color": {**_category("event"), "title": None, "legend": {"orient": "bottom"}},
+            "yOffset": _category("event"),
+            "tooltip": [_category("model"), _category("event"), _quantity("p", format=".2f")],
+        },
+    }
 
 
-def distributions(frame: pd.DataFrame, value: str, title: str, max_dots: int = 600, scale: float = 1.0) -> alt.Chart:
+def distributions(frame: pd.DataFrame, value: str, title: str, max_dots: int = 600, scale: float = 1.0) -> dict:
     """Two groups side by side: boxes (quartiles, min-max whiskers, median tick) computed here,
     over the individual values where there are at most `max_dots` of them; values divided by
     `scale` (a readable unit)."""
@@ -198,76 +202,59 @@ def distributions(frame: pd.DataFrame, value: str, title: str, max_dots: int = 6
         .reset_index()
         .astype({"group": str})
     )
-    x = alt.X("group:N", title=None, sort=order, axis=alt.Axis(labelAngle=0))
-    base = alt.Chart(stats).encode(x=x)
-    whisker = base.mark_rule(color="#555").encode(
-        y=alt.Y("low:Q", title=title, scale=alt.Scale(zero=False)), y2="high:Q"
-    )
-    box = base.mark_bar(size=40, opacity=0.5).encode(
-        y="q1:Q",
-        y2="q3:Q",
-        color=alt.Color("group:N", legend=None, sort=order),
-        tooltip=["group:N", *(alt.Tooltip(f"{c}:Q", format=".3~g") for c in ("low", "q1", "median", "q3", "high"))],
-    )
-    median = base.mark_tick(size=40, thickness=2, color="black").encode(y="median:Q")
-    layers = [whisker, box, median]
+    x = {**_category("group"), "title": None, "axis": {"labelAngle": 0}, **({} if order is None else {"sort": order})}
+    datasets = {"stats": stats}
+    layers = [
+        _layer("stats", {"type": "rule", "color": "#555"}, x=x,
+               y=_quantity("low", title, scale={"zero": False}), y2={"field": "high"}),
+        _layer("stats", {"type": "bar", "size": 40, "opacity": 0.5}, x=x, y=_quantity("q1", title), y2={"field": "q3"},
+               color={**_category("group"), "legend": None, **({} if order is None else {"sort": order})},
+               tooltip=[_category("group"), *(_quantity(c, format=".3~g") for c in ("low", "q1", "median", "q3", "high"))]),
+        _layer("stats", {"type": "tick", "size": 40, "thickness": 2, "color": "black"}, x=x, y=_quantity("median", title)),
+    ]
     if len(frame) <= max_dots:
-        dots = (
-            alt.Chart(frame[["group", value, "model", "experiment"]].astype({"group": str}))
-            .transform_calculate(jitter="random() - 0.5")
-            .mark_circle(size=14, opacity=0.45, color="#333")
-            .encode(
-                x=x,
-                y=f"{value}:Q",
-                xOffset=alt.XOffset("jitter:Q", scale=alt.Scale(domain=[-1, 1])),
-                tooltip=["model:N", "experiment:N", alt.Tooltip(f"{value}:Q", title=title, format=".3~g")],
-            )
-        )
-        layers.append(dots)
-    return alt.layer(*layers).properties(height=260)
+        datasets["values"] = frame[["group", value, "model", "experiment"]].astype({"group": str})
+        layers.append({
+            **_layer("values", {"type": "circle", "size": 14, "opacity": 0.45, "color": "#333"}, x=x,
+                     y=_quantity(value, title), xOffset=_quantity("jitter", scale={"domain": [-1, 1]}),
+                     tooltip=[_category("model"), _category("experiment"), _quantity(value, title, format=".3~g")]),
+            "transform": [{"calculate": "random() - 0.5", "as": "jitter"}],
+        })
+    return {"height": 260, "datasets": datasets, "layer": layers}
 
 
-def _run_colour(curves: pd.DataFrame) -> alt.Color:
-    return alt.Color("label:N", title="run", legend=alt.Legend(orient="bottom", columns=1, labelLimit=NO_LIMIT))
+def _run_colour() -> dict:
+    return {**_category("label"), "title": "run", "legend": {"orient": "bottom", "columns": 1, "labelLimit": NO_LIMIT}}
 
 
-def learning_curves(curves: pd.DataFrame, x: str, x_title: str, scale: float = 1.0) -> alt.Chart:
+def learning_curves(curves: pd.DataFrame, x: str, x_title: str, scale: float = 1.0) -> dict:
     """Performance per epoch against cumulative resource (divided by `scale`), one line per run."""
-    data = curves.assign(**{x: curves[x].astype(float) / scale})
-    return (
-        alt.Chart(data)
-        .mark_line(point=True)
-        .encode(
-            x=alt.X(f"{x}:Q", title=x_title),
-            y=alt.Y("performance:Q", title="performance", scale=alt.Scale(zero=False)),
-            color=_run_colour(data),
-            tooltip=["label:N", "epoch:Q", alt.Tooltip(f"{x}:Q", title=x_title, format=".3~g"),
-                     alt.Tooltip("performance:Q", format=".3f")],
-        )
-        .properties(height=320)
-    )
+    return {
+        "height": 320,
+        "datasets": {"curves": curves.assign(**{x: curves[x].astype(float) / scale})},
+        "data": {"name": "curves"},
+        "mark": {"type": "line", "point": True},
+        "encoding": {
+            "x": _quantity(x, x_title),
+            "y": _quantity("performance", "performance", scale={"zero": False}),
+            "color": _run_colour(),
+            "tooltip": [_category("label"), _quantity("epoch"), _quantity(x, x_title, format=".3~g"),
+                        _quantity("performance", format=".3f")],
+        },
+    }
 
 
-def pepr_curves(curves: pd.DataFrame, peaks: pd.DataFrame) -> alt.Chart:
+def pepr_curves(curves: pd.DataFrame, peaks: pd.DataFrame) -> dict:
     """The PePR curve of each run, its peak (the point of diminishing returns) marked."""
-    lines = (
-        alt.Chart(curves)
-        .mark_line()
-        .encode(
-            x=alt.X("R:Q", title="normalised cumulative resource R"),
-            y=alt.Y("pepr:Q", title="PePR", scale=alt.Scale(zero=False)),
-            color=_run_colour(curves),
-            tooltip=["label:N", "epoch:Q", alt.Tooltip("pepr:Q", format=".3f")],
-        )
-    )
-    peak = (
-        alt.Chart(peaks)
-        .mark_point(shape="triangle-up", size=180, filled=True)
-        .encode(
-            x="R:Q",
-            y="pepr:Q",
-            color=alt.Color("label:N"),
-            tooltip=["label:N", alt.Tooltip("epoch:Q", title="peak epoch"), alt.Tooltip("pepr:Q", format=".3f")],
-        )
-    )
-    return alt.layer(lines, peak).properties(height=320)
+    x, y = _quantity("R", "normalised cumulative resource R"), _quantity("pepr", "PePR", scale={"zero": False})
+    return {
+        "height": 320,
+        "datasets": {"curves": curves, "peaks": peaks},
+        "layer": [
+            _layer("curves", {"type": "line"}, x=x, y=y, color=_run_colour(),
+                   tooltip=[_category("label"), _quantity("epoch"), _quantity("pepr", format=".3f")]),
+            _layer("peaks", {"type": "point", "shape": "triangle-up", "size": 180, "filled": True}, x=x, y=y,
+                   color=_category("label"),
+                   tooltip=[_category("label"), _quantity("epoch", "peak epoch"), _quantity("pepr", format=".3f")]),
+        ],
+    }

@@ -23,20 +23,30 @@ MODELS = pd.DataFrame(
 UNITS = {"energy": ("mWh", 1e-6), "gpu_memory": ("GB", 1.0), "params": ("M", 1e6)}
 
 
-def layer_data(spec: dict, index: int) -> list[dict]:
-    data = spec["datasets"][spec["layer"][index]["data"]["name"]]
-    return data.to_dict("records") if isinstance(data, pd.DataFrame) else data
+def layer_data(spec: dict, index: int | None = None) -> list[dict]:
+    """The rows a layer (or a single-view chart, index None) draws."""
+    view = spec if index is None else spec["layer"][index]
+    return spec["datasets"][view["data"]["name"]].to_dict("records")
 
 
-def test_explorer_specs_are_valid_vega_lite():
+def test_every_chart_is_valid_vega_lite():
     from altair.utils.schemapi import validate_jsonschema
     from altair.vegalite.v6.schema import load_schema
 
-    for colour in charts.GROUPS:
-        for spec in (charts.pepr_vs_params(MODELS, 20e6, colour, UNITS),
-                     charts.performance_vs_resource(MODELS, np.array([True, False, True]), 0.5, units=UNITS)):
-            datasets = {name: frame.to_dict("records") for name, frame in spec["datasets"].items()}
-            validate_jsonschema({**spec, "datasets": datasets}, load_schema())
+    frame = MODELS.assign(experiment="exp", group=pd.Categorical(["small", "large", "large"], ["small", "large"]))
+    curves = pd.DataFrame({"label": ["a", "a"], "epoch": [1, 2], "performance": [0.5, 0.6], "R": [0.5, 1.0],
+                           "pepr": [0.4, 0.3], "cum_energy_kwh": [1.0, 2.0]})
+    specs = [
+        *(charts.pepr_vs_params(MODELS, 20e6, colour, UNITS) for colour in charts.GROUPS),
+        charts.performance_vs_resource(MODELS, np.array([True, False, True]), 0.5, units=UNITS),
+        charts.rank_probabilities(pd.DataFrame({"model": ["a", "b"], "p_first": [0.1, 0.9], "p_top5": [0.5, 1.0]})),
+        charts.distributions(frame, "pepr", "PePR"),
+        charts.learning_curves(curves, "cum_energy_kwh", "energy"),
+        charts.pepr_curves(curves, curves.tail(1)),
+    ]
+    for spec in specs:
+        datasets = {name: rows.to_dict("records") for name, rows in spec["datasets"].items()}
+        validate_jsonschema({**spec, "datasets": datasets}, load_schema())
 
 
 def test_pepr_vs_params_log_x_over_the_models_range_small_region_in_the_title():
@@ -83,16 +93,16 @@ def test_performance_vs_resource_marks_the_top_pepr_model_and_labels_iso_lines()
 
 def test_rank_probabilities_show_full_names():
     table = pd.DataFrame({"model": ["mobilenetv3_small_050", "mobilenetv3_small_100"], "p_first": [0.1, 0.9], "p_top5": [0.5, 1.0]})
-    spec = charts.rank_probabilities(table).to_dict()
+    spec = charts.rank_probabilities(table)
     assert spec["encoding"]["y"]["sort"] == ["mobilenetv3_small_100", "mobilenetv3_small_050"]
     assert spec["encoding"]["y"]["axis"]["labelLimit"] == 0  # never cut
-    values = {(r["model"], r["event"]): r["p"] for r in spec["datasets"][spec["data"]["name"]]}
+    values = {(r["model"], r["event"]): r["p"] for r in layer_data(spec)}
     assert values[("mobilenetv3_small_100", "rank 1")] == 0.9
 
 
 def test_distributions_box_per_group():
     frame = MODELS.assign(experiment="exp", group=pd.Categorical(["small", "large", "large"], ["small", "large"]))
-    spec = charts.distributions(frame, "pepr", "PePR").to_dict()
+    spec = charts.distributions(frame, "pepr", "PePR")
     whisker, box, median, dots = spec["layer"]
     boxes = {row["group"]: row for row in layer_data(spec, 0)}
     assert boxes["large"]["median"] == pytest.approx((0.475 + 0.623) / 2)
@@ -101,9 +111,9 @@ def test_distributions_box_per_group():
     assert box["encoding"]["x"]["sort"] == ["small", "large"]
     assert median["mark"]["type"] == "tick"
     assert dots["encoding"]["xOffset"]["field"] == "jitter" and len(layer_data(spec, 3)) == 3
-    crowded = charts.distributions(frame, "pepr", "PePR", max_dots=2).to_dict()
+    crowded = charts.distributions(frame, "pepr", "PePR", max_dots=2)
     assert [layer["mark"]["type"] for layer in crowded["layer"]] == ["rule", "bar", "tick"]
-    scaled = charts.distributions(frame, "energy_kwh", "energy (mWh)", scale=1e-6).to_dict()
+    scaled = charts.distributions(frame, "energy_kwh", "energy (mWh)", scale=1e-6)
     assert {row["group"]: row["high"] for row in layer_data(scaled, 0)}["large"] == pytest.approx(100)
 
 
@@ -114,11 +124,11 @@ def test_curves_chart_marks_the_peak_the_view_found_and_keeps_seeds_in_the_legen
          "test_metric": [0.5, 0.9, 0.92, 0.5, 0.6, 0.99], "cum_energy_kwh": [1.0, 2.0, 3.0] * 2}
     )
     lines, peaks = views.curves(runs, epochs, "cum_energy_kwh", "max", 1.0)
-    spec = charts.pepr_curves(lines, peaks).to_dict()
+    spec = charts.pepr_curves(lines, peaks)
     # a: 0.5/(4/3), 0.9/(5/3), 0.92/2 -> epoch 2; b: 0.375, 0.36, 0.495 -> epoch 3
     marked = {row["label"]: row["epoch"] for row in layer_data(spec, 1)}
     assert marked == {"resnet18 · digits · seed 0": 2, "resnet18 · digits · seed 1": 3}
     assert spec["layer"][0]["encoding"]["color"]["legend"]["labelLimit"] == 0
-    learn = charts.learning_curves(lines, "cum_energy_kwh", "cumulative energy (Wh)", scale=1e-3).to_dict()
+    learn = charts.learning_curves(lines, "cum_energy_kwh", "cumulative energy (Wh)", scale=1e-3)
     assert learn["encoding"]["x"]["title"] == "cumulative energy (Wh)"
-    assert [row["cum_energy_kwh"] for row in learn["datasets"][learn["data"]["name"]]][:3] == [1000, 2000, 3000]
+    assert [row["cum_energy_kwh"] for row in layer_data(learn)][:3] == [1000, 2000, 3000]
