@@ -118,9 +118,9 @@ def import_panel(target_db_path: str) -> None:
                  disabled=bool(result.errors) or not result.count):
         try:
             Path(target_db_path).parent.mkdir(parents=True, exist_ok=True)
-            added = RunStore(target_db_path).append(convert(table, maps, **options).runs)
+            imported = RunStore(target_db_path).import_runs(convert(table, maps, **options).runs)
         except PeprError as error:
             st.error(plain(without_path(error, target_db_path)))
         else:
-            st.success(f"Imported {added} new run(s) into {plain(name)}.")
+            st.success(f"{plain(name)}: {imported}.")
             data.refresh()

@@ -130,12 +130,12 @@ def _import_table(args) -> int:
 
     if args.join and not args.codecarbon:
         raise PeprError("--join links --codecarbon to SRC: give --codecarbon too")
-    added = import_table(
+    imported = import_table(
         args.src, args.db, args.map, experiment=args.experiment_name, fmt=args.format,
         emissions=args.codecarbon, join=args.join, energy_tool=args.energy_tool,
         energy_methods=parse_energy_methods(args.energy_method),
     )
-    print(f"{args.db}: added {added} run(s)")
+    print(f"{args.db}: {imported}")
     return 0
 
 
@@ -176,8 +176,8 @@ def _report(args) -> int:
 
 
 def _import(args) -> int:
-    added = import_paper(args.src, args.db, models=args.models, sha256=args.sha256)
-    print(f"{args.db}: added {added} run(s)")
+    imported = import_paper(args.src, args.db, models=args.models, sha256=args.sha256)
+    print(f"{args.db}: {imported}")
     return 0
 
 

@@ -24,7 +24,7 @@ import pandas as pd
 from pepr.errors import PeprError, control_character, control_problem
 from pepr.paper import INT64_MAX, _label, _parse_csv, _read_source, whole_number
 from pepr.resources import ENERGY_PARTS
-from pepr.store import RunStore, job_key
+from pepr.store import Imported, RunStore, job_key
 
 # unit -> (multiply, divide): value * multiply / divide is the value in the column's unit.
 ENERGY_UNITS = {"J": (1, 3_600_000), "Wh": (1, 1000), "kWh": (1, 1)}
@@ -518,8 +518,8 @@ def import_table(
     join: str | None = None,
     energy_tool: str | None = None,
     energy_methods: Mapping[str, str] | None = None,
-) -> int:
-    """Read, convert and check `source`, then add its runs to `db`; returns how many were new.
+) -> Imported:
+    """Read, convert and check `source`, then add its new runs to `db`; says how many.
 
     `maps`: ColumnMap objects or `FIELD=COLUMN[:UNIT]` texts. `emissions`: CodeCarbon's
     emissions.csv (a path, URL or bytes), joined on `join`. Nothing is written on any error.
@@ -534,4 +534,4 @@ def import_table(
     )
     if result.errors:
         raise PeprError(result.errors[0])
-    return RunStore(db).append(result.runs)
+    return RunStore(db).import_runs(result.runs)

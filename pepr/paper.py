@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from pepr.errors import DownloadError, PeprError, control_character, control_problem
-from pepr.store import RunStore, job_key
+from pepr.store import Imported, RunStore, job_key
 
 PAPER_COMMIT = "ce087aafcdce4a5b636152d170475a6df5f4c3d7"
 _RAW = f"https://raw.githubusercontent.com/saintslab/PePR/{PAPER_COMMIT}/data"
@@ -84,8 +84,8 @@ def import_paper(
     models: str | Path | bytes | None = None,
     sha256: str | None = None,
     name: str | None = None,
-) -> int:
-    """Validate the paper's results and add them to `db`; returns the number of runs added.
+) -> Imported:
+    """Validate the paper's results and add the new ones to `db`; says how many.
 
     `source`: a path, an http(s) URL or the file's bytes (named `name` in messages); None
     fetches the authors' file at the pinned commit (and, unless `models` is given, their
@@ -100,7 +100,7 @@ def import_paper(
     runs, epochs = load_paper_results(_read_source(source, sha256, name), name or str(source))
     if models is not None:
         runs = _join_models(runs, _read_source(models, None, None), _label(models))
-    return store.append(runs, epochs)
+    return store.import_runs(runs, epochs)
 
 
 def load_paper_results(data: bytes, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:

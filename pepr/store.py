@@ -381,6 +381,11 @@ class RunStore:
                 con.register("new_epochs", epoch_frame)
                 _exec(con, "INSERT INTO epochs BY NAME SELECT * FROM new_epochs")
 
+    def import_runs(self, runs: pd.DataFrame, epochs: pd.DataFrame | None = None) -> Imported:
+        """`append`, counting also the runs left as they were (their run_id was stored)."""
+        added = self.append(runs, epochs)
+        return Imported(added, runs["run_id"].nunique() - added)
+
     def append(self, runs: pd.DataFrame, epochs: pd.DataFrame | None = None) -> int:
         """Add the runs whose run_id is not yet stored, with their epochs; returns how many."""
         run_frame = _frame(runs, RUN_COLUMNS, "run").drop_duplicates("run_id")
@@ -578,6 +583,15 @@ class RunStore:
 # abandoned claim), then ok or failed as its own agent recorded it. A run never goes back.
 _STAGE = "CASE {0}.status WHEN 'running' THEN 0 WHEN 'interrupted' THEN 1 ELSE 2 END"
 _STAGES = {"running": 0, "interrupted": 1, "ok": 2, "failed": 2}
+
+
+class Imported(NamedTuple):
+    added: int  # runs the store did not have
+    kept: int  # runs whose run_id it had: left as they were
+
+    def __str__(self) -> str:
+        kept = f"; {self.kept} already there (same run_id), left as they were" if self.kept else ""
+        return f"added {self.added} run(s){kept}"
 
 
 class Merged(NamedTuple):

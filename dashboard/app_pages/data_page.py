@@ -73,12 +73,12 @@ def _run_import(key: str, where, source_bytes, name: str | None = None) -> None:
     try:
         with st.spinner("Importing..."):
             path.parent.mkdir(parents=True, exist_ok=True)
-            added = import_paper(source_bytes, path, name=name)
+            imported = import_paper(source_bytes, path, name=name)
     except PeprError as error:
         reason = without_path(error, path)
         st.session_state["d_message"] = ("error", f"Import failed: {plain(reason)}")
     else:
-        st.session_state["d_message"] = ("success", f"Imported {added} new run(s) into {path.stem}.")
+        st.session_state["d_message"] = ("success", f"{path.stem}: {imported}.")
         data.refresh()
         st.session_state["_switch_db"] = f"user:{path.stem}"  # open it: the picker reads this first
     st.rerun()

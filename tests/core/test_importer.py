@@ -117,7 +117,7 @@ def test_import_stores_every_field_and_reimport_adds_nothing(source, tmp_path, c
     assert run(*argv) == 0
     assert capsys.readouterr().out.strip() == f"{db}: added 2 run(s)"
     assert run(*argv) == 0
-    assert capsys.readouterr().out.strip() == f"{db}: added 0 run(s)"
+    assert capsys.readouterr().out.strip() == f"{db}: added 0 run(s); 2 already there (same run_id), left as they were"
     runs = RunStore(db).runs().set_index("model")
     assert len(runs) == 2 and set(runs["experiment"]) == {"mine"}
     first = runs.loc["resnet18"]

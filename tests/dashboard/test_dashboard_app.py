@@ -322,7 +322,7 @@ def test_data_page_imports_into_a_new_user_database_never_into_results(app, user
     at.text_input(key="d_name").set_value("mine").run()
     upload(at, "all_results.csv", head)
     assert not at.exception
-    assert "Imported 3 new run(s) into mine." in texts(at, "success")
+    assert "mine: added 3 run(s)." in texts(at, "success")
     assert len(RunStore(user_dir / "mine.duckdb").runs()) == 3
     assert at.selectbox(key="db").value == "user:mine"  # and it is open now
     assert {p: p.stat().st_mtime_ns for p in (ROOT / "results").glob("*.duckdb")} == shipped
@@ -415,7 +415,7 @@ def test_data_page_download_imports_the_pinned_files(app, user_dir, paper_server
     at.text_input(key="d_name").set_value("paper").run()
     at.button(key="d_fetch").click().run()
     assert texts(at, "error") == []
-    assert texts(at, "success") == ["Imported 1048 new run(s) into paper."]
+    assert texts(at, "success") == ["paper: added 1048 run(s)."]
     assert len(RunStore(user_dir / "paper.duckdb").runs()) == 1048
 
 

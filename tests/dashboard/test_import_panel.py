@@ -48,7 +48,7 @@ def test_upload_map_preview_errors_then_import(tmp_path):
     at.run()
     assert not at.error and not at.button(key="ip_import").disabled
     at.button(key="ip_import").click().run()
-    assert "Imported 3 new run(s)" in at.success[0].value
+    assert at.success[0].value == "mine: added 3 run(s)."
     runs = RunStore(db).runs().set_index("run_id")
     assert runs.loc["w3", "energy_kwh"] == 0.0075 and runs.loc["w1", "performance"] == 0.915
     assert set(runs["experiment"]) == {"mine"}
