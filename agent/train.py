@@ -168,7 +168,7 @@ def _pinned_batches(x, y, spans, order, device, depth: int = PINNED_BUFFERS):
     x_pinned = [torch.empty((size, *x.shape[1:]), dtype=x.dtype, pin_memory=True) for _ in range(depth)]
     y_pinned = [torch.empty((size,), dtype=y.dtype, pin_memory=True) for _ in range(depth)]
     # numpy gathers in this one thread with the GIL released (torch may wake its OpenMP pool).
-    x_host, y_host = x.numpy(), y.numpy()
+    x_host, y_host = x.contiguous().numpy(), y.contiguous().numpy()  # strided: take copies all
     order = None if order is None else order.numpy()
     x_slots, y_slots = [b.numpy() for b in x_pinned], [b.numpy() for b in y_pinned]
     copied = [torch.cuda.Event() for _ in range(depth)]

@@ -13,7 +13,8 @@ rotating order so that drift in machine speed hits all alike:
 
 Images per second of training (the agent arms also evaluate 64 images per epoch, included).
 Ratios are taken within each round, between arms run back to back, then their median.
-Targets: agent >= 0.95 x plain; measuring costs <= 1% (agent vs agent with meter off).
+Targets: agent >= 0.95 x plain; measuring costs <= 1% (agent vs agent with meter off; the
+meter's read once an epoch is off the agent's clock, and timed by `--profile-meter`).
 `--profile-meter` then times the meter's per-epoch reading, profiles CodeCarbon's sampling
 (what each second of it costs) and times a launch-bound loop of tiny kernels with no meter,
 the agent's meter (a helper process) and a tracker in the training process.

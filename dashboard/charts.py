@@ -202,13 +202,13 @@ def distributions(frame: pd.DataFrame, value: str, title: str, max_dots: int = 6
         .reset_index()
         .astype({"group": str})
     )
-    x = {**_category("group"), "title": None, "axis": {"labelAngle": 0}, **({} if order is None else {"sort": order})}
+    x = _category("group", sort=order, axis={"labelAngle": 0}) | {"title": None}  # sort None: data order
     datasets = {"stats": stats}
     layers = [
         _layer("stats", {"type": "rule", "color": "#555"}, x=x,
                y=_quantity("low", title, scale={"zero": False}), y2={"field": "high"}),
         _layer("stats", {"type": "bar", "size": 40, "opacity": 0.5}, x=x, y=_quantity("q1", title), y2={"field": "q3"},
-               color={**_category("group"), "legend": None, **({} if order is None else {"sort": order})},
+               color=_category("group", sort=order, legend=None),
                tooltip=[_category("group"), *(_quantity(c, format=".3~g") for c in ("low", "q1", "median", "q3", "high"))]),
         _layer("stats", {"type": "tick", "size": 40, "thickness": 2, "color": "black"}, x=x, y=_quantity("median", title)),
     ]

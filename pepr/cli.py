@@ -238,9 +238,7 @@ def _bench_info(store: RunStore) -> None:
 
 
 def _merge(args) -> int:
-    merged = merge(args.sources, args.into)
-    updated = f", updated {merged.updated} it had unfinished" if merged.updated else ""
-    print(f"{args.into}: added {merged.added} run(s){updated}")
+    print(f"{args.into}: {merge(args.sources, args.into)}")
     return 0
 
 

@@ -598,6 +598,10 @@ class Merged(NamedTuple):
     added: int  # runs the target did not have
     updated: int  # runs the target had unfinished, brought up to date
 
+    def __str__(self) -> str:
+        updated = f", updated {self.updated} it had unfinished" if self.updated else ""
+        return f"added {self.added} run(s){updated}"
+
 
 def merge(sources: Sequence[str | Path], into: str | Path) -> Merged:
     """Bring `into` up to date with every run (and its epochs) of `sources`.

@@ -78,7 +78,7 @@ def _run_import(key: str, where, source_bytes, name: str | None = None) -> None:
         reason = without_path(error, path)
         st.session_state["d_message"] = ("error", f"Import failed: {plain(reason)}")
     else:
-        st.session_state["d_message"] = ("success", f"{path.stem}: {imported}.")
+        st.session_state["d_message"] = ("success", f"{plain(path.stem)}: {imported}.")
         data.refresh()
         st.session_state["_switch_db"] = f"user:{path.stem}"  # open it: the picker reads this first
     st.rerun()

@@ -94,12 +94,13 @@ def test_gpu_batches_are_the_cpu_batches_and_leave_no_thread_behind():
     def shuffle():
         return torch.Generator().manual_seed(0)
 
-    for order in (lambda: None, shuffle):
-        on_cpu = list(batches(x, y, 16, torch.device("cpu"), order()))
-        on_gpu = [(xb.cpu(), yb.cpu()) for xb, yb in batches(x, y, 16, device, order())]
-        assert len(on_gpu) == len(on_cpu) == 13
-        for (xg, yg), (xc, yc) in zip(on_gpu, on_cpu):
-            assert torch.equal(xg, xc) and torch.equal(yg, yc)
+    for images in (x, x.to(memory_format=torch.channels_last)):  # contiguous or not
+        for order in (lambda: None, shuffle):
+            on_cpu = list(batches(images, y, 16, torch.device("cpu"), order()))
+            on_gpu = [(xb.cpu(), yb.cpu()) for xb, yb in batches(images, y, 16, device, order())]
+            assert len(on_gpu) == len(on_cpu) == 13
+            for (xg, yg), (xc, yc) in zip(on_gpu, on_cpu):
+                assert torch.equal(xg, xc) and torch.equal(yg, yc)
     with closing(batches(x, y, 16, device, shuffle())) as stream:
         next(stream)
     assert not [t for t in threading.enumerate() if t.name == "pepr-batches"]

@@ -14,8 +14,7 @@ from pepr.store import RunStore
 @pytest.fixture(scope="module")
 def paper_db(paper_dir, tmp_path_factory):
     db = tmp_path_factory.mktemp("paper") / "paper.duckdb"
-    added = import_paper(paper_dir / "all_results.csv", db, models=paper_dir / "model_names.csv")
-    assert added == (1048, 0)
+    assert import_paper(paper_dir / "all_results.csv", db, models=paper_dir / "model_names.csv") == (1048, 0)
     return RunStore(db)
 
 

@@ -166,6 +166,14 @@ def test_append_is_idempotent_on_run_id(tmp_path):
     assert len(store.runs()) == 2 and len(store.epochs()) == 2
 
 
+def test_an_import_counts_the_runs_it_left_as_they_were(tmp_path):
+    store = RunStore(tmp_path / "runs.duckdb")
+    assert store.import_runs(pd.DataFrame([run("a"), run("b")])) == (2, 0)
+    again = store.import_runs(pd.DataFrame([run("a"), run("b", performance=0.1), run("c")]))
+    assert again == (1, 2) and str(again) == "added 1 run(s); 2 already there (same run_id), left as they were"
+    assert store.runs().set_index("run_id").loc["b", "performance"] == run("b")["performance"]
+
+
 def test_job_statuses_prefer_ok_then_the_latest_attempt(tmp_path):
     store = RunStore(tmp_path / "runs.duckdb")
     t0 = dt.datetime(2026, 1, 1)
