@@ -179,9 +179,9 @@ def rank_probabilities(table: pd.DataFrame, top: int = 15) -> dict:
         "data": {"name": "probabilities"},
         "mark": {"type": "bar"},
         "encoding": {
-            "y": {**_category("model"), "sort": list(head["model"]), "title": None, "axis": {"labelLimit": NO_LIMIT}},
+            "y": _category("model", sort=list(head["model"]), axis={"labelLimit": NO_LIMIT}) | {"title": None},
             "x": _quantity("p", "probability", scale={"domain": [0, 1]}),
-            "color": {**_category("event"), "title": None, "legend": {"orient": "bottom"}},
+            "color": _category("event", legend={"orient": "bottom"}) | {"title": None},
             "yOffset": _category("event"),
             "tooltip": [_category("model"), _category("event"), _quantity("p", format=".2f")],
         },
@@ -224,7 +224,7 @@ def distributions(frame: pd.DataFrame, value: str, title: str, max_dots: int = 6
 
 
 def _run_colour() -> dict:
-    return {**_category("label"), "title": "run", "legend": {"orient": "bottom", "columns": 1, "labelLimit": NO_LIMIT}}
+    return _category("label", "run", legend={"orient": "bottom", "columns": 1, "labelLimit": NO_LIMIT})
 
 
 def learning_curves(curves: pd.DataFrame, x: str, x_title: str, scale: float = 1.0) -> dict:
