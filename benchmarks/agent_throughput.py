@@ -112,6 +112,11 @@ RATIOS = {  # name: (arm, baseline arm, target)
 }
 
 
+def round_ratios(speed: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Each ratio of `RATIOS`, per round so far."""
+    return {label: [a / b for a, b in zip(speed[arm], speed[base])] for label, (arm, base, _) in RATIOS.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
@@ -145,6 +150,8 @@ def main() -> None:
             seconds = arms[name]()
             speed[name].append(args.images * args.epochs / seconds)
             print(f"round {round_ + 1}: {name:22} {speed[name][-1]:8.1f} images/s", flush=True)
+        so_far = ", ".join(f"{label} {statistics.median(ratios):.3f}" for label, ratios in round_ratios(speed).items())
+        print(f"after round {round_ + 1}, medians: {so_far}", flush=True)  # kept if a time limit cuts the run
 
     print(f"\n{describe(device)}, torch {torch.__version__}, {job.model} at {job.image_size} px, "
           f"batch {job.batch_size}, amp {job.amp}, {args.images} images x {job.epochs} epochs, "
@@ -153,10 +160,9 @@ def main() -> None:
         print(f"median {name:22} {statistics.median(values):8.1f} images/s "
               f"(range {min(values):.0f}-{max(values):.0f})")
     print("ratios within each round (arms run back to back), median and range:")
-    for label, (arm, base, meaning) in RATIOS.items():
-        ratios = [a / b for a, b in zip(speed[arm], speed[base])]
+    for label, ratios in round_ratios(speed).items():
         print(f"  {label:32} {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})"
-              f"  {meaning}")
+              f"  {RATIOS[label][2]}")
     if args.profile_meter:
         profile_meter(device)
 
