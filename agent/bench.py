@@ -24,7 +24,6 @@ import time
 import uuid
 from pathlib import Path
 
-from pepr.errors import PeprError
 
 WARMUP_PASSES = 3  # at most; at least one, and no more once half the time budget is spent
 MIN_PASSES = 3  # timed passes, even past the time budget
@@ -51,7 +50,7 @@ exit status: 0 every benchmark ok, 1 some failed (recorded with its error), 2 ba
 (nothing recorded), 130 interrupted (what finished is kept)."""
 
 
-def add_parser(commands, top: argparse.ArgumentParser, positive, comma_list, param_range) -> None:
+def add_parser(commands, positive, comma_list, param_range) -> None:
     """The `bench` subcommand, with `run`'s parsers of positive numbers, lists and ranges."""
     bench = commands.add_parser(
         "bench", help="measure inference latency, throughput and energy per image",
@@ -143,6 +142,7 @@ def measure(model, device, image_size: int, batch_size: int, seconds: float) -> 
 
     from agent.measure import EnergyMeter, find_nvml_gpu, host_peak_gb, reset_host_peak
     from agent.train import sync
+    from pepr.store import BENCH_COLUMNS
 
     cuda = device.type == "cuda"
     generator = torch.Generator().manual_seed(0)
@@ -158,7 +158,7 @@ def measure(model, device, image_size: int, batch_size: int, seconds: float) -> 
             sync(device)
             if time.perf_counter() - start > seconds / 2:
                 break
-        meter = EnergyMeter(METER_COUNTRY, find_nvml_gpu(device) if cuda else None, None)
+        meter = EnergyMeter(METER_COUNTRY, find_nvml_gpu(device), None)
         try:
             passes = []
             sync(device)
@@ -184,13 +184,7 @@ def measure(model, device, image_size: int, batch_size: int, seconds: float) -> 
         "throughput_ips": batch_size / median,
         # None where a part was not sampled (a span shorter than the meter's first sample)
         "energy_per_image_j": None if energy.total_kwh is None else energy.total_kwh * KWH_TO_J / images,
-        "energy_kwh": energy.total_kwh,
-        "energy_cpu_kwh": energy.cpu_kwh,
-        "energy_gpu_kwh": energy.gpu_kwh,
-        "energy_ram_kwh": energy.ram_kwh,
-        "energy_cpu_method": energy.cpu_method,
-        "energy_gpu_method": energy.gpu_method,
-        "energy_ram_method": energy.ram_method,
+        **{column: value for column, value in energy.fields().items() if column in BENCH_COLUMNS},
         "host_mem_peak_gb": host_peak_gb() if host_peak_reset else None,
         "gpu_mem_peak_gb": torch.cuda.max_memory_allocated(device) / 1e9 if cuda else None,
     }
@@ -201,6 +195,7 @@ def bench(args) -> int:
     import torch
     from tqdm import tqdm
 
+    from agent.cli import make_writable
     from agent.sweep import now, one_line, software
     from agent.train import resolve_device
     from pepr.store import RunStore, job_key
@@ -210,8 +205,6 @@ def bench(args) -> int:
     models = models_from_flags(args, pretrained=False)
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
-    previous_cudnn = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = cuda  # autotuned during the warm-up, as in timm's benchmark
     threads = args.threads or torch.get_num_threads()
     name = device_name(device, threads)
     store = RunStore(args.db)
@@ -219,11 +212,7 @@ def bench(args) -> int:
     if store.exists() and not args.rebench:
         stored = store.benchmarks()
         done = set(stored.loc[stored["status"] == "ok", "bench_key"])
-    try:
-        store.path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise PeprError(f"--db: {args.db}: {error.strerror}") from None
-    store.ensure()
+    make_writable(store, args.db)
 
     shared = {"device": name, "device_type": device.type, "threads": threads,
               "image_size": args.image_size, "host": socket.gethostname(), "software": software()}
@@ -231,8 +220,9 @@ def bench(args) -> int:
     counts = {"ok": 0, "failed": 0, "skipped": 0}
     bar = tqdm(models, desc="bench", unit="model", disable=args.quiet, file=sys.stderr,
                dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 60)
-    previous_threads = torch.get_num_threads()
+    previous_threads, previous_cudnn = torch.get_num_threads(), torch.backends.cudnn.benchmark
     torch.set_num_threads(threads)
+    torch.backends.cudnn.benchmark = cuda  # autotuned during the warm-up, as in timm's benchmark
     try:
         for model_name in bar:
             bar.set_postfix_str(model_name)

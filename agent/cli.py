@@ -89,7 +89,7 @@ def _label(text: str) -> str:
 def _regimes(text: str) -> list[bool]:
     values = _list(str, "scratch and/or pretrained")(text)
     bad = [v for v in values if v not in ("scratch", "pretrained")]
-    if bad or not values:
+    if bad:
         raise argparse.ArgumentTypeError(f"expected scratch and/or pretrained, got {text!r}")
     return [v == "pretrained" for v in dict.fromkeys(values)]
 
@@ -203,7 +203,7 @@ def parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
                             "flags on the command line win")
     from agent import bench, slurm
 
-    bench.add_parser(commands, top, _positive, _list, _param_range)
+    bench.add_parser(commands, _positive, _list, _param_range)
     slurm.add_parser(commands, run)
     return top, run
 
@@ -276,17 +276,33 @@ def plan_jobs(args):
     return plan.shard(jobs, *shard) if shard else jobs
 
 
-def run(args) -> int:
-    from agent.measure import check_country
+def checked_db(db):
+    """The `--db` database, refused now, before any work, if it cannot be a pepr database."""
     from pepr.store import RunStore
 
-    from agent.plan import check_protocol
-
-    store = RunStore(args.db)
+    store = RunStore(db)
     try:
         store.check()
     except PeprError as error:
         raise PeprError(f"--db: {error}") from None
+    return store
+
+
+def make_writable(store, db) -> None:
+    """Create the `--db` database's folder and file, or bring its schema up to date."""
+    try:
+        store.path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PeprError(f"--db: {db}: {error.strerror}") from None
+    store.ensure()
+
+
+def run(args) -> int:
+    from agent.measure import check_country
+
+    from agent.plan import check_protocol
+
+    store = checked_db(args.db)
     jobs = plan_jobs(args)
     country = check_country(args.country)
     if store.exists():
@@ -314,11 +330,7 @@ def run(args) -> int:
     except OSError as error:
         raise PeprError(f"--log: {args.log}: {error.strerror}") from None
     try:
-        try:
-            store.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise PeprError(f"--db: {args.db}: {error.strerror}") from None
-        store.ensure()
+        make_writable(store, args.db)
         counts = run_sweep(jobs, store, device=device, data_dir=args.data_dir, country=country,
                            carbon_intensity=args.carbon_intensity, log=log, quiet=args.quiet)
     except Interrupted as stop:

@@ -94,11 +94,14 @@ def _bare_uuid(uuid) -> str:
     return text.lower().removeprefix("gpu-").removeprefix("mig-")
 
 
-def find_nvml_gpu(device) -> NvmlGpu:
-    """The NVML GPU behind a torch CUDA device, matched by UUID, MIG slices included.
+def find_nvml_gpu(device) -> NvmlGpu | None:
+    """The NVML GPU behind a torch CUDA device, matched by UUID, MIG slices included; None for
+    the CPU.
 
     NVML numbers physical GPUs ignoring CUDA_VISIBLE_DEVICES, so torch's index may differ.
     """
+    if device.type != "cuda":
+        return None
     import pynvml
     import torch
 

@@ -200,9 +200,8 @@ def _sbatch(*argv: str) -> str:
 
 def command(args, argv: list[str]) -> int:
     """`pepr-agent slurm`: write the scripts, and submit them with --submit."""
-    from agent.cli import parse, plan_jobs
+    from agent.cli import checked_db, parse, plan_jobs
     from agent.plan import check_protocol
-    from pepr.store import RunStore
 
     flags = run_flags(argv[argv.index("slurm") + 1:])  # flags before the subcommand are not run's
     for flag in ("--shard", "--dry-run"):
@@ -210,12 +209,9 @@ def command(args, argv: list[str]) -> int:
             raise PeprError(f"{flag}: not for pepr-agent slurm (it shards the plan over --tasks)")
     jobs = plan_jobs(parse(["run", *flags]))
     db = Path(args.db).absolute()
-    try:
-        RunStore(db).check()
-    except PeprError as error:
-        raise PeprError(f"--db: {error}") from None
-    if RunStore(db).exists():
-        check_protocol(jobs, RunStore(db).runs(experiments=sorted({j.experiment for j in jobs})))
+    store = checked_db(db)
+    if store.exists():
+        check_protocol(jobs, store.runs(experiments=sorted({j.experiment for j in jobs})))
     folder = db.with_name(db.stem + ".slurm")
     try:
         (folder / "logs").mkdir(parents=True, exist_ok=True)

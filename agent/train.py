@@ -373,7 +373,7 @@ def run_job(
         model, prepare, data.images[split], data.labels[split], job.batch_size, device, amp
     )
 
-    gpu = find_nvml_gpu(device) if cuda else None
+    gpu = find_nvml_gpu(device)
     if cuda:  # the warm-up's memory is not the run's
         gc.collect()
         torch.cuda.empty_cache()

@@ -169,9 +169,11 @@ def main() -> None:
 
 def metered(loop, device: torch.device) -> float:
     """Seconds of `loop()` while the agent's CodeCarbon meter runs."""
-    meter = EnergyMeter("DNK", find_nvml_gpu(device) if device.type == "cuda" else None)
+    meter = EnergyMeter("DNK", find_nvml_gpu(device))
     try:
-        return loop()
+        seconds = loop()
+        meter.stop()  # its helper process serves the next meter
+        return seconds
     finally:
         meter.close()
 
@@ -181,8 +183,8 @@ def in_process_tracker(device: torch.device):
     before its helper process), for comparison."""
     from agent.codecarbon_adapter import LastTotals
 
-    tracker = new_tracker("DNK", find_nvml_gpu(device).index if device.type == "cuda" else None,
-                          None, LastTotals())
+    gpu = find_nvml_gpu(device)
+    tracker = new_tracker("DNK", None if gpu is None else gpu.index, None, LastTotals())
     tracker.start()
     return tracker
 
@@ -192,7 +194,7 @@ def profile_meter(device: torch.device, ticks: int = 10) -> None:
     import cProfile
     import pstats
 
-    meter = EnergyMeter("DNK", find_nvml_gpu(device) if device.type == "cuda" else None)
+    meter = EnergyMeter("DNK", find_nvml_gpu(device))
     try:
         reads = []
         for _ in range(ticks):

@@ -34,7 +34,7 @@ def test_the_scripts_run_a_shard_and_merge_and_a_resubmission_asks_only_what_is_
     code, out, err = cli("slurm", *plan, "--tasks", 2, "--db", db)
     assert code == 0, err
     folder = tmp_path / "sweep" / "runs.slurm"
-    array, merge = (folder / "array.sbatch").read_text(), (folder / "merge.sbatch").read_text()
+    array = (folder / "array.sbatch").read_text()
     assert "#SBATCH --array=0-1\n" in array and "#SBATCH --gres" not in array
     assert "export CUDA_VISIBLE_DEVICES=\n" in array  # no GPU asked for, none used
     assert f"exec {sys.executable} -m agent run" in array
