@@ -488,9 +488,10 @@ def _stats(rows: pd.DataFrame, pairs: pd.DataFrame | None, sides: list | None,
         if pairs is not None:
             paired = compare_paired(pairs[(column, sides[0])], pairs[(column, sides[1])])
             entry.update(paired)
-        if column == "energy_kwh":
-            unit, factor = units.get("energy", ("kWh", 1.0))
-            entry["measure"] = f"energy ({unit})"
+        resource = COLUMNS.get(column)
+        if resource is not None:  # a cost: in the view's readable unit
+            unit, factor = units.get(resource.name, (resource.unit, 1.0))
+            entry["measure"] = f"{label} ({unit})"
             for key in ("median_a", "median_b", "median_diff"):
                 if entry.get(key) is not None:
                     entry[key] = entry[key] / factor

@@ -42,13 +42,23 @@ NORMALIZATION_TEXT = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # a DataFrame inside: no field-wise equality
 class Report:
-    """A report's Markdown, LaTeX table and charts (name -> Altair chart)."""
+    """A report's Markdown and LaTeX table, and the ranked table its charts are drawn from."""
 
     markdown: str
     latex: str
-    charts: dict[str, alt.TopLevelMixin]
+    table: pd.DataFrame
+    weights: Mapping[str, float]
+
+    @property
+    def charts(self) -> dict[str, alt.TopLevelMixin]:
+        """The figures (name -> Altair chart), built when the files are: the dashboard makes a
+        report on every new choice, and only a download needs them."""
+        return {
+            "performance_vs_resource": performance_vs_resource(self.table, self.weights),
+            "pepr_ranking": pepr_ranking(self.table),
+        }
 
 
 # -- formatting ----------------------------------------------------------------------------
@@ -140,11 +150,7 @@ def build_report(
         + "".join(f"- `{name}.svg`, `.png`, `.pdf`: {chart_title}\n" for name, chart_title in _FIGURE_TITLES.items())
         + "\n![Performance against resource](performance_vs_resource.svg)\n",
     ]
-    charts = {
-        "performance_vs_resource": performance_vs_resource(table, weights),
-        "pepr_ranking": pepr_ranking(table),
-    }
-    return Report("\n\n".join(sections), latex_table(table, experiment, weights, normalization, alpha), charts)
+    return Report("\n\n".join(sections), latex_table(table, experiment, weights, normalization, alpha), table, weights)
 
 
 _FIGURE_TITLES = {
@@ -401,13 +407,13 @@ def write_report(
     except ImportError:
         raise PeprError("pepr report renders figures with vl-convert-python: pip install 'pepr[report]'") from None
     normalize_weights(weights)
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():  # before the figures are rendered
+        raise PeprError(f"--out {out}: not a folder")
     store = RunStore(db)
     runs, _ = attach_where_weighted(store, store.runs(), weights, bench_device)
     report = build_report(runs, experiment, weights, normalization, alpha, source=str(db))
     files = report_files(report)
-    folder = Path(out)
-    if folder.exists() and not folder.is_dir():
-        raise PeprError(f"--out {out}: not a folder")
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, data in files.items():

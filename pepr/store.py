@@ -114,7 +114,8 @@ EPOCH_COLUMNS: dict[str, str] = {
 }
 
 
-# Added by schema 3: inference benchmarks (`pepr-agent bench`), one row per model, device, image
+# Added by schema 3 (never edit: migration 3 creates the table from it; a change is a new
+# migration): inference benchmarks (`pepr-agent bench`), one row per model, device, image
 # size and batch size; re-benching adds a newer row. Latency is the wall time of one forward
 # pass of the whole batch; energy is over the timed passes (CodeCarbon, PUE 1.0).
 BENCH_COLUMNS: dict[str, str] = {
@@ -282,9 +283,8 @@ class RunStore:
         """Refuse now, before anything is written, a path that cannot be a pepr database: a
         folder, a file of another kind, a DuckDB file of another program or of a newer schema.
         A path that does not exist yet is fine (the first write creates it)."""
-        check_database_path(self.path)
         if self.path.exists():
-            with self._read():
+            with self._read():  # which checks the path first
                 pass
 
     # -- connections -------------------------------------------------------------------

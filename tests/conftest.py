@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import duckdb
 import pytest
 
 PAPER_DIR = Path(__file__).resolve().parents[2] / "shared" / "pepr-paper"
@@ -13,3 +14,32 @@ def paper_dir() -> Path:
     if not (PAPER_DIR / "all_results.csv").is_file():
         pytest.skip(f"the paper's reference data is not at {PAPER_DIR} (it lives beside the checkout)")
     return PAPER_DIR
+
+
+def snapshot(path) -> list[list[tuple]]:
+    """Every row of the runs and epochs tables, in order: what 'unchanged' means."""
+    with duckdb.connect(str(path), read_only=True) as con:
+        return [con.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall() for table in ("runs", "epochs")]
+
+
+@pytest.fixture(scope="module")
+def rows(place):
+    """The rows of the module's database (`place` / runs.duckdb) before any case ran."""
+    return snapshot(place / "runs.duckdb")
+
+
+@pytest.fixture
+def untouched(place, rows):
+    """`untouched(call, *args)`: the call's result, after asserting that the database in
+    `place` kept its rows, the folder's other files their bytes, and nothing was added."""
+    db = place / "runs.duckdb"
+
+    def call(function, *args):
+        files = {p: p.read_bytes() for p in place.iterdir() if p.is_file() and p != db}
+        result = function(*args)
+        assert snapshot(db) == rows
+        assert {p: p.read_bytes() for p in files} == files
+        assert sorted(place.iterdir()) == sorted([db, *files, place / "folder"])
+        return result
+
+    return call

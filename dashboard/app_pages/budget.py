@@ -26,7 +26,8 @@ def page(view: View | None, problem: str | None, source) -> None:
     if not scoreable(view):
         return
     models = view.models
-    present = [n for n in CAPPED if n in measured(models)]
+    in_models = measured(models)
+    present = [n for n in CAPPED if n in in_models]
     missing = [RESOURCES[n].label for n in CAPPED if n not in present]
     st.caption(
         "Leave a cap empty for no limit. Scores stay relative to the whole experiment."

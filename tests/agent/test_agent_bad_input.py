@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import pickle
 import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -20,13 +19,9 @@ import pytest
 
 from agent import cli as agent_cli
 from pepr.store import RunStore
+from tests.conftest import snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def snapshot(path) -> list[list[tuple]]:
-    with duckdb.connect(str(path), read_only=True) as con:
-        return [con.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall() for table in ("runs", "epochs")]
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +59,8 @@ def place(tmp_path_factory, make_npz):
     return base
 
 
-@pytest.fixture(scope="module")
-def rows(place):
-    """The database's rows before any case ran."""
-    return snapshot(place / "runs.duckdb")
-
-
 @pytest.fixture
-def agent(place, rows, capsys):
+def agent(place, untouched, capsys):
     """Run `pepr-agent ARGS` in this process ({dir}, {db} filled in) after writing `config`
     to {dir}/sweep.toml; asserts the database's rows and the folder's files are unchanged."""
     db = place / "runs.duckdb"
@@ -80,15 +69,11 @@ def agent(place, rows, capsys):
         toml = place / "sweep.toml"
         if config is not None:
             toml.write_text(config)
-        files = {p: p.read_bytes() for p in place.iterdir() if p.is_file() and p != db}
         try:
-            code = agent_cli.main([str(a).format(dir=place, db=db) for a in args])
-            out, err = capsys.readouterr()
-            assert snapshot(db) == rows
-            assert {p: p.read_bytes() for p in files} == files
-            assert sorted(place.iterdir()) == sorted([db, *files, place / "folder"])
+            code = untouched(agent_cli.main, [str(a).format(dir=place, db=db) for a in args])
         finally:
             toml.unlink(missing_ok=True)
+        out, err = capsys.readouterr()
         return code, out, err
 
     return run

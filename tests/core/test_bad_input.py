@@ -14,6 +14,7 @@ import pytest
 from pepr.cli import main
 from pepr.paper import import_paper
 from pepr.store import RunStore
+from tests.conftest import snapshot
 
 HEADER = (
     "model,num_param,memR,memM,energy,co2,train_time,inf_time,"
@@ -28,12 +29,6 @@ def row(**changes) -> str:
     """The good CSV row with some fields changed (values written as given, quoted if needed)."""
     fields = [changes.get(name, value) for name, value in zip(COLUMNS, GOOD)]
     return ",".join(f'"{f}"' if any(c in f for c in ',"\n\r') else f for f in fields) + "\n"
-
-
-def snapshot(path) -> list[tuple]:
-    """Every row of the runs and epochs tables, in order: what 'unchanged' means."""
-    with duckdb.connect(str(path), read_only=True) as con:
-        return [con.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall() for table in ("runs", "epochs")]
 
 
 @pytest.fixture(scope="module")
@@ -54,25 +49,15 @@ def place(tmp_path_factory):
     return base
 
 
-@pytest.fixture(scope="module")
-def rows(place):
-    """The database's rows before any case ran."""
-    return snapshot(place / "runs.duckdb")
-
-
 @pytest.fixture
-def pepr(place, rows, capsys):
+def pepr(place, untouched, capsys):
     """Run `pepr ARGS` ({db} and {dir} filled in); asserts the database kept its rows and the
-    other files their bytes; returns (exit code, stderr)."""
+    other files their bytes; returns (exit code, stdout, stderr)."""
     db = place / "runs.duckdb"
 
     def run(*args):
-        files = {p: p.read_bytes() for p in place.iterdir() if p.is_file() and p != db}
-        code = main([str(a).format(db=db, dir=place) for a in args])
+        code = untouched(main, [str(a).format(db=db, dir=place) for a in args])
         out, err = capsys.readouterr()
-        assert snapshot(db) == rows
-        assert {p: p.read_bytes() for p in files} == files
-        assert sorted(place.iterdir()) == sorted([db, *files, place / "folder"])
         return code, out, err
 
     return run
