@@ -23,7 +23,13 @@ from agent import codecarbon_adapter
 from pepr.errors import PeprError
 from pepr.resources import ENERGY_PARTS
 
-POWER_SAMPLE_SECS = 1.0
+# How often CodeCarbon reads every part's energy on its own; it also reads at each epoch end
+# (`energy_kwh`) and at stop. Its 1 s monitor loop samples CPU load (and the power of a GPU
+# without an energy counter) regardless, and counters (NVML, RAPL) lose nothing between reads;
+# RAM is estimated from the process's memory at each read. A read asks NVML for the energy of
+# every GPU of the node, not only the run's (~5 ms each on an H200): once a second, it was the
+# costliest thing the meter did while training.
+POWER_SAMPLE_SECS = 10.0
 TRACKING_MODE = "process"
 
 
@@ -204,10 +210,9 @@ class EnergyMeter:
     pinned to one device; `stop()` returns `Energy`.
 
     The tracker runs in a helper process (`python -m agent.measure`), attributed to this
-    process. In the training process its sampling threads, which each second walk /proc for
-    this process's children, competed for the GIL with a launch-bound training loop (5-10%
-    slower on an H200). A helper serves one meter after another (CodeCarbon's hardware
-    detection, ~1.5 s, is paid once); being a child, its own sampling counts in the CPU part.
+    process: its threads, its prints and its per-second walks of /proc stay out of the training
+    process, and a helper serves one meter after another (CodeCarbon's hardware detection,
+    ~1.5 s, is paid once); being a child, its own sampling counts in the CPU part.
     Energy comes through CodeCarbon's output-handler interface; how each part was measured
     through `agent.codecarbon_adapter`, the one place that touches CodeCarbon's internals.
     """

@@ -4,8 +4,9 @@ Both variants run the agent's own training code (`agent.train.run_job`) on the s
 and seed, alternating (A B, B A, ...) so drift in machine speed hits both alike:
 
 - bare: the energy meter is replaced by one that measures nothing, nothing is written;
-- agent: a full `agent.sweep.run_sweep` of the one job: CodeCarbon tracker (1 s power sampling,
-  a reading at every epoch end), the `running` row and the final row in DuckDB, the JSON line.
+- agent: a full `agent.sweep.run_sweep` of the one job: CodeCarbon tracker (CPU load sampled
+  every second, energy read every 10 s and at every epoch end), the `running` row and the final
+  row in DuckDB, the JSON line.
 
 Each variant runs once untimed first (CodeCarbon's one-off hardware probe, ~1.5 s per process,
 and torch warm-up are left out). Prints the median times of each and the overhead, in wall

@@ -16,8 +16,9 @@ Ratios are taken within each round, between arms run back to back, then their me
 Targets: agent >= 0.95 x plain; measuring costs <= 1% (agent vs agent with meter off; the
 meter's read once an epoch is off the agent's clock, and timed by `--profile-meter`).
 `--profile-meter` then times the meter's per-epoch reading, profiles CodeCarbon's sampling
-(what each second of it costs) and times a launch-bound loop of tiny kernels with no meter,
-the agent's meter (a helper process) and a tracker in the training process.
+(what each of its periodic calls costs) and times a launch-bound loop of tiny kernels with no meter,
+the agent's meter (a helper process), a tracker in the training process, and NVML energy
+reads alone (1 and 10 a second).
 
     .venv/bin/python benchmarks/agent_throughput.py --device cuda:0 [--model resnet18]
         [--images 7007] [--image-size 224] [--epochs 2] [--rounds 3] [--amp off]
@@ -40,7 +41,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from agent.data import Data  # noqa: E402
 from agent.measure import (  # noqa: E402
-    POWER_SAMPLE_SECS, EnergyMeter, NullMeter, find_nvml_gpu, new_tracker,
+    EnergyMeter, NullMeter, find_nvml_gpu, new_tracker,
 )
 from agent.plan import expand  # noqa: E402
 from agent.train import (  # noqa: E402
@@ -190,7 +191,8 @@ def in_process_tracker(device: torch.device):
 
 
 def profile_meter(device: torch.device, ticks: int = 10) -> None:
-    """What one second of measuring costs: the tracker's two periodic calls, timed and profiled."""
+    """What measuring costs: the per-epoch read, and the tracker's two periodic calls (every
+    second, and every `POWER_SAMPLE_SECS`), timed and profiled."""
     import cProfile
     import pstats
 
@@ -198,7 +200,7 @@ def profile_meter(device: torch.device, ticks: int = 10) -> None:
     try:
         reads = []
         for _ in range(ticks):
-            time.sleep(POWER_SAMPLE_SECS / 2)  # as between epochs: not right after the last read
+            time.sleep(0.5)  # as between epochs: not right after the last read
             start = time.perf_counter()
             meter.energy_kwh()
             reads.append(time.perf_counter() - start)
@@ -224,6 +226,29 @@ def profile_meter(device: torch.device, ticks: int = 10) -> None:
     launch_bound_probe(device)
 
 
+def with_energy_reads(loop, device: torch.device, per_second: int) -> float:
+    """Seconds of `loop()` while a thread reads the GPU's NVML energy counter `per_second` times
+    a second, and nothing else: what reading energy costs a launching thread, alone."""
+    import threading
+
+    import pynvml
+
+    handle = pynvml.nvmlDeviceGetHandleByIndex(find_nvml_gpu(device).index)
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.wait(1 / per_second):
+            pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        return loop()
+    finally:
+        done.set()
+        reader.join()
+
+
 def launch_bound_probe(device: torch.device, launches: int = 300_000, rounds: int = 3) -> None:
     """How much measuring slows a thread that only launches tiny kernels (the launch-bound
     regime of small models at batch 32): the agent's meter, and a tracker in this process."""
@@ -246,6 +271,9 @@ def launch_bound_probe(device: torch.device, launches: int = 300_000, rounds: in
 
     variants = {"no meter": launch, "agent's meter": lambda: metered(launch, device),
                 "tracker in this process": tracked_in_process}
+    if device.type == "cuda":
+        variants |= {f"NVML energy reads, {n}/s": lambda n=n: with_energy_reads(launch, device, n)
+                     for n in (1, 10)}
     seconds = {name: [] for name in variants}
     launch()
     for _ in range(rounds):

@@ -11,7 +11,7 @@ import timm
 import torch
 
 from agent.data import load
-from agent.measure import EnergyMeter, NullMeter, energy_from_totals
+from agent.measure import POWER_SAMPLE_SECS, EnergyMeter, NullMeter, energy_from_totals
 from agent.plan import expand
 from agent.train import Prepare, run_job, train_step
 from pepr.store import RunStore
@@ -128,6 +128,25 @@ def test_a_real_meter_stopped_at_once_reports_no_cpu_reading_as_zero():
     assert energy.cpu_kwh is None or energy.cpu_kwh > 0
     assert (energy.cpu_kwh is None) == (energy.cpu_method == "not-sampled")
     assert energy.gpu_kwh is None and energy.gpu_method == "none"
+
+
+def test_every_epoch_end_reading_measures_then_and_there():
+    """The tracker reads energy on its own only every POWER_SAMPLE_SECS: each reading in a
+    shorter run must still take a measurement of its own, never repeat the last one."""
+    start = time.perf_counter()
+    meter = EnergyMeter("DNK", None)
+    try:
+        readings = []
+        for _ in range(3):
+            busy_until = time.perf_counter() + 0.3
+            while time.perf_counter() < busy_until:
+                pass
+            readings.append(meter.energy_kwh())
+        final = meter.stop().total_kwh
+    finally:
+        meter.close()
+    assert time.perf_counter() - start < POWER_SAMPLE_SECS  # no periodic reading in between
+    assert 0 < readings[0] < readings[1] < readings[2] <= final
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine where NVML finds no GPU")
