@@ -103,6 +103,7 @@ class View:
     runs: pd.DataFrame  # every run of the database, any status
     epochs: pd.DataFrame
     priced: pd.DataFrame  # every run, CO2 re-priced at the chosen grid
+    in_scope: pd.DataFrame  # every run of the chosen experiments, any status, CO2 re-priced
     scope: pd.DataFrame  # the scored runs of the chosen experiments
     excluded: pd.DataFrame  # runs in scope left out of the scores, with the reason
     models: pd.DataFrame  # one row per model in scope, ranked
@@ -141,14 +142,8 @@ class View:
         same = (normalize_weights(weights) == self.weights and c.baseline_normalization == c.normalization
                 and c.baseline_alpha == c.alpha)
         before = self.models if same else by_model(
-            score(self.scope_runs, weights, c.baseline_normalization, c.baseline_alpha).table)
+            score(self.in_scope, weights, c.baseline_normalization, c.baseline_alpha).table)
         return top_changes(before, self.models, c.top_k)
-
-    @functools.cached_property
-    def scope_runs(self) -> pd.DataFrame:
-        return self.scope.drop(
-            columns=[c for c in self.scope if c.startswith(("R_", "loss_")) or c in ("resource", "pepr", "rank")]
-        )
 
     @functools.cached_property
     def comparisons(self) -> list[Comparison]:
@@ -230,6 +225,7 @@ def build_view(
         runs=runs,
         epochs=epochs,
         priced=priced,
+        in_scope=in_scope,
         scope=scope,
         excluded=excluded,
         models=models,

@@ -122,7 +122,7 @@ def ranking(view: View) -> None:
     st.download_button("Download CSV", shown.to_csv(index=False), "pepr-ranking.csv", "text/csv", key="e_download")
     c = view.controls
     if len(c.experiments) == 1:  # a report is of one experiment, as `pepr report` writes it
-        report_downloads(view.scope_runs, c.experiments[0], view.weights, c.normalization, c.alpha)
+        report_downloads(view.in_scope, c.experiments[0], view.weights, c.normalization, c.alpha)
     else:
         st.caption("Choose one experiment to download its report (Markdown, LaTeX table, figures).")
 

@@ -287,6 +287,27 @@ def test_baseline_shows_moved_entered_and_left():
     assert moved.to_dict() == {"m2": "up 3", "m1": "same", "m3": "same", "m4": "up 1", "m0": "down 4"}
 
 
+def test_the_baseline_scores_runs_the_current_weights_cannot():
+    runs = frame([{"experiment": "e", "model": f"m{i}", "performance": p, "energy_kwh": e, "gpu_mem_reserved_gb": g}
+                  for i, (p, e, g) in enumerate([(0.9, 1, None), (0.8, 2, 1), (0.7, 3, 2)])])
+    view = view_of(runs, weights={"gpu_memory": 1.0}, baseline_weights={"energy": 1.0}, top_k=1)
+    assert "m0" not in set(view.models["model"])  # no memory recorded: not scored now
+    changes = view.baseline.set_index("model")
+    assert changes.loc["m0", "change"] == "left" and changes.loc["m0", "pinned rank"] == 1
+    assert pd.isna(changes.loc["m0", "rank now"]) and changes.loc["m1", "change"] == "entered"
+
+
+def test_the_dashboards_report_is_the_clis_with_the_runs_it_could_not_score(crafted_db):
+    from pepr.report import build_report
+    from pepr.store import RunStore
+
+    runs = RunStore(crafted_db).runs()
+    view = views.build_view(runs, EPOCHS, Controls(experiments=("exp",), metric="accuracy", weights={"energy": 1.0}))
+    report = build_report(view.in_scope, "exp", view.weights).markdown
+    assert report == build_report(runs, "exp", {"energy": 1.0}).markdown  # what `pepr report` writes
+    assert "- Not scored: 1 run(s): status failed; 1 run(s): status interrupted." in report
+
+
 def test_a_baseline_equal_to_the_current_choices_shows_no_change():
     runs = frame([{"experiment": "e", "model": f"m{i}", "performance": p, "energy_kwh": e}
                   for i, (p, e) in enumerate([(0.9, 1), (0.8, 2), (0.95, 9), (0.5, 1)])])
