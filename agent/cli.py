@@ -112,7 +112,7 @@ def _param_range(text: str) -> tuple[float, float]:
     return low, high
 
 
-def _positive(kind):
+def positive(kind):
     """A finite number > 0; for `int`, a whole number that fits the database's INTEGER."""
     whole = kind is int
 
@@ -146,7 +146,7 @@ def parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     what.add_argument("--param-range", type=_param_range, metavar="MIN:MAX",
                       help="draw models from timm.list_models() with MIN..MAX trainable "
                            "parameters (as built with timm's default head); needs --sample")
-    what.add_argument("--sample", type=_positive(int), metavar="K", help="how many models to draw")
+    what.add_argument("--sample", type=positive(int), metavar="K", help="how many models to draw")
     what.add_argument("--sample-seed", type=int, default=0, metavar="S",
                       help="seed of the draw (default 0)")
     what.add_argument("--datasets", type=_list(), default=["digits"], metavar="A,B",
@@ -166,14 +166,14 @@ def parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
                       help="experiment label (normalisation group) for every job; default "
                            "DATASET[_pt][_fFRACTION], e.g. digits_pt_f0.1")
     how = run.add_argument_group("how to train (defaults: the paper's protocol)")
-    how.add_argument("--epochs", type=_positive(int), default=10, metavar="N",
+    how.add_argument("--epochs", type=positive(int), default=10, metavar="N",
                      help="default %(default)s")
-    how.add_argument("--batch-size", type=_positive(int), default=32, metavar="N",
+    how.add_argument("--batch-size", type=positive(int), default=32, metavar="N",
                      help="default %(default)s")
-    how.add_argument("--lr", type=_positive(float), default=5e-4, dest="learning_rate",
+    how.add_argument("--lr", type=positive(float), default=5e-4, dest="learning_rate",
                      metavar="LR",
                      help="Adam learning rate (default %(default)s)")
-    how.add_argument("--image-size", type=_positive(int), default=64, metavar="PX",
+    how.add_argument("--image-size", type=positive(int), default=64, metavar="PX",
                      help="images are resized to this square size (default %(default)s)")
     how.add_argument("--amp", choices=AMP_MODES, default="off",
                      help="mixed precision: off (default, the paper's protocol), fp16 (with a "
@@ -192,7 +192,7 @@ def parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     where.add_argument("--country", default="DNK", metavar="ISO3",
                        help="ISO-3 country of the machine, for the grid's carbon intensity "
                             "(default DNK, the paper's lab)")
-    where.add_argument("--carbon-intensity", type=_positive(float), metavar="G",
+    where.add_argument("--carbon-intensity", type=positive(float), metavar="G",
                        help="override the country's carbon intensity, g CO2eq per kWh")
     where.add_argument("--shard", metavar="I/N", help="run only shard I of N of the plan (0-based)")
     where.add_argument("--log", metavar="FILE", help="append the JSON lines here, not to stdout")
@@ -203,7 +203,7 @@ def parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
                             "flags on the command line win")
     from agent import bench, slurm
 
-    bench.add_parser(commands, _positive, _list, _param_range)
+    bench.add_parser(commands, positive, _list, _param_range)
     slurm.add_parser(commands, run)
     return top, run
 

@@ -17,6 +17,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from agent.cli import positive
 from pepr.errors import PeprError
 
 SLURM_FLAGS = ("--tasks", "--partition", "--gres", "--time", "--cpus-per-task", "--submit")
@@ -43,22 +44,16 @@ def add_parser(commands, run: argparse.ArgumentParser) -> None:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     group = slurm.add_argument_group("the Slurm job array")
-    group.add_argument("--tasks", type=_positive_int, required=True, metavar="N",
+    group.add_argument("--tasks", type=positive(int), required=True, metavar="N",
                        help="array tasks; task I trains shard I/N of the plan")
     group.add_argument("--partition", metavar="P", help="sbatch --partition")
     group.add_argument("--gres", metavar="G", help="sbatch --gres per task, e.g. gpu:1 "
                        "(without it, tasks use no GPU)")
     group.add_argument("--time", metavar="T", help="sbatch --time, e.g. 12:00:00")
-    group.add_argument("--cpus-per-task", type=_positive_int, metavar="C",
+    group.add_argument("--cpus-per-task", type=positive(int), metavar="C",
                        help="sbatch --cpus-per-task")
     group.add_argument("--submit", action="store_true",
                        help="submit the array and the merge job; print their job ids")
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
 
 
 def run_flags(argv: list[str]) -> list[str]:

@@ -57,8 +57,7 @@ def readable(models: pd.DataFrame, units: Mapping[str, tuple[str, float]]) -> tu
             unit, factor = units[name]
             field = f"show_{name}"
             data[field] = data[resource.column].astype(float) / factor
-            title = f"{resource.label} ({unit})" if unit else f"{resource.label} ({'count' if not resource.unit else resource.unit})"
-            tips.append(_quantity(field, title, format=".3~g"))
+            tips.append(_quantity(field, resource.heading(unit), format=".3~g"))
     return data, tips
 
 

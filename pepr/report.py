@@ -20,7 +20,7 @@ import pandas as pd
 from pepr import __version__
 from pepr.errors import PeprError
 from pepr.inference import attach_where_weighted
-from pepr.resources import ENERGY_PARTS, RESOURCES, readable_unit
+from pepr.resources import ENERGY_PARTS, RESOURCES, readable_unit, typical_unit
 from pepr.score import normalize_weights, pareto_front, score
 from pepr.store import RunStore, is_estimate
 
@@ -73,19 +73,9 @@ def _number(value: float) -> str:
     return f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
 
 
-def _readable(name: str, values) -> tuple[str, float]:
-    """The readable unit for a resource's values (by their median) and its factor."""
-    values = pd.to_numeric(pd.Series(values), errors="coerce").dropna()
-    return readable_unit(RESOURCES[name], float(values.median()) if len(values) else float("nan"))
-
-
 def _amount(name: str, value: float) -> str:
     unit, factor = readable_unit(RESOURCES[name], value)
     return f"{_number(value / factor)} {unit}".strip()
-
-
-def _heading(name: str, unit: str) -> str:
-    return f"{RESOURCES[name].label} ({unit})" if unit else RESOURCES[name].label
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|~])")
@@ -244,12 +234,12 @@ def _measurement(runs: pd.DataFrame) -> str:
 
 def _resource_columns(table: pd.DataFrame, weights) -> list[tuple[str, str, float]]:
     """(resource, readable unit, factor) for each weighted resource."""
-    return [(name, *_readable(name, table[RESOURCES[name].column])) for name in weights]
+    return [(name, *typical_unit(RESOURCES[name], table[RESOURCES[name].column])) for name in weights]
 
 
 def _top(table: pd.DataFrame, weights) -> str:
     resources = _resource_columns(table, weights)
-    header = ["rank", "model", "performance", *(_heading(n, u) for n, u, _ in resources), "PePR"]
+    header = ["rank", "model", "performance", *(RESOURCES[n].heading(u) for n, u, _ in resources), "PePR"]
 
     def rows(frame):
         return [
@@ -298,7 +288,7 @@ def _savings(table: pd.DataFrame) -> str:
 def latex_table(table: pd.DataFrame, experiment: str, weights, normalization: str, alpha: float) -> str:
     """The ranking as a booktabs table, names escaped."""
     resources = _resource_columns(table, weights)
-    header = ["Rank", "Model", "Performance", *(latex_text(_heading(n, u)) for n, u, _ in resources), "PePR"]
+    header = ["Rank", "Model", "Performance", *(latex_text(RESOURCES[n].heading(u)) for n, u, _ in resources), "PePR"]
     body = [
         " & ".join([str(row["rank"]), latex_text(row["model"]), f"{row['performance']:.4f}",
                     *(_number(row[RESOURCES[n].column] / f) for n, _, f in resources), f"{row['pepr']:.4f}"]) + r" \\"
@@ -335,8 +325,8 @@ def performance_vs_resource(table: pd.DataFrame, weights) -> alt.LayerChart:
     weighted normalised R), the Pareto front drawn, the best PePR model marked and named."""
     if len(weights) == 1:
         name = next(iter(weights))
-        unit, factor = _readable(name, table[RESOURCES[name].column])
-        x_values, x_title = table[RESOURCES[name].column] / factor, _heading(name, unit)
+        unit, factor = typical_unit(RESOURCES[name], table[RESOURCES[name].column])
+        x_values, x_title = table[RESOURCES[name].column] / factor, RESOURCES[name].heading(unit)
     else:
         x_values, x_title = table["resource"], "weighted normalised resource R"
     data = pd.DataFrame({

@@ -22,6 +22,10 @@ class Resource:
     benchmarked: bool = False  # from the benchmarks of a chosen device, not stored on runs
     noun: str = ""  # in running text, e.g. `uses 3x less energy`
 
+    def heading(self, unit: str) -> str:
+        """`Training energy (mWh)`: the label with a readable unit, `(count)` for a plain count."""
+        return f"{self.label} ({unit or 'count'})"
+
 
 # The parts of a run's energy: each has energy_{part}_kwh, _method and _scope columns.
 ENERGY_PARTS = ("cpu", "gpu", "ram")

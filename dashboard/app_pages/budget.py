@@ -42,7 +42,7 @@ def page(view: View | None, problem: str | None, source) -> None:
         state[f"b_cap_{name}"] = None if cap is None else float(f"{cap / factor:.12g}")  # 30 mWh, not 30.000000000000004
         typical = models[resource.column].median() / factor
         column.number_input(
-            f"{resource.label} ({unit})" if unit else f"{resource.label} (count)",
+            resource.heading(unit),
             min_value=0.0, step=_step(typical), format="%g", placeholder="no cap",
             key=f"b_cap_{name}", on_change=_store, args=(name, factor),
         )

@@ -83,7 +83,7 @@ def test_array_ranges_are_written_as_sbatch_takes_them():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (("--tasks", "0"), "--tasks: expected a positive integer, got '0'"),
+    (("--tasks", "0"), "--tasks: expected a whole number from 1 to 2147483647, got '0'"),
     (("--tasks", "2", "--shard", "0/2"), "--shard: not for pepr-agent slurm"),
     (("--tasks", "2", "--models", "resnet19"), "unknown timm model 'resnet19'"),
     (("--models", "test_resnet"), "the following arguments are required: --tasks"),
