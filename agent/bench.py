@@ -105,35 +105,13 @@ def device_name(device, threads: int) -> str:
 
 
 def build(name: str, image_size: int):
-    """The timm architecture without weights, in eval mode.
-
-    An architecture with a fixed input size is built for `image_size`, unless its default
-    build takes images of that size as they are (CrossViT rescales its input itself, and
-    cannot be built for every size).
-    """
+    """The timm architecture without weights, in eval mode, built for `image_size` where it
+    must be (`agent.train.sized_for`)."""
     import timm
-    from timm.models import get_pretrained_cfg
 
-    cfg = get_pretrained_cfg(name)
-    fixed = cfg is not None and cfg.fixed_input_size
-    kwargs = {"img_size": image_size} if fixed and not _takes(name, image_size) else {}
-    return timm.create_model(name, pretrained=False, **kwargs).eval()
+    from agent.train import sized_for
 
-
-def _takes(name: str, image_size: int) -> bool:
-    """Whether the default build runs on images of this size (tried on the meta device: no
-    memory, no compute)."""
-    import timm
-    import torch
-
-    with torch.device("meta"):
-        model = timm.create_model(name, pretrained=False).eval()
-        try:
-            with torch.inference_mode():
-                model(torch.empty(1, 3, image_size, image_size))
-        except Exception:
-            return False
-    return True
+    return timm.create_model(name, pretrained=False, **sized_for(name, image_size)).eval()
 
 
 def measure(model, device, image_size: int, batch_size: int, seconds: float) -> dict:

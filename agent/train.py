@@ -64,7 +64,7 @@ def build_model(job: Job, num_classes: int, in_chans: int) -> torch.nn.Module:
     from timm.models import get_pretrained_cfg
 
     cfg = get_pretrained_cfg(job.model)
-    kwargs = {"img_size": job.image_size} if cfg is not None and cfg.fixed_input_size else {}
+    kwargs = sized_for(job.model, job.image_size, in_chans)
     if job.pretrained:
         cached = cached_weights(cfg)
         if cached is not None:
@@ -87,6 +87,26 @@ def build_model(job: Job, num_classes: int, in_chans: int) -> torch.nn.Module:
             f"pretrained weights for {job.model} could not be loaded "
             f"({type(error).__name__}: {_first_line(error)})"
         ) from None
+
+
+def sized_for(name: str, image_size: int, in_chans: int = 3) -> dict:
+    """`{"img_size": image_size}` for an architecture built for one input size, unless its
+    default build takes images of that size as they are (CrossViT rescales its input itself, and
+    cannot be built for every size); else nothing."""
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    if cfg is None or not cfg.fixed_input_size:
+        return {}
+    with torch.device("meta"):  # tried without memory or compute
+        model = timm.create_model(name, pretrained=False, in_chans=in_chans).eval()
+        try:
+            with torch.inference_mode():
+                model(torch.empty(1, in_chans, image_size, image_size))
+        except Exception:
+            return {"img_size": image_size}
+    return {}
 
 
 def cached_weights(cfg) -> str | None:

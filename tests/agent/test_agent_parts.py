@@ -270,3 +270,16 @@ def test_a_sweep_cannot_mix_protocols_in_one_experiment(cli, tmp_path):
     assert code == 0 and "digits_e2" in out
     code, out, _ = cli("run", "--models", "test_resnet", "--epochs", 4, "--image-size", 32, "--dry-run", "--db", db)
     assert code == 0 and out.split()[1] == "ok"
+
+
+@pytest.mark.parametrize("model", ["crossvit_tiny_240", "test_vit", "test_resnet"])
+def test_every_architecture_takes_the_jobs_image_size(model):
+    """A fixed-size ViT is built for the job's size; CrossViT, which rescales its input itself
+    and breaks when built for another size (as in the paper's study at 224 px), is not."""
+    from agent.train import build_model
+
+    (job,) = plan.expand([model], ["tiny"], [False], [1.0], [0], epochs=1, batch_size=2,
+                         learning_rate=5e-4, image_size=32, amp="off")
+    net = build_model(job, num_classes=7, in_chans=1).eval()
+    with torch.inference_mode():
+        assert net(torch.zeros(2, 1, 32, 32)).shape == (2, 7)
