@@ -63,8 +63,8 @@ def build_model(job: Job, num_classes: int, in_chans: int) -> torch.nn.Module:
     import timm
     from timm.models import get_pretrained_cfg
 
-    cfg = get_pretrained_cfg(job.model)
     kwargs = sized_for(job.model, job.image_size, in_chans)
+    cfg = get_pretrained_cfg(job.model)
     if job.pretrained:
         cached = cached_weights(cfg)
         if cached is not None:
@@ -90,23 +90,32 @@ def build_model(job: Job, num_classes: int, in_chans: int) -> torch.nn.Module:
 
 
 def sized_for(name: str, image_size: int, in_chans: int = 3) -> dict:
-    """`{"img_size": image_size}` for an architecture built for one input size, unless its
-    default build takes images of that size as they are (CrossViT rescales its input itself, and
-    cannot be built for every size); else nothing."""
+    """How to build `name` so that it takes `image_size` px images: as it is where its default
+    build does (CrossViT rescales its input itself, and breaks when built for another size),
+    else for that size (`img_size`); a RuntimeError where neither does (halo attention needs
+    feature maps in whole blocks). Tried on the meta device: no memory, no compute."""
     import timm
     from timm.models import get_pretrained_cfg
 
-    cfg = get_pretrained_cfg(name)
-    if cfg is None or not cfg.fixed_input_size:
-        return {}
-    with torch.device("meta"):  # tried without memory or compute
-        model = timm.create_model(name, pretrained=False, in_chans=in_chans).eval()
+    def takes(model) -> bool:
         try:
-            with torch.inference_mode():
-                model(torch.empty(1, in_chans, image_size, image_size))
+            model.eval()(torch.empty(1, in_chans, image_size, image_size))
         except Exception:
+            return False
+        return True
+
+    with torch.device("meta"), torch.inference_mode():
+        if takes(timm.create_model(name, pretrained=False, in_chans=in_chans)):
+            return {}
+        try:
+            sized = timm.create_model(name, pretrained=False, in_chans=in_chans, img_size=image_size)
+        except TypeError:  # no img_size to give
+            sized = None
+        if sized is not None and takes(sized):
             return {"img_size": image_size}
-    return {}
+    cfg = get_pretrained_cfg(name)
+    default = f" (its default is {cfg.input_size[-1]} px)" if cfg is not None else ""
+    raise RuntimeError(f"{name} cannot take {image_size}x{image_size} images{default}: choose another --image-size")
 
 
 def cached_weights(cfg) -> str | None:

@@ -283,3 +283,25 @@ def test_every_architecture_takes_the_jobs_image_size(model):
     net = build_model(job, num_classes=7, in_chans=1).eval()
     with torch.inference_mode():
         assert net(torch.zeros(2, 1, 32, 32)).shape == (2, 7)
+
+
+def test_an_architecture_that_cannot_take_the_image_size_says_so():
+    from agent.train import sized_for
+
+    assert sized_for("halonet26t", 256) == {}  # its own size, as in the paper's study
+    with pytest.raises(RuntimeError, match=r"^halonet26t cannot take 224x224 images \(its default is 256 px\)"):
+        sized_for("halonet26t", 224)  # the last stage's 7x7 maps are not whole 8x8 halo blocks
+
+
+def test_every_model_of_the_papers_study_takes_its_256_px_images(paper_dir):
+    import pandas as pd
+
+    from agent.train import sized_for
+
+    cannot = {}
+    for name in pd.read_csv(paper_dir / "model_names.csv")["model"]:
+        try:
+            sized_for(name, 256)
+        except RuntimeError as error:
+            cannot[name] = str(error)
+    assert cannot == {"gluon_xception65": "Unknown model (gluon_xception65)"}  # unknown to timm 1.0
