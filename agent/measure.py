@@ -88,10 +88,10 @@ def check_country(code: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class NvmlGpu:
-    """A torch CUDA device as NVML knows it: the physical GPU's index, and its MIG slice."""
+    """A torch CUDA device as NVML knows it: the physical GPU's index, and whether torch uses
+    one of its MIG slices."""
 
     index: int
-    uuid: str  # the device torch uses: the GPU's, or the MIG slice's
     mig: bool
 
 
@@ -116,10 +116,10 @@ def find_nvml_gpu(device) -> NvmlGpu | None:
     for index in range(pynvml.nvmlDeviceGetCount()):
         handle = pynvml.nvmlDeviceGetHandleByIndex(index)
         if _bare_uuid(pynvml.nvmlDeviceGetUUID(handle)) == uuid:
-            return NvmlGpu(index, uuid, mig=False)
+            return NvmlGpu(index, mig=False)
         for slice_uuid in _mig_uuids(pynvml, handle):
             if _bare_uuid(slice_uuid) == uuid:
-                return NvmlGpu(index, uuid, mig=True)
+                return NvmlGpu(index, mig=True)
     raise RuntimeError(f"cannot find {device} (UUID {uuid}) in NVML to measure its energy")
 
 

@@ -156,7 +156,7 @@ def test_a_meter_that_cannot_measure_the_gpu_says_why_and_leaves_no_stray_helper
     from agent import measure
 
     with pytest.raises(RuntimeError, match="cannot measure the energy of GPU 0"):
-        EnergyMeter("DNK", measure.NvmlGpu(index=0, uuid="none", mig=False))
+        EnergyMeter("DNK", measure.NvmlGpu(index=0, mig=False))
     helpers = [p.pid for p in psutil.Process().children() if "agent.measure" in p.cmdline()]
     assert set(helpers) <= {helper.pid for helper in measure._idle_helpers}
 
