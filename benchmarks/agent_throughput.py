@@ -22,6 +22,7 @@ reads alone (1 and 10 a second).
 
     .venv/bin/python benchmarks/agent_throughput.py --device cuda:0 [--model resnet18]
         [--images 7007] [--image-size 224] [--epochs 2] [--rounds 3] [--amp off]
+        [--arms meter-off,agent] [--profile-meter]
 """
 
 from __future__ import annotations
@@ -104,6 +105,10 @@ def plain_loop(job, data: Data, device: torch.device, agent_batches: bool = Fals
     return time.perf_counter() - start
 
 
+ARMS = {  # --arms key: arm
+    "plain": "plain", "batches": "plain, agent's batches", "plain-metered": "plain, metered",
+    "meter-off": "agent, meter off", "agent": "agent",
+}
 RATIOS = {  # name: (arm, baseline arm, target)
     "agent / plain": ("agent", "plain", "target >= 0.95"),
     "agent meter off / plain": ("agent, meter off", "plain", "the agent's loop alone"),
@@ -115,7 +120,8 @@ RATIOS = {  # name: (arm, baseline arm, target)
 
 def round_ratios(speed: dict[str, list[float]]) -> dict[str, list[float]]:
     """Each ratio of `RATIOS`, per round so far."""
-    return {label: [a / b for a, b in zip(speed[arm], speed[base])] for label, (arm, base, _) in RATIOS.items()}
+    return {label: [a / b for a, b in zip(speed[arm], speed[base])]
+            for label, (arm, base, _) in RATIOS.items() if arm in speed and base in speed}
 
 
 def main() -> None:
@@ -127,6 +133,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--amp", default="off", choices=("off", "fp16", "bf16"))
+    parser.add_argument("--arms", type=lambda text: text.split(","), default=list(ARMS), metavar="A,B",
+                        help=f"which arms to run (default all): {', '.join(ARMS)}")
     parser.add_argument("--profile-meter", action="store_true",
                         help="then time the meter's sampling calls and print where it spends")
     args = parser.parse_args()
@@ -136,13 +144,17 @@ def main() -> None:
                     batch_size=32, learning_rate=5e-4, image_size=args.image_size, amp=args.amp)
     data = random_data(args.images, args.image_size)
     configure_backends(job)  # the agent's settings (cuDNN autotuning off) for every arm
-    arms = {
+    every = {
         "plain": lambda: plain_loop(job, data, device),
         "plain, agent's batches": lambda: plain_loop(job, data, device, agent_batches=True),
         "plain, metered": lambda: metered(lambda: plain_loop(job, data, device), device),
         "agent, meter off": lambda: run_job(job, data, device, "DNK", meter_factory=NullMeter)[0]["train_time_s"],
         "agent": lambda: run_job(job, data, device, "DNK")[0]["train_time_s"],
     }
+    unknown = set(args.arms) - set(ARMS)
+    if unknown:
+        parser.error(f"--arms: unknown {', '.join(sorted(unknown))} (known: {', '.join(ARMS)})")
+    arms = {ARMS[key]: every[ARMS[key]] for key in ARMS if key in args.arms}
     speed = {name: [] for name in arms}
     for round_ in range(args.rounds):
         names = list(arms)
