@@ -24,11 +24,12 @@ from pepr.errors import PeprError
 from pepr.resources import ENERGY_PARTS
 
 # How often CodeCarbon reads every part's energy on its own; it also reads at each epoch end
-# (`energy_kwh`) and at stop. Its 1 s monitor loop samples CPU load (and the power of a GPU
-# without an energy counter) regardless, and counters (NVML, RAPL) lose nothing between reads;
-# RAM is estimated from the process's memory at each read. A read asks NVML for the energy of
-# every GPU of the node, not only the run's (~5 ms each on an H200): once a second, it was the
-# costliest thing the meter did while training.
+# (`energy_kwh`) and at stop. A read asks NVML for the energy of every GPU of the node, not only
+# the run's (~5 ms each on an H200): once a second, it was the costliest thing the meter did
+# while training. Counters (NVML, RAPL) lose nothing between reads; CodeCarbon's 1 s loop still
+# samples CPU load, every GPU's utilisation and the power of a GPU without a counter. Coarser
+# with 10 s: RAM (the process's memory at each read) and a GPU counter failing mid-run (bridged
+# by one power reading per read).
 POWER_SAMPLE_SECS = 10.0
 TRACKING_MODE = "process"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import math
 import queue
@@ -90,32 +91,43 @@ def build_model(job: Job, num_classes: int, in_chans: int) -> torch.nn.Module:
 
 
 def sized_for(name: str, image_size: int, in_chans: int = 3) -> dict:
-    """How to build `name` so that it takes `image_size` px images: as it is where its default
-    build does (CrossViT rescales its input itself, and breaks when built for another size),
-    else for that size (`img_size`); a RuntimeError where neither does (halo attention needs
-    feature maps in whole blocks). Tried on the meta device: no memory, no compute."""
+    """How to build `name` so that it takes `image_size` px images: for that size (`img_size`)
+    where timm says its input size is fixed, else as it is; the other way where the first
+    refuses the images (CrossViT rescales its input itself, and breaks when built for another
+    size); a RuntimeError where neither takes them (halo attention needs feature maps in whole
+    blocks)."""
+    return {"img_size": image_size} if _built_for_size(name, image_size, in_chans) else {}
+
+
+@functools.lru_cache(maxsize=64)
+def _built_for_size(name: str, image_size: int, in_chans: int) -> bool:
+    """`sized_for`'s answer, tried on the meta device (no memory, no compute) once per process."""
     import timm
     from timm.models import get_pretrained_cfg
 
-    def takes(model) -> bool:
-        try:
-            model.eval()(torch.empty(1, in_chans, image_size, image_size))
-        except Exception:
-            return False
-        return True
-
-    with torch.device("meta"), torch.inference_mode():
-        if takes(timm.create_model(name, pretrained=False, in_chans=in_chans)):
-            return {}
-        try:
-            sized = timm.create_model(name, pretrained=False, in_chans=in_chans, img_size=image_size)
-        except TypeError:  # no img_size to give
-            sized = None
-        if sized is not None and takes(sized):
-            return {"img_size": image_size}
     cfg = get_pretrained_cfg(name)
-    default = f" (its default is {cfg.input_size[-1]} px)" if cfg is not None else ""
-    raise RuntimeError(f"{name} cannot take {image_size}x{image_size} images{default}: choose another --image-size")
+    refusal = None
+    with torch.device("meta"), torch.inference_mode():
+        for sized in ((True, False) if cfg is not None and cfg.fixed_input_size else (False, True)):
+            try:
+                model = timm.create_model(name, pretrained=False, in_chans=in_chans,
+                                          **({"img_size": image_size} if sized else {}))
+            except TypeError:
+                if not sized:
+                    raise
+                continue  # no img_size to give
+            try:
+                model.eval()(torch.empty(1, in_chans, image_size, image_size))
+                return sized
+            except NotImplementedError:  # the meta device lacks an operation: not the size's fault
+                raise
+            except Exception as error:
+                refusal = refusal or error
+    why = [type(refusal).__name__ + (f": {_first_line(refusal)}" if _first_line(refusal) else "")]
+    if cfg is not None:
+        why.append(f"its default is {cfg.input_size[-1]} px")
+    raise RuntimeError(f"{name} cannot take {image_size}x{image_size} images ({'; '.join(why)}): "
+                       "choose another --image-size")
 
 
 def cached_weights(cfg) -> str | None:

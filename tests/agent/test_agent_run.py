@@ -89,7 +89,7 @@ def test_digits_end_to_end_through_the_cli_then_resume(tmp_path, run_agent):
 
 def test_one_failing_job_is_recorded_and_the_sweep_goes_on(cli, tiny_npz, tmp_path):
     db = tmp_path / "runs.duckdb"
-    # test_convnext cannot run on 16-pixel images: a real failure, found only when training.
+    # test_convnext cannot run on 16-pixel images: a real failure, found as the model is built.
     code, out, _ = cli("run", "--models", "test_resnet,test_convnext,test_efficientnet",
                        "--datasets", tiny_npz, "--db", db, "--epochs", 1, "--batch-size", 8,
                        "--image-size", 16, "--quiet")
@@ -99,7 +99,8 @@ def test_one_failing_job_is_recorded_and_the_sweep_goes_on(cli, tiny_npz, tmp_pa
         "test_convnext": "failed", "test_efficientnet": "ok", "test_resnet": "ok"
     }
     failed = runs.loc["test_convnext"]
-    assert failed.error.startswith("RuntimeError:") and "Kernel size" in failed.error
+    assert failed.error.startswith("RuntimeError: test_convnext cannot take 16x16 images (RuntimeError: ")
+    assert "Kernel size" in failed.error  # what the model itself said
     assert failed.ended_at > failed.started_at and failed.performance != failed.performance
     assert [json.loads(line)["status"] for line in out.splitlines()] == ["ok", "failed", "ok"]
 
