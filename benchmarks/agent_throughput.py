@@ -16,9 +16,9 @@ Ratios are taken within each round, between arms run back to back, then their me
 Targets: agent >= 0.95 x plain; measuring costs <= 1% (agent vs agent with meter off; the
 meter's read once an epoch is off the agent's clock, and timed by `--profile-meter`).
 `--profile-meter` then times the meter's per-epoch reading, profiles CodeCarbon's sampling
-(what each of its periodic calls costs) and times a launch-bound loop of tiny kernels with no meter,
-the agent's meter (a helper process), a tracker in the training process, and NVML energy
-reads alone (1 and 10 a second).
+(what each of its periodic calls costs) and times a launch-bound loop of tiny kernels with no
+meter, the agent's meter (a helper process), a tracker in the training process, and NVML
+energy reads alone (1 and 10 a second).
 
     .venv/bin/python benchmarks/agent_throughput.py --device cuda:0 [--model resnet18]
         [--images 7007] [--image-size 224] [--epochs 2] [--rounds 3] [--amp off]

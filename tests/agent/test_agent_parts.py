@@ -289,7 +289,8 @@ def test_an_architecture_that_cannot_take_the_image_size_says_so():
     from agent.train import sized_for
 
     assert sized_for("halonet26t", 256) == {}  # its own size, as in the paper's study
-    with pytest.raises(RuntimeError, match=r"^halonet26t cannot take 224x224 images \(AssertionError; its default is 256 px\)"):
+    refusal = r"^halonet26t cannot take 224x224 images \(AssertionError; its default is 256 px\)"
+    with pytest.raises(RuntimeError, match=refusal):
         sized_for("halonet26t", 224)  # the last stage's 7x7 maps are not whole 8x8 halo blocks
 
 
