@@ -291,7 +291,7 @@ def test_an_architecture_that_cannot_take_the_image_size_says_so():
     assert sized_for("halonet26t", 256) == {}  # its own size, as in the paper's study
     refusal = r"^halonet26t cannot take 224x224 images \(AssertionError; its default is 256 px\)"
     with pytest.raises(RuntimeError, match=refusal):
-        sized_for("halonet26t", 224)  # the last stage's 7x7 maps are not whole 8x8 halo blocks
+        sized_for("halonet26t", 224)  # its feature maps do not split into whole 8x8 halo blocks
 
 
 def test_every_model_of_the_papers_study_takes_its_256_px_images(paper_dir):
