@@ -173,19 +173,19 @@ def bench(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from agent.cli import make_writable
+    from agent.cli import checked_db, make_writable
     from agent.sweep import now, one_line, software
     from agent.train import resolve_device
-    from pepr.store import RunStore, job_key
+    from pepr.store import job_key
 
     from agent.plan import models_from_flags
 
+    store = checked_db(args.db)
     models = models_from_flags(args, pretrained=False)
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     threads = args.threads or torch.get_num_threads()
     name = device_name(device, threads)
-    store = RunStore(args.db)
     done = set()
     if store.exists() and not args.rebench:
         stored = store.benchmarks()
