@@ -86,7 +86,7 @@ def build_model(job: Job, num_classes: int, in_chans: int) -> torch.nn.Module:
     except OSError as error:  # weights not downloadable (no network) nor in the cache
         raise RuntimeError(
             f"pretrained weights for {job.model} could not be loaded "
-            f"({type(error).__name__}: {_first_line(error)})"
+            f"({_described(error)})"
         ) from None
 
 
@@ -123,7 +123,7 @@ def _built_for_size(name: str, image_size: int, in_chans: int) -> bool:
                 raise
             except Exception as error:
                 refusal = refusal or error
-    why = [type(refusal).__name__ + (f": {_first_line(refusal)}" if _first_line(refusal) else "")]
+    why = [_described(refusal)]
     if cfg is not None:
         why.append(f"its default is {cfg.input_size[-1]} px")
     raise RuntimeError(f"{name} cannot take {image_size}x{image_size} images ({'; '.join(why)}): "
@@ -172,9 +172,10 @@ def _hub_reachable(timeout_s: float = 5.0) -> bool:
     return True
 
 
-def _first_line(error: BaseException) -> str:
+def _described(error: BaseException) -> str:
+    """`OSError: the first line of its message`, or the error's type alone where it says nothing."""
     text = str(error).strip()
-    return text.splitlines()[0] if text else ""
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
 def batches(

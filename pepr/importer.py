@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from pepr.errors import PeprError, control_character, control_problem
-from pepr.paper import INT64_MAX, _label, _parse_csv, _read_source, whole_number
+from pepr.paper import NOT_WHOLE, parse_csv, read_source, source_label, whole_number
 from pepr.resources import ENERGY_PARTS
 from pepr.store import Imported, RunStore, job_key
 
@@ -138,14 +138,14 @@ def detect_format(name: str) -> str:
 
 def read_table(source, name: str | None = None, fmt: str | None = None) -> Table:
     """Read a path, http(s) URL or bytes (named `name`) as a table of raw values."""
-    name = name or _label(source)
-    data = _read_source(source, None, name)
+    name = name or source_label(source)
+    data = read_source(source, None, name)
     return parse_table(data, name, fmt or detect_format(name))
 
 
 def parse_table(data: bytes, name: str, fmt: str) -> Table:
     if fmt == "csv":
-        frame = _parse_csv(data, name, [])
+        frame = parse_csv(data, name, [])
         frame.index = frame.index + 2  # row 1 is the header
     elif fmt == "parquet":
         try:
@@ -275,7 +275,7 @@ def _whole_numbers(text: pd.Series, values: pd.Series, column: str, name: str, e
             continue
         value = whole_number(text[row], number)
         if value is None:
-            errors.append((row, f"{_where(name, row, column)}: {text[row]} is not a whole number of at most {INT64_MAX}"))
+            errors.append((row, f"{_where(name, row, column)}: {text[row]} {NOT_WHOLE}"))
         whole.append(value)
     return pd.Series(whole, index=values.index, dtype="Int64")
 

@@ -96,16 +96,16 @@ def import_paper(
     if source is None:
         source, sha256 = PAPER_RESULTS_URL, PAPER_RESULTS_SHA256
         if models is None:
-            models = _read_source(PAPER_MODELS_URL, PAPER_MODELS_SHA256, None)
-    runs, epochs = load_paper_results(_read_source(source, sha256, name), name or str(source))
+            models = read_source(PAPER_MODELS_URL, PAPER_MODELS_SHA256, None)
+    runs, epochs = load_paper_results(read_source(source, sha256, name), name or str(source))
     if models is not None:
-        runs = _join_models(runs, _read_source(models, None, None), _label(models))
+        runs = _join_models(runs, read_source(models, None, None), source_label(models))
     return store.import_runs(runs, epochs)
 
 
 def load_paper_results(data: bytes, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Parse and validate `all_results.csv` content into run and epoch rows."""
-    table = _parse_csv(data, name, REQUIRED_COLUMNS)
+    table = parse_csv(data, name, REQUIRED_COLUMNS)
     numbers = {column: _numeric(table, column, name) for column in NUMERIC_COLUMNS}
     scores = {column: _numeric(table, column, name) for column in EPOCH_COLUMNS}
     for column, values in numbers.items():
@@ -180,7 +180,7 @@ def load_paper_results(data: bytes, name: str) -> tuple[pd.DataFrame, pd.DataFra
 
 def _join_models(runs: pd.DataFrame, data: bytes, name: str) -> pd.DataFrame:
     """Fill model type and efficient flag from `model_names.csv` where the results lack them."""
-    table = _parse_csv(data, name, ["model", "type", "efficient"])
+    table = parse_csv(data, name, ["model", "type", "efficient"])
     info = pd.DataFrame(
         {
             "model": table["model"],
@@ -194,13 +194,14 @@ def _join_models(runs: pd.DataFrame, data: bytes, name: str) -> pd.DataFrame:
     return runs
 
 
-def _label(source) -> str:
+def source_label(source) -> str:
+    """How messages name a source: its path or URL, or `upload` for bytes."""
     return "upload" if isinstance(source, bytes) else str(source)
 
 
-def _read_source(source, sha256: str | None, name: str | None) -> bytes:
+def read_source(source, sha256: str | None, name: str | None) -> bytes:
     """The bytes of a path, URL or upload, checked against `sha256` when one is given."""
-    label = name or _label(source)
+    label = name or source_label(source)
     if isinstance(source, bytes):
         data = source
     elif str(source).lower().startswith(("http://", "https://")):
@@ -240,7 +241,7 @@ def _download(url: str) -> bytes:
         raise DownloadError(f"{url}: cannot download ({reason})") from None
 
 
-def _parse_csv(data: bytes, name: str, required: list[str]) -> pd.DataFrame:
+def parse_csv(data: bytes, name: str, required: list[str]) -> pd.DataFrame:
     """CSV content as a table of strings, every row as long as the header, `required` present."""
     try:
         rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
@@ -290,6 +291,7 @@ def _check_range(values: pd.Series, column: str, name: str, low: float, high: fl
 
 
 INT64_MAX = 2**63 - 1
+NOT_WHOLE = f"is not a whole number of at most {INT64_MAX}"  # where `whole_number` refuses
 
 
 def _count(table: pd.DataFrame, column: str, name: str) -> pd.Series:
@@ -298,7 +300,7 @@ def _count(table: pd.DataFrame, column: str, name: str) -> pd.Series:
     for label, text in table[column].str.strip().items():
         value = whole_number(text, float(text))  # finite and >= 0: checked before
         if value is None:
-            raise PeprError(f"{_where(name, label, column)}: {text} is not a whole number of at most {INT64_MAX}")
+            raise PeprError(f"{_where(name, label, column)}: {text} {NOT_WHOLE}")
         values.append(value)
     return pd.Series(values, index=table.index, dtype="int64")
 

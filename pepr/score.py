@@ -15,8 +15,7 @@ import pandas as pd
 from scipy import stats
 
 from pepr.errors import PeprError
-from pepr.resources import ENERGY_PARTS
-from pepr.resources import RESOURCES as REGISTRY
+from pepr.resources import ENERGY_PARTS, RESOURCES as REGISTRY
 
 # Resource name (as on the command line) -> run column, from the one registry.
 RESOURCES: dict[str, str] = {name: resource.column for name, resource in REGISTRY.items()}

@@ -130,5 +130,3 @@ def ranking(view: View) -> None:
 def _times(ratio: float, label: str) -> str:
     """`3.1× less energy` (or `2× more` where the top-PePR model uses more)."""
     return f"{ratio:.2g}× less {label}" if ratio >= 1 else f"{1 / ratio:.2g}× more {label}"
-
-
