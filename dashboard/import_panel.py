@@ -13,12 +13,13 @@ import streamlit as st
 from dashboard import data
 from dashboard.text import plain, without_path
 from pepr.errors import PeprError
-from pepr.importer import FIELDS, ColumnMap, Table, convert, detect_format, parse_table, preview
+from pepr.importer import FIELDS, ColumnMap, Table, detect_format, parse_table, preview
 from pepr.store import RunStore
 
 MAX_UPLOAD_MB = 50
 NONE = "(none)"
 SHOWN = ["run_id", "experiment", "model", "performance"]
+SHOWN_ROWS = 5
 COMMON = ("model", "performance", "run_id", "energy", "co2", "train_time", "gpu_memory", "params", "dataset")
 FROM_EMISSIONS = ("energy", "co2", "train_time", "country")  # what CodeCarbon's file gives
 
@@ -29,12 +30,28 @@ def _guess(field: str, columns: list[str]) -> int:
     return lowered.index(field) + 1 if field in lowered else 0
 
 
-def _read(upload, fmt: str | None = None) -> Table | None:
-    try:
-        return parse_table(upload.getvalue(), upload.name, fmt or detect_format(upload.name))
-    except PeprError as error:
-        st.error(plain(error))
+def _once(slot: str, key, make):
+    """`make()`, kept in this session until `key` changes: every widget change reruns the page,
+    and parsing or checking a large upload again each time took seconds."""
+    held = st.session_state.get(slot)
+    if held is None or held[0] != key:
+        held = st.session_state[slot] = (key, make())
+    return held[1]
+
+
+def _read(upload, slot: str, fmt: str | None = None) -> Table | None:
+    """The upload parsed (once per uploaded file), or None with the reason shown."""
+    def parse() -> Table | PeprError:
+        try:
+            return parse_table(upload.getvalue(), upload.name, fmt or detect_format(upload.name))
+        except PeprError as error:
+            return error
+
+    table = _once(slot, (upload.file_id, fmt), parse)
+    if isinstance(table, PeprError):
+        st.error(plain(table))
         return None
+    return table
 
 
 def _choosers(names: list[str], columns: list[str], with_emissions: bool) -> list[ColumnMap]:
@@ -77,13 +94,13 @@ def import_panel(target_db_path: str) -> None:
     )
     if upload is None:
         return
-    table = _read(upload)
+    table = _read(upload, "ip_table_parsed")
     if table is None:
         return
     st.caption(f"{len(table.frame)} row(s), columns: {plain(', '.join(map(str, table.frame.columns)))}")
 
     carbon = st.file_uploader("CodeCarbon's emissions.csv (optional)", type=["csv"], key="ip_emissions")
-    emissions = _read(carbon, "csv") if carbon is not None else None
+    emissions = _read(carbon, "ip_emissions_parsed", "csv") if carbon is not None else None
     join = None
     if emissions is not None:
         left, right = st.columns(2)
@@ -105,12 +122,15 @@ def import_panel(target_db_path: str) -> None:
         st.info("Name the experiment: the runs of one experiment are normalised together.")
         return
 
-    options = dict(experiment=experiment, emissions=emissions, join=join)
-    result = preview(table, maps, **options)
+    sources = [(t.name, t.sha256) for t in (table, emissions) if t is not None]  # names go in the provenance
+    checked_with = (sources, tuple(maps), experiment, join)
+    result = _once("ip_checked", checked_with,
+                   lambda: preview(table, maps, rows=None, experiment=experiment, emissions=emissions, join=join))
     if len(result.runs):
-        st.write(f"First {len(result.runs)} of {result.count} run(s), converted:")
-        shown = [c for c in SHOWN + [FIELDS[m.field].column for m in maps] if c in result.runs]
-        st.dataframe(result.runs[list(dict.fromkeys(shown))], hide_index=True, width="stretch")
+        first = result.runs.head(SHOWN_ROWS)
+        st.write(f"First {len(first)} of {result.count} run(s), converted:")
+        shown = [c for c in SHOWN + [FIELDS[m.field].column for m in maps] if c in first]
+        st.dataframe(first[list(dict.fromkeys(shown))], hide_index=True, width="stretch")
     for error in result.errors:
         st.error(plain(error))
     name = Path(target_db_path).stem  # the database's name, not where the server keeps it
@@ -118,7 +138,7 @@ def import_panel(target_db_path: str) -> None:
                  disabled=bool(result.errors) or not result.count):
         try:
             Path(target_db_path).parent.mkdir(parents=True, exist_ok=True)
-            imported = RunStore(target_db_path).import_runs(convert(table, maps, **options).runs)
+            imported = RunStore(target_db_path).import_runs(result.runs)  # the runs checked above
         except PeprError as error:
             st.error(plain(without_path(error, target_db_path)))
         else:

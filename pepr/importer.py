@@ -392,14 +392,15 @@ def convert(
     return Preview(runs.reset_index(drop=True), [message for _, message in errors], len(runs))
 
 
-def preview(table: Table, maps: Sequence[ColumnMap], rows: int = 5, **options) -> Preview:
-    """The first `rows` runs converted and every problem in the whole table (a mapping mistake
-    included), for a person to check before importing; see `convert` for the options."""
+def preview(table: Table, maps: Sequence[ColumnMap], rows: int | None = 5, **options) -> Preview:
+    """The first `rows` runs converted (None: all) and every problem in the whole table (a
+    mapping mistake included), for a person to check before importing; see `convert` for the
+    options."""
     try:
         result = convert(table, maps, **options)
     except PeprError as error:
         return Preview(pd.DataFrame(), [str(error)], 0)
-    return Preview(result.runs.head(rows), result.errors, result.count)
+    return result if rows is None else Preview(result.runs.head(rows), result.errors, result.count)
 
 
 def _describe(runs, table, emissions, fields, energy_tool, methods) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pandas as pd
 from streamlit.testing.v1 import AppTest
 
@@ -53,6 +55,44 @@ def test_upload_map_preview_errors_then_import(tmp_path):
     assert runs.loc["w3", "energy_kwh"] == 0.0075 and runs.loc["w1", "performance"] == 0.915
     assert set(runs["experiment"]) == {"mine"}
 
+
+
+def test_an_upload_is_parsed_once_and_checked_once_per_mapping(tmp_path, monkeypatch):
+    """Every widget change reruns the page; a large upload must not be parsed and converted
+    again each time, and the import writes the runs that the preview checked."""
+    import dashboard.import_panel as panel
+    import pepr.importer as importer
+
+    calls = Counter()
+
+    def counted(module, name):
+        real = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    counted(panel, "parse_table")
+    counted(importer, "convert")
+    db = str(tmp_path / "mine.duckdb")
+    at = AppTest.from_function(panel_script, args=(db,), default_timeout=60).run()
+    at.file_uploader(key="ip_table").set_value(("results.csv", RESULTS.replace(b"abc", b"7.5"), "text/csv"))
+    at.run()
+    at.text_input(key="ip_exp_name").set_value("mine").run()
+    at = mapped(at, model="arch", performance="acc", run_id="run")
+    assert calls == {"parse_table": 1, "convert": 2}  # named, then mapped: one check each
+    at.run()  # a rerun that changes nothing
+    assert calls == {"parse_table": 1, "convert": 2}
+    at.selectbox(key="ip_unit_performance").set_value("%").run()
+    assert calls == {"parse_table": 1, "convert": 3}
+    at.button(key="ip_import").click().run()
+    assert calls == {"parse_table": 1, "convert": 3} and at.success[0].value == "mine: added 3 run(s)."
+    assert RunStore(db).runs().set_index("run_id").loc["w2", "performance"] == 0.88
+    at.file_uploader(key="ip_table").set_value(("results.csv", RESULTS.replace(b"abc", b"8"), "text/csv"))
+    at.run()
+    assert calls == {"parse_table": 2, "convert": 4}  # a new upload is read and checked anew
 
 def test_an_unreadable_upload_is_one_error(tmp_path):
     at = AppTest.from_function(panel_script, args=(str(tmp_path / "x.duckdb"),), default_timeout=60).run()
