@@ -26,6 +26,8 @@ import duckdb
 import pandas as pd
 
 from pepr.errors import PeprError, StoreBusyError, StoreError
+from pepr.resources import COLUMNS as RESOURCE_COLUMNS
+from pepr.resources import ENERGY_PARTS
 
 SCHEMA_VERSION = 3
 # Given a running row (run_id, host, pid, started_at, heartbeat_at), why its owner is gone, or None.
@@ -609,7 +611,8 @@ def merge(sources: Sequence[str | Path], into: str | Path) -> Merged:
     New run ids are added; a run the target holds as `running` (or as `interrupted`, where
     an agent took over a copy of a claim) is replaced, epochs and all, where a source has it
     further on, or running with a newer heartbeat. Merging again changes nothing, and a source
-    may be merged while an agent writes to it.
+    may be merged while an agent writes to it. A finished run that two databases hold with
+    different results is refused, and nothing is written.
     """
     target = RunStore(into)
     target.check()
@@ -622,6 +625,8 @@ def merge(sources: Sequence[str | Path], into: str | Path) -> Merged:
         epochs.append(store.epochs().assign(_source=index))
         benchmarks.append(store.benchmarks())
     runs = pd.concat([frame for frame in runs if not frame.empty] or [_empty(RUN_COLUMNS)])
+    held = target.runs() if target.exists() else _empty(RUN_COLUMNS)
+    _refuse_conflicts(pd.concat([held.assign(_source=-1), runs]), [*map(str, sources), str(into)])
     if runs.empty:
         target.ensure()
         merged = Merged(0, 0)
@@ -637,6 +642,31 @@ def merge(sources: Sequence[str | Path], into: str | Path) -> Merged:
     if benchmarks:  # bench ids the target has are skipped
         target.append_benchmarks(pd.concat(benchmarks, ignore_index=True))
     return merged
+
+
+# What a finished run's copies must agree on: what it is, and what it measured.
+_RESULTS = ("experiment", "model", "status", "performance",
+            *(column for column in RESOURCE_COLUMNS if column in RUN_COLUMNS),
+            *(f"energy_{part}_kwh" for part in ENERGY_PARTS))
+
+
+def _refuse_conflicts(runs: pd.DataFrame, names: Sequence[str]) -> None:
+    """A PeprError naming the first run id that two databases hold finished with different
+    results (`_source`: the index in `names`, -1 for the last), which merging would otherwise
+    resolve by whichever came first or last."""
+    finished = runs[~runs["status"].isin(["running", "interrupted"])]
+    versions = finished.drop_duplicates(["run_id", *_RESULTS])
+    differing = versions[versions["run_id"].duplicated(keep=False)]
+    if differing.empty:
+        return
+    first, second = (row for _, row in differing[differing["run_id"] == differing["run_id"].iloc[0]].head(2).iterrows())
+    columns = [c for c in _RESULTS if pd.isna(first[c]) != pd.isna(second[c])
+               or (pd.notna(first[c]) and first[c] != second[c])]
+    raise PeprError(
+        f"{names[second['_source']]}: run {first['run_id']} differs from {names[first['_source']]}'s "
+        f"({', '.join(columns)}); nothing merged: pepr keeps one result per run, so leave out the "
+        "database whose version is wrong"
+    )
 
 
 def _frame(rows, columns: Mapping[str, str], what: str) -> pd.DataFrame:

@@ -230,6 +230,26 @@ def test_merge_of_overlapping_sources_keeps_one_copy(tmp_path):
     assert RunStore(target).epochs()["epoch"].tolist() == [1, 2]
 
 
+
+def test_merge_refuses_a_run_whose_copies_measured_differently(tmp_path):
+    """Which copy a merge kept used to depend on the order of the sources, silently."""
+    first, second = RunStore(tmp_path / "a.duckdb"), RunStore(tmp_path / "b.duckdb")
+    first.record_run(run("a", performance=0.5, energy_kwh=1.0))
+    second.record_run(run("a", performance=0.9, energy_kwh=1.0))
+    second.record_run(run("b"))
+    target = tmp_path / "all.duckdb"
+    with pytest.raises(PeprError, match=r"^.*b\.duckdb: run a differs from .*a\.duckdb's \(performance\); nothing merged"):
+        merge([first.path, second.path], target)
+    assert not target.exists()
+    assert merge([first.path], target) == (1, 0)
+    with pytest.raises(PeprError, match=r"run a differs from .*all\.duckdb's \(performance\)"):
+        merge([second.path], target)  # the target's own copy counts too
+    assert RunStore(target).runs()[["run_id", "performance"]].values.tolist() == [["a", 0.5]]
+    third = RunStore(tmp_path / "c.duckdb")
+    for store in (first, third):
+        store.record_run(run("c", energy_kwh=None))
+    assert merge([first.path, third.path], target) == (1, 0)  # the same missing value is no difference
+
 def test_performance_outside_unit_interval_is_never_stored(tmp_path):
     store = RunStore(tmp_path / "runs.duckdb")
     store.record_run(run("a"))
