@@ -66,8 +66,10 @@ def normalize_weights(weights: Mapping[str, float]) -> dict[str, float]:
             raise PeprError(f"unknown resource {name!r}; known: {', '.join(RESOURCES)}")
         if not np.isfinite(value) or value < 0:
             raise PeprError(f"weight of {name} must be a number >= 0, got {value}")
-    total = float(sum(weights.values()))
-    return {name: value / total for name, value in weights.items() if value > 0}
+    top = max(weights.values(), default=0.0)
+    relative = {name: value / top for name, value in weights.items() if value > 0}  # no sum overflows
+    total = sum(relative.values())
+    return {name: value / total for name, value in relative.items()}
 
 
 def _check_alpha(alpha: float) -> None:
@@ -108,9 +110,9 @@ def _normalize_codes(values: np.ndarray, codes: np.ndarray, method: str) -> np.n
     degenerate = high <= low  # all equal (a single model, too): R = 0, PePR = P
     if method == "max":
         low = np.zeros(n_groups)
-    span = high - low
-    scale = np.divide(1.0, span, out=np.zeros(n_groups), where=(span > 0) & ~degenerate)
-    return (values - low[codes]) * scale[codes]
+    span = (high - low)[codes]
+    valid = ((span > 0) & ~degenerate[codes]) if len(codes) else np.zeros(0, dtype=bool)
+    return np.divide(values - low[codes], span, out=np.zeros(len(values)), where=valid)
 
 
 def _rank_descending(values: np.ndarray, codes: np.ndarray) -> np.ndarray:

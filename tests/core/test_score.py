@@ -86,6 +86,18 @@ def test_weights_are_rescaled_to_sum_one():
     assert scaled["pepr"].tolist() == pytest.approx([0.5 / 1.75, 0.5 / 1.25])
 
 
+
+def test_huge_weights_count_as_their_ratio_not_as_nothing():
+    """Their sum overflowed to inf, every weight became 0 and PePR fell back to performance."""
+    assert normalize_weights({"energy": 1e308, "train_time": 1e308}) == {"energy": 0.5, "train_time": 0.5}
+    assert normalize_weights({"energy": 1e-320, "co2": 3e-320}) == pytest.approx({"energy": 0.25, "co2": 0.75})
+
+
+def test_the_dearest_run_costs_exactly_one():
+    assert 49.9 * (1 / 49.9) != 1.0  # how it was computed
+    assert normalize([5.0, 20.0, 49.9], method="max")[-1] == 1.0
+    assert normalize([0.40634564900027514, 1.768710758623552])[-1] == 1.0
+
 def test_all_zero_weights_ignore_resources():
     table = score(runs([0.6, 0.9], [1.0, 100.0]), {"energy": 0}).table
     assert table["pepr"].tolist() == [0.6, 0.9]
