@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 
 from pepr.errors import PeprError, control_character, control_problem
-from pepr.paper import NOT_WHOLE, parse_csv, read_source, source_label, whole_number
+from pepr.paper import INT64_MAX, parse_csv, read_source, source_label, whole_number
 from pepr.resources import ENERGY_PARTS
-from pepr.store import Imported, RunStore, job_key
+from pepr.store import RUN_COLUMNS, Imported, RunStore, job_key
 
 # unit -> (multiply, divide): value * multiply / divide is the value in the column's unit.
 ENERGY_UNITS = {"J": (1, 3_600_000), "Wh": (1, 1000), "kWh": (1, 1)}
@@ -74,6 +74,7 @@ FIELDS: dict[str, Field] = {
     "metric": Field("metric", "text"),
     "country": Field("country", "text"),
 }
+INT32_MAX = 2**31 - 1  # an INTEGER run column's largest (seed)
 REQUIRED = ("model", "performance")  # and an experiment: a column or one label for all rows
 ENERGY_METHODS = (
     "gpu-energy-counter", "gpu-power-samples", "rapl", "power-gadget", "powermetrics", "pmic",
@@ -266,16 +267,19 @@ def _numbers(text: pd.Series, column: str, name: str, errors: list) -> pd.Series
     return values.where(~bad)
 
 
-def _whole_numbers(text: pd.Series, values: pd.Series, column: str, name: str, errors: list) -> pd.Series:
-    """Whole numbers parsed exactly (not through a float) that fit a 64-bit integer."""
+def _whole_numbers(text: pd.Series, values: pd.Series, column: str, name: str, errors: list,
+                   largest: int) -> pd.Series:
+    """Whole numbers parsed exactly (not through a float) from 0 to `largest`."""
     whole = []
     for row, number in values.items():
         if pd.isna(number):
             whole.append(None)
             continue
         value = whole_number(text[row], number)
-        if value is None:
-            errors.append((row, f"{_where(name, row, column)}: {text[row]} {NOT_WHOLE}"))
+        if value is None or value > largest:
+            problem = "is negative" if number < 0 else f"is not a whole number of at most {largest}"
+            errors.append((row, f"{_where(name, row, column)}: {text[row]} {problem}"))
+            value = None
         whole.append(value)
     return pd.Series(whole, index=values.index, dtype="Int64")
 
@@ -306,14 +310,19 @@ def _convert_column(raw: pd.Series, spec: ColumnMap, name: str, errors: list) ->
         return values.astype("boolean")
     values = _numbers(text, spec.column, name, errors)
     if kind.kind == "integer":
-        return _whole_numbers(text, values, spec.column, name, errors)
+        largest = INT32_MAX if RUN_COLUMNS[kind.column] == "INTEGER" else INT64_MAX
+        return _whole_numbers(text, values, spec.column, name, errors, largest)
     unit = spec.unit or kind.default_unit
     multiply, divide = kind.units[unit]
     if multiply != 1:
         values = values * multiply
     if divide != 1:
         values = values / divide
-    return values
+    overflowed = values.notna() & ~np.isfinite(values)
+    if overflowed.any():
+        row = overflowed.idxmax()
+        errors.append((row, f"{_where(name, row, spec.column)}: {text[row]} {unit} is too large to store"))
+    return values.where(~overflowed)
 
 
 def _check_values(runs: pd.DataFrame, frame: pd.DataFrame, maps: Mapping[str, ColumnMap], name: str, errors: list) -> None:

@@ -316,6 +316,9 @@ VALUES = [
     ("n_params", "1.5", ["--map", "params=n_params"], "row 3, column n_params: 1.5 is not a whole number of at most"),
     ("pretrained", "maybe", ["--map", "pretrained=pretrained"], "row 3, column pretrained: 'maybe' is not true/false"),
     ("n_params", "1e20", ["--map", "params=n_params"], "row 3, column n_params: 1e20 is not a whole number of at most 9223372036854775807"),
+    ("n_params", "-5", ["--map", "params=n_params"], "row 3, column n_params: -5 is negative"),
+    ("seed", "99999999999", ["--map", "seed=seed"], "row 3, column seed: 99999999999 is not a whole number of at most 2147483647"),
+    ("t_h", "1e308", ["--map", "train_time=t_h:h"], "row 3, column t_h: 1e308 h is too large to store"),
     ("name", "res\u202enet", [], "row 3, column name: control character U+202E"),
     ("name", "a\x00b", [], "row 3, column name: control character U+0000"),
 ]
