@@ -14,8 +14,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from pepr.cli_frame import Parser, run_command
-from pepr.errors import PeprError, check_name
+from pepr.cli_frame import Parser, label, run_command
+from pepr.errors import PeprError
 
 AMP_MODES = ("off", "fp16", "bf16")
 
@@ -77,13 +77,6 @@ def _seed(text: str) -> int:
     if not 0 <= value <= INT32_MAX:
         raise ValueError(text)
     return value
-
-
-def _label(text: str) -> str:
-    try:
-        return check_name(text, "a label")
-    except PeprError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _regimes(text: str) -> list[bool]:
@@ -162,7 +155,7 @@ def parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     what.add_argument("--seeds", type=_list(_seed, f"comma-separated seeds from 0 to {INT32_MAX}"),
                       default=[0], metavar="S",
                       help="seeds, e.g. 0,1,2 (default 0)")
-    what.add_argument("--experiment", type=_label, metavar="LABEL",
+    what.add_argument("--experiment", type=label, metavar="LABEL",
                       help="experiment label (normalisation group) for every job; default "
                            "DATASET[_pt][_fFRACTION], e.g. digits_pt_f0.1")
     how = run.add_argument_group("how to train (defaults: the paper's protocol)")

@@ -12,7 +12,7 @@ import re
 import sys
 
 from pepr import __version__
-from pepr.cli_frame import Parser, run_command
+from pepr.cli_frame import Parser, label, run_command
 from pepr.errors import PeprError, one_line
 from pepr.inference import attach_where_weighted
 from pepr.inference import summary as bench_summary
@@ -116,11 +116,11 @@ def _add_import_parser(commands) -> None:
     ti.add_argument("--db", required=True, help="DuckDB file to add the runs to (created if absent)")
     ti.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN[:UNIT]",
                     help=f"repeatable; the first unit listed is the default. Fields: {fields}".replace("%", "%%"))
-    ti.add_argument("--experiment-name", metavar="LABEL", help="one experiment for every row (or --map experiment=COLUMN)")
+    ti.add_argument("--experiment-name", type=label, metavar="LABEL", help="one experiment for every row (or --map experiment=COLUMN)")
     ti.add_argument("--format", choices=("csv", "parquet", "jsonl"), help="SRC's format (default: from its extension)")
     ti.add_argument("--codecarbon", metavar="CSV", help="CodeCarbon's emissions.csv: energy (CPU/GPU/RAM), CO2, duration, country")
     ti.add_argument("--join", metavar="KEY|CC_COLUMN=SRC_COLUMN", help="the key linking --codecarbon rows to SRC rows, e.g. experiment_id=run")
-    ti.add_argument("--energy-tool", metavar="NAME", help="what measured the energy, e.g. codecarbon, carbontracker")
+    ti.add_argument("--energy-tool", type=label, metavar="NAME", help="what measured the energy, e.g. codecarbon, carbontracker")
     ti.add_argument("--energy-method", metavar="PART=METHOD,...",
                     help=f"how each energy part was measured; PART cpu, gpu or ram; METHOD one of {', '.join(ENERGY_METHODS)}")
 

@@ -15,7 +15,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from pepr.errors import PeprError, one_line
+from pepr.errors import PeprError, check_name, one_line
 
 DEBUG_FLAG = "--debug"
 DEBUG_VARIABLE = "PEPR_DEBUG"
@@ -32,6 +32,14 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise PeprError(f"{message} (see {self.prog} --help)")
+
+
+def label(text: str) -> str:
+    """An argparse type: a name given on the command line, with no control character."""
+    try:
+        return check_name(text, "a label")
+    except PeprError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def debugging(argv: Sequence[str]) -> bool:

@@ -288,6 +288,8 @@ BAD = [
     (["--map", "energy=energy_kwh"], "--map energy=energy_kwh: no column 'energy_kwh'"),
     (["--map", "energy=e_Wh:Wh", "--map", "energy=e_J:J"], "energy is mapped twice"),
     (["--map", "energy"], "--map energy: expected FIELD=COLUMN[:UNIT]"),
+    (["--experiment-name", "ci\x1bfar"], "--experiment-name: a label: control character U+001B"),
+    (["--energy-tool", "code\ncarbon"], "--energy-tool: a label: control character U+000A"),
 ]
 
 
