@@ -501,6 +501,12 @@ def _join_emissions(frame: pd.DataFrame, emissions: Table, join, name: str, erro
         first = keys.index[(keys == keys[row]).to_numpy()][0]
         raise PeprError(f"{_where(emissions.name, row, emission_key)}: {keys[row]!r} is also in row {first}; join on a key that names one run")
     wanted = _text(frame[result_key])
+    shared = wanted.duplicated() & (wanted != "")
+    if shared.any():  # one measurement would be credited to each of them
+        row = shared.idxmax()
+        first = wanted.index[(wanted == wanted[row]).to_numpy()][0]
+        errors.append((row, f"{_where(name, row, result_key)}: {wanted[row]!r} is also in row {first}; "
+                            f"one row of {emissions.name} cannot be the energy of two runs"))
     position = pd.Series(rows.index, index=keys.to_numpy())
     lost = ~wanted.isin(position.index)
     if lost.any():

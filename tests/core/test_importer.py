@@ -271,6 +271,13 @@ def test_codecarbon_join_errors(emissions_csv, results_csv, tmp_path, capsys):
     assert run(*base, "--join", "experiment_id=run") == 2
     assert capsys.readouterr().err.strip() == (
         f"pepr: {extra}, row 5, column run: no row of {emissions_csv} has experiment_id 'exp-z'")
+    twice = results_csv.with_name("twice.csv")
+    twice.write_text(results_csv.read_text() + "exp-a,convnext,0.8\n")  # one measurement, two models
+    base[1] = twice
+    assert run(*base, "--join", "experiment_id=run") == 2
+    assert capsys.readouterr().err.strip() == (
+        f"pepr: {twice}, row 5, column run: 'exp-a' is also in row 2; "
+        f"one row of {emissions_csv} cannot be the energy of two runs")
     assert run(*base, "--join", "nope=run") == 2
     assert "no column 'nope'" in capsys.readouterr().err
     assert run(*base) == 2
