@@ -7,6 +7,7 @@ Every score comes from `pepr.score.score`; labels and readable units from `pepr.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 from collections.abc import Mapping
@@ -78,7 +79,7 @@ def _amount(name: str, value: float) -> str:
     return f"{_number(value / factor)} {unit}".strip()
 
 
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|~])")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|~&$])")  # & starts an entity, $ math
 
 
 def markdown_text(text) -> str:
@@ -86,9 +87,19 @@ def markdown_text(text) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text)).replace("\n", " ")
 
 
+def markdown_code(text) -> str:
+    """Text from data as a Markdown code span, fenced by more backticks than it holds."""
+    text = str(text).replace("\n", " ")
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 _LATEX_SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    # Characters the default OT1 font prints as others (< as ¡, | as a dash, ` as a quote).
+    "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}", "`": r"\textasciigrave{}",
 }
 
 
@@ -165,7 +176,8 @@ def _compared(runs, table, excluded, experiment, weights, normalization, alpha, 
     lines = [
         "## What was compared",
         "",
-        f"- Experiment `{experiment}`" + (f" in `{source}`" if source else "") + f": {table['model'].nunique()} "
+        f"- Experiment {markdown_code(experiment)}" + (f" in {markdown_code(source)}" if source else "")
+        + f": {table['model'].nunique()} "
         f"model(s) in {len(table)} scored run(s); dataset: {datasets}; performance: {metrics} "
         f"(from {table['performance'].min():.4f} to {table['performance'].max():.4f}).",
         f"- Score: {_variant(weights)}, PePR = alpha P / (alpha + sum_i w_i R_i) with alpha = {alpha:g}; "
@@ -397,6 +409,8 @@ def write_report(
     except ImportError:
         raise PeprError("pepr report renders figures with vl-convert-python: pip install 'pepr[report]'") from None
     normalize_weights(weights)
+    if not str(out).strip():
+        raise PeprError("--out: empty; name the folder to write the report into")
     folder = Path(out)
     if folder.exists() and not folder.is_dir():  # before the figures are rendered
         raise PeprError(f"--out {out}: not a folder")
@@ -404,11 +418,21 @@ def write_report(
     runs, _ = attach_where_weighted(store, store.runs(), weights, bench_device)
     report = build_report(runs, experiment, weights, normalization, alpha, source=str(db))
     files = report_files(report)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, data in files.items():
-        path = folder / name
-        path.write_bytes(data)
-        paths.append(path)
+    paths = [folder / name for name in files]
+    taken = next((path for path in paths if path.is_dir()), None)
+    if taken is not None:
+        raise PeprError(f"--out {out}: {taken.name} is a folder")
+    parts = [path.with_name(path.name + ".part") for path in paths]
+    try:  # every file written in full before any is put in place
+        folder.mkdir(parents=True, exist_ok=True)
+        for part, data in zip(parts, files.values()):
+            part.write_bytes(data)
+        for part, path in zip(parts, paths):
+            part.replace(path)
+    except OSError as error:
+        for part in parts:
+            with contextlib.suppress(OSError):
+                part.unlink()
+        raise PeprError(f"--out {out}: {error.strerror or error}") from None
     return paths
 

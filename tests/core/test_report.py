@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from pepr.cli import main
-from pepr.report import build_report, latex_text, markdown_text
+from pepr.report import build_report, latex_text, markdown_code, markdown_text
 from pepr.store import RunStore
 
 # Energy in kWh, CO2 in kg. "odd_net&co" and "<b>bold</b>" test escaping.
@@ -98,7 +98,8 @@ def test_report_numbers_equal_pepr_score(db, report):
     assert scored.returncode == 0, scored.stderr
     cli = {row["model"]: row for row in json.loads(scored.stdout)}
     rows = latex_rows((report / "table.tex").read_text())
-    unescape = {r"odd\_net\&co": "odd_net&co", r"small\_net": "small_net", r"mid\_net": "mid_net"}
+    unescape = {r"odd\_net\&co": "odd_net&co", r"small\_net": "small_net", r"mid\_net": "mid_net",
+                r"\textless{}b\textgreater{}bold\textless{}/b\textgreater{}": "<b>bold</b>"}
     for rank, model, performance, energy_wh, score in rows:
         expected = cli[unescape.get(model, model)]
         assert (int(rank), performance, score) == (expected["rank"], f"{expected['performance']:.4f}", f"{expected['pepr']:.4f}")
@@ -129,6 +130,19 @@ def test_names_from_data_stay_text(report):
     assert markdown_text("[x](http://e)") == r"\[x\](http://e)"
     assert latex_text("a_b&c%d$e#f{g}h~i^j\\k") == (
         r"a\_b\&c\%d\$e\#f\{g\}h\textasciitilde{}i\textasciicircum{}j\textbackslash{}k")
+    assert latex_text("<b>|`") == r"\textless{}b\textgreater{}\textbar{}\textasciigrave{}"
+
+
+@pytest.mark.parametrize("name", ["&amp; &lt;i&gt;", "<b>x</b>", "$\\frac{a}{b}$", "e`x|p", "`a``", "[l](http://e) *b*"])
+def test_markdown_shows_names_from_data_as_the_same_text(name):
+    """Rendered by a CommonMark parser, an escaped name and a code span read as the name."""
+    import html
+
+    from markdown_it import MarkdownIt
+
+    render = MarkdownIt("commonmark").render
+    assert html.unescape(render(markdown_text(name))) == f"<p>{name}</p>\n"
+    assert html.unescape(render(markdown_code(name))) == f"<p><code>{name}</code></p>\n"
 
 
 def test_the_best_is_also_the_strongest(db):
@@ -151,6 +165,21 @@ def test_report_mistakes(db, argv, message, tmp_path, capsys):
     assert message in err and err.count("\n") == 1
     assert not out.exists()
 
+
+
+def test_an_unwritable_out_is_one_line_and_leaves_no_partial_report(db, tmp_path, capsys):
+    args = ["report", "--db", str(db), "--experiment", "exp", "--out"]
+    blocked = tmp_path / "blocked"
+    (blocked / "table.tex").mkdir(parents=True)  # report.md could be written, table.tex not
+    assert main([*args, str(blocked)]) == 2
+    assert capsys.readouterr().err == f"pepr: --out {blocked}: table.tex is a folder\n"
+    assert [p.name for p in blocked.iterdir()] == ["table.tex"]
+    file = tmp_path / "file"
+    file.write_text("x")
+    assert main([*args, str(file / "sub")]) == 2
+    assert capsys.readouterr().err == f"pepr: --out {file / 'sub'}: Not a directory\n"
+    assert main([*args, ""]) == 2
+    assert "--out: empty" in capsys.readouterr().err
 
 def test_report_of_a_missing_database(tmp_path, capsys):
     assert main(["report", "--db", str(tmp_path / "no.duckdb"), "--experiment", "x", "--out", str(tmp_path / "o")]) == 2
