@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from pepr.errors import PeprError, control_character, control_problem
-from pepr.paper import INT64_MAX, parse_csv, read_source, source_label, whole_number
+from pepr.paper import INT64_MAX, csv_delimiter, parse_csv, read_source, source_label, whole_number
 from pepr.resources import ENERGY_PARTS
 from pepr.store import RUN_COLUMNS, Imported, RunStore, job_key
 
@@ -74,6 +75,7 @@ FIELDS: dict[str, Field] = {
     "metric": Field("metric", "text"),
     "country": Field("country", "text"),
 }
+DECIMAL_COMMA = re.compile(r"[-+]?\d+,\d+")
 INT32_MAX = 2**31 - 1  # an INTEGER run column's largest (seed)
 REQUIRED = ("model", "performance")  # and an experiment: a column or one label for all rows
 ENERGY_METHODS = (
@@ -115,6 +117,7 @@ class Table:
     name: str
     frame: pd.DataFrame
     sha256: str
+    decimal_comma: bool = False  # a ';'-separated CSV: `0,5` is a half
 
 
 @dataclass(frozen=True)
@@ -145,9 +148,11 @@ def read_table(source, name: str | None = None, fmt: str | None = None) -> Table
 
 
 def parse_table(data: bytes, name: str, fmt: str) -> Table:
+    decimal_comma = False
     if fmt == "csv":
         frame = parse_csv(data, name, [])
         frame.index = frame.index + 2  # row 1 is the header
+        decimal_comma = csv_delimiter(data[:65536].decode("utf-8-sig", errors="ignore")) == ";"
     elif fmt == "parquet":
         try:
             frame = pd.read_parquet(io.BytesIO(data))
@@ -164,7 +169,7 @@ def parse_table(data: bytes, name: str, fmt: str) -> Table:
     repeated = frame.columns[frame.columns.duplicated()]
     if len(repeated):
         raise PeprError(f"{name}: column {repeated[0]!r} appears twice")
-    return Table(name, frame.astype(object), hashlib.sha256(data).hexdigest())
+    return Table(name, frame.astype(object), hashlib.sha256(data).hexdigest(), decimal_comma)
 
 
 def _parse_json_lines(data: bytes, name: str) -> pd.DataFrame:
@@ -256,14 +261,19 @@ def _text(raw: pd.Series) -> pd.Series:
     return raw.map(lambda v: "" if _missing(v) else str(v).strip()).astype(object)
 
 
-def _numbers(text: pd.Series, column: str, name: str, errors: list) -> pd.Series:
-    """Text as floats: '' is missing (NaN), anything else that is not a finite number an error."""
+def _numbers(text: pd.Series, column: str, name: str, errors: list, decimal_comma: bool = False) -> pd.Series:
+    """Text as floats: '' is missing (NaN), anything else that is not a finite number an error;
+    `0,5` is a half with `decimal_comma`."""
     missing = text == ""
-    values = pd.to_numeric(text.where(~missing), errors="coerce").astype(float)
+    numbers = text.where(~missing)
+    if decimal_comma:
+        numbers = numbers.where(~numbers.str.fullmatch(DECIMAL_COMMA, na=False), numbers.str.replace(",", "."))
+    values = pd.to_numeric(numbers, errors="coerce").astype(float)
     bad = ~missing & ~np.isfinite(values)
     if bad.any():
         row = bad.idxmax()
-        errors.append((row, f"{_where(name, row, column)}: not a number: {text[row]!r}"))
+        hint = " (decimal commas are read in ';'-separated files only)" if DECIMAL_COMMA.fullmatch(text[row]) else ""
+        errors.append((row, f"{_where(name, row, column)}: not a number: {text[row]!r}{hint}"))
     return values.where(~bad)
 
 
@@ -284,7 +294,8 @@ def _whole_numbers(text: pd.Series, values: pd.Series, column: str, name: str, e
     return pd.Series(whole, index=values.index, dtype="Int64")
 
 
-def _convert_column(raw: pd.Series, spec: ColumnMap, name: str, errors: list) -> pd.Series:
+def _convert_column(raw: pd.Series, spec: ColumnMap, name: str, errors: list,
+                    decimal_comma: bool = False) -> pd.Series:
     """One mapped column converted into its run column's type and unit; problems appended to
     `errors` as (row, message), the first of each kind only."""
     kind = FIELDS[spec.field]
@@ -308,7 +319,7 @@ def _convert_column(raw: pd.Series, spec: ColumnMap, name: str, errors: list) ->
             row = bad.idxmax()
             errors.append((row, f"{_where(name, row, spec.column)}: {text[row]!r} is not true/false, yes/no or 1/0"))
         return values.astype("boolean")
-    values = _numbers(text, spec.column, name, errors)
+    values = _numbers(text, spec.column, name, errors, decimal_comma)
     if kind.kind == "integer":
         largest = INT32_MAX if RUN_COLUMNS[kind.column] == "INTEGER" else INT64_MAX
         return _whole_numbers(text, values, spec.column, name, errors, largest)
@@ -374,7 +385,7 @@ def convert(
     errors: list[tuple[int, str]] = []
     runs = pd.DataFrame(index=frame.index)
     for spec in maps:
-        runs[FIELDS[spec.field].column] = _convert_column(frame[spec.column], spec, table.name, errors)
+        runs[FIELDS[spec.field].column] = _convert_column(frame[spec.column], spec, table.name, errors, table.decimal_comma)
     if experiment is not None:
         runs["experiment"] = experiment.strip()
 

@@ -241,10 +241,19 @@ def _download(url: str) -> bytes:
         raise DownloadError(f"{url}: cannot download ({reason})") from None
 
 
+def csv_delimiter(text: str) -> str:
+    """`,`; or `;` or a tab where the header line (the first of `text`) has no comma."""
+    header = text.lstrip("\r\n").split("\n", 1)[0]
+    return next((mark for mark in ",;\t" if mark in header), ",")
+
+
 def parse_csv(data: bytes, name: str, required: list[str]) -> pd.DataFrame:
-    """CSV content as a table of strings, every row as long as the header, `required` present."""
+    """CSV content as a table of strings, every row as long as the header, `required` present.
+    Fields are separated by commas, or by semicolons or tabs where the header has no comma (as
+    spreadsheets save CSV where the comma is the decimal mark)."""
     try:
-        rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
+        text = data.decode("utf-8-sig")
+        rows = list(csv.reader(io.StringIO(text), delimiter=csv_delimiter(text)))
     except (UnicodeDecodeError, csv.Error) as error:
         raise PeprError(f"{name}: not a readable CSV file ({error})") from None
     rows = [row for row in rows if row]

@@ -285,6 +285,27 @@ def test_codecarbon_join_errors(emissions_csv, results_csv, tmp_path, capsys):
     assert not db.exists()
 
 
+
+@pytest.mark.parametrize("content, energy", [
+    ("model;acc;energy\nm1;0,5;1,25\nm2;0.75;2\n", [1.25, 2.0]),  # a spreadsheet's European export
+    ("model\tacc\tenergy\nm1\t0.5\t1.25\nm2\t0.75\t2\n", [1.25, 2.0]),
+])
+def test_semicolon_and_tab_separated_files_read_as_their_spreadsheet_meant(content, energy, tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text(content)
+    result = convert(read_table(path), [ColumnMap("model", "model"), ColumnMap("performance", "acc"),
+                                        ColumnMap("energy", "energy")], experiment="x")
+    assert result.errors == []
+    assert result.runs["performance"].tolist() == [0.5, 0.75] and result.runs["energy_kwh"].tolist() == energy
+
+
+def test_a_decimal_comma_in_a_comma_separated_file_is_refused_with_a_hint(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text('model,acc\nm1,"0,5"\n')
+    result = convert(read_table(path), [ColumnMap("model", "model"), ColumnMap("performance", "acc")], experiment="x")
+    assert result.errors == [f"{path}, row 2, column acc: not a number: '0,5' (decimal commas are read in "
+                             "';'-separated files only)"]
+
 # -- mistakes ------------------------------------------------------------------------------
 
 
