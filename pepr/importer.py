@@ -241,6 +241,8 @@ def parse_energy_methods(text: str | None) -> dict[str, str]:
                 f"--energy-method {item}: expected PART=METHOD, PART one of {', '.join(ENERGY_PARTS)}, "
                 f"METHOD one of {', '.join(ENERGY_METHODS)}"
             )
+        if part in methods:
+            raise PeprError(f"--energy-method: {part} is given twice")
         methods[part] = method
     return methods
 
@@ -404,8 +406,13 @@ def convert(
     if repeated.any():
         row = repeated.idxmax()
         first = runs.index[(runs["run_id"] == runs["run_id"][row]).to_numpy()][0]
-        column = fields["run_id"].column if "run_id" in fields else "(whole row)"
-        errors.append((row, f"{_where(table.name, row, column)}: repeats row {first}; map run_id or seed to tell them apart"))
+        if "run_id" in fields:
+            problem = f"run id {runs['run_id'][row]!r} is also in row {first}"
+            where = _where(table.name, row, fields["run_id"].column)
+        else:
+            problem = f"repeats row {first}; map run_id or seed to tell them apart"
+            where = _where(table.name, row, "(whole row)")
+        errors.append((row, f"{where}: {problem}"))
 
     _describe(runs, table, emissions, fields, energy_tool, energy_methods or {})
     errors.sort(key=lambda item: item[0])

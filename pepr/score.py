@@ -152,6 +152,8 @@ def _not_measured(runs: pd.DataFrame, name: str, cost: np.ndarray) -> np.ndarray
     if name not in _FROM_ENERGY_PARTS:
         return reasons
     missing = np.isnan(cost)
+    if name == "co2" and "energy_kwh" in runs:  # the parts explain CO2 only where energy is missing too
+        missing &= runs["energy_kwh"].isna().to_numpy()
     columns = [c for part in ENERGY_PARTS for c in (f"energy_{part}_kwh", f"energy_{part}_method") if c in runs]
     for position, run in zip(np.flatnonzero(missing), runs.loc[missing, columns].to_dict("records")):
         parts = [
@@ -159,7 +161,7 @@ def _not_measured(runs: pd.DataFrame, name: str, cost: np.ndarray) -> np.ndarray
             for part in ENERGY_PARTS
             if pd.isna(run.get(f"energy_{part}_kwh"))
             and not pd.isna(run.get(f"energy_{part}_method"))
-            and run.get(f"energy_{part}_method") != "none"
+            and run.get(f"energy_{part}_method") not in ("none", "imported")  # which says nothing of why
         ]
         if parts:
             reasons[position] += f" ({', '.join(parts)})"

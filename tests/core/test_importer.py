@@ -318,6 +318,8 @@ BAD = [
     (["--map", "energy"], "--map energy: expected FIELD=COLUMN[:UNIT]"),
     (["--experiment-name", "ci\x1bfar"], "--experiment-name: a label: control character U+001B"),
     (["--energy-tool", "code\ncarbon"], "--energy-tool: a label: control character U+000A"),
+    (["--energy-method", "gpu=rapl,gpu=none"], "--energy-method: gpu is given twice"),
+    (["--energy-method", "gpu=magic"], "--energy-method gpu=magic: expected PART=METHOD"),
 ]
 
 
@@ -396,6 +398,10 @@ def test_identical_rows_are_refused(tmp_path, capsys):
     write(pd.concat([pd.DataFrame(TABLE)] * 2, ignore_index=True), path)
     assert run("import", path, "--db", tmp_path / "d.duckdb", *BASE, "--experiment-name", "x") == 2
     assert f"{path}, row 4, column (whole row): repeats row 2; map run_id or seed" in capsys.readouterr().err
+    ids = tmp_path / "ids.csv"
+    ids.write_text("rid,name,acc_pct\nr1,a,50\nr1,b,60\n")  # a mapped run id, repeated
+    assert run("import", ids, "--db", tmp_path / "d.duckdb", *BASE, "--map", "run_id=rid", "--experiment-name", "x") == 2
+    assert capsys.readouterr().err == f"pepr: {ids}, row 3, column rid: run id 'r1' is also in row 2\n"
 
 
 @pytest.mark.parametrize("name, data, message", [

@@ -167,6 +167,16 @@ def test_runs_missing_a_weighted_resource_are_excluded_with_a_reason():
     assert score(frame, {"co2": 1}).table["run_id"].tolist() == ["r0", "r1"]
 
 
+
+def test_imported_parts_do_not_pose_as_the_reason_a_resource_is_missing():
+    """An imported table with energy but no CO2: its parts (method `imported`, no values) said
+    `co2 not measured (cpu: imported, gpu: imported, ram: imported)`."""
+    parts = {f"energy_{part}_{what}": [value] * 2 for part in ("cpu", "gpu", "ram")
+             for what, value in (("kwh", np.nan), ("method", "imported"))}
+    frame = runs([0.9, 0.8], [1.0, np.nan], co2_kg=[np.nan, np.nan], **parts)
+    reasons = score(frame, {"energy": 1, "co2": 1}).excluded.set_index("run_id")["reason"]
+    assert reasons.to_dict() == {"r0": "co2 not measured", "r1": "energy not measured"}
+
 def test_a_part_not_sampled_or_an_infinite_value_excludes_the_run_and_says_why():
     frame = runs([0.9, 0.8, 0.7, 0.6], [1.0, np.nan, np.nan, 2.0], co2_kg=[1.0, np.nan, np.inf, 1.0])
     frame = frame.assign(
