@@ -29,7 +29,7 @@ from tqdm import tqdm
 from agent.data import load
 from agent.plan import Job, dataset_label
 from agent.train import describe, run_job
-from pepr.errors import StoreError
+from pepr.errors import StoreBusyError, StoreError
 from pepr.store import RunStore
 
 
@@ -70,16 +70,17 @@ class SignalGuard:
 
     @contextlib.contextmanager
     def hold(self):
-        """Delay a signal arriving during the block until the block is done, then raise it."""
+        """Delay a signal arriving during the block until the block is done, then raise it
+        (in place of any error of the block: stopping was asked first)."""
         self.holding = True
         try:
             yield
         finally:
             self.holding = False
-        signum, self.pending = self.pending, None
-        if signum is not None:
-            self.stopping = True
-            raise Interrupted(signum)
+            signum, self.pending = self.pending, None
+            if signum is not None:
+                self.stopping = True
+                raise Interrupted(signum)  # noqa: B012
 
 
 def software() -> str:
@@ -273,12 +274,25 @@ def run_sweep(
             except Exception as error:  # one job's failure must not end the sweep
                 row.update(status="failed", error=one_line(error))
             row["ended_at"] = row["heartbeat_at"] = now()
-            with guard.hold(), writing:
-                store.record_run(row, epochs)
+            record_patiently(store, row, epochs, guard, writing)
             counts[row["status"]] += 1
             print(json.dumps(summary(row), default=str), file=log, flush=True)
             bar.update()
     return counts
+
+
+def record_patiently(store: RunStore, row: dict, epochs: list[dict], guard, writing) -> None:
+    """Record a finished run, retrying while another process holds the database (an open
+    DuckDB shell or notebook): a trained run is not given up for a lock. Ctrl-C still stops
+    the agent between tries."""
+    while True:
+        try:
+            with guard.hold(), writing:
+                store.record_run(row, epochs)
+            return
+        except StoreBusyError as error:
+            print(f"pepr-agent: {error}; trying again (run {row['run_id']} waits to be written)",
+                  file=sys.stderr, flush=True)
 
 
 SUMMARY_FIELDS = (

@@ -170,3 +170,40 @@ def test_the_heartbeat_refreshes_a_running_claim_until_stopped(tmp_path, monkeyp
     store.record_run({**row, "status": "ok"})
     store.heartbeat("r1", now())  # a finished run keeps its record
     assert store.runs().heartbeat_at.item() == begun
+
+
+def test_a_finished_run_waits_out_a_locked_database(tmp_path, monkeypatch):
+    """A DuckDB shell left open on the file used to end the agent after 60 s and lose the run
+    it had just trained; it is now written once the lock is let go."""
+    import io
+    import sys
+    import threading
+
+    from agent.sweep import SignalGuard, record_patiently
+
+    path = tmp_path / "runs.duckdb"
+    store = RunStore(path, timeout=0.3)
+    store.ensure()
+    row = {"run_id": "r1", "job_key": "k1", "experiment": "e", "model": "m", "source": "agent",
+           "status": "ok", "performance": 0.5}
+    told = threading.Event()
+
+    class Stderr(io.StringIO):
+        def write(self, text):
+            if "trying again" in text:
+                told.set()
+            return super().write(text)
+
+    monkeypatch.setattr("sys.stderr", Stderr())
+    hold = "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); sys.stdin.readline()"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    writer = threading.Thread(target=record_patiently,
+                              args=(store, row, [], SignalGuard(), threading.Lock()))
+    writer.start()
+    assert told.wait(60)  # it failed to write, said so, and keeps trying
+    holder.communicate("go\n", timeout=60)  # it lets the file go
+    writer.join(60)
+    assert not writer.is_alive()
+    assert RunStore(path).runs()["run_id"].tolist() == ["r1"]
