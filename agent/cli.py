@@ -105,8 +105,12 @@ def _param_range(text: str) -> tuple[float, float]:
     return low, high
 
 
-def positive(kind):
-    """A finite number > 0; for `int`, a whole number that fits the database's INTEGER."""
+MAX_IMAGE_SIZE = 4096  # px a side; every image of a dataset is held in memory at this size
+
+
+def positive(kind, largest: int = INT32_MAX):
+    """A finite number > 0; for `int`, a whole number up to `largest` (by default what fits
+    the database's INTEGER)."""
     whole = kind is int
 
     def parse(text: str):
@@ -115,8 +119,8 @@ def positive(kind):
         except ValueError:
             expected = "a whole number" if whole else "a number"
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not (math.isfinite(value) and 0 < value <= (INT32_MAX if whole else math.inf)):
-            bound = f"a whole number from 1 to {INT32_MAX}" if whole else "a finite number > 0"
+        if not (math.isfinite(value) and 0 < value <= (largest if whole else math.inf)):
+            bound = f"a whole number from 1 to {largest}" if whole else "a finite number > 0"
             raise argparse.ArgumentTypeError(f"expected {bound}, got {text!r}")
         return value
     return parse
@@ -142,7 +146,7 @@ def parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     what.add_argument("--sample", type=positive(int), metavar="K", help="how many models to draw")
     what.add_argument("--sample-seed", type=int, default=0, metavar="S",
                       help="seed of the draw (default 0)")
-    what.add_argument("--datasets", type=_list(), default=["digits"], metavar="A,B",
+    what.add_argument("--datasets", type=_list(label), default=["digits"], metavar="A,B",
                       help="digits, MedMNIST names, .npz files, image folders (default digits)")
     what.add_argument("--data-dir", default=str(Path.home() / ".cache" / "pepr" / "medmnist"),
                       metavar="DIR", help="MedMNIST download cache (default %(default)s)")
@@ -166,7 +170,7 @@ def parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     how.add_argument("--lr", type=positive(float), default=5e-4, dest="learning_rate",
                      metavar="LR",
                      help="Adam learning rate (default %(default)s)")
-    how.add_argument("--image-size", type=positive(int), default=64, metavar="PX",
+    how.add_argument("--image-size", type=positive(int, MAX_IMAGE_SIZE), default=64, metavar="PX",
                      help="images are resized to this square size (default %(default)s)")
     how.add_argument("--amp", choices=AMP_MODES, default="off",
                      help="mixed precision: off (default, the paper's protocol), fp16 (with a "
@@ -277,7 +281,7 @@ def checked_db(db):
     try:
         store.check()
     except PeprError as error:
-        raise PeprError(f"--db: {error}") from None
+        raise type(error)(f"--db: {error}") from None  # a busy database stays exit 1
     return store
 
 
@@ -298,8 +302,8 @@ def run(args) -> int:
     store = checked_db(args.db)
     jobs = plan_jobs(args)
     country = check_country(args.country)
-    if store.exists():
-        check_protocol(jobs, store.runs(experiments=sorted({job.experiment for job in jobs})))
+    check_protocol(jobs, store.runs(experiments=sorted({job.experiment for job in jobs}))
+                   if store.exists() else None)
     if args.dry_run:
         statuses = store.job_statuses() if store.exists() else {}
         for job in jobs:
@@ -309,7 +313,7 @@ def run(args) -> int:
         print(f"{len(jobs)} job(s)", file=sys.stderr)
         return 0
 
-    from agent.data import load
+    from agent.data import load, subsample
     from agent.sweep import Interrupted, run_sweep
     from agent.train import resolve_device
 
@@ -317,7 +321,11 @@ def run(args) -> int:
     if args.amp == "fp16" and device.type != "cuda":
         raise PeprError("--amp fp16 needs a CUDA device; on the CPU use --amp bf16")
     for dataset in dict.fromkeys(job.dataset for job in jobs):
-        load(dataset, args.data_dir, args.image_size)
+        images = len(load(dataset, args.data_dir, args.image_size).labels["train"])
+        for fraction in sorted({job.train_fraction for job in jobs if job.dataset == dataset}):
+            if len(subsample(images, fraction)) < 2:
+                raise PeprError(f"--fractions {fraction:g}: keeps 1 of the {images} train images of "
+                                f"{dataset}; training needs at least 2")
     try:
         log = open(args.log, "a") if args.log else sys.stdout
     except OSError as error:

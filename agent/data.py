@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from agent.plan import dataset_label
-from pepr.errors import PeprError
+from pepr.errors import DownloadError, PeprError
 
 SPLITS = ("train", "val", "test")
+MAX_LABEL = 2**31 - 1
 MEDMNIST_SIZES = (28, 64, 128, 224)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 FOLDER_SPLITS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
@@ -73,6 +74,13 @@ def _to_data(spec: str, arrays: dict, image_size: int) -> Data:
     num_classes = int(max(int(y.max()) for y in labels.values())) + 1
     if num_classes < 2:
         raise PeprError(f"{spec}: needs at least two classes")
+    if len(labels["train"]) < 2:
+        raise PeprError(f"{spec}: the train split has 1 image; training needs at least 2")
+    present = np.unique(labels["train"].numpy())
+    if len(present) < num_classes:  # labels are 0..K-1, each learnt from train
+        gap = next((i for i, label in enumerate(present) if label != i), len(present))
+        raise PeprError(f"{spec}: no train image has label {gap} (labels run from 0 to "
+                        f"{num_classes - 1}); every class needs train images")
     return Data(dataset_label(spec), images, labels, num_classes)
 
 
@@ -98,6 +106,8 @@ def _check_split(spec: str, split: str, x: np.ndarray, y: np.ndarray):
         )
     if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
         raise PeprError(f"{spec}: {split}_labels must be non-negative integers")
+    if y.max() > MAX_LABEL:
+        raise PeprError(f"{spec}: {split}_labels holds {y.max()}; labels are class indices, 0 to K-1")
     if x.dtype != np.uint8:
         if not np.issubdtype(x.dtype, np.floating) or not (np.isfinite(x).all() and x.min() >= 0 and x.max() <= 1):
             raise PeprError(f"{spec}: {split}_images must be uint8 or floats in [0, 1]")
@@ -179,7 +189,8 @@ def _npz(path: Path) -> dict:
 def _folder(root: Path, image_size: int) -> dict:
     """root/split/class/image; the classes are the train split's folder names.
 
-    Images are resized on reading; a dataset whose images are all grey gets one channel.
+    Images are resized on reading; a dataset whose images are all grey gets one channel, and
+    16-bit or float greyscale images are scaled to 8 bits together (see `_to_8_bits`).
     """
     from PIL import Image
 
@@ -191,33 +202,66 @@ def _folder(root: Path, image_size: int) -> dict:
         if not found:
             raise PeprError(f"{root}: missing the {split} split folder ({'/'.join(names)})")
         split_dirs[split] = found[0]
-    classes = sorted(p.name for p in split_dirs["train"].iterdir() if p.is_dir())
+    classes = _class_folders(split_dirs["train"])
     if len(classes) < 2:
         raise PeprError(f"{split_dirs['train']}: needs one folder per class, at least two")
-    arrays = {}
+    arrays, deep = {}, set()
     for split, folder in split_dirs.items():
-        items = [
-            (file, label)
-            for label, name in enumerate(classes)
-            if (folder / name).is_dir()
-            for file in sorted((folder / name).iterdir())
-            if file.suffix.lower() in IMAGE_SUFFIXES
-        ]
+        unknown = sorted(set(_class_folders(folder)) - set(classes))
+        if unknown:
+            raise PeprError(f"{folder / unknown[0]}: class {unknown[0]!r} has no folder in "
+                            f"{split_dirs['train']}, so it cannot be learnt")
+        items = []
+        for label, name in enumerate(classes):
+            place = folder / name
+            files = sorted(f for f in place.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) if place.is_dir() else []
+            if split == "train" and not files:
+                raise PeprError(f"{place}: no images; every class needs train images")
+            items += [(file, label) for file in files]
         if not items:
             raise PeprError(f"{folder}: no images in the class folders")
         images = []
         for file, _ in items:
             try:
                 with Image.open(file) as image:
-                    rgb = image.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+                    deep.add(image.mode in DEEP_MODES)
+                    if image.mode in DEEP_MODES:  # kept exact (as floats) until scaled below
+                        pixels = image.convert("F").resize((image_size, image_size), Image.BILINEAR)
+                    else:
+                        pixels = image.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
             except OSError as error:
                 raise PeprError(f"{file}: not a readable image ({error})") from None
-            images.append(np.asarray(rgb))
+            images.append(np.asarray(pixels))
+            if len(deep) > 1:
+                raise PeprError(f"{file}: {root} mixes 8-bit images with 16-bit or float ones; "
+                                "convert them to one kind")
         arrays[f"{split}_images"] = np.stack(images)
         arrays[f"{split}_labels"] = np.array([label for _, label in items], dtype=np.int64)
+    if deep == {True}:
+        return _to_8_bits(arrays)
     if all((x[..., :1] == x).all() for k, x in arrays.items() if k.endswith("_images")):
         arrays.update({k: x[..., 0] for k, x in arrays.items() if k.endswith("_images")})
     return arrays
+
+
+# PIL modes of one-channel images deeper than 8 bits: 16-bit (X-ray, CT exports), 32-bit, float.
+DEEP_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
+
+
+def _class_folders(folder: Path) -> list[str]:
+    """The class folder names of a split folder, hidden ones (`.ipynb_checkpoints`) left out."""
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _to_8_bits(arrays: dict) -> dict:
+    """Greyscale images deeper than 8 bits, mapped to 0..255 by one linear map for the whole
+    dataset (its lowest value to 0, its highest to 255): their relative brightness is kept,
+    where converting each to 8 bits on its own would clip (PIL turns 16-bit values to white)."""
+    images = [x for k, x in arrays.items() if k.endswith("_images")]
+    low, high = min(float(x.min()) for x in images), max(float(x.max()) for x in images)
+    scale = 255 / (high - low) if high > low else 0.0
+    return {k: np.round((x - low) * scale).astype(np.uint8) if k.endswith("_images") else x
+            for k, x in arrays.items()}
 
 
 def _medmnist(flag: str, data_dir: Path, image_size: int) -> dict:
@@ -240,15 +284,20 @@ def _medmnist(flag: str, data_dir: Path, image_size: int) -> dict:
     except OSError as error:
         raise PeprError(f"--data-dir: {data_dir}: {error.strerror or error}") from None
     cls = getattr(medmnist, info["python_class"])
+    cached = file.exists()
     arrays = {}
     try:
         for split in SPLITS:
-            ds = cls(split=split, root=str(data_dir), size=size, download=not file.exists())
+            ds = cls(split=split, root=str(data_dir), size=size, download=not cached)
             arrays[f"{split}_images"], arrays[f"{split}_labels"] = ds.imgs, ds.labels
     except Exception as error:
-        raise PeprError(
+        text = str(error).strip()
+        cause = f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+        if cached:
+            raise PeprError(f"{file}: not a readable MedMNIST file ({cause}); a download cut short? "
+                            "Delete it to download it again") from None
+        raise DownloadError(
             f"--datasets: {flag} ({size} px) is not in {data_dir} and could not be downloaded "
-            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
-            f"put {file.name} there"
+            f"({cause}); put {file.name} there"
         ) from None
     return arrays

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import random
 import re
 from collections.abc import Iterable, Sequence
@@ -54,6 +55,21 @@ class Job:
         return job_key(self.config())
 
 
+def canonical_dataset(spec: str) -> str:
+    """One spelling per dataset, so that a resumed sweep finds its jobs: a file or folder as a
+    normal path, relative to the working folder where it lies inside it (`./a//x.npz` and
+    `$PWD/a/x.npz` are `a/x.npz`), a name in lower case (`DermaMNIST` is `dermamnist`)."""
+    if "://" in spec:
+        return spec  # refused when loaded
+    if not (spec.endswith(".npz") or "/" in spec or Path(spec).is_dir()):
+        return spec.lower()
+    path = Path(os.path.abspath(spec))
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def dataset_label(dataset: str) -> str:
     """A short name for a dataset spec: `digits`, `dermamnist`, or a file or folder stem."""
     path = Path(dataset)
@@ -88,6 +104,7 @@ def expand(
     deterministic: bool = False,
 ) -> list[Job]:
     """Every combination, dataset-major (so a dataset is loaded once), duplicates dropped."""
+    datasets = [canonical_dataset(dataset) for dataset in datasets]
     jobs = [
         Job(
             model=model,
@@ -118,19 +135,29 @@ PROTOCOL = ("epochs", "batch_size", "learning_rate", "image_size", "optimizer", 
             "cudnn_benchmark", "deterministic")
 
 
-def check_protocol(jobs: Sequence[Job], stored) -> None:
-    """Refuse a plan that would mix protocols in one experiment (normalised together).
+def check_protocol(jobs: Sequence[Job], stored=None) -> None:
+    """Refuse a plan that would mix datasets or protocols in one experiment (normalised together).
 
-    `stored`: the database's runs (a DataFrame). A PeprError names the experiment and the
-    settings that differ, and suggests --experiment.
+    `stored`: the database's runs (a DataFrame; None for a new database). A PeprError names
+    the experiment and the settings that differ, and suggests --experiment.
     """
-    stored_protocols = stored[["experiment", *PROTOCOL]].drop_duplicates()
-    planned = {(job.experiment, tuple(getattr(job, name) for name in PROTOCOL)): None for job in jobs}
+    datasets: dict[str, str] = {}
+    for job in jobs:
+        first = datasets.setdefault(job.experiment, job.dataset)
+        if first != job.dataset:
+            raise PeprError(f"experiment {job.experiment!r} would hold runs of {first} and of {job.dataset}; "
+                            "sweep them one at a time, each with its own --experiment")
+    if stored is None:
+        return
+    shared = ("dataset", *PROTOCOL)  # a run records its dataset's label
+    planned = {(job.experiment, (dataset_label(job.dataset), *(getattr(job, name) for name in PROTOCOL))): None
+               for job in jobs}
+    stored_protocols = stored[["experiment", *shared]].drop_duplicates()
     for experiment, values in planned:
-        mine = dict(zip(PROTOCOL, values))
+        mine = dict(zip(shared, values))
         theirs = stored_protocols[stored_protocols["experiment"] == experiment]
         for row in theirs.to_dict("records"):
-            differ = [name for name in PROTOCOL if not pd.isna(row[name]) and row[name] != mine[name]]
+            differ = [name for name in shared if not pd.isna(row[name]) and row[name] != mine[name]]
             if differ:
                 raise PeprError(
                     f"experiment {experiment!r} already holds runs with "
@@ -157,26 +184,42 @@ def shard(jobs: Sequence[Job], index: int, count: int) -> list[Job]:
 
 def check_models(names: Iterable[str]) -> list[str]:
     """The names, or a PeprError naming the first unknown one with the closest timm names."""
-    import timm
-
     names = list(names)
     for name in names:
-        if not timm.is_model(name):
-            close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise PeprError(f"--models: unknown timm model {name!r}{hint}")
+        problem = unknown_model(name)
+        if problem:
+            raise PeprError(f"--models: {problem}")
     return names
 
 
+def unknown_model(name: str) -> str | None:
+    """`unknown timm model 'x'; did you mean ...?`, or None for a timm model."""
+    import timm
+
+    if timm.is_model(name):
+        return None
+    close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.5)
+    return f"unknown timm model {name!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
+
+
 def read_model_file(path: str) -> list[str]:
-    """Model names from a text file, one a line; blank lines and `#` comments ignored."""
+    """Model names from a text file, one a line; blank lines and `#` comments ignored; an
+    unknown name refused with its line number."""
     try:
-        lines = Path(path).read_text().splitlines()
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()  # a BOM, as Notepad writes
     except OSError as error:
         raise PeprError(f"--models-file: {path}: {error.strerror or error}") from None
     except UnicodeDecodeError:
         raise PeprError(f"--models-file: {path}: not a text file") from None
-    return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+    names = []
+    for number, line in enumerate(lines, start=1):
+        name = line.split("#", 1)[0].strip()
+        if name:
+            problem = unknown_model(name)
+            if problem:
+                raise PeprError(f"--models-file: {path}, line {number}: {problem}")
+            names.append(name)
+    return names
 
 
 def count_params(name: str) -> int:

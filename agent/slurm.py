@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import site
 import subprocess
@@ -46,14 +47,30 @@ def add_parser(commands, run: argparse.ArgumentParser) -> None:
     group = slurm.add_argument_group("the Slurm job array")
     group.add_argument("--tasks", type=positive(int), required=True, metavar="N",
                        help="array tasks; task I trains shard I/N of the plan")
-    group.add_argument("--partition", metavar="P", help="sbatch --partition")
-    group.add_argument("--gres", metavar="G", help="sbatch --gres per task, e.g. gpu:1 "
-                       "(without it, tasks use no GPU)")
-    group.add_argument("--time", metavar="T", help="sbatch --time, e.g. 12:00:00")
+    group.add_argument("--partition", type=sbatch_word, metavar="P", help="sbatch --partition")
+    group.add_argument("--gres", type=sbatch_word, metavar="G", help="sbatch --gres per task, "
+                       "e.g. gpu:1 (without it, tasks use no GPU)")
+    group.add_argument("--time", type=sbatch_time, metavar="T",
+                       help="sbatch --time, e.g. 12:00:00 or 2-00:00:00")
     group.add_argument("--cpus-per-task", type=positive(int), metavar="C",
                        help="sbatch --cpus-per-task")
     group.add_argument("--submit", action="store_true",
                        help="submit the array and the merge job; print their job ids")
+
+
+def sbatch_word(text: str) -> str:
+    """An argparse type: a value written into an `#SBATCH` line, so one word of plain
+    characters (a newline would add a directive of its own)."""
+    if not re.fullmatch(r"[\w.:,=+/@%-]+", text):
+        raise argparse.ArgumentTypeError(f"expected one word of letters, digits and .:,=+/@%_-, got {text!r}")
+    return text
+
+
+def sbatch_time(text: str) -> str:
+    """An argparse type: a Slurm time limit (minutes, MM:SS, HH:MM:SS, D-HH[:MM[:SS]])."""
+    if not re.fullmatch(r"\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2}|unlimited|infinite", text, re.IGNORECASE):
+        raise argparse.ArgumentTypeError(f"expected a Slurm time such as 90, 12:00:00 or 2-00:00:00, got {text!r}")
+    return text
 
 
 def run_flags(argv: list[str]) -> list[str]:
@@ -205,8 +222,8 @@ def command(args, argv: list[str]) -> int:
     jobs = plan_jobs(parse(["run", *flags]))
     db = Path(args.db).absolute()
     store = checked_db(db)
-    if store.exists():
-        check_protocol(jobs, store.runs(experiments=sorted({j.experiment for j in jobs})))
+    check_protocol(jobs, store.runs(experiments=sorted({j.experiment for j in jobs}))
+                   if store.exists() else None)
     folder = db.with_name(db.stem + ".slurm")
     try:
         (folder / "logs").mkdir(parents=True, exist_ok=True)

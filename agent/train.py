@@ -401,7 +401,7 @@ def run_job(
     model = build_model(job, data.num_classes, in_chans)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     model_type = architecture_type(model)
-    warm = min(job.batch_size, max(len(y_train) - 1, 1))
+    warm = min(job.batch_size, len(y_train))  # at least 2 (see agent.cli): batch norm trains on it
     with closing(batches(x_train[:warm], y_train[:warm], warm, device)) as warm_batch:
         first = next(warm_batch)  # on CUDA this also makes the pinned buffers before the clock
     model, prepare, used_channels_last = place(

@@ -27,8 +27,9 @@ class Parser(argparse.ArgumentParser):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.add_argument(DEBUG_FLAG, action="store_true", default=argparse.SUPPRESS,
-                          help=f"print the traceback of an unexpected error (or set {DEBUG_VARIABLE}=1)")
+        if not any(DEBUG_FLAG in action.option_strings for action in self._actions):  # a parent's
+            self.add_argument(DEBUG_FLAG, action="store_true", default=argparse.SUPPRESS,
+                              help=f"print the traceback of an unexpected error (or set {DEBUG_VARIABLE}=1)")
 
     def error(self, message: str):
         raise PeprError(f"{message} (see {self.prog} --help)")

@@ -54,9 +54,31 @@ def place(tmp_path_factory, make_npz):
     _make_npz(base / "float_labels.npz", val_labels=np.full((9, 1), 0.5))
     _make_npz(base / "multi.npz", train_labels=np.zeros((24, 3), dtype=np.int64))
     _make_npz(base / "one_class.npz", classes=1)
+    _make_npz(base / "gap.npz", val_labels=np.full((9, 1), 1000))  # 1000 classes, 3 learnt
+    _make_npz(base / "wrapped.npz", test_labels=np.full((9, 1), 2**64 - 1, dtype=np.uint64))
+    _make_npz(base / "single.npz", n=(1, 9, 9), classes=1, val_labels=np.arange(9) % 2)
+    image_folder(base / "class_extra", {"train": "ab", "val": "ab", "test": "abz"})
+    image_folder(base / "class_empty", {"train": "ab", "val": "ab", "test": "ab"})
+    (base / "class_empty" / "train" / "c").mkdir()
+    (base / "models.txt").write_bytes("\ufefftest_resnet\n# a comment\nnosuch\n".encode())
+    for twin in ("one", "two"):  # two files of one name: one default experiment
+        (base / twin).mkdir()
+        _make_npz(base / twin / "same.npz")
     (base / "binary.txt").write_bytes(b"\xff\xfe\x00\x01" * 8)
     (base / "pickle.pkl").write_bytes(pickle.dumps({"a": 1}))
     return base
+
+
+def image_folder(root: Path, classes: dict[str, str]) -> Path:
+    """root/split/class/N.png: two 8x8 grey images per class (its letter) of each split."""
+    from PIL import Image
+
+    for split, names in classes.items():
+        for label, name in enumerate(names):
+            (root / split / name).mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(np.full((8, 8), 40 * label + i, dtype=np.uint8)).save(root / split / name / f"{i}.png")
+    return root
 
 
 @pytest.fixture
@@ -117,6 +139,10 @@ FLAGS = [
     (["--fractions", "1.5"], "argument --fractions: fractions must lie in (0, 1]"),
     (["--fractions", "nan"], "argument --fractions: fractions must lie in (0, 1]"),
     (["--fractions", ","], "argument --fractions: expected comma-separated fractions in (0, 1]"),
+    (["--fractions", "1,0.0001"], "--fractions 0.0001: keeps 1 of the"),
+    (["--datasets", "e\x1b[31mvil.npz"], "argument --datasets: a label: control character U+001B"),
+    (["--image-size", "100000"], "argument --image-size: expected a whole number from 1 to 4096, got '100000'"),
+    (["--models-file", "{dir}/models.txt"], "models.txt, line 3: unknown timm model 'nosuch'"),  # past a BOM
     (["--param-range", "1:1e999", "--sample", "2"], "argument --param-range: expected finite 0 <= MIN <= MAX"),
     (["--param-range", "5:1", "--sample", "2"], "argument --param-range: expected finite 0 <= MIN <= MAX"),
     (["--param-range", "x", "--sample", "2"], "argument --param-range: expected MIN:MAX"),
@@ -168,6 +194,11 @@ DATASETS = [
     ("float_labels.npz", "float_labels.npz: val_labels must be non-negative integers"),
     ("multi.npz", "multi.npz: train_labels must be one class index per image"),
     ("one_class.npz", "one_class.npz: needs at least two classes"),
+    ("gap.npz", "gap.npz: no train image has label 3 (labels run from 0 to 1000); every class needs train images"),
+    ("wrapped.npz", "wrapped.npz: test_labels holds 18446744073709551615; labels are class indices"),
+    ("single.npz", "single.npz: the train split has 1 image; training needs at least 2"),
+    ("class_extra", "class_extra/test/z: class 'z' has no folder in"),
+    ("class_empty", "class_empty/train/c: no images; every class needs train images"),
     ("folder", "folder: missing the train split folder"),
     ("ftp://example.org/derma.npz", "--datasets: ftp://example.org/derma.npz: URLs are not read"),
     ("https://example.org/derma.npz", "--datasets: https://example.org/derma.npz: URLs are not read"),
@@ -186,6 +217,18 @@ def test_bad_datasets(agent, place, name, message):
         return
     spec = name if name == "pickle.pkl" or "://" in name else place / name
     check(agent(*RUN, "--datasets", spec), message)
+
+
+def test_two_datasets_are_never_normalised_together(agent, place, cli, tmp_path):
+    one, two = place / "one" / "same.npz", place / "two" / "same.npz"
+    check(agent(*RUN, "--datasets", f"{one},{two}"), "experiment 'same' would hold runs of")
+    db = tmp_path / "digits.duckdb"
+    RunStore(db).append(pd.DataFrame({"run_id": ["r1"], "job_key": ["k1"], "experiment": ["digits"],
+                                      "dataset": ["digits"], "model": ["m"], "performance": [0.5],
+                                      "source": "agent", "status": "ok"}))
+    code, out, err = cli(*RUN[:-1], db, "--datasets", one, "--experiment", "digits")
+    assert code == 2 and err == (f"pepr-agent: experiment 'digits' already holds runs with dataset=digits "
+                                 f"(this sweep: dataset=same); name another with --experiment\n")
 
 
 NOT_A_DATABASE = {

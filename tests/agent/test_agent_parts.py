@@ -118,6 +118,37 @@ def test_image_folder(tmp_path, mode, channels):
     assert data.labels["test"].tolist() == [0, 0, 1, 1]
 
 
+
+def test_16_bit_images_keep_their_brightness(tmp_path):
+    """PIL turns 16-bit values (X-ray, CT exports) to white when converting to RGB: every image
+    of such a folder was blank. They are now scaled together, lowest value 0, highest 255."""
+    levels = {"train": (1000, 3500), "val": (1500, 2250), "test": (2000, 3000)}
+    for split, values in levels.items():
+        for label, value in enumerate(values):
+            folder = tmp_path / "xray" / split / f"c{label}"
+            folder.mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(np.full((6, 6), value, dtype=np.uint16)).save(folder / f"{i}.png")
+    (tmp_path / "xray" / "train" / ".ipynb_checkpoints").mkdir()  # hidden: not a class
+    data = load(str(tmp_path / "xray"), "unused", 6)
+    assert data.num_classes == 2 and data.channels == 1
+    scaled = {split: sorted(set(data.images[split].flatten().tolist())) for split in levels}
+    assert scaled == {"train": [0, 255], "val": [51, 128], "test": [102, 204]}  # (v - 1000) * 255 / 2500
+    Image.new("L", (6, 6), 9).save(tmp_path / "xray" / "test" / "c0" / "8bit.png")
+    with pytest.raises(PeprError, match="mixes 8-bit images with 16-bit or float ones"):
+        load(str(tmp_path / "xray"), "elsewhere", 6)  # another key: not the cached load
+
+
+def test_one_dataset_one_spelling_so_a_resume_finds_its_jobs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a").mkdir()
+    spellings = ["a/x.npz", "./a/x.npz", "a//x.npz", str(tmp_path / "a" / "x.npz")]
+    jobs = [plan.expand(["m"], [spec], [False], [1.0], [0], epochs=1, batch_size=8,
+                        learning_rate=1e-3, image_size=8, amp="off")[0] for spec in spellings]
+    assert {job.dataset for job in jobs} == {"a/x.npz"} and len({job.key for job in jobs}) == 1
+    assert plan.canonical_dataset("DermaMNIST") == "dermamnist"
+    assert plan.canonical_dataset("/elsewhere/y.npz") == "/elsewhere/y.npz"
+
 def test_medmnist_by_name_fails_clearly_without_the_file_or_network(tmp_path):
     with pytest.raises(PeprError, match="not digits, a .npz file"):
         load("notamnist", str(tmp_path), 28)
@@ -234,6 +265,11 @@ def test_signals_wait_for_a_database_write_to_finish():
     with SignalGuard():
         with pytest.raises(Interrupted, match="SIGINT"):  # outside a write: at once
             os.kill(os.getpid(), signal.SIGINT)
+    with SignalGuard() as guard:
+        with pytest.raises(Interrupted, match="SIGTERM"):  # asked first, it wins over a failed write
+            with guard.hold():
+                os.kill(os.getpid(), signal.SIGTERM)
+                raise OSError("the write failed")
     assert signal.getsignal(signal.SIGTERM) is previous
 
 

@@ -87,6 +87,9 @@ def test_array_ranges_are_written_as_sbatch_takes_them():
     (("--tasks", "2", "--shard", "0/2"), "--shard: not for pepr-agent slurm"),
     (("--tasks", "2", "--models", "resnet19"), "unknown timm model 'resnet19'"),
     (("--models", "test_resnet"), "the following arguments are required: --tasks"),
+    (("--tasks", "2", "--gres", "gpu:1\n#SBATCH --mem=1T"), "--gres: expected one word of letters, digits"),
+    (("--tasks", "2", "--partition", "gpu batch"), "--partition: expected one word"),
+    (("--tasks", "2", "--time", "abc"), "--time: expected a Slurm time such as 90, 12:00:00 or 2-00:00:00"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(cli, tmp_path, argv, message):
     args = ("--models", "test_resnet", *argv) if "--models" not in argv else argv

@@ -1,6 +1,7 @@
 """The `pepr` command, run as a user runs it: success paths, bad input and exit codes."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -129,6 +130,15 @@ def test_help_and_version_exit_0_in_process(capsys):
 
     assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("pepr ")
     assert main(["score", "--help"]) == 0 and "--debug" in capsys.readouterr().out
+
+
+def test_every_agent_command_offers_debug_as_a_flag(capsys):
+    """`slurm` takes `run`'s flags as a parent; adding its own --debug took the flag from `run`."""
+    from agent.cli import main as agent_main
+
+    for command in ("run", "bench", "slurm"):
+        assert agent_main([command, "--help"]) == 0
+        assert re.search(r"^  --debug ", capsys.readouterr().out, re.MULTILINE), command
 
 
 def test_a_closed_pipe_is_a_quiet_exit(db):
