@@ -52,6 +52,8 @@ exit status: 0 every benchmark ok, 1 some failed (recorded with its error), 2 ba
 
 def add_parser(commands, positive, comma_list, param_range) -> None:
     """The `bench` subcommand, with `run`'s parsers of positive numbers, lists and ranges."""
+    from agent.cli import MAX_IMAGE_SIZE
+
     bench = commands.add_parser(
         "bench", help="measure inference latency, throughput and energy per image",
         description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -65,13 +67,13 @@ def add_parser(commands, positive, comma_list, param_range) -> None:
     what.add_argument("--sample", type=positive(int), metavar="K", help="how many models to draw")
     what.add_argument("--sample-seed", type=int, default=0, metavar="S", help="default 0")
     how = bench.add_argument_group("how")
-    how.add_argument("--device", default="cpu", metavar="DEV", help="cpu, cuda or cuda:N (default cpu)")
-    how.add_argument("--image-size", type=positive(int), default=256, metavar="PX",
+    how.add_argument("--device", default="cpu", metavar="DEV", help="auto, cpu, cuda or cuda:N (default cpu)")
+    how.add_argument("--image-size", type=positive(int, MAX_IMAGE_SIZE), default=256, metavar="PX",
                      help="square input size (default %(default)s, the paper's)")
     how.add_argument("--batch-sizes", type=comma_list(positive(int)), default=[1, 32], metavar="1,32",
                      help="batch 1 gives the latency, the largest the throughput and energy "
                           "per image (default 1,32)")
-    how.add_argument("--threads", type=positive(int), metavar="T",
+    how.add_argument("--threads", type=positive(int, os.cpu_count() or 1), metavar="T",
                      help="torch's CPU threads (default: torch's choice, usually the physical cores)")
     how.add_argument("--seconds", type=positive(float), default=3.0, metavar="S",
                      help=f"time the passes of each batch size for about S seconds (at least "

@@ -86,6 +86,7 @@ def _to_data(spec: str, arrays: dict, image_size: int) -> Data:
 
 def _check_split(spec: str, split: str, x: np.ndarray, y: np.ndarray):
     """Images as uint8 NCHW and labels as int64 (N,), or a PeprError saying what is wrong."""
+    shape = x.shape
     if x.ndim == 3:
         x = x[:, None]
     elif x.ndim == 4 and x.shape[-1] in (1, 3):
@@ -95,7 +96,7 @@ def _check_split(spec: str, split: str, x: np.ndarray, y: np.ndarray):
             f"{spec}: {split}_images must be shaped (N, H, W) or (N, H, W, 1|3), got {x.shape}"
         )
     if 0 in x.shape:
-        raise PeprError(f"{spec}: {split}_images is empty (shaped {x.shape})")
+        raise PeprError(f"{spec}: {split}_images is empty (shaped {shape})")
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
