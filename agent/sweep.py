@@ -264,6 +264,7 @@ def run_sweep(
                 row.update(fields, status="ok")
             except Interrupted as stop:
                 if refused is None:  # the claim is ours
+                    row.update(getattr(stop, "measured", {}))
                     row.update(status="interrupted", error=str(stop), ended_at=now())
                     with guard.hold(), writing:
                         store.record_run(row, epochs)
@@ -272,6 +273,7 @@ def run_sweep(
             except StoreError:
                 raise
             except Exception as error:  # one job's failure must not end the sweep
+                row.update(getattr(error, "measured", {}))  # what it cost until it failed
                 row.update(status="failed", error=one_line(error))
             row["ended_at"] = row["heartbeat_at"] = now()
             record_patiently(store, row, epochs, guard, writing)

@@ -368,6 +368,15 @@ def place(model, prepare_args, xb, yb, job: Job, device, channels_last: bool, wa
     return model, prepare, False
 
 
+def _measured_so_far(meter: EnergyMeter) -> dict:
+    """The energy fields of a run stopped early, measured now; none where the meter cannot
+    say (it failed itself): the run's error says what happened."""
+    try:
+        return meter.stop().fields()
+    except Exception:
+        return {}
+
+
 def run_job(
     job: Job,
     data: Data,
@@ -384,7 +393,8 @@ def run_job(
 
     `meter_factory(country, nvml_gpu, carbon_intensity)` starts the energy meter (the
     overhead benchmark swaps in one that measures nothing). `channels_last`: None tries it on
-    CUDA only. Warm-up steps run before the measured span and leave no trace in the model.
+    CUDA only. Warm-up steps run before the measured span and leave no trace in the model. An
+    error or signal during training leaves with `measured`: the fields measured until then.
     """
     cuda = device.type == "cuda"
     if cuda:  # the previous run's cached blocks must not count as this one's
@@ -424,6 +434,7 @@ def run_job(
     meter = meter_factory(country, gpu, carbon_intensity)
     rows = []
     elapsed = 0.0  # training and evaluation; not the bookkeeping between epochs
+    began = None  # the current epoch's start
     try:
         for epoch in range(1, job.epochs + 1):
             sync(device)
@@ -450,11 +461,17 @@ def run_job(
             }
             sync(device)
             elapsed += time.perf_counter() - began
+            began = None
             row["cum_time_s"] = elapsed
             row["cum_energy_kwh"] = meter.energy_kwh()
             rows.append(row)
             on_epoch(row)
         energy = meter.stop()
+    except BaseException as stop:  # a failure or a signal: what it cost so far goes with it
+        partial = elapsed + (time.perf_counter() - began if began is not None else 0.0)
+        stop.measured = {"params": params, "model_type": model_type, "train_time_s": partial,
+                         **_measured_so_far(meter)}
+        raise
     finally:
         meter.close()
 

@@ -105,6 +105,10 @@ def test_a_nan_training_loss_fails_the_job_and_the_sweep_goes_on(cli, tiny_npz, 
     assert "training loss is nan in epoch 1" in runs.loc["pepr_test_nan_loss", "error"]
     assert pd.isna(runs.loc["pepr_test_nan_loss", "performance"])
     assert runs.loc["test_resnet", "status"] == "ok"
+    # What the failed job cost until it failed is kept (a sweep's totals count it).
+    failed = runs.loc["pepr_test_nan_loss"]
+    assert failed["train_time_s"] > 0 and failed["params"] > 0
+    assert failed["energy_cpu_method"] in ("cpu-load-estimate", "not-sampled")
 
 
 def test_a_part_never_sampled_is_null_with_its_reason_not_zero():
