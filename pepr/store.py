@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import random
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -207,10 +208,16 @@ def _is_lock_conflict(error: Exception) -> bool:
     return any(conflict in message for conflict in _CONFLICTS)
 
 
+_SAY_WAITING_AFTER_S = 3.0  # agents sharing a file wait milliseconds; a person, longer
+
+
 def _connect(path: Path, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnection:
-    """Open the file, retrying with jittered exponential backoff while it is locked."""
-    deadline = time.monotonic() + timeout
+    """Open the file, retrying with jittered exponential backoff while it is locked (saying
+    so on stderr, once, when the wait grows long)."""
+    began = time.monotonic()
+    deadline = began + timeout
     delay = _RETRY_FIRST_DELAY_S
+    said = False
     while True:
         try:
             return duckdb.connect(str(path), read_only=read_only)
@@ -221,6 +228,9 @@ def _connect(path: Path, read_only: bool, timeout: float) -> duckdb.DuckDBPyConn
                 raise StoreBusyError(
                     f"{path}: still locked by another process after {timeout:g} s"
                 ) from None
+        if not said and time.monotonic() - began > _SAY_WAITING_AFTER_S:
+            print(f"{path}: locked by another process; waiting up to {timeout:g} s", file=sys.stderr, flush=True)
+            said = True
         time.sleep(delay * random.uniform(0.5, 1.5))
         delay = min(delay * 2, _RETRY_MAX_DELAY_S)
 

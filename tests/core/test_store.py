@@ -271,6 +271,22 @@ def test_a_corrupt_file_is_not_mistaken_for_a_locked_one(tmp_path):
     assert "still locked" not in str(raised.value)
 
 
+
+def test_a_long_wait_for_a_lock_is_said_once(tmp_path, capsys):
+    """Sixty silent seconds looked like a hang; agents sharing a file wait far less than 3 s."""
+    path = tmp_path / "runs.duckdb"
+    RunStore(path).record_run(run("a"))
+    hold = "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); sys.stdin.readline()"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StoreError, match="still locked by another process after 4 s"):
+            RunStore(path, timeout=4).runs()
+    finally:
+        holder.communicate("go\n", timeout=60)
+    assert capsys.readouterr().err == f"{path}: locked by another process; waiting up to 4 s\n"
+
 def test_job_key_is_deterministic_and_order_free():
     assert job_key({"model": "a", "seed": 1}) == job_key({"seed": 1, "model": "a"})
     assert job_key({"model": "a", "seed": 1}) != job_key({"model": "a", "seed": 2})
