@@ -269,7 +269,14 @@ def _numbers(text: pd.Series, column: str, name: str, errors: list, decimal_comm
     missing = text == ""
     numbers = text.where(~missing)
     if decimal_comma:
-        numbers = numbers.where(~numbers.str.fullmatch(DECIMAL_COMMA, na=False), numbers.str.replace(",", "."))
+        commas = numbers.str.fullmatch(DECIMAL_COMMA, na=False)
+        points = numbers.str.contains(".", regex=False, na=False)
+        if commas.any() and points.any():  # is 1,234 a thousand or one point two?
+            row = (commas if commas.idxmax() > points.idxmax() else points).idxmax()
+            errors.append((row, f"{_where(name, row, column)}: {text[row]!r}: the column mixes decimal "
+                                "commas and points; write one kind"))
+            return pd.Series(np.nan, index=text.index)
+        numbers = numbers.where(~commas, numbers.str.replace(",", "."))
     values = pd.to_numeric(numbers, errors="coerce").astype(float)
     bad = ~missing & ~np.isfinite(values)
     if bad.any():
@@ -469,7 +476,7 @@ def load_emissions(table: Table) -> pd.DataFrame:
     errors: list = []
     out = pd.DataFrame(index=frame.index)
     for column, target in CODECARBON_NUMBERS.items():
-        values = _numbers(_text(frame[column]), column, table.name, errors)
+        values = _numbers(_text(frame[column]), column, table.name, errors, table.decimal_comma)
         bad = values < 0
         if bad.any():
             errors.append((bad.idxmax(), f"{_where(table.name, bad.idxmax(), column)}: {values[bad.idxmax()]:g} is negative"))
@@ -480,7 +487,9 @@ def load_emissions(table: Table) -> pd.DataFrame:
     energy = out["energy_kwh"]
     out["carbon_intensity"] = (out["co2_kg"] * 1000 / energy.where(energy > 0)).astype(float)
     out["carbon_intensity_source"] = "codecarbon"
-    out["pue"] = pd.to_numeric(frame["pue"], errors="coerce") if "pue" in frame else np.nan
+    out["pue"] = _numbers(_text(frame["pue"]), "pue", table.name, errors, table.decimal_comma) if "pue" in frame else np.nan
+    if errors:
+        raise PeprError(errors[0][1])
     version = _text(frame["codecarbon_version"]) if "codecarbon_version" in frame else ""
     out["energy_tool"] = ("codecarbon " + version).str.strip() if "codecarbon_version" in frame else "codecarbon"
     scope = _text(frame["tracking_mode"]).map(CODECARBON_SCOPES) if "tracking_mode" in frame else None

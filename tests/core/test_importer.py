@@ -287,7 +287,7 @@ def test_codecarbon_join_errors(emissions_csv, results_csv, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("content, energy", [
-    ("model;acc;energy\nm1;0,5;1,25\nm2;0.75;2\n", [1.25, 2.0]),  # a spreadsheet's European export
+    ("model;acc;energy\nm1;0,5;1,25\nm2;0,75;2\n", [1.25, 2.0]),  # a spreadsheet's European export
     ("model\tacc\tenergy\nm1\t0.5\t1.25\nm2\t0.75\t2\n", [1.25, 2.0]),
 ])
 def test_semicolon_and_tab_separated_files_read_as_their_spreadsheet_meant(content, energy, tmp_path):
@@ -305,6 +305,29 @@ def test_a_decimal_comma_in_a_comma_separated_file_is_refused_with_a_hint(tmp_pa
     result = convert(read_table(path), [ColumnMap("model", "model"), ColumnMap("performance", "acc")], experiment="x")
     assert result.errors == [f"{path}, row 2, column acc: not a number: '0,5' (decimal commas are read in "
                              "';'-separated files only)"]
+
+
+def test_a_semicolon_column_mixing_decimal_commas_and_points_is_refused(tmp_path):
+    """In `1,234` next to `2.5` the comma may group thousands: a 1000x error if guessed wrong."""
+    path = tmp_path / "r.csv"
+    path.write_text("model;acc;energy\nm1;0,5;1,234\nm2;0,75;2.5\n")
+    result = convert(read_table(path), [ColumnMap("model", "model"), ColumnMap("performance", "acc"),
+                                        ColumnMap("energy", "energy", "J")], experiment="x")
+    assert result.errors == [f"{path}, row 3, column energy: '2.5': the column mixes decimal commas and "
+                             "points; write one kind"]
+
+
+def test_a_semicolon_emissions_file_reads_its_decimal_commas(tmp_path):
+    emissions = tmp_path / "emissions.csv"
+    emissions.write_text("run_id;experiment_id;duration;emissions;cpu_energy;gpu_energy;ram_energy;"
+                         "energy_consumed;country_iso_code;pue\nu1;w1;10,5;0,001;0,002;0;0,001;0,003;DNK;1,2\n")
+    results = tmp_path / "r.csv"
+    results.write_text("run,arch,top1\nw1,resnet18,0.9\n")
+    result = convert(read_table(results), [ColumnMap("model", "arch"), ColumnMap("performance", "top1")],
+                     experiment="x", emissions=read_table(emissions), join="experiment_id=run")
+    assert result.errors == []
+    run = result.runs.iloc[0]
+    assert (run["energy_kwh"], run["train_time_s"], run["pue"]) == (0.003, 10.5, 1.2)
 
 # -- mistakes ------------------------------------------------------------------------------
 
