@@ -91,7 +91,8 @@ def markdown_code(text) -> str:
     """Text from data as a Markdown code span, fenced by more backticks than it holds."""
     text = str(text).replace("\n", " ")
     fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    spaced = text.startswith(" ") and text.endswith(" ") and text.strip()  # one each side is eaten
+    pad = " " if text.startswith("`") or text.endswith("`") or spaced else ""
     return f"{fence}{pad}{text}{pad}{fence}"
 
 

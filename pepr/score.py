@@ -68,6 +68,7 @@ def normalize_weights(weights: Mapping[str, float]) -> dict[str, float]:
             raise PeprError(f"weight of {name} must be a number >= 0, got {value}")
     top = max(weights.values(), default=0.0)
     relative = {name: value / top for name, value in weights.items() if value > 0}  # no sum overflows
+    relative = {name: value for name, value in relative.items() if value > 0}  # none underflowed
     total = sum(relative.values())
     return {name: value / total for name, value in relative.items()}
 

@@ -91,6 +91,7 @@ def test_huge_weights_count_as_their_ratio_not_as_nothing():
     """Their sum overflowed to inf, every weight became 0 and PePR fell back to performance."""
     assert normalize_weights({"energy": 1e308, "train_time": 1e308}) == {"energy": 0.5, "train_time": 0.5}
     assert normalize_weights({"energy": 1e-320, "co2": 3e-320}) == pytest.approx({"energy": 0.25, "co2": 0.75})
+    assert normalize_weights({"energy": 1e308, "co2": 1e-320}) == {"energy": 1.0}  # co2's share is no share
 
 
 def test_the_dearest_run_costs_exactly_one():
