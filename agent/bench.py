@@ -73,7 +73,7 @@ def add_parser(commands, positive, comma_list, param_range) -> None:
     how.add_argument("--batch-sizes", type=comma_list(positive(int)), default=[1, 32], metavar="1,32",
                      help="batch 1 gives the latency, the largest the throughput and energy "
                           "per image (default 1,32)")
-    how.add_argument("--threads", type=positive(int, os.cpu_count() or 1), metavar="T",
+    how.add_argument("--threads", type=positive(int, len(os.sched_getaffinity(0))), metavar="T",
                      help="torch's CPU threads (default: torch's choice, usually the physical cores)")
     how.add_argument("--seconds", type=positive(float), default=3.0, metavar="S",
                      help=f"time the passes of each batch size for about S seconds (at least "

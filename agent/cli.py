@@ -306,9 +306,11 @@ def run(args) -> int:
                    if store.exists() else None)
     if args.dry_run:
         statuses = store.job_statuses() if store.exists() else {}
+        done = {key for key, status in statuses.items() if status == "ok"}
         for job in jobs:
             regime = "pretrained" if job.pretrained else "scratch"
-            print(f"{job.key}  {statuses.get(job.key, 'todo'):11}  {job.experiment:20}  "
+            status = "ok" if job.done_in(done) else statuses.get(job.key, "todo")
+            print(f"{job.key}  {status:11}  {job.experiment:20}  "
                   f"{job.model:28}  {regime:10}  fraction {job.train_fraction:g}  seed {job.seed}")
         print(f"{len(jobs)} job(s)", file=sys.stderr)
         return 0

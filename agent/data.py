@@ -255,13 +255,14 @@ def _class_folders(folder: Path) -> list[str]:
 
 
 def _to_8_bits(arrays: dict) -> dict:
-    """Greyscale images deeper than 8 bits, mapped to 0..255 by one linear map for the whole
-    dataset (its lowest value to 0, its highest to 255): their relative brightness is kept,
-    where converting each to 8 bits on its own would clip (PIL turns 16-bit values to white)."""
-    images = [x for k, x in arrays.items() if k.endswith("_images")]
-    low, high = min(float(x.min()) for x in images), max(float(x.max()) for x in images)
+    """Greyscale images deeper than 8 bits, mapped to 0..255 by one linear map taken from the
+    train split (its lowest value to 0, its highest to 255; val and test clipped to that
+    range): their relative brightness is kept, where converting each image to 8 bits on its
+    own would clip (PIL turns 16-bit values to white)."""
+    train = arrays["train_images"]
+    low, high = float(train.min()), float(train.max())
     scale = 255 / (high - low) if high > low else 0.0
-    return {k: np.round((x - low) * scale).astype(np.uint8) if k.endswith("_images") else x
+    return {k: np.round(np.clip((x - low) * scale, 0, 255)).astype(np.uint8) if k.endswith("_images") else x
             for k, x in arrays.items()}
 
 

@@ -35,6 +35,7 @@ class Job:
     metric: str = "test_accuracy"
     cudnn_benchmark: bool = False  # let cuDNN time algorithms per shape (faster, more memory)
     deterministic: bool = False  # deterministic algorithms only (slower, reproducible)
+    typed_dataset: str | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def config(self) -> dict:
         """The job's settings as a JSON-able dict (what the job key hashes).
@@ -43,6 +44,7 @@ class Job:
         `false` as before modes existed, so old jobs keep their keys.
         """
         config = dataclasses.asdict(self)
+        del config["typed_dataset"]
         if config["amp"] == "off":
             config["amp"] = False
         for name in ("cudnn_benchmark", "deterministic"):
@@ -53,6 +55,18 @@ class Job:
     @property
     def key(self) -> str:
         return job_key(self.config())
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Its key, and the key it had with its dataset as typed (`./a/x.npz`): a database
+        from before each dataset had one spelling holds its runs under that one."""
+        if self.typed_dataset in (None, self.dataset):
+            return (self.key,)
+        return (self.key, job_key({**self.config(), "dataset": self.typed_dataset}))
+
+    def done_in(self, ok_keys: set[str]) -> bool:
+        """Whether one of its keys is among the keys of `ok` runs."""
+        return not ok_keys.isdisjoint(self.keys)
 
 
 def canonical_dataset(spec: str) -> str:
@@ -104,11 +118,11 @@ def expand(
     deterministic: bool = False,
 ) -> list[Job]:
     """Every combination, dataset-major (so a dataset is loaded once), duplicates dropped."""
-    datasets = [canonical_dataset(dataset) for dataset in datasets]
     jobs = [
         Job(
             model=model,
-            dataset=dataset,
+            dataset=canonical_dataset(dataset),
+            typed_dataset=dataset,
             pretrained=pt,
             train_fraction=float(fraction),
             seed=seed,
@@ -117,7 +131,7 @@ def expand(
             learning_rate=learning_rate,
             image_size=image_size,
             amp=amp,
-            experiment=experiment or default_experiment(dataset, pt, fraction),
+            experiment=experiment or default_experiment(canonical_dataset(dataset), pt, fraction),
             cudnn_benchmark=cudnn_benchmark,
             deterministic=deterministic,
         )

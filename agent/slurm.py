@@ -183,10 +183,10 @@ def unfinished(jobs, db: Path, tasks: int) -> tuple[list[int], bool]:
     merged = ok(db)
     todo, unmerged = [], False
     for index in range(tasks):
-        keys = {job.key for job in shard(jobs, index, tasks)}
-        done = ok(part_path(db, index, tasks)) & keys
-        unmerged |= bool(done - merged)
-        if keys - merged - done:
+        mine = shard(jobs, index, tasks)
+        in_part = ok(part_path(db, index, tasks))
+        unmerged |= any(job.done_in(in_part) and not job.done_in(merged) for job in mine)
+        if any(not job.done_in(merged) and not job.done_in(in_part) for job in mine):
             todo.append(index)
     return todo, unmerged
 

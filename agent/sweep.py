@@ -232,7 +232,8 @@ def run_sweep(
     writing = threading.Lock()  # the heartbeat thread and this one write in turn
     store.release_abandoned(owner_gone)
     statuses = store.job_statuses() if store.exists() else {}
-    todo = [job for job in jobs if statuses.get(job.key) != "ok"]
+    done = {key for key, status in statuses.items() if status == "ok"}
+    todo = [job for job in jobs if not job.done_in(done)]
     counts = {"skipped": len(jobs) - len(todo), "ok": 0, "failed": 0, "held": 0}
     # Under nohup or a batch scheduler stderr is a file: update the bars rarely there.
     bars = dict(disable=quiet, file=sys.stderr, dynamic_ncols=True,
@@ -264,8 +265,8 @@ def run_sweep(
                 row.update(fields, status="ok")
             except Interrupted as stop:
                 if refused is None:  # the claim is ours
-                    row.update(getattr(stop, "measured", {}))
                     row.update(status="interrupted", error=str(stop), ended_at=now())
+                    stopped_early(row, stop)
                     with guard.hold(), writing:
                         store.record_run(row, epochs)
                     print(json.dumps(summary(row), default=str), file=log, flush=True)
@@ -273,8 +274,8 @@ def run_sweep(
             except StoreError:
                 raise
             except Exception as error:  # one job's failure must not end the sweep
-                row.update(getattr(error, "measured", {}))  # what it cost until it failed
                 row.update(status="failed", error=one_line(error))
+                stopped_early(row, error)
             row["ended_at"] = row["heartbeat_at"] = now()
             record_patiently(store, row, epochs, guard, writing)
             counts[row["status"]] += 1
@@ -283,18 +284,42 @@ def run_sweep(
     return counts
 
 
+def stopped_early(row: dict, stop: BaseException) -> None:
+    """Add to a failed or interrupted run what it cost until then (see `run_job`), and why
+    its energy is missing where the meter could not say."""
+    measured = dict(getattr(stop, "measured", {}))
+    why = measured.pop("energy_not_measured", None)
+    row.update(measured)
+    if why:
+        row["error"] += f"; energy not measured ({why})"
+
+
+PATIENT_TRY_S = 2.0  # a try's wait for the lock: Ctrl-C between tries comes through quickly
+
+
 def record_patiently(store: RunStore, row: dict, epochs: list[dict], guard, writing) -> None:
     """Record a finished run, retrying while another process holds the database (an open
-    DuckDB shell or notebook): a trained run is not given up for a lock. Ctrl-C still stops
-    the agent between tries."""
+    DuckDB shell or notebook): a trained run is not given up for a lock. Ctrl-C stops the
+    agent between tries, and says that the run was not written."""
+    patient = RunStore(store.path, timeout=PATIENT_TRY_S)
+    said = False
     while True:
+        written = False
         try:
             with guard.hold(), writing:
-                store.record_run(row, epochs)
+                patient.record_run(row, epochs)
+                written = True
             return
-        except StoreBusyError as error:
-            print(f"pepr-agent: {error}; trying again (run {row['run_id']} waits to be written)",
-                  file=sys.stderr, flush=True)
+        except StoreBusyError:
+            if not said:
+                print(f"pepr-agent: {store.path} is locked by another process; run {row['run_id']} "
+                      "waits to be written (Ctrl-C gives it up)", file=sys.stderr, flush=True)
+                said = True
+        except Interrupted:
+            if not written:
+                print(f"pepr-agent: run {row['run_id']} ({row['model']}) was not written: "
+                      f"{store.path} stayed locked", file=sys.stderr, flush=True)
+            raise
 
 
 SUMMARY_FIELDS = (

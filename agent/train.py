@@ -369,12 +369,12 @@ def place(model, prepare_args, xb, yb, job: Job, device, channels_last: bool, wa
 
 
 def _measured_so_far(meter: EnergyMeter) -> dict:
-    """The energy fields of a run stopped early, measured now; none where the meter cannot
-    say (it failed itself): the run's error says what happened."""
+    """The energy fields of a run stopped early, measured now; where the meter cannot say
+    (it failed itself), `energy_not_measured`: why, for the run's error."""
     try:
         return meter.stop().fields()
-    except Exception:
-        return {}
+    except Exception as error:
+        return {"energy_not_measured": _described(error)}
 
 
 def run_job(
@@ -432,6 +432,7 @@ def run_job(
         torch.cuda.reset_peak_memory_stats(device)
     host_peak_reset = reset_host_peak()
     meter = meter_factory(country, gpu, carbon_intensity)
+    carbon_source = "country-average" if carbon_intensity is None else "user"
     rows = []
     elapsed = 0.0  # training and evaluation; not the bookkeeping between epochs
     began = None  # the current epoch's start
@@ -469,8 +470,9 @@ def run_job(
         energy = meter.stop()
     except BaseException as stop:  # a failure or a signal: what it cost so far goes with it
         partial = elapsed + (time.perf_counter() - began if began is not None else 0.0)
-        stop.measured = {"params": params, "model_type": model_type, "train_time_s": partial,
-                         **_measured_so_far(meter)}
+        stop.measured = {"train_size": len(y_train), "params": params, "model_type": model_type,
+                         "train_time_s": partial, **_measured_so_far(meter),
+                         "carbon_intensity_source": carbon_source}
         raise
     finally:
         meter.close()
@@ -487,7 +489,7 @@ def run_job(
         "model_type": model_type,
         "performance": rows[-1]["test_metric"],
         **energy.fields(),
-        "carbon_intensity_source": "country-average" if carbon_intensity is None else "user",
+        "carbon_intensity_source": carbon_source,
         "train_time_s": elapsed,
         "infer_time_s": infer_time,
         "gpu_mem_reserved_gb": torch.cuda.max_memory_reserved(device) / 1e9 if cuda else None,

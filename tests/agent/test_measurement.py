@@ -180,3 +180,55 @@ def test_a_helper_whose_agent_has_gone_exits_quietly():
     helper.stdin.write(f"start {json.dumps(settings)}\n")
     helper.stdin.close()
     assert helper.stderr.read() == "" and helper.wait(timeout=60) == 0
+
+
+def _sweep_stopped_in_epoch_1(tmp_path, tiny_npz, monkeypatch, stop, meter_factory=None):
+    """run_sweep of one 2-epoch job whose first epoch ends by raising `stop`; its one row."""
+    import io
+
+    import agent.sweep as sweep
+
+    real = sweep.run_job
+
+    def stopping(job, data, device, country, carbon_intensity, on_epoch):
+        def then_stop(row):
+            on_epoch(row)
+            raise stop
+
+        extra = {"meter_factory": meter_factory} if meter_factory else {}
+        return real(job, data, device, country, carbon_intensity, then_stop, **extra)
+
+    monkeypatch.setattr(sweep, "run_job", stopping)
+    (job,) = expand(["test_resnet"], [str(tiny_npz)], [False], [1.0], [0], epochs=2, batch_size=8,
+                    learning_rate=1e-3, image_size=16, amp="off")
+    store = RunStore(tmp_path / "runs.duckdb")
+    store.ensure()
+    try:
+        sweep.run_sweep([job], store, device=CPU, data_dir=str(tmp_path), country="DNK",
+                        log=io.StringIO(), quiet=True)
+    except sweep.Interrupted:
+        pass
+    (run,) = store.runs().to_dict("records")
+    return run
+
+
+def test_an_interrupted_run_keeps_what_it_cost_until_then(tmp_path, tiny_npz, monkeypatch):
+    import signal
+
+    from agent.sweep import Interrupted
+
+    run = _sweep_stopped_in_epoch_1(tmp_path, tiny_npz, monkeypatch, Interrupted(signal.SIGTERM))
+    assert run["status"] == "interrupted" and run["params"] > 0 and run["train_size"] == 24
+    assert run["train_time_s"] > 0 and run["carbon_intensity_source"] == "country-average"
+    assert run["energy_cpu_method"] in ("cpu-load-estimate", "not-sampled")
+
+
+def test_a_failed_run_whose_meter_failed_too_says_why_its_energy_is_missing(tmp_path, tiny_npz, monkeypatch):
+    class BrokenMeter(NullMeter):
+        def stop(self):
+            raise RuntimeError("the energy meter's helper process ended")
+
+    run = _sweep_stopped_in_epoch_1(tmp_path, tiny_npz, monkeypatch, ValueError("boom"), BrokenMeter)
+    assert run["status"] == "failed" and pd.isna(run["energy_kwh"]) and run["params"] > 0
+    assert run["error"] == ("ValueError: boom; energy not measured "
+                            "(RuntimeError: the energy meter's helper process ended)")

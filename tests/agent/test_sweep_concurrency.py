@@ -182,7 +182,7 @@ def test_a_finished_run_waits_out_a_locked_database(tmp_path, monkeypatch):
     from agent.sweep import SignalGuard, record_patiently
 
     path = tmp_path / "runs.duckdb"
-    store = RunStore(path, timeout=0.3)
+    store = RunStore(path)
     store.ensure()
     row = {"run_id": "r1", "job_key": "k1", "experiment": "e", "model": "m", "source": "agent",
            "status": "ok", "performance": 0.5}
@@ -190,7 +190,7 @@ def test_a_finished_run_waits_out_a_locked_database(tmp_path, monkeypatch):
 
     class Stderr(io.StringIO):
         def write(self, text):
-            if "trying again" in text:
+            if "waits to be written" in text:
                 told.set()
             return super().write(text)
 
