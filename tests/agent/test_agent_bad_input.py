@@ -227,8 +227,8 @@ def test_two_datasets_are_never_normalised_together(agent, place, cli, tmp_path)
                                       "dataset": ["digits"], "model": ["m"], "performance": [0.5],
                                       "source": "agent", "status": "ok"}))
     code, out, err = cli(*RUN[:-1], db, "--datasets", one, "--experiment", "digits")
-    assert code == 2 and err == (f"pepr-agent: experiment 'digits' already holds runs with dataset=digits "
-                                 f"(this sweep: dataset=same); name another with --experiment\n")
+    assert code == 2 and err == ("pepr-agent: experiment 'digits' already holds runs with dataset=digits "
+                                 "(this sweep: dataset=same); name another with --experiment\n")
 
 
 NOT_A_DATABASE = {
