@@ -437,43 +437,44 @@ def run_job(
     elapsed = 0.0  # training and evaluation; not the bookkeeping between epochs
     began = None  # the current epoch's start
     try:
-        for epoch in range(1, job.epochs + 1):
-            sync(device)
-            began = time.perf_counter()
-            model.train()
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), dtype=torch.long, device=device)
-            seen = 0
-            with closing(batches(x_train, y_train, job.batch_size, device, generator)) as epoch_batches:
-                for xb, yb in epoch_batches:
-                    out, loss = train_step(model, prepare, optimizer, scaler, xb, yb, device, amp)
-                    loss_sum.add_(loss.detach(), alpha=len(yb))
-                    correct += (out.detach().argmax(1) == yb).sum()
-                    seen += len(yb)
-            train_loss = loss_sum.item() / seen
-            if not math.isfinite(train_loss):
-                raise FloatingPointError(f"training loss is {train_loss} in epoch {epoch}")
-            row = {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "train_accuracy": correct.item() / seen,
-                "val_metric": evaluate("val"),
-                "test_metric": evaluate("test"),
-            }
-            sync(device)
-            elapsed += time.perf_counter() - began
-            began = None
-            row["cum_time_s"] = elapsed
-            row["cum_energy_kwh"] = meter.energy_kwh()
-            rows.append(row)
-            on_epoch(row)
+        try:
+            for epoch in range(1, job.epochs + 1):
+                sync(device)
+                began = time.perf_counter()
+                model.train()
+                loss_sum = torch.zeros((), device=device)
+                correct = torch.zeros((), dtype=torch.long, device=device)
+                seen = 0
+                with closing(batches(x_train, y_train, job.batch_size, device, generator)) as epoch_batches:
+                    for xb, yb in epoch_batches:
+                        out, loss = train_step(model, prepare, optimizer, scaler, xb, yb, device, amp)
+                        loss_sum.add_(loss.detach(), alpha=len(yb))
+                        correct += (out.detach().argmax(1) == yb).sum()
+                        seen += len(yb)
+                train_loss = loss_sum.item() / seen
+                if not math.isfinite(train_loss):
+                    raise FloatingPointError(f"training loss is {train_loss} in epoch {epoch}")
+                row = {
+                    "epoch": epoch,
+                    "train_loss": train_loss,
+                    "train_accuracy": correct.item() / seen,
+                    "val_metric": evaluate("val"),
+                    "test_metric": evaluate("test"),
+                }
+                sync(device)
+                elapsed += time.perf_counter() - began
+                began = None
+                row["cum_time_s"] = elapsed
+                row["cum_energy_kwh"] = meter.energy_kwh()
+                rows.append(row)
+                on_epoch(row)
+        except BaseException as stop:  # a failure or a signal: what it cost so far goes with it
+            partial = elapsed + (time.perf_counter() - began if began is not None else 0.0)
+            stop.measured = {"train_size": len(y_train), "params": params, "model_type": model_type,
+                             "train_time_s": partial, **_measured_so_far(meter),
+                             "carbon_intensity_source": carbon_source}
+            raise
         energy = meter.stop()
-    except BaseException as stop:  # a failure or a signal: what it cost so far goes with it
-        partial = elapsed + (time.perf_counter() - began if began is not None else 0.0)
-        stop.measured = {"train_size": len(y_train), "params": params, "model_type": model_type,
-                         "train_time_s": partial, **_measured_so_far(meter),
-                         "carbon_intensity_source": carbon_source}
-        raise
     finally:
         meter.close()
 
