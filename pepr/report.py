@@ -424,6 +424,7 @@ def write_report(
     if taken is not None:
         raise PeprError(f"--out {out}: {taken.name} is a folder")
     parts = [path.with_name(path.name + ".part") for path in paths]
+    made = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
     try:  # every file written in full before any is put in place
         folder.mkdir(parents=True, exist_ok=True)
         for part, data in zip(parts, files.values()):
@@ -434,6 +435,9 @@ def write_report(
         for part in parts:
             with contextlib.suppress(OSError):
                 part.unlink()
+        for path in made:
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only if still empty
         raise PeprError(f"--out {out}: {error.strerror or error}") from None
     return paths
 

@@ -182,6 +182,21 @@ def test_an_unwritable_out_is_one_line_and_leaves_no_partial_report(db, tmp_path
     assert main([*args, ""]) == 2
     assert "--out: empty" in capsys.readouterr().err
 
+
+def test_a_report_that_fails_half_way_leaves_no_folder_it_made(db, tmp_path, capsys, monkeypatch):
+    import errno
+    import pathlib
+
+    def full(self, target):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "replace", full)  # every file written, none put in place
+    out = tmp_path / "new" / "report"
+    assert main(["report", "--db", str(db), "--experiment", "exp", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"pepr: --out {out}: No space left on device\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_report_of_a_missing_database(tmp_path, capsys):
     assert main(["report", "--db", str(tmp_path / "no.duckdb"), "--experiment", "x", "--out", str(tmp_path / "o")]) == 2
     assert "no such database file" in capsys.readouterr().err
