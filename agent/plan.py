@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import os
 import random
 import re
@@ -163,15 +164,17 @@ def check_protocol(jobs: Sequence[Job], stored=None) -> None:
                             "sweep them one at a time, each with its own --experiment")
     if stored is None:
         return
-    shared = ("dataset", *PROTOCOL)  # a run records its dataset's label
-    planned = {(job.experiment, (dataset_label(job.dataset), *(getattr(job, name) for name in PROTOCOL))): None
-               for job in jobs}
-    stored_protocols = stored[["experiment", *shared]].drop_duplicates()
-    for experiment, values in planned:
-        mine = dict(zip(shared, values))
+    stored = stored.assign(spec=stored["config"].map(_dataset_spec, na_action="ignore"))
+    stored_protocols = stored[["experiment", "dataset", "spec", *PROTOCOL]].drop_duplicates()
+    planned = {(job.experiment, job.dataset, tuple(getattr(job, name) for name in PROTOCOL)): None for job in jobs}
+    for experiment, dataset, values in planned:
         theirs = stored_protocols[stored_protocols["experiment"] == experiment]
         for row in theirs.to_dict("records"):
-            differ = [name for name in shared if not pd.isna(row[name]) and row[name] != mine[name]]
+            # A run of the agent names its dataset file in its config; an imported one, by label.
+            mine = {"dataset": dataset if isinstance(row["spec"], str) else dataset_label(dataset),
+                    **dict(zip(PROTOCOL, values))}
+            row["dataset"] = row["spec"] if isinstance(row["spec"], str) else row["dataset"]
+            differ = [name for name in mine if not pd.isna(row[name]) and row[name] != mine[name]]
             if differ:
                 raise PeprError(
                     f"experiment {experiment!r} already holds runs with "
@@ -179,6 +182,15 @@ def check_protocol(jobs: Sequence[Job], stored=None) -> None:
                     + " (this sweep: " + ", ".join(f"{name}={mine[name]}" for name in differ)
                     + "); name another with --experiment"
                 )
+
+
+def _dataset_spec(config: str) -> str | None:
+    """The dataset a stored run's job config names, in its one spelling (None if none)."""
+    try:
+        spec = json.loads(config).get("dataset")
+    except (ValueError, AttributeError):
+        return None
+    return canonical_dataset(spec) if isinstance(spec, str) else None
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -5,6 +5,7 @@ entry point."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import subprocess
@@ -229,6 +230,14 @@ def test_two_datasets_are_never_normalised_together(agent, place, cli, tmp_path)
     code, out, err = cli(*RUN[:-1], db, "--datasets", one, "--experiment", "digits")
     assert code == 2 and err == ("pepr-agent: experiment 'digits' already holds runs with dataset=digits "
                                  "(this sweep: dataset=same); name another with --experiment\n")
+    # An agent's run names its dataset file in its config: one of the same name is another.
+    swept = tmp_path / "same.duckdb"
+    RunStore(swept).record_run({"run_id": "r1", "job_key": "k1", "experiment": "same", "dataset": "same",
+                                "model": "m", "config": json.dumps({"dataset": str(one)}),
+                                "source": "agent", "status": "ok", "performance": 0.5})
+    code, out, err = cli(*RUN[:-1], swept, "--datasets", two)
+    assert code == 2 and err == (f"pepr-agent: experiment 'same' already holds runs with dataset={one} "
+                                 f"(this sweep: dataset={two}); name another with --experiment\n")
 
 
 NOT_A_DATABASE = {
