@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mg.add_argument("sources", nargs="+", metavar="DB")
     mg.add_argument("--into", required=True, metavar="DB")
+    mg.add_argument("--prefer", metavar="DB", help="for a finished run that databases hold with different "
+                    "results, keep this database's copy (a source or the target); without it such runs stop the merge")
     return parser
 
 
@@ -238,7 +240,7 @@ def _bench_info(store: RunStore) -> None:
 
 
 def _merge(args) -> int:
-    print(f"{args.into}: {merge(args.sources, args.into)}")
+    print(f"{args.into}: {merge(args.sources, args.into, args.prefer)}")
     return 0
 
 

@@ -442,20 +442,24 @@ class RunStore:
             )
             return _exec(con, "SELECT count(*) FROM benchmarks")[0][0] - before
 
-    def update_from(self, runs: pd.DataFrame, epochs: pd.DataFrame) -> Merged:
+    def update_from(self, runs: pd.DataFrame, epochs: pd.DataFrame, replace: Sequence[str] = ()) -> Merged:
         """Add the runs not stored yet, and replace those that `runs` has in a later stage
-        (see _STAGE) or, still running, with a newer heartbeat; each with its epochs. One
-        transaction."""
+        (see _STAGE) or, still running, with a newer heartbeat, and those in `replace` (run
+        ids) whatever their stage; each with its epochs. One transaction."""
         run_frame = _frame(runs, RUN_COLUMNS, "run")
         with self._write() as con:
             con.register("new_runs", run_frame)
-            later = (f"({_STAGE.format('n')} > {_STAGE.format('r')} OR (n.status = 'running'"
+            later = (f"coalesce({_STAGE.format('n')} > {_STAGE.format('r')} OR (n.status = 'running'"
                      " AND r.status = 'running' AND coalesce(n.heartbeat_at, n.started_at)"
-                     " > coalesce(r.heartbeat_at, r.started_at)))")
+                     " > coalesce(r.heartbeat_at, r.started_at)), false)")
+            forced = "false"
+            if replace:
+                con.register("forced_ids", pd.DataFrame({"run_id": pd.Series(list(replace), dtype="string")}))
+                forced = "n.run_id IN (SELECT run_id FROM forced_ids)"
             _exec(
                 con,
-                "CREATE TEMP TABLE changed AS SELECT n.run_id, r.run_id IS NULL AS added"
-                f" FROM new_runs n LEFT JOIN runs r USING (run_id) WHERE r.run_id IS NULL OR {later}",
+                f"CREATE TEMP TABLE changed AS SELECT n.run_id, r.run_id IS NULL AS added, {later} AS later"
+                f" FROM new_runs n LEFT JOIN runs r USING (run_id) WHERE r.run_id IS NULL OR {later} OR {forced}",
             )
             _exec(con, "DELETE FROM epochs WHERE run_id IN (SELECT run_id FROM changed)")
             _exec(con, "INSERT OR REPLACE INTO runs BY NAME SELECT * FROM new_runs"
@@ -464,9 +468,8 @@ class RunStore:
                 con.register("new_epochs", _frame(epochs, EPOCH_COLUMNS, "epoch"))
                 _exec(con, "INSERT INTO epochs BY NAME SELECT * FROM new_epochs"
                            " WHERE run_id IN (SELECT run_id FROM changed)")
-            added, updated = _exec(con, "SELECT count(*) FILTER (added),"
-                                        " count(*) FILTER (NOT added) FROM changed")[0]
-        return Merged(added, updated)
+            return Merged(*_exec(con, "SELECT count(*) FILTER (added), count(*) FILTER (NOT added AND later),"
+                                      " count(*) FILTER (NOT added AND NOT later) FROM changed")[0])
 
     # -- claims: each job trained once, whoever asks -------------------------------------
 
@@ -609,23 +612,28 @@ class Imported(NamedTuple):
 class Merged(NamedTuple):
     added: int  # runs the target did not have
     updated: int  # runs the target had unfinished, brought up to date
+    replaced: int = 0  # finished runs it held otherwise, replaced by the preferred copy
 
     def __str__(self) -> str:
         updated = f", updated {self.updated} it had unfinished" if self.updated else ""
-        return f"added {self.added} run(s){updated}"
+        replaced = f", replaced {self.replaced} by the preferred copy" if self.replaced else ""
+        return f"added {self.added} run(s){updated}{replaced}"
 
 
-def merge(sources: Sequence[str | Path], into: str | Path) -> Merged:
+def merge(sources: Sequence[str | Path], into: str | Path, prefer: str | Path | None = None) -> Merged:
     """Bring `into` up to date with every run (and its epochs) of `sources`.
 
     New run ids are added; a run the target holds as `running` (or as `interrupted`, where
     an agent took over a copy of a claim) is replaced, epochs and all, where a source has it
     further on, or running with a newer heartbeat. Merging again changes nothing, and a source
     may be merged while an agent writes to it. A finished run that two databases hold with
-    different results is refused, and nothing is written.
+    different results is refused, and nothing is written, unless `prefer` (one of the
+    databases) holds a copy of it: that copy is kept.
     """
     target = RunStore(into)
     target.check()
+    names = [*map(str, sources), str(into)]
+    preferred = None if prefer is None else _position(prefer, names)
     runs, epochs, benchmarks = [], [], []
     for index, source in enumerate(sources):
         store = RunStore(source)
@@ -636,7 +644,9 @@ def merge(sources: Sequence[str | Path], into: str | Path) -> Merged:
         benchmarks.append(store.benchmarks())
     runs = pd.concat([frame for frame in runs if not frame.empty] or [_empty(RUN_COLUMNS)])
     held = target.runs() if target.exists() else _empty(RUN_COLUMNS)
-    _refuse_conflicts(pd.concat([held.assign(_source=-1), runs]), [*map(str, sources), str(into)])
+    conflicts, replace = _conflicts(pd.concat([held.assign(_source=len(sources)), runs]), names, preferred)
+    if conflicts:  # the preferred copy only
+        runs = runs[~runs["run_id"].isin(conflicts) | (runs["_source"] == preferred)]
     if runs.empty:
         target.ensure()
         merged = Merged(0, 0)
@@ -647,7 +657,7 @@ def merge(sources: Sequence[str | Path], into: str | Path) -> Merged:
                   .sort_values(["_stage", "_stamp"], na_position="first")
                   .drop_duplicates("run_id", keep="last"))
         epochs = pd.concat(epochs).merge(latest[["run_id", "_source"]], on=["run_id", "_source"])
-        merged = target.update_from(latest[list(RUN_COLUMNS)], epochs[list(EPOCH_COLUMNS)])
+        merged = target.update_from(latest[list(RUN_COLUMNS)], epochs[list(EPOCH_COLUMNS)], replace)
     benchmarks = [frame for frame in benchmarks if not frame.empty]
     if benchmarks:  # bench ids the target has are skipped
         target.append_benchmarks(pd.concat(benchmarks, ignore_index=True))
@@ -660,23 +670,41 @@ _RESULTS = ("experiment", "model", "status", "performance",
             *(f"energy_{part}_kwh" for part in ENERGY_PARTS))
 
 
-def _refuse_conflicts(runs: pd.DataFrame, names: Sequence[str]) -> None:
-    """A PeprError naming the first run id that two databases hold finished with different
-    results (`_source`: the index in `names`, -1 for the last), which merging would otherwise
-    resolve by whichever came first or last."""
+def _position(database: str | Path, names: Sequence[str]) -> int:
+    """Where `database` is among the merged `names` (sources, then the target)."""
+    for position, name in enumerate(names):
+        if Path(name).exists() and Path(database).exists() and Path(name).samefile(database):
+            return position
+    raise PeprError(f"--prefer {database}: not one of the databases merged ({', '.join(names)})")
+
+
+def _conflicts(runs: pd.DataFrame, names: Sequence[str], preferred: int | None) -> tuple[set[str], list[str]]:
+    """The run ids that two databases hold finished with different results (`_source`: the
+    index in `names`, the target last and first in `runs`), and those of them whose copy in
+    the target is not the `preferred` one. A PeprError names the first unless the preferred
+    database holds a copy of each: merging would otherwise keep whichever came first or last."""
     finished = runs[~runs["status"].isin(["running", "interrupted"])]
     versions = finished.drop_duplicates(["run_id", *_RESULTS])
     differing = versions[versions["run_id"].duplicated(keep=False)]
-    if differing.empty:
-        return
-    first, second = (row for _, row in differing[differing["run_id"] == differing["run_id"].iloc[0]].head(2).iterrows())
-    columns = [c for c in _RESULTS if pd.isna(first[c]) != pd.isna(second[c])
-               or (pd.notna(first[c]) and first[c] != second[c])]
-    raise PeprError(
-        f"{names[second['_source']]}: run {first['run_id']} differs from {names[first['_source']]}'s "
-        f"({', '.join(columns)}); nothing merged: pepr keeps one result per run, so leave out the "
-        "database whose version is wrong"
-    )
+    holders = finished[finished["run_id"].isin(differing["run_id"])].groupby("run_id")["_source"].agg(set)
+    unresolved = holders.map(lambda sources: preferred not in sources)
+    if unresolved.any():
+        run_id = unresolved.index[unresolved.to_numpy()][0]
+        first, second = (row for _, row in differing[differing["run_id"] == run_id].head(2).iterrows())
+        columns = [c for c in _RESULTS if pd.isna(first[c]) != pd.isna(second[c])
+                   or (pd.notna(first[c]) and first[c] != second[c])]
+        raise PeprError(
+            f"{names[second['_source']]}: run {run_id} differs from {names[first['_source']]}'s "
+            f"({', '.join(columns)}); nothing merged: pepr keeps one result per run, so name the "
+            "database whose copy is right with --prefer, or leave the other out"
+        )
+    conflicts = set(differing["run_id"])
+    copies = finished[finished["run_id"].isin(conflicts)]
+    copies = copies.assign(_content=copies.groupby(["run_id", *_RESULTS], dropna=False).ngroup())
+    target, chosen = (copies[copies["_source"] == source].set_index("run_id")["_content"]
+                      for source in (len(names) - 1, preferred))
+    return conflicts, sorted(run_id for run_id in target.index.intersection(chosen.index)
+                             if target[run_id] != chosen[run_id])
 
 
 def _frame(rows, columns: Mapping[str, str], what: str) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from pepr.cli import main
 from pepr.errors import PeprError
 from pepr.inference import attach, choose_device, devices
 from pepr.score import score
-from pepr.store import MIGRATIONS, SCHEMA_VERSION, RunStore, merge
+from pepr.store import MIGRATIONS, SCHEMA_VERSION, Merged, RunStore, merge
 
 LAPTOP = "Intel Core i5-8250U, 4 threads"
 SERVER = "NVIDIA H100 80GB HBM3"
@@ -90,13 +90,13 @@ def test_benchmark_rows_append_idempotently_and_merge_carries_them(db, tmp_path)
     bench_only = tmp_path / "laptop.duckdb"
     RunStore(bench_only).record_benchmark(bench("n1", "resnet50", 1, device="Apple M2, 8 threads"))
     target = tmp_path / "all.duckdb"
-    assert merge([db, bench_only], target) == (4, 0)
+    assert merge([db, bench_only], target) == Merged(4, 0)
     assert sorted(RunStore(target).benchmarks()["bench_id"]) == sorted([*(b["bench_id"] for b in BENCHES), "n1"])
-    assert merge([db, bench_only], target) == (0, 0)
+    assert merge([db, bench_only], target) == Merged(0, 0)
     assert len(RunStore(target).benchmarks()) == len(BENCHES) + 1
     # A source with benchmarks and no runs is carried too.
     lone = tmp_path / "lone.duckdb"
-    assert merge([bench_only], lone) == (0, 0) and RunStore(lone).benchmarks()["bench_id"].tolist() == ["n1"]
+    assert merge([bench_only], lone) == Merged(0, 0) and RunStore(lone).benchmarks()["bench_id"].tolist() == ["n1"]
 
 
 def test_a_benchmark_with_an_unknown_column_is_refused(tmp_path):

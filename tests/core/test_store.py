@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from pepr.errors import PeprError, StoreError
-from pepr.store import MIGRATIONS, SCHEMA_VERSION, RunStore, is_estimate, job_key, merge
+from pepr.store import MIGRATIONS, SCHEMA_VERSION, Merged, RunStore, is_estimate, job_key, merge
 
 
 def run(run_id, **fields):
@@ -212,8 +212,8 @@ def test_merge_is_idempotent(tmp_path):
     first.record_run(run("a"), [dict(epoch=1, test_metric=0.5)])
     second.record_run(run("b"))
     target = tmp_path / "all.duckdb"
-    assert merge([first.path, second.path], target) == (2, 0)  # (added, updated)
-    assert merge([first.path, second.path], target) == (0, 0)
+    assert merge([first.path, second.path], target) == Merged(2, 0)  # (added, updated)
+    assert merge([first.path, second.path], target) == Merged(0, 0)
     assert sorted(RunStore(target).runs()["run_id"]) == ["a", "b"]
     assert len(RunStore(target).epochs()) == 1
     with pytest.raises(PeprError, match="into itself"):
@@ -226,7 +226,7 @@ def test_merge_of_overlapping_sources_keeps_one_copy(tmp_path):
     copy = tmp_path / "copy.duckdb"
     copy.write_bytes(first.path.read_bytes())
     target = tmp_path / "all.duckdb"
-    assert merge([first.path, copy], target) == (1, 0)
+    assert merge([first.path, copy], target) == Merged(1, 0)
     assert RunStore(target).epochs()["epoch"].tolist() == [1, 2]
 
 
@@ -241,14 +241,40 @@ def test_merge_refuses_a_run_whose_copies_measured_differently(tmp_path):
     with pytest.raises(PeprError, match=r"^.*b\.duckdb: run a differs from .*a\.duckdb's \(performance\); nothing merged"):
         merge([first.path, second.path], target)
     assert not target.exists()
-    assert merge([first.path], target) == (1, 0)
+    assert merge([first.path], target) == Merged(1, 0)
     with pytest.raises(PeprError, match=r"run a differs from .*all\.duckdb's \(performance\)"):
         merge([second.path], target)  # the target's own copy counts too
     assert RunStore(target).runs()[["run_id", "performance"]].values.tolist() == [["a", 0.5]]
     third = RunStore(tmp_path / "c.duckdb")
     for store in (first, third):
         store.record_run(run("c", energy_kwh=None))
-    assert merge([first.path, third.path], target) == (1, 0)  # the same missing value is no difference
+    assert merge([first.path, third.path], target) == Merged(1, 0)  # the same missing value is no difference
+
+
+def test_merge_keeps_the_preferred_copy_of_a_run_that_differs(tmp_path, capsys):
+    from pepr.cli import main
+
+    first, second = RunStore(tmp_path / "a.duckdb"), RunStore(tmp_path / "b.duckdb")
+    first.record_run(run("a", performance=0.5), [dict(epoch=1, test_metric=0.5)])
+    second.record_run(run("a", performance=0.9), [dict(epoch=1, test_metric=0.9), dict(epoch=2, test_metric=0.9)])
+    second.record_run(run("b"))
+    target = tmp_path / "all.duckdb"
+    assert merge([first.path], target) == Merged(1, 0)
+    with pytest.raises(PeprError, match="name the database whose copy is right with --prefer"):
+        merge([second.path], target)
+    assert merge([second.path], target, prefer=target) == Merged(added=1, updated=0, replaced=0)
+    assert RunStore(target).runs().set_index("run_id")["performance"].to_dict() == {"a": 0.5, "b": 0.5}
+    assert main(["merge", str(second.path), "--into", str(target), "--prefer", str(second.path)]) == 0
+    assert capsys.readouterr().out == f"{target}: added 0 run(s), replaced 1 by the preferred copy\n"
+    assert RunStore(target).runs().set_index("run_id")["performance"].to_dict() == {"a": 0.9, "b": 0.5}
+    assert RunStore(target).epochs()["test_metric"].tolist() == [0.9, 0.9]  # its epochs came along
+    assert merge([first.path, second.path], target, prefer=second.path) == Merged(0, 0, 0)  # converged
+    third = RunStore(tmp_path / "c.duckdb")
+    third.record_run(run("a", performance=0.5))  # as the first has it: the copy the target must not keep
+    assert merge([first.path, third.path], target, prefer=third.path) == Merged(0, 0, 1)
+    assert RunStore(target).runs().set_index("run_id")["performance"].to_dict() == {"a": 0.5, "b": 0.5}
+    with pytest.raises(PeprError, match=r"--prefer .*d\.duckdb: not one of the databases merged"):
+        merge([first.path], target, prefer=tmp_path / "d.duckdb")
 
 def test_performance_outside_unit_interval_is_never_stored(tmp_path):
     store = RunStore(tmp_path / "runs.duckdb")
