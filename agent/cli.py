@@ -302,8 +302,7 @@ def run(args) -> int:
     store = checked_db(args.db)
     jobs = plan_jobs(args)
     country = check_country(args.country)
-    check_protocol(jobs, store.runs(experiments=sorted({job.experiment for job in jobs}))
-                   if store.exists() else None)
+    check_protocol(jobs, store)
     if args.dry_run:
         statuses = store.job_statuses() if store.exists() else {}
         done = {key for key, status in statuses.items() if status == "ok"}

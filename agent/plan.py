@@ -150,11 +150,10 @@ PROTOCOL = ("epochs", "batch_size", "learning_rate", "image_size", "optimizer", 
             "cudnn_benchmark", "deterministic")
 
 
-def check_protocol(jobs: Sequence[Job], stored=None) -> None:
-    """Refuse a plan that would mix datasets or protocols in one experiment (normalised together).
-
-    `stored`: the database's runs (a DataFrame; None for a new database). A PeprError names
-    the experiment and the settings that differ, and suggests --experiment.
+def check_protocol(jobs: Sequence[Job], store) -> None:
+    """Refuse a plan that would mix datasets or protocols in one experiment (normalised together),
+    within itself or with the runs in `store` (a RunStore). A PeprError names the experiment and
+    the settings that differ, and suggests --experiment.
     """
     datasets: dict[str, str] = {}
     for job in jobs:
@@ -162,8 +161,9 @@ def check_protocol(jobs: Sequence[Job], stored=None) -> None:
         if first != job.dataset:
             raise PeprError(f"experiment {job.experiment!r} would hold runs of {first} and of {job.dataset}; "
                             "sweep them one at a time, each with its own --experiment")
-    if stored is None:
+    if not store.exists():
         return
+    stored = store.runs(experiments=sorted({job.experiment for job in jobs}))
     stored = stored.assign(spec=stored["config"].map(_dataset_spec, na_action="ignore"))
     stored_protocols = stored[["experiment", "dataset", "spec", *PROTOCOL]].drop_duplicates()
     planned = {(job.experiment, job.dataset, tuple(getattr(job, name) for name in PROTOCOL)): None for job in jobs}

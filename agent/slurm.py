@@ -222,8 +222,7 @@ def command(args, argv: list[str]) -> int:
     jobs = plan_jobs(parse(["run", *flags]))
     db = Path(args.db).absolute()
     store = checked_db(db)
-    check_protocol(jobs, store.runs(experiments=sorted({j.experiment for j in jobs}))
-                   if store.exists() else None)
+    check_protocol(jobs, store)
     folder = db.with_name(db.stem + ".slurm")
     try:
         (folder / "logs").mkdir(parents=True, exist_ok=True)

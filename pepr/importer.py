@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from pepr.errors import PeprError, control_character, control_problem
-from pepr.paper import INT64_MAX, csv_delimiter, parse_csv, read_source, source_label, whole_number
+from pepr.paper import INT64_MAX, parse_csv, read_source, source_label, whole_number
 from pepr.resources import ENERGY_PARTS
 from pepr.store import RUN_COLUMNS, Imported, RunStore, job_key
 
@@ -152,7 +152,7 @@ def parse_table(data: bytes, name: str, fmt: str) -> Table:
     if fmt == "csv":
         frame = parse_csv(data, name, [])
         frame.index = frame.index + 2  # row 1 is the header
-        decimal_comma = csv_delimiter(data[:65536].decode("utf-8-sig", errors="ignore")) == ";"
+        decimal_comma = frame.attrs["delimiter"] == ";"
     elif fmt == "parquet":
         try:
             frame = pd.read_parquet(io.BytesIO(data))
@@ -361,6 +361,16 @@ def _check_values(runs: pd.DataFrame, frame: pd.DataFrame, maps: Mapping[str, Co
             errors.append((row, f"{_where(name, row, spec.column)}: {spec.field} {_text(frame[spec.column])[row]} is negative"))
 
 
+def _repeat(values: pd.Series) -> tuple | None:
+    """(row, earlier row) of the first value that repeats an earlier one, missing values
+    aside; None where none does."""
+    repeated = values.duplicated() & values.notna()
+    if not repeated.any():
+        return None
+    row = repeated.idxmax()
+    return row, values.index[(values == values[row]).to_numpy()][0]
+
+
 def _content_ids(parts: Sequence[pd.DataFrame], experiment: pd.Series) -> pd.Series:
     """A stable run id from each row's raw content and its experiment: same row, same id."""
     records = pd.concat([part.apply(_text) for part in parts], axis=1).to_dict("index")
@@ -409,10 +419,9 @@ def convert(
     raw_parts = [frame] + ([pd.DataFrame(matched["raw"].tolist(), index=frame.index)] if matched is not None else [])
     if "run_id" not in runs:
         runs["run_id"] = _content_ids(raw_parts, runs["experiment"])
-    repeated = runs["run_id"].duplicated() & runs["run_id"].notna()
-    if repeated.any():
-        row = repeated.idxmax()
-        first = runs.index[(runs["run_id"] == runs["run_id"][row]).to_numpy()][0]
+    repeat = _repeat(runs["run_id"].where(runs["run_id"].notna()))
+    if repeat:
+        row, first = repeat
         if "run_id" in fields:
             problem = f"run id {runs['run_id'][row]!r} is also in row {first}"
             where = _where(table.name, row, fields["run_id"].column)
@@ -522,16 +531,14 @@ def _join_emissions(frame: pd.DataFrame, emissions: Table, join, name: str, erro
         raise PeprError(f"{name}: --join {join}: no column {result_key!r}")
     rows = load_emissions(emissions)
     keys = _text(emissions.frame.loc[rows.index, emission_key])
-    repeated = keys.duplicated()
-    if repeated.any():
-        row = repeated.idxmax()
-        first = keys.index[(keys == keys[row]).to_numpy()][0]
+    repeat = _repeat(keys)
+    if repeat:
+        row, first = repeat
         raise PeprError(f"{_where(emissions.name, row, emission_key)}: {keys[row]!r} is also in row {first}; join on a key that names one run")
     wanted = _text(frame[result_key])
-    shared = wanted.duplicated() & (wanted != "")
-    if shared.any():  # one measurement would be credited to each of them
-        row = shared.idxmax()
-        first = wanted.index[(wanted == wanted[row]).to_numpy()][0]
+    repeat = _repeat(wanted.where(wanted != ""))
+    if repeat:  # one measurement would be credited to each of them
+        row, first = repeat
         errors.append((row, f"{_where(name, row, result_key)}: {wanted[row]!r} is also in row {first}; "
                             f"one row of {emissions.name} cannot be the energy of two runs"))
     position = pd.Series(rows.index, index=keys.to_numpy())

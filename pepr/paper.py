@@ -241,7 +241,7 @@ def _download(url: str) -> bytes:
         raise DownloadError(f"{url}: cannot download ({reason})") from None
 
 
-def csv_delimiter(text: str) -> str:
+def _csv_delimiter(text: str) -> str:
     """`,`; or `;` or a tab where the header line (the first of `text`) has no comma."""
     header = text.lstrip("\r\n").split("\n", 1)[0]
     return next((mark for mark in ",;\t" if mark in header), ",")
@@ -250,10 +250,11 @@ def csv_delimiter(text: str) -> str:
 def parse_csv(data: bytes, name: str, required: list[str]) -> pd.DataFrame:
     """CSV content as a table of strings, every row as long as the header, `required` present.
     Fields are separated by commas, or by semicolons or tabs where the header has no comma (as
-    spreadsheets save CSV where the comma is the decimal mark)."""
+    spreadsheets save CSV where the comma is the decimal mark); `.attrs["delimiter"]` says which."""
     try:
         text = data.decode("utf-8-sig")
-        rows = list(csv.reader(io.StringIO(text), delimiter=csv_delimiter(text)))
+        delimiter = _csv_delimiter(text)
+        rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
     except (UnicodeDecodeError, csv.Error) as error:
         raise PeprError(f"{name}: not a readable CSV file ({error})") from None
     rows = [row for row in rows if row]
@@ -268,7 +269,9 @@ def parse_csv(data: bytes, name: str, required: list[str]) -> pd.DataFrame:
             raise PeprError(f"{name}, row {line}: {len(row)} fields, the header has {len(header)}")
     if len(rows) == 1:
         raise PeprError(f"{name}: no rows below the header")
-    return pd.DataFrame(rows[1:], columns=header)
+    table = pd.DataFrame(rows[1:], columns=header)
+    table.attrs["delimiter"] = delimiter
+    return table
 
 
 def _first_bad(bad: pd.Series) -> int:

@@ -66,9 +66,8 @@ def normalize_weights(weights: Mapping[str, float]) -> dict[str, float]:
             raise PeprError(f"unknown resource {name!r}; known: {', '.join(RESOURCES)}")
         if not np.isfinite(value) or value < 0:
             raise PeprError(f"weight of {name} must be a number >= 0, got {value}")
-    top = max(weights.values(), default=0.0)
-    relative = {name: value / top for name, value in weights.items() if value > 0}  # no sum overflows
-    relative = {name: value for name, value in relative.items() if value > 0}  # none underflowed
+    top = max(weights.values(), default=0.0)  # scaled by it first, no sum overflows
+    relative = {name: share for name, value in weights.items() if value > 0 and (share := value / top) > 0}
     total = sum(relative.values())
     return {name: value / total for name, value in relative.items()}
 
@@ -112,8 +111,7 @@ def _normalize_codes(values: np.ndarray, codes: np.ndarray, method: str) -> np.n
     if method == "max":
         low = np.zeros(n_groups)
     span = (high - low)[codes]
-    valid = ((span > 0) & ~degenerate[codes]) if len(codes) else np.zeros(0, dtype=bool)
-    return np.divide(values - low[codes], span, out=np.zeros(len(values)), where=valid)
+    return np.divide(values - low[codes], span, out=np.zeros(len(values)), where=(span > 0) & ~degenerate[codes])
 
 
 def _rank_descending(values: np.ndarray, codes: np.ndarray) -> np.ndarray:
