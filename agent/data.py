@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from agent.plan import dataset_label
-from pepr.errors import DownloadError, PeprError
+from pepr.errors import DownloadError, PeprError, described
 
 SPLITS = ("train", "val", "test")
 MAX_LABEL = 2**31 - 1
@@ -293,8 +293,7 @@ def _medmnist(flag: str, data_dir: Path, image_size: int) -> dict:
             ds = cls(split=split, root=str(data_dir), size=size, download=not cached)
             arrays[f"{split}_images"], arrays[f"{split}_labels"] = ds.imgs, ds.labels
     except Exception as error:
-        text = str(error).strip()
-        cause = f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+        cause = described(error)
         if cached:
             raise PeprError(f"{file}: not a readable MedMNIST file ({cause}); a download cut short? "
                             "Delete it to download it again") from None

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from agent.data import Data, subsample
 from agent.measure import EnergyMeter, find_nvml_gpu, host_peak_gb, reset_host_peak
 from agent.plan import Job
-from pepr.errors import PeprError
+from pepr.errors import PeprError, described
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -86,7 +86,7 @@ def build_model(job: Job, num_classes: int, in_chans: int) -> torch.nn.Module:
     except OSError as error:  # weights not downloadable (no network) nor in the cache
         raise RuntimeError(
             f"pretrained weights for {job.model} could not be loaded "
-            f"({_described(error)})"
+            f"({described(error)})"
         ) from None
 
 
@@ -123,7 +123,7 @@ def _built_for_size(name: str, image_size: int, in_chans: int) -> bool:
                 raise
             except Exception as error:
                 refusal = refusal or error
-    why = [_described(refusal)]
+    why = [described(refusal)]
     if cfg is not None:
         why.append(f"its default is {cfg.input_size[-1]} px")
     raise RuntimeError(f"{name} cannot take {image_size}x{image_size} images ({'; '.join(why)}): "
@@ -170,12 +170,6 @@ def _hub_reachable(timeout_s: float = 5.0) -> bool:
     except Exception:  # any failure to connect means out of reach
         return False
     return True
-
-
-def _described(error: BaseException) -> str:
-    """`OSError: the first line of its message`, or the error's type alone where it says nothing."""
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
 def batches(
@@ -374,7 +368,7 @@ def _measured_so_far(meter: EnergyMeter) -> dict:
     try:
         return meter.stop().fields()
     except Exception as error:
-        return {"energy_not_measured": _described(error)}
+        return {"energy_not_measured": described(error)}
 
 
 def run_job(

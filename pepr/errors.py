@@ -54,3 +54,9 @@ def one_line(text: str) -> str:
         char.encode("unicode_escape").decode("ascii") if unicodedata.category(char) in _CONTROL_CATEGORIES else char
         for char in text
     )
+
+
+def described(error: BaseException) -> str:
+    """`OSError: the first line of its message`, or the error's type alone where it says nothing."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
