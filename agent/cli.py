@@ -305,7 +305,7 @@ def run(args) -> int:
     check_protocol(jobs, store)
     if args.dry_run:
         statuses = store.job_statuses() if store.exists() else {}
-        done = {key for key, status in statuses.items() if status == "ok"}
+        done = store.ok_job_keys()
         for job in jobs:
             regime = "pretrained" if job.pretrained else "scratch"
             status = "ok" if job.done_in(done) else statuses.get(job.key, "todo")

@@ -175,16 +175,11 @@ def unfinished(jobs, db: Path, tasks: int) -> tuple[list[int], bool]:
     from agent.plan import shard
     from pepr.store import RunStore
 
-    def ok(path: Path) -> set[str]:
-        store = RunStore(path)
-        statuses = store.job_statuses() if store.exists() else {}
-        return {key for key, status in statuses.items() if status == "ok"}
-
-    merged = ok(db)
+    merged = RunStore(db).ok_job_keys()
     todo, unmerged = [], False
     for index in range(tasks):
         mine = shard(jobs, index, tasks)
-        in_part = ok(part_path(db, index, tasks))
+        in_part = RunStore(part_path(db, index, tasks)).ok_job_keys()
         unmerged |= any(job.done_in(in_part) and not job.done_in(merged) for job in mine)
         if any(not job.done_in(merged) and not job.done_in(in_part) for job in mine):
             todo.append(index)

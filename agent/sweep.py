@@ -231,8 +231,7 @@ def run_sweep(
     started = now()
     writing = threading.Lock()  # the heartbeat thread and this one write in turn
     store.release_abandoned(owner_gone)
-    statuses = store.job_statuses() if store.exists() else {}
-    done = {key for key, status in statuses.items() if status == "ok"}
+    done = store.ok_job_keys()
     todo = [job for job in jobs if not job.done_in(done)]
     counts = {"skipped": len(jobs) - len(todo), "ok": 0, "failed": 0, "held": 0}
     # Under nohup or a batch scheduler stderr is a file: update the bars rarely there.

@@ -583,6 +583,12 @@ class RunStore:
             )
         return dict(rows)
 
+    def ok_job_keys(self) -> set[str]:
+        """The job keys with a run that succeeded; none where the file does not exist yet."""
+        if not self.exists():
+            return set()
+        return {key for key, status in self.job_statuses().items() if status == "ok"}
+
     def summary(self) -> pd.DataFrame:
         """Run counts per experiment, source and status."""
         with self._read() as con:

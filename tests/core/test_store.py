@@ -189,6 +189,8 @@ def test_job_statuses_prefer_ok_then_the_latest_attempt(tmp_path):
         )
     )
     assert store.job_statuses() == {"A": "ok", "B": "interrupted"}
+    assert store.ok_job_keys() == {"A"}
+    assert RunStore(tmp_path / "not-yet.duckdb").ok_job_keys() == set()
 
 
 def test_reads_filter_by_status_and_experiment(tmp_path):
