@@ -7,7 +7,6 @@ Exit codes (see `pepr.cli_frame`): 0 success, 2 bad usage or bad input (one line
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import sys
 
@@ -18,7 +17,7 @@ from pepr.inference import attach_where_weighted
 from pepr.inference import summary as bench_summary
 from pepr.paper import PAPER_RESULTS_URL, import_paper
 from pepr.resources import RESOURCES as REGISTRY
-from pepr.score import NORMALIZATIONS, RESOURCES, parse_weights, score
+from pepr.score import NORMALIZATIONS, RESOURCES, check_alpha, parse_weights, score
 from pepr.store import RunStore, merge
 
 FORMATS = ("table", "csv", "json")
@@ -26,12 +25,9 @@ FORMATS = ("table", "csv", "json")
 
 def _alpha(text: str) -> float:
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
+        return check_alpha(float(text))
+    except (ValueError, PeprError):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 1, got {text!r}") from None
 
 
 def _sha256(text: str) -> str:
@@ -74,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"resource weights, rescaled to sum 1 (default energy=1, PePR-E); resources: {', '.join(RESOURCES)}",
     )
     sc.add_argument("--normalization", choices=NORMALIZATIONS, default="minmax", help="within each experiment (default minmax)")
-    sc.add_argument("--alpha", type=_alpha, default=1.0, help="trade-off factor > 0 (default 1; large ignores resources)")
+    sc.add_argument("--alpha", type=_alpha, default=1.0, help="trade-off factor >= 1 (default 1; large ignores resources)")
     sc.add_argument("--format", choices=FORMATS, default="table")
     sc.add_argument(
         "--bench-device",
@@ -153,7 +149,7 @@ def _add_report_parser(commands) -> None:
     rp.add_argument("--experiment", required=True, metavar="LABEL")
     rp.add_argument("--weights", default="energy=1", help="resource weights, as for pepr score (default energy=1)")
     rp.add_argument("--normalization", choices=NORMALIZATIONS, default="minmax")
-    rp.add_argument("--alpha", type=_alpha, default=1.0, help="trade-off factor > 0 (default 1)")
+    rp.add_argument("--alpha", type=_alpha, default=1.0, help="trade-off factor >= 1 (default 1)")
     rp.add_argument("--bench-device", metavar="NAME", help="as for pepr score")
     rp.add_argument("--out", required=True, metavar="DIR", help="folder for the files (created if absent)")
 

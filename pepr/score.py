@@ -72,9 +72,11 @@ def normalize_weights(weights: Mapping[str, float]) -> dict[str, float]:
     return {name: value / total for name, value in relative.items()}
 
 
-def _check_alpha(alpha: float) -> None:
-    if not np.isfinite(alpha) or alpha <= 0:
-        raise PeprError(f"alpha must be a number > 0, got {alpha}")
+def check_alpha(alpha: float) -> float:
+    """alpha itself, if in the paper's range: a finite number >= 1."""
+    if not (np.isfinite(alpha) and alpha >= 1):
+        raise PeprError(f"alpha must be a finite number >= 1 (1 is the basic score), got {alpha}")
+    return alpha
 
 
 def _check_normalization(method: str) -> None:
@@ -84,7 +86,7 @@ def _check_normalization(method: str) -> None:
 
 def pepr(performance, resource, alpha: float = 1.0):
     """alpha * P / (alpha + R): alpha = 1 is the basic score, a large alpha ignores resources."""
-    _check_alpha(alpha)
+    check_alpha(alpha)
     return alpha * np.asarray(performance, dtype=float) / (alpha + np.asarray(resource, dtype=float))
 
 
@@ -183,7 +185,7 @@ def score(
     error naming the run.
     """
     weights = normalize_weights(weights)
-    _check_alpha(alpha)
+    check_alpha(alpha)
     _check_normalization(normalization)
     frame = runs.reset_index(drop=True)
     performance = _column(frame, "performance")
