@@ -8,6 +8,7 @@ import json
 import os
 import random
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -258,6 +259,9 @@ def count_params(name: str) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+PROGRESS_DELAY_S = 2.0  # a draw that takes longer shows its progress
+
+
 def sample_models(
     low: float, high: float, count: int, seed: int, *, pretrained: bool, counter=count_params
 ) -> list[str]:
@@ -266,12 +270,14 @@ def sample_models(
     With `pretrained`, only architectures that timm has pretrained weights for are drawn.
     """
     import timm
+    from tqdm import tqdm
 
     pool = timm.list_models(pretrained=pretrained)
     pool = sorted({name.split(".")[0] for name in pool})
     random.Random(seed).shuffle(pool)
     chosen = []
-    for name in pool:
+    # Building each architecture takes a fraction of a second: a narrow range may take minutes.
+    for name in tqdm(pool, desc="counting parameters", unit="model", delay=PROGRESS_DELAY_S, leave=False, file=sys.stderr):
         try:
             params = counter(name)
         except Exception:  # an architecture that does not build by default is skipped
@@ -281,8 +287,8 @@ def sample_models(
             if len(chosen) == count:
                 return chosen
     raise PeprError(
-        f"--param-range: only {len(chosen)} timm models have {low:g} to {high:g} parameters, "
-        f"{count} asked for"
+        f"--param-range: only {len(chosen)} of timm's {len(pool)} architectures have {low:g} to "
+        f"{high:g} parameters, {count} asked for"
     )
 
 

@@ -80,6 +80,13 @@ def test_sampling_by_parameter_count_is_seeded_and_in_range():
     assert all(1e6 <= plan.count_params(name) <= 5e7 for name in first)
 
 
+def test_a_range_no_model_fits_says_so_after_showing_progress(monkeypatch, capsys):
+    monkeypatch.setattr(plan, "PROGRESS_DELAY_S", 0)
+    with pytest.raises(PeprError, match=r"only 0 of timm's \d+ architectures have 1 to 2 parameters, 3 asked"):
+        plan.sample_models(1, 2, 3, seed=0, pretrained=False, counter=lambda name: 1000)
+    assert "counting parameters" in capsys.readouterr().err
+
+
 def test_digits_split_is_fixed_and_resized():
     data = load("digits", "unused", 12)
     assert {s: len(y) for s, y in data.labels.items()} == {"train": 1077, "val": 360, "test": 360}
