@@ -203,10 +203,18 @@ def _score(args) -> int:
     elif args.format == "json":
         print(table.to_json(orient="records", indent=1))
     else:
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}") if len(table) else "no runs to score")
+        shown = table.assign(**{c: table[c].map(_cell) for c in ("experiment", "model", "run_id")})
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}") if len(table) else "no runs to score")
     for row in result.excluded.itertuples():
         print(one_line(f"excluded: {row.run_id} ({row.model} in {row.experiment}): {row.reason}"), file=sys.stderr)
     return 0
+
+
+def _cell(text, width: int = 40) -> str:
+    """A name as one line of at most `width` characters, for the terminal table (the csv and
+    json formats give it whole)."""
+    text = one_line(str(text))
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _info(args) -> int:

@@ -44,6 +44,21 @@ def test_score_table(db):
     assert "excluded: b2 (broken in b): status failed" in result.stderr
 
 
+def test_score_table_shows_long_and_crafted_names_on_one_line(tmp_path):
+    path = tmp_path / "runs.duckdb"
+    long_name = "m" * 60
+    RunStore(path).append(pd.DataFrame([
+        dict(run_id="r1", model=long_name, experiment="e\x1b[31m", performance=0.8, energy_kwh=1.0),
+        dict(run_id="r2", model="short", experiment="e\x1b[31m", performance=0.9, energy_kwh=2.0),
+    ]).assign(job_key=lambda f: f["run_id"], source="import", status="ok"))
+    table = pepr("score", "--db", path)
+    assert table.returncode == 0, table.stderr
+    assert "\x1b" not in table.stdout and len(table.stdout.splitlines()) == 3
+    assert "m" * 39 + "…" in table.stdout and long_name not in table.stdout
+    whole = pepr("score", "--db", path, "--format", "csv")
+    assert long_name in whole.stdout and "e\x1b[31m" in whole.stdout  # machine formats: as stored
+
+
 def test_score_json_with_weights_alpha_and_normalization(db):
     result = pepr(
         "score", "--db", db, "--experiment", "a", "--weights", "energy=1,co2=1",
