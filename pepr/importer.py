@@ -76,6 +76,10 @@ FIELDS: dict[str, Field] = {
     "country": Field("country", "text"),
 }
 DECIMAL_COMMA = re.compile(r"[-+]?\d+,\d+")
+# In a ';'-separated file: 1.234,5 (points group thousands before a decimal comma), and 1.234 or
+# 12.500.000, which may group thousands or be a decimal point.
+GROUPED_DECIMAL_COMMA = re.compile(r"[-+]?[1-9]\d{0,2}(\.\d{3})+,\d+")
+POINT_GROUPS = re.compile(r"[-+]?[1-9]\d{0,2}(\.\d{3})+")
 INT32_MAX = 2**31 - 1  # an INTEGER run column's largest (seed)
 REQUIRED = ("model", "performance")  # and an experiment: a column or one label for all rows
 ENERGY_METHODS = (
@@ -269,14 +273,20 @@ def _numbers(text: pd.Series, column: str, name: str, errors: list, decimal_comm
     missing = text == ""
     numbers = text.where(~missing)
     if decimal_comma:
-        commas = numbers.str.fullmatch(DECIMAL_COMMA, na=False)
-        points = numbers.str.contains(".", regex=False, na=False)
+        grouped = numbers.str.fullmatch(GROUPED_DECIMAL_COMMA, na=False)
+        commas = numbers.str.fullmatch(DECIMAL_COMMA, na=False) | grouped
+        points = numbers.str.contains(".", regex=False, na=False) & ~grouped
         if commas.any() and points.any():  # is 1,234 a thousand or one point two?
             row = (commas if commas.idxmax() > points.idxmax() else points).idxmax()
             errors.append((row, f"{_where(name, row, column)}: {text[row]!r}: the column mixes decimal "
                                 "commas and points; write one kind"))
             return pd.Series(np.nan, index=text.index)
-        numbers = numbers.where(~commas, numbers.str.replace(",", "."))
+        if points.any() and numbers[points].str.fullmatch(POINT_GROUPS).all():
+            row = points.idxmax()  # no point that must be a decimal one, as in 0.5 or 1.25
+            errors.append((row, f"{_where(name, row, column)}: {text[row]!r} may be a thousand and more "
+                                "or a decimal; write it without grouping points, with a decimal comma"))
+            return pd.Series(np.nan, index=text.index)
+        numbers = numbers.where(~commas, numbers.str.replace(".", "", regex=False).str.replace(",", "."))
     values = pd.to_numeric(numbers, errors="coerce").astype(float)
     bad = ~missing & ~np.isfinite(values)
     if bad.any():

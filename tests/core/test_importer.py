@@ -317,6 +317,27 @@ def test_a_semicolon_column_mixing_decimal_commas_and_points_is_refused(tmp_path
                              "points; write one kind"]
 
 
+@pytest.mark.parametrize("energy, error", [
+    # 1.234 and 1.050 next to a decimal-comma accuracy: Wh with thousands points, read as 1.234 Wh
+    # before, 1000x too little.
+    ("1.234\n900\n1.050", "row 2, column energy: '1.234' may be a thousand and more or a decimal"),
+    ("12.500.000\n900\n7", "row 2, column energy: '12.500.000' may be a thousand and more or a decimal"),
+    ("1.234\n0.5\n1.050", None),  # 0.5 cannot group thousands: a column of decimal points
+    ("1.234,5\n900,25\n1.050,0", None),  # points group thousands before a decimal comma
+])
+def test_a_semicolon_file_reads_thousands_points_only_where_unambiguous(energy, error, tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("model;acc;energy\n" + "".join(f"m{i};0,8;{e}\n" for i, e in enumerate(energy.split())))
+    result = convert(read_table(path), [ColumnMap("model", "model"), ColumnMap("performance", "acc"),
+                                        ColumnMap("energy", "energy", "Wh")], experiment="x")
+    if error:
+        assert len(result.errors) == 1 and result.errors[0].startswith(f"{path}, {error}")
+    else:
+        assert result.errors == []
+        expected = {"1.234": [1.234, 0.5, 1.05], "1.234,5": [1234.5, 900.25, 1050.0]}[energy.split()[0]]
+        assert result.runs["energy_kwh"].tolist() == pytest.approx([e / 1000 for e in expected])
+
+
 def test_a_semicolon_emissions_file_reads_its_decimal_commas(tmp_path):
     emissions = tmp_path / "emissions.csv"
     emissions.write_text("run_id;experiment_id;duration;emissions;cpu_energy;gpu_energy;ram_energy;"
