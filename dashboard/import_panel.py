@@ -134,11 +134,13 @@ def import_panel(target_db_path: str) -> None:
     for error in result.errors:
         st.error(plain(error))
     name = Path(target_db_path).stem  # the database's name, not where the server keeps it
+    replace = st.checkbox("Replace runs stored with other values (--replace)", key="ip_replace",
+                          help="As after a corrected unit; without it such an import writes nothing.")
     if st.button(f"Import {result.count} run(s) into {name}", key="ip_import",
                  disabled=bool(result.errors) or not result.count):
         try:
             Path(target_db_path).parent.mkdir(parents=True, exist_ok=True)
-            imported = RunStore(target_db_path).import_runs(result.runs)  # the runs checked above
+            imported = RunStore(target_db_path).import_runs(result.runs, replace=replace)  # the runs checked above
         except PeprError as error:
             st.error(plain(without_path(error, target_db_path)))
         else:

@@ -21,6 +21,8 @@ from pepr.score import NORMALIZATIONS, RESOURCES, check_alpha, parse_weights, sc
 from pepr.store import RunStore, merge
 
 FORMATS = ("table", "csv", "json")
+REPLACE_HELP = ("replace runs the database holds with other values (as after a corrected unit); "
+                "without it such an import writes nothing")
 
 
 def _alpha(text: str) -> float:
@@ -55,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--models", metavar="CSV", help="model_names.csv, for model type and efficient flag")
     imp.add_argument("--sha256", type=_sha256, help="expected SHA-256 of SRC")
     imp.add_argument("--db", required=True, help="DuckDB file to add the runs to (created if absent)")
+    imp.add_argument("--replace", action="store_true", help=REPLACE_HELP)
 
     sc = commands.add_parser(
         "score",
@@ -108,10 +111,12 @@ def _add_import_parser(commands) -> None:
         description="Map the columns of a results table (e.g. exported from W&B or MLflow) to run "
         "fields, convert their units exactly and add the runs. Everything is checked before "
         "the database is opened: one line names the file, row and column of the first problem. "
-        "Rows without a run id get one from their content, so re-importing adds nothing.",
+        "Rows without a run id get one from their content, so re-importing adds nothing; "
+        "a run stored with other values stops the import unless --replace is given.",
     )
     ti.add_argument("src", metavar="SRC", help="the table: a path or an http(s) URL")
     ti.add_argument("--db", required=True, help="DuckDB file to add the runs to (created if absent)")
+    ti.add_argument("--replace", action="store_true", help=REPLACE_HELP)
     ti.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN[:UNIT]",
                     help=f"repeatable; the first unit listed is the default. Fields: {fields}".replace("%", "%%"))
     ti.add_argument("--experiment-name", type=label, metavar="LABEL", help="one experiment for every row (or --map experiment=COLUMN)")
@@ -131,7 +136,7 @@ def _import_table(args) -> int:
     imported = import_table(
         args.src, args.db, args.map, experiment=args.experiment_name, fmt=args.format,
         emissions=args.codecarbon, join=args.join, energy_tool=args.energy_tool,
-        energy_methods=parse_energy_methods(args.energy_method),
+        energy_methods=parse_energy_methods(args.energy_method), replace=args.replace,
     )
     print(f"{args.db}: {imported}")
     return 0
@@ -174,7 +179,7 @@ def _report(args) -> int:
 
 
 def _import(args) -> int:
-    imported = import_paper(args.src, args.db, models=args.models, sha256=args.sha256)
+    imported = import_paper(args.src, args.db, models=args.models, sha256=args.sha256, replace=args.replace)
     print(f"{args.db}: {imported}")
     return 0
 

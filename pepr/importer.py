@@ -578,8 +578,10 @@ def import_table(
     join: str | None = None,
     energy_tool: str | None = None,
     energy_methods: Mapping[str, str] | None = None,
+    replace: bool = False,
 ) -> Imported:
     """Read, convert and check `source`, then add its new runs to `db`; says how many.
+    A run `db` holds with other values stops the import unless `replace` (RunStore.import_runs).
 
     `maps`: ColumnMap objects or `FIELD=COLUMN[:UNIT]` texts. `emissions`: CodeCarbon's
     emissions.csv (a path, URL or bytes), joined on `join`. Nothing is written on any error.
@@ -594,4 +596,4 @@ def import_table(
     )
     if result.errors:
         raise PeprError(result.errors[0])
-    return RunStore(db).import_runs(result.runs)
+    return RunStore(db).import_runs(result.runs, replace=replace)

@@ -84,8 +84,10 @@ def import_paper(
     models: str | Path | bytes | None = None,
     sha256: str | None = None,
     name: str | None = None,
+    replace: bool = False,
 ) -> Imported:
-    """Validate the paper's results and add the new ones to `db`; says how many.
+    """Validate the paper's results and add the new ones to `db`; says how many (`replace`:
+    as for RunStore.import_runs).
 
     `source`: a path, an http(s) URL or the file's bytes (named `name` in messages); None
     fetches the authors' file at the pinned commit (and, unless `models` is given, their
@@ -100,7 +102,7 @@ def import_paper(
     runs, epochs = load_paper_results(read_source(source, sha256, name), name or str(source))
     if models is not None:
         runs = _join_models(runs, read_source(models, None, None), source_label(models))
-    return store.import_runs(runs, epochs)
+    return store.import_runs(runs, epochs, replace=replace)
 
 
 def load_paper_results(data: bytes, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:

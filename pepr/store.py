@@ -393,37 +393,41 @@ class RunStore:
                 con.register("new_epochs", epoch_frame)
                 _exec(con, "INSERT INTO epochs BY NAME SELECT * FROM new_epochs")
 
-    def import_runs(self, runs: pd.DataFrame, epochs: pd.DataFrame | None = None) -> Imported:
-        """`append`, counting also the runs left as they were (their run_id was stored)."""
-        added = self.append(runs, epochs)
-        return Imported(added, runs["run_id"].nunique() - added)
+    def import_runs(self, runs: pd.DataFrame, epochs: pd.DataFrame | None = None, *,
+                    replace: bool = False) -> Imported:
+        """Add the runs whose run_id is not yet stored, with their epochs, in one transaction.
 
-    def append(self, runs: pd.DataFrame, epochs: pd.DataFrame | None = None) -> int:
-        """Add the runs whose run_id is not yet stored, with their epochs; returns how many."""
+        A stored run is left as it was where its results (see _RESULTS) are the same. Where they
+        differ, as after a unit is corrected, nothing is written unless `replace`: then the new
+        copy replaces the stored one, epochs and all.
+        """
         run_frame = _frame(runs, RUN_COLUMNS, "run").drop_duplicates("run_id")
         epoch_frame = _frame(epochs if epochs is not None else [], EPOCH_COLUMNS, "epoch")
         if not epoch_frame.empty:
             epoch_frame = epoch_frame.drop_duplicates(["run_id", "epoch"])
         with self._write() as con:
             con.register("new_runs", run_frame)
-            _exec(
-                con,
-                "CREATE TEMP TABLE added AS SELECT run_id FROM new_runs "
-                "WHERE run_id NOT IN (SELECT run_id FROM runs)"
-            )
-            _exec(
-                con,
-                "INSERT INTO runs BY NAME SELECT * FROM new_runs "
-                "WHERE run_id IN (SELECT run_id FROM added)"
-            )
+            stored = con.execute("SELECT * FROM runs WHERE run_id IN (SELECT run_id FROM new_runs)").df()
+            changed = _changed(stored, run_frame)
+            if changed and not replace:
+                run_id, columns = next(iter(changed.items()))
+                more = f" (and {len(changed) - 1} more run(s))" if len(changed) > 1 else ""
+                raise PeprError(f"{self.path}: run {run_id} is stored with other values ({', '.join(columns)}){more}; "
+                                "nothing imported; to keep the new values, import again replacing them (--replace)")
+            con.register("written", pd.DataFrame({"run_id": pd.Series(
+                [*set(run_frame["run_id"]) - set(stored["run_id"]), *changed], dtype="string")}))
+            _exec(con, "DELETE FROM epochs WHERE run_id IN (SELECT run_id FROM written)")
+            _exec(con, "INSERT OR REPLACE INTO runs BY NAME SELECT * FROM new_runs"
+                       " WHERE run_id IN (SELECT run_id FROM written)")
             if not epoch_frame.empty:
                 con.register("new_epochs", epoch_frame)
-                _exec(
-                    con,
-                    "INSERT INTO epochs BY NAME SELECT * FROM new_epochs "
-                    "WHERE run_id IN (SELECT run_id FROM added)",
-                )
-            return _exec(con, "SELECT count(*) FROM added")[0][0]
+                _exec(con, "INSERT INTO epochs BY NAME SELECT * FROM new_epochs"
+                           " WHERE run_id IN (SELECT run_id FROM written)")
+        return Imported(len(run_frame) - len(stored), len(stored) - len(changed), len(changed))
+
+    def append(self, runs: pd.DataFrame, epochs: pd.DataFrame | None = None) -> int:
+        """`import_runs`, returning how many runs it added."""
+        return self.import_runs(runs, epochs).added
 
     def record_benchmark(self, row: Mapping) -> None:
         """Add one benchmark row (a newer row of the same bench_key does not replace older ones)."""
@@ -608,11 +612,13 @@ _STAGES = {"running": 0, "interrupted": 1, "ok": 2, "failed": 2}
 
 class Imported(NamedTuple):
     added: int  # runs the store did not have
-    kept: int  # runs whose run_id it had: left as they were
+    kept: int  # runs it had with the same results: left as they were
+    replaced: int = 0  # runs it had with other results, replaced (import_runs' `replace`)
 
     def __str__(self) -> str:
-        kept = f"; {self.kept} already there (same run_id), left as they were" if self.kept else ""
-        return f"added {self.added} run(s){kept}"
+        kept = f"; {self.kept} already there (same run_id and results), left as they were" if self.kept else ""
+        replaced = f"; replaced {self.replaced} stored with other values" if self.replaced else ""
+        return f"added {self.added} run(s){kept}{replaced}"
 
 
 class Merged(NamedTuple):
@@ -697,8 +703,7 @@ def _conflicts(runs: pd.DataFrame, names: Sequence[str], preferred: int | None) 
     if unresolved.any():
         run_id = unresolved.index[unresolved.to_numpy()][0]
         first, second = (row for _, row in differing[differing["run_id"] == run_id].head(2).iterrows())
-        columns = [c for c in _RESULTS if pd.isna(first[c]) != pd.isna(second[c])
-                   or (pd.notna(first[c]) and first[c] != second[c])]
+        columns = _differing(first, second)
         raise PeprError(
             f"{names[second['_source']]}: run {run_id} differs from {names[first['_source']]}'s "
             f"({', '.join(columns)}); nothing merged: pepr keeps one result per run, so name the "
@@ -711,6 +716,25 @@ def _conflicts(runs: pd.DataFrame, names: Sequence[str], preferred: int | None) 
                       for source in (len(names) - 1, preferred))
     return conflicts, sorted(run_id for run_id in target.index.intersection(chosen.index)
                              if target[run_id] != chosen[run_id])
+
+
+def _differing(first: Mapping, second: Mapping) -> list[str]:
+    """The result columns (_RESULTS) in which two copies of a run differ; missing is missing."""
+    return [c for c in _RESULTS if pd.isna(first.get(c)) != pd.isna(second.get(c))
+            or (pd.notna(first.get(c)) and first.get(c) != second.get(c))]
+
+
+def _changed(stored: pd.DataFrame, new: pd.DataFrame) -> dict[str, list[str]]:
+    """For each run of `stored` that `new` holds with other results, the columns that differ."""
+    if stored.empty:
+        return {}
+    copies = new.set_index("run_id")
+    changed = {}
+    for row in stored.to_dict("records"):
+        columns = _differing(row, copies.loc[row["run_id"]].to_dict())
+        if columns:
+            changed[row["run_id"]] = columns
+    return changed
 
 
 def _frame(rows, columns: Mapping[str, str], what: str) -> pd.DataFrame:

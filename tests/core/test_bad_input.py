@@ -225,7 +225,7 @@ def test_a_good_file_still_imports_exact_counts(tmp_path):
     """The checks refuse no valid number: 1e6 parameters is a whole number, 2**63 - 1 fits."""
     csv = HEADER + row(num_param="1e6") + row(model="big", num_param=str(2**63 - 1)) + row(model="z", num_param="7.0")
     db = tmp_path / "runs.duckdb"
-    assert import_paper(csv.encode(), db, name="ok.csv") == (3, 0)
+    assert import_paper(csv.encode(), db, name="ok.csv") == (3, 0, 0)
     params = RunStore(db).runs().set_index("model")["params"]
     assert params.to_dict() == {"net_b": 10**6, "big": 2**63 - 1, "z": 7}
 

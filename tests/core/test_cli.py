@@ -94,7 +94,7 @@ def test_import_paper_then_info(paper_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"{db}: added 1048 run(s)"
     again = pepr("import-paper", paper_dir / "all_results.csv", "--db", db)
-    assert again.stdout.strip() == f"{db}: added 0 run(s); 1048 already there (same run_id), left as they were"
+    assert again.stdout.strip() == f"{db}: added 0 run(s); 1048 already there (same run_id and results), left as they were"
     info = pepr("info", "--db", db)
     assert "1048 run(s) in 8 experiment(s)" in info.stdout
     top = pepr("score", "--db", db, "--experiment", "derma_pt", "--format", "csv")

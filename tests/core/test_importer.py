@@ -117,7 +117,7 @@ def test_import_stores_every_field_and_reimport_adds_nothing(source, tmp_path, c
     assert run(*argv) == 0
     assert capsys.readouterr().out.strip() == f"{db}: added 2 run(s)"
     assert run(*argv) == 0
-    assert capsys.readouterr().out.strip() == f"{db}: added 0 run(s); 2 already there (same run_id), left as they were"
+    assert capsys.readouterr().out.strip() == f"{db}: added 0 run(s); 2 already there (same run_id and results), left as they were"
     runs = RunStore(db).runs().set_index("model")
     assert len(runs) == 2 and set(runs["experiment"]) == {"mine"}
     first = runs.loc["resnet18"]
@@ -132,6 +132,25 @@ def test_import_stores_every_field_and_reimport_adds_nothing(source, tmp_path, c
     assert json.loads(first["config"])["origin"] == str(source)
     assert first["run_id"].startswith("import-") and runs["run_id"].nunique() == 2
     assert pd.isna(first["infer_time_s"])  # not mapped: not measured, never 0
+
+
+def test_a_corrected_unit_is_refused_until_replace_is_given(tmp_path, capsys):
+    """Run ids come from the rows' content, so a re-import after fixing a unit names the same
+    runs with other values: refused with nothing written, then replaced on request."""
+    source = tmp_path / "results.csv"
+    write(pd.DataFrame(TABLE), source)
+    db = tmp_path / "runs.duckdb"
+    argv = ["import", source, "--db", db, "--experiment-name", "mine", *BASE]
+    assert run(*argv, "--map", "energy=e_Wh:kWh") == 0  # the mistake: Wh read as kWh
+    capsys.readouterr()
+    before = db.read_bytes()
+    assert run(*argv, "--map", "energy=e_Wh:Wh") == 2
+    err = capsys.readouterr().err
+    assert "is stored with other values (energy_kwh) (and 1 more run(s)); nothing imported" in err
+    assert db.read_bytes() == before
+    assert run(*argv, "--map", "energy=e_Wh:Wh", "--replace") == 0
+    assert capsys.readouterr().out.strip() == f"{db}: added 0 run(s); replaced 2 stored with other values"
+    assert RunStore(db).runs().set_index("model").loc["resnet18", "energy_kwh"] == 1.5
 
 
 def test_run_ids_come_from_the_table_when_mapped(tmp_path):

@@ -14,7 +14,7 @@ from pepr.store import RunStore
 @pytest.fixture(scope="module")
 def paper_db(paper_dir, tmp_path_factory):
     db = tmp_path_factory.mktemp("paper") / "paper.duckdb"
-    assert import_paper(paper_dir / "all_results.csv", db, models=paper_dir / "model_names.csv") == (1048, 0)
+    assert import_paper(paper_dir / "all_results.csv", db, models=paper_dir / "model_names.csv") == (1048, 0, 0)
     return RunStore(db)
 
 
@@ -96,8 +96,8 @@ def test_the_score_functions_give_the_hand_worked_values():
 
 def test_reimport_adds_nothing(paper_dir, tmp_path):
     db = tmp_path / "paper.duckdb"
-    assert import_paper(paper_dir / "all_results.csv", db) == (1048, 0)
-    assert import_paper(paper_dir / "all_results.csv", db) == (0, 1048)  # re-importing adds nothing
+    assert import_paper(paper_dir / "all_results.csv", db) == (1048, 0, 0)
+    assert import_paper(paper_dir / "all_results.csv", db) == (0, 1048, 0)  # re-importing adds nothing
     assert len(RunStore(db).runs()) == 1048
 
 
@@ -107,7 +107,7 @@ def test_upload_bytes_and_checksum(paper_dir, tmp_path):
     with pytest.raises(PeprError, match="upload: SHA-256 .* does not match"):
         import_paper(data, db, sha256="0" * 64)
     assert not db.exists()
-    assert import_paper(data, db, sha256=PAPER_RESULTS_SHA256) == (1048, 0)
+    assert import_paper(data, db, sha256=PAPER_RESULTS_SHA256) == (1048, 0, 0)
 
 
 HEADER = (
@@ -135,7 +135,7 @@ GOOD_ROW = "net_a,1000,1.5,1.2,0.02,1.6,10.0,0.5," + ",".join(["0.5"] * 10) + ",
 )
 def test_malformed_input_fails_and_changes_nothing(tmp_path, content, message):
     db = tmp_path / "runs.duckdb"
-    assert import_paper((HEADER + GOOD_ROW).encode(), db, name="good.csv") == (1, 0)
+    assert import_paper((HEADER + GOOD_ROW).encode(), db, name="good.csv") == (1, 0, 0)
     before = db.read_bytes()
     bad = tmp_path / "bad.csv"
     bad.write_bytes(content if isinstance(content, bytes) else content.encode())
@@ -201,14 +201,14 @@ def test_import_over_http_checks_the_checksum(authors_server, tmp_path):
     added = import_paper(
         f"{base}/all_results.csv", db, models=f"{base}/model_names.csv", sha256=PAPER_RESULTS_SHA256
     )
-    assert added == (1048, 0)
+    assert added == (1048, 0, 0)
     assert RunStore(db).runs(experiments=["lidc"])["model_type"].notna().all()
 
 
 def test_the_default_import_checks_both_pinned_files(authors_server, tmp_path):
     _, served = authors_server
     db = tmp_path / "paper.duckdb"
-    assert import_paper(None, db) == (1048, 0)
+    assert import_paper(None, db) == (1048, 0, 0)
     runs = RunStore(db).runs()
     assert runs["model_type"].notna().all() and runs["efficient"].notna().all()
 

@@ -168,10 +168,27 @@ def test_append_is_idempotent_on_run_id(tmp_path):
 
 def test_an_import_counts_the_runs_it_left_as_they_were(tmp_path):
     store = RunStore(tmp_path / "runs.duckdb")
-    assert store.import_runs(pd.DataFrame([run("a"), run("b")])) == (2, 0)
-    again = store.import_runs(pd.DataFrame([run("a"), run("b", performance=0.1), run("c")]))
-    assert again == (1, 2) and str(again) == "added 1 run(s); 2 already there (same run_id), left as they were"
-    assert store.runs().set_index("run_id").loc["b", "performance"] == run("b")["performance"]
+    assert store.import_runs(pd.DataFrame([run("a"), run("b")])) == (2, 0, 0)
+    again = store.import_runs(pd.DataFrame([run("a"), run("b"), run("c")]))
+    assert again == (1, 2, 0)
+    assert str(again) == "added 1 run(s); 2 already there (same run_id and results), left as they were"
+
+
+def test_an_import_that_changes_a_stored_run_needs_replace(tmp_path):
+    """As after a corrected unit: a run stored with other results is never silently kept."""
+    store = RunStore(tmp_path / "runs.duckdb")
+    store.import_runs(pd.DataFrame([run("a"), run("b")]),
+                      pd.DataFrame({"run_id": ["b", "b"], "epoch": [1, 2], "test_metric": [0.4, 0.5]}))
+    fixed = pd.DataFrame([run("a"), run("b", energy_kwh=run("b")["energy_kwh"] * 1000), run("c")])
+    with pytest.raises(PeprError, match=r"run b is stored with other values \(energy_kwh\); nothing imported; "
+                                        r"to keep the new values, import again replacing them \(--replace\)"):
+        store.import_runs(fixed)
+    assert sorted(store.runs()["run_id"]) == ["a", "b"]  # nothing written, not even c
+    replaced = store.import_runs(fixed, pd.DataFrame({"run_id": ["b"], "epoch": [1], "test_metric": [0.6]}), replace=True)
+    assert replaced == (1, 1, 1) and "replaced 1 stored with other values" in str(replaced)
+    stored = store.runs().set_index("run_id")
+    assert stored.loc["b", "energy_kwh"] == run("b")["energy_kwh"] * 1000
+    assert store.epochs(["b"])["test_metric"].tolist() == [0.6]  # the new copy's epochs, not the old
 
 
 def test_job_statuses_prefer_ok_then_the_latest_attempt(tmp_path):
