@@ -58,11 +58,17 @@ def sources(env: Mapping[str, str] = os.environ, results: Path = RESULTS) -> dic
 
 
 def new_database(name: str, env: Mapping[str, str] = os.environ) -> Path:
-    """The path of a user database called `name` (letters, digits, `_.-`), in the user data
-    folder (made when the first import writes); ValueError naming the rule for any other name."""
+    """The path of a new user database called `name` (letters, digits, `_.-`), in the user
+    data folder (made when the first import writes); ValueError for any other name, and for
+    a name taken by a database or a link there (links are never written)."""
     name = name.strip().removesuffix(".duckdb")
     if not _NAME.fullmatch(name):
         raise ValueError(
             "a database name is 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit"
         )
-    return user_dir(env) / f"{name}.duckdb"
+    path = user_dir(env) / f"{name}.duckdb"
+    if path.is_symlink():
+        raise ValueError("that name is a link in your data folder, and links are never written; choose another name")
+    if path.exists():
+        raise ValueError("you already have a database of that name; choose it under 'Import into'")
+    return path

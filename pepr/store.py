@@ -725,13 +725,12 @@ def _differing(first: Mapping, second: Mapping) -> list[str]:
 
 
 def _changed(stored: pd.DataFrame, new: pd.DataFrame) -> dict[str, list[str]]:
-    """For each run of `stored` that `new` holds with other results, the columns that differ."""
-    if stored.empty:
-        return {}
-    copies = new.set_index("run_id")
+    """For each run of `new` (in its order) that `stored` holds with other results, the
+    columns that differ."""
+    copies = stored.set_index("run_id")
     changed = {}
-    for row in stored.to_dict("records"):
-        columns = _differing(row, copies.loc[row["run_id"]].to_dict())
+    for row in new[new["run_id"].isin(copies.index)].to_dict("records"):
+        columns = _differing(copies.loc[row["run_id"]].to_dict(), row)
         if columns:
             changed[row["run_id"]] = columns
     return changed

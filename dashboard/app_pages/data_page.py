@@ -65,9 +65,6 @@ def _run_import(key: str, where, source_bytes, name: str | None = None) -> None:
         except ValueError as error:
             st.session_state["d_message"] = ("error", f"Import refused: {error}.")
             st.rerun()
-        if path.exists():
-            st.session_state["d_message"] = ("error", "Import refused: you already have a database of that name; choose it under 'Import into'.")
-            st.rerun()
     else:
         path = where
     try:

@@ -165,6 +165,18 @@ def test_a_new_database_name_cannot_leave_the_user_folder(tmp_path, name):
     assert not (tmp_path / "u").exists()  # naming a database writes nothing: the import makes the folder
 
 
+def test_a_new_database_name_is_not_taken_nor_a_link(tmp_path):
+    """The own-results import wrote through a link of that name (to anywhere: results/ too)."""
+    env = {"PEPR_DATA_DIR": str(tmp_path)}
+    (tmp_path / "mine.duckdb").write_bytes(b"")
+    (tmp_path / "linked.duckdb").symlink_to(tmp_path / "elsewhere.duckdb")  # dangling: still a link
+    with pytest.raises(ValueError, match="already have a database of that name"):
+        new_database("mine", env)
+    with pytest.raises(ValueError, match="that name is a link .* never written"):
+        new_database("linked", env)
+    assert not (tmp_path / "elsewhere.duckdb").exists()
+
+
 def test_the_default_scope_is_one_experiment():
     rows = [{"experiment": e, "model": m, "performance": 0.5, "energy_kwh": 1.0, "pretrained": p, "train_fraction": f}
             for e, p, f in [("derma", False, 1.0), ("derma_pt", True, 1.0), ("derma_small", None, 0.1), ("lidc", True, 1.0)]

@@ -57,6 +57,26 @@ def test_upload_map_preview_errors_then_import(tmp_path):
 
 
 
+def test_a_corrected_unit_needs_the_replace_box(tmp_path):
+    db = str(tmp_path / "mine.duckdb")
+    at = AppTest.from_function(panel_script, args=(db,), default_timeout=60).run()
+    at.file_uploader(key="ip_table").set_value(("results.csv", RESULTS.replace(b"abc", b"7.5"), "text/csv"))
+    at.run()
+    at.text_input(key="ip_exp_name").set_value("mine").run()
+    at = mapped(at, model="arch", performance="acc", energy="energy_Wh", run_id="run")
+    at.selectbox(key="ip_unit_performance").set_value("%").run()
+    at.button(key="ip_import").click().run()  # energy read as kWh: the mistake
+    at.selectbox(key="ip_unit_energy").set_value("Wh").run()
+    at.button(key="ip_import").click().run()
+    (error,) = [element.value for element in at.error]
+    assert plain("run w1 is stored with other values (energy_kwh) (and 2 more run(s)); nothing imported") in error
+    assert RunStore(db).runs().set_index("run_id").loc["w1", "energy_kwh"] == 12.5
+    at.checkbox(key="ip_replace").check().run()
+    at.button(key="ip_import").click().run()
+    assert at.success[0].value == "mine: added 0 run(s); replaced 3 stored with other values."
+    assert RunStore(db).runs().set_index("run_id").loc["w1", "energy_kwh"] == 0.0125
+
+
 def test_an_upload_is_parsed_once_and_checked_once_per_mapping(tmp_path, monkeypatch):
     """Every widget change reruns the page; a large upload must not be parsed and converted
     again each time, and the import writes the runs that the preview checked."""
