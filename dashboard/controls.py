@@ -39,6 +39,8 @@ SAMPLES = (100, 200, 500, 1000, 2000)
 CONCENTRATIONS = (2, 5, 10, 20, 50, 100, 200)
 DEFAULT_WEIGHTS = {"energy": 1.0}
 MAX_G_PER_KWH = 5000.0  # above any grid on Earth (coal is about 1000)
+MAX_ALPHA = 1e6  # far past where resources stop counting
+THRESHOLD_RANGE_M = (0.001, 1e6)  # the small/large threshold, millions of parameters
 
 
 @dataclass(frozen=True)
@@ -190,13 +192,13 @@ def from_query(
         performance=pick("p", list(PERFORMANCE), "final"),
         weights=dict(DEFAULT_WEIGHTS) if weights is None else weights,
         normalization=pick("n", list(NORMALIZATION_LABELS), "minmax"),
-        alpha=num("a", 1.0, 1e6, 1.0),
+        alpha=num("a", 1.0, MAX_ALPHA, 1.0),
         intensity=intensity,
-        threshold_m=num("t", 0.0, 1e6, None),
+        threshold_m=num("t", *THRESHOLD_RANGE_M, None),
         caps=caps,
         baseline_weights=dict(DEFAULT_WEIGHTS) if baseline is None else baseline,
         baseline_normalization=pick("bn", list(NORMALIZATION_LABELS), "minmax"),
-        baseline_alpha=num("ba", 1.0, 1e6, 1.0),
+        baseline_alpha=num("ba", 1.0, MAX_ALPHA, 1.0),
         top_k=num("k", 1, 50, 5, int),
         samples=int(pick("sn", [str(s) for s in SAMPLES], "500")),
         concentration=float(pick("sc", [str(c) for c in CONCENTRATIONS], "20")),

@@ -13,9 +13,11 @@ import streamlit as st
 from dashboard import carbon
 from dashboard.controls import (
     CAPPED,
+    MAX_ALPHA,
     MAX_G_PER_KWH,
     NORMALIZATION_LABELS,
     PERFORMANCE,
+    THRESHOLD_RANGE_M,
     WEIGHTED,
     Controls,
     from_query,
@@ -193,7 +195,7 @@ def draw(offer: Offer, measured: set[str]) -> None:
     sb.button("Pin these weights as the baseline", key="c_pin", on_click=pin_baseline,
               help="The Explorer then shows which models moved, entered or left the top k.")
     sb.radio("Normalisation per experiment", list(NORMALIZATION_LABELS), format_func=NORMALIZATION_LABELS.get, key="c_n", horizontal=True)
-    sb.number_input("Trade-off factor alpha (at least 1)", step=0.5, key="c_a", format="%g",
+    sb.number_input("Trade-off factor alpha (at least 1)", max_value=MAX_ALPHA, step=0.5, key="c_a", format="%g",
                     help="1 = basic PePR; large = resources matter little.")
     mode = sb.radio("Grid carbon intensity", list(CI_MODES), format_func=CI_MODES.get, key="c_ci")
     countries = carbon.countries()
@@ -204,6 +206,7 @@ def draw(offer: Offer, measured: set[str]) -> None:
         )
     elif mode == "custom":
         sb.number_input("g CO2eq per kWh", min_value=0.0, max_value=MAX_G_PER_KWH, step=10.0, key="c_ci_value", format="%g")
-    sb.number_input("Small/large threshold (millions of parameters)", min_value=0.0, step=1.0, key="c_t",
-                    placeholder="median model", format="%g")
+    low, high = THRESHOLD_RANGE_M
+    sb.number_input("Small/large threshold (millions of parameters)", value=None, min_value=low, max_value=high,
+                    step=1.0, key="c_t", placeholder="median model", format="%g")  # value None: clearable
     sb.caption("The address bar holds every choice on every page: copy it to share this view.")

@@ -43,7 +43,7 @@ def page(view: View | None, problem: str | None, source) -> None:
         typical = models[resource.column].median() / factor
         column.number_input(
             resource.heading(unit),
-            min_value=0.0, step=_step(typical), format="%g", placeholder="no cap",
+            value=None, min_value=0.0, step=_step(typical), format="%g", placeholder="no cap",  # None: clearable
             key=f"b_cap_{name}", on_change=_store, args=(name, factor),
         )
     feasible, excluded = view.budget

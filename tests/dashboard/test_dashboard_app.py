@@ -122,6 +122,9 @@ def test_a_link_restores_every_choice_and_changes_go_back_into_it(app, crafted_d
     assert {k: link(at)[k] for k in query} == {k: v if isinstance(v, list) else [v] for k, v in query.items()}
     at.radio(key="c_n").set_value("minmax").run()
     assert "n" not in at.query_params and link(at)["a"] == ["3"]
+    assert not at.number_input(key="c_t").proto.HasField("default")  # clearable, as for the caps
+    at.number_input(key="c_t").set_value(None).run()  # cleared: the median model again
+    assert "t" not in at.query_params
 
 
 def test_budget_caps_in_readable_units_survive_other_pages_and_the_link(app, db, rows):
@@ -142,6 +145,11 @@ def test_budget_caps_in_readable_units_survive_other_pages_and_the_link(app, db,
     goto(at, "budget")
     assert at.number_input(key="b_cap_energy").value == 30.0
     assert len(at.dataframe[0].value) == 3
+    # The browser lets a field be emptied only where it has no default: it snapped to 0 (a cap
+    # no model meets) before.
+    assert not at.number_input(key="b_cap_energy").proto.HasField("default")
+    at.number_input(key="b_cap_energy").set_value(None).run()  # cleared: no cap
+    assert "cap" not in link(at) and len(at.dataframe[0].value) == 4
 
 
 def test_budget_answers_the_clinic_with_one_4gb_gpu(app):
@@ -178,6 +186,7 @@ def test_alpha_below_one_is_said(app, crafted_db):
         (dict(cap="energy:-1"), "cap: energy:-1"),
         (dict(db="../../etc/passwd"), "db: '../../etc/passwd'"),
         (dict(t="1e400"), "t: '1e400'"),
+        (dict(t="0"), "t: '0'"),  # every model "large", and a log axis from 0
         (dict(k="x"), "k: 'x'"),
     ],
 )
