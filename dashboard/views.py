@@ -248,24 +248,28 @@ def measured(runs: pd.DataFrame) -> set[str]:
 def carbon_effect(measured_runs: pd.DataFrame, weights: Mapping[str, float], chosen: float | None) -> Carbon:
     """Say what the intensity choice changes (`measured_runs`: the runs in scope as measured):
     CO2 figures, totals and caps always; the ranking only where CO2 is weighted and the runs
-    of an experiment were measured at different intensities."""
-    ok = measured_runs[measured_runs["status"] == "ok"].dropna(subset=["carbon_intensity"])
-    spread = (float(ok["carbon_intensity"].min()), float(ok["carbon_intensity"].max())) if len(ok) else None
-    varies = bool(len(ok)) and bool(ok.groupby("experiment")["carbon_intensity"].nunique().gt(1).any())
+    of an experiment emitted different CO2 per kWh (the intensity as measured, whether or not
+    it was recorded: one grid for all prices CO2 as energy)."""
+    ok = measured_runs[measured_runs["status"] == "ok"]
+    per_kwh = (ok["co2_kg"] * 1000.0 / ok["energy_kwh"]).replace([np.inf, -np.inf], np.nan)
+    ok = ok.assign(per_kwh=per_kwh).dropna(subset=["per_kwh"])
+    spread = (float(ok["per_kwh"].min()), float(ok["per_kwh"].max())) if len(ok) else None
+    span = ok.groupby("experiment")["per_kwh"].agg(lambda v: v.max() - v.min() > 1e-9 * v.abs().max())
+    varies = bool(span.any())
     if "co2" not in weights:
         text = "CO2 is not weighted: the grid changes the CO2 figures, totals and caps, not the ranking."
         return Carbon(chosen, text, False)
     if not varies:
         text = (
-            "Each experiment's runs were measured at one grid intensity, so any single intensity "
+            "Each experiment's runs emitted the same CO2 per kWh, so any single intensity "
             "scales every run's CO2 by the same factor: the ranking cannot change, only the CO2 "
             "figures, totals and caps do."
         )
         return Carbon(chosen, text, False)
     low, high = spread
     text = (
-        f"These runs were measured at {low:.0f} to {high:.0f} g CO2eq/kWh (the grid at the time of each "
-        "run): " + ("on one grid for all, CO2 ranks them as energy does." if chosen is not None
+        f"These runs' CO2 was measured at {low:.0f} to {high:.0f} g CO2eq/kWh of their energy (the grid "
+        "of each run, recorded or not): " + ("on one grid for all, CO2 ranks them as energy does." if chosen is not None
                      else "choose one grid to compare them on equal terms.")
     )
     return Carbon(chosen, text, True)

@@ -236,6 +236,18 @@ def test_one_grid_re_prices_co2_measured_on_a_live_grid():
     assert on_one.models.set_index("model")["co2_kg"].to_dict() == pytest.approx({"dirty": 0.8, "mid": 1.2, "clean": 1.6})
 
 
+def test_co2_without_a_recorded_intensity_is_re_priced_as_it_was_measured():
+    """Imported CO2 often comes without its grid: the CO2 per kWh still tells the grids apart
+    (B, C, A as measured; on one grid, as energy ranks them: A, B, C)."""
+    imported = frame([{"experiment": "e", "model": m, "performance": p, "energy_kwh": e, "co2_kg": c}
+                      for m, p, e, c in [("A", 0.9, 1.0, 0.9), ("B", 0.85, 2.0, 0.1), ("C", 0.8, 3.0, 0.2)]],
+                     carbon_intensity=None)
+    measured = view_of(imported, weights={"co2": 1.0})
+    assert list(measured.models["model"]) == ["B", "C", "A"]
+    assert measured.carbon.changes_ranking and "measured at 50 to 900 g CO2eq/kWh" in measured.carbon.message
+    assert list(view_of(imported, weights={"co2": 1.0}, intensity="FRA").models["model"]) == ["A", "B", "C"]
+
+
 def test_the_page_says_when_the_grid_cannot_change_the_ranking():
     constant = LIVE_GRID.assign(carbon_intensity=150.0, co2_kg=LIVE_GRID["energy_kwh"] * 0.15)
     a = view_of(constant, weights={"co2": 1.0}, intensity="FRA")
