@@ -145,11 +145,12 @@ _FROM_ENERGY_PARTS = ("energy", "co2")
 
 
 def _not_measured(runs: pd.DataFrame, name: str, cost: np.ndarray) -> np.ndarray:
-    """Why each run lacks a usable `name`: infinite, or not measured, e.g. `energy not measured
-    (cpu: not-sampled)`, naming the parts it is made of that are NULL with their methods."""
+    """Why each run lacks a usable `name`: infinite, negative, or not measured, e.g. `energy not
+    measured (cpu: not-sampled)`, naming the parts it is made of that are NULL with their methods."""
     absent = (f"no {name}: model not benchmarked on the chosen device (or its benchmark failed)"
               if REGISTRY[name].benchmarked else f"{name} not measured")
-    reasons = np.where(np.isinf(cost), f"{name} is not a finite number", absent).astype(object)
+    reasons = np.select([np.isinf(cost), cost < 0], [f"{name} is not a finite number", f"{name} is negative"],
+                        absent).astype(object)
     if name not in _FROM_ENERGY_PARTS:
         return reasons
     missing = np.isnan(cost)
@@ -178,8 +179,8 @@ def score(
 ) -> Scored:
     """Score every run against the others of its experiment (see `Scored`).
 
-    Runs that did not finish `ok`, or lack the performance or a finite value of a resource
-    with weight > 0, are excluded with a reason (for energy and CO2 naming the parts not
+    Runs that did not finish `ok`, or lack the performance or a finite, non-negative value of a
+    resource with weight > 0, are excluded with a reason (for energy and CO2 naming the parts not
     measured and why) rather than scored as NaN. Benchmarked resources (inference cost on a
     device) must be attached first (`pepr.inference.attach`). A performance outside [0, 1] is an
     error naming the run.
@@ -195,7 +196,8 @@ def score(
     costs = {name: _column(frame, RESOURCES[name]) for name in weights}
 
     status = frame["status"] if "status" in frame else pd.Series("ok", index=frame.index)
-    problems = [(status != "ok").to_numpy(), np.isnan(performance), *(~np.isfinite(cost) for cost in costs.values())]
+    problems = [(status != "ok").to_numpy(), np.isnan(performance),
+                *(~np.isfinite(cost) | (cost < 0) for cost in costs.values())]
     dropped = np.logical_or.reduce(problems)
     reasons = ["status " + status[dropped].astype(str).to_numpy(dtype=object), "no performance"]
     reasons += [_not_measured(frame.loc[dropped], name, cost[dropped]) for name, cost in costs.items()]

@@ -178,6 +178,15 @@ def test_imported_parts_do_not_pose_as_the_reason_a_resource_is_missing():
     reasons = score(frame, {"energy": 1, "co2": 1}).excluded.set_index("run_id")["reason"]
     assert reasons.to_dict() == {"r0": "co2 not measured", "r1": "energy not measured"}
 
+def test_a_negative_cost_is_excluded_not_scored_above_its_performance():
+    """Written past the importer (a merged or hand-made file): energy -1 scored PePR 1.6 for
+    performance 0.8 under share-of-max, and shifted the others' R under min-max."""
+    frame = runs([0.8, 0.9, 0.7], [-1.0, 2.0, 4.0])
+    result = score(frame, {"energy": 1}, "max")
+    assert result.excluded.set_index("run_id")["reason"].to_dict() == {"r0": "energy is negative"}
+    assert result.table.set_index("run_id")["pepr"].to_dict() == pytest.approx({"r1": 0.9 / 1.5, "r2": 0.7 / 2})
+
+
 def test_a_part_not_sampled_or_an_infinite_value_excludes_the_run_and_says_why():
     frame = runs([0.9, 0.8, 0.7, 0.6], [1.0, np.nan, np.nan, 2.0], co2_kg=[1.0, np.nan, np.inf, 1.0])
     frame = frame.assign(
