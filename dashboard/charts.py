@@ -43,6 +43,7 @@ GROUPS = {  # colour-by column -> {value: legend label}, colours
 }
 COLOR_TITLES = {"model_type": "model type", "efficient": "efficient (own paper's claim)"}
 NO_LIMIT = 0  # Vega-Lite: a label limit of 0 never cuts a label
+NAME_LIMIT_PX = 320  # a timm name in full (about 45 characters); a longer one is cut, whole in the tooltip
 
 
 def show(where, spec: dict, **kwargs) -> None:
@@ -170,7 +171,7 @@ def performance_vs_resource(
 
 def rank_probabilities(table: pd.DataFrame, top: int = 15) -> dict:
     """Per model, the probability of ranking first and of being in the top 5, as bars; model
-    names in full."""
+    names in full up to NAME_LIMIT_PX (an unlimited one took the bars' room)."""
     head = table.sort_values(["p_top5", "p_first"], ascending=False).head(top)
     long = head.melt(
         id_vars="model", value_vars=["p_first", "p_top5"], var_name="event", value_name="p"
@@ -181,7 +182,7 @@ def rank_probabilities(table: pd.DataFrame, top: int = 15) -> dict:
         "data": {"name": "probabilities"},
         "mark": {"type": "bar"},
         "encoding": {
-            "y": _category("model", None, sort=list(head["model"]), axis={"labelLimit": NO_LIMIT}),
+            "y": _category("model", None, sort=list(head["model"]), axis={"labelLimit": NAME_LIMIT_PX}),
             "x": _quantity("p", "probability", scale={"domain": [0, 1]}),
             "color": _category("event", None, legend={"orient": "bottom"}),
             "yOffset": _category("event"),

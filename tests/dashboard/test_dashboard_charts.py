@@ -38,7 +38,7 @@ def test_every_chart_is_valid_vega_lite():
                            "pepr": [0.4, 0.3], "cum_energy_kwh": [1.0, 2.0]})
     specs = [
         *(charts.pepr_vs_params(MODELS, 20e6, colour, UNITS) for colour in charts.GROUPS),
-        charts.performance_vs_resource(MODELS, np.array([True, False, True]), 0.5, units=UNITS),
+        charts.performance_vs_resource(MODELS, np.array([True, False, True]), 2.0, units=UNITS),
         charts.rank_probabilities(pd.DataFrame({"model": ["a", "b"], "p_first": [0.1, 0.9], "p_top5": [0.5, 1.0]})),
         charts.distributions(frame, "pepr", "PePR"),
         charts.learning_curves(curves, "cum_energy_kwh", "energy"),
@@ -95,7 +95,10 @@ def test_rank_probabilities_show_full_names():
     table = pd.DataFrame({"model": ["mobilenetv3_small_050", "mobilenetv3_small_100"], "p_first": [0.1, 0.9], "p_top5": [0.5, 1.0]})
     spec = charts.rank_probabilities(table)
     assert spec["encoding"]["y"]["sort"] == ["mobilenetv3_small_100", "mobilenetv3_small_050"]
-    assert spec["encoding"]["y"]["axis"]["labelLimit"] == 0  # never cut
+    # Vega's default (180 px) cut both to "mobilenetv3_small_0…"; no limit let one 300-character
+    # name take the bars' room.
+    assert spec["encoding"]["y"]["axis"]["labelLimit"] == charts.NAME_LIMIT_PX >= 45 * 7
+    assert {"field": "model", "type": "nominal"}.items() <= spec["encoding"]["tooltip"][0].items()
     values = {(r["model"], r["event"]): r["p"] for r in layer_data(spec)}
     assert values[("mobilenetv3_small_100", "rank 1")] == 0.9
 
