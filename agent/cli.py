@@ -192,6 +192,9 @@ def parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     where.add_argument("--carbon-intensity", type=positive(float), metavar="G",
                        help="override the country's carbon intensity, g CO2eq per kWh")
     where.add_argument("--shard", metavar="I/N", help="run only shard I of N of the plan (0-based)")
+    where.add_argument("--done-in", metavar="FILE",
+                       help="skip also the jobs ok in this database, read only (pepr-agent slurm's "
+                            "tasks pass the merged one: a changed plan moves jobs between shards)")
     where.add_argument("--log", metavar="FILE", help="append the JSON lines here, not to stdout")
     where.add_argument("--quiet", action="store_true", help="no progress bars")
     where.add_argument("--dry-run", action="store_true", help="print the planned jobs and stop")
@@ -303,9 +306,17 @@ def run(args) -> int:
     jobs = plan_jobs(args)
     country = check_country(args.country)
     check_protocol(jobs, store)
+    done_elsewhere = set()
+    if args.done_in:
+        from pepr.store import RunStore
+
+        try:
+            done_elsewhere = RunStore(args.done_in).ok_job_keys()
+        except PeprError as error:
+            raise type(error)(f"--done-in: {error}") from None
     if args.dry_run:
         statuses = store.job_statuses() if store.exists() else {}
-        done = store.ok_job_keys()
+        done = store.ok_job_keys() | done_elsewhere
         for job in jobs:
             regime = "pretrained" if job.pretrained else "scratch"
             status = "ok" if job.done_in(done) else statuses.get(job.key, "todo")
@@ -334,7 +345,8 @@ def run(args) -> int:
     try:
         make_writable(store, args.db)
         counts = run_sweep(jobs, store, device=device, data_dir=args.data_dir, country=country,
-                           carbon_intensity=args.carbon_intensity, log=log, quiet=args.quiet)
+                           carbon_intensity=args.carbon_intensity, log=log, quiet=args.quiet,
+                           done_elsewhere=done_elsewhere)
     except Interrupted as stop:
         print(f"pepr-agent: {stop}; the current job is recorded 'interrupted'", file=sys.stderr)
         return 128 + stop.signum

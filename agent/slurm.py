@@ -142,7 +142,7 @@ def scripts(args, flags: list[str], db: Path) -> tuple[str, str]:
            "export CUDA_VISIBLE_DEVICES=\n")
     command = " \\\n    ".join(
         [f"exec {python} -m agent run", shlex.join(flags),
-         f'--shard "$SLURM_ARRAY_TASK_ID/{tasks}" --db {part}'])
+         f'--shard "$SLURM_ARRAY_TASK_ID/{tasks}" --done-in {shlex.quote(str(db))} --db {part}'])
     array = (
         "#!/bin/bash\n"
         f"# A pepr sweep as a Slurm job array, written by `pepr-agent slurm` on {stamp}.\n"
@@ -211,10 +211,12 @@ def command(args, argv: list[str]) -> int:
     from agent.plan import check_protocol
 
     flags = run_flags(argv[argv.index("slurm") + 1:])  # flags before the subcommand are not run's
-    for flag in ("--shard", "--dry-run"):
-        if any(item == flag or item.startswith(flag + "=") for item in flags):
-            raise PeprError(f"{flag}: not for pepr-agent slurm (it shards the plan over --tasks)")
-    jobs = plan_jobs(parse(["run", *flags]))
+    run_args = parse(["run", *flags])  # with the --config file's values
+    for flag in ("shard", "done_in", "dry_run"):
+        if getattr(run_args, flag):
+            raise PeprError(f"--{flag.replace('_', '-')}: not for pepr-agent slurm (it shards the plan "
+                            "over --tasks, each task skipping the jobs ok in --db)")
+    jobs = plan_jobs(run_args)
     db = Path(args.db).absolute()
     store = checked_db(db)
     check_protocol(jobs, store)
@@ -227,7 +229,7 @@ def command(args, argv: list[str]) -> int:
     except OSError as error:
         raise PeprError(f"--db: {args.db}: cannot write the scripts: {error.strerror}") from None
     todo, unmerged = unfinished(jobs, db, args.tasks)
-    print(f"wrote {array_path} ({args.tasks} tasks, {len(jobs)} jobs) and {merge_path}")
+    print(f"wrote {array_path} ({args.tasks} task(s), {len(jobs)} job(s)) and {merge_path}")
     if not todo and not unmerged:
         print(f"nothing to submit: every job is ok in {db}")
         return 0

@@ -17,7 +17,7 @@ import socket
 import sys
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from datetime import datetime, timedelta, timezone
 from importlib import metadata
 from typing import TextIO
@@ -225,13 +225,15 @@ def run_sweep(
     carbon_intensity: float | None = None,
     log: TextIO = sys.stdout,
     quiet: bool = False,
+    done_elsewhere: Set[str] = frozenset(),
 ) -> dict[str, int]:
-    """Run the jobs not yet ok and not held by another live agent; returns counts by outcome
-    (skipped: already done, held: another agent trains it). Raises Interrupted on a signal."""
+    """Run the jobs not yet ok (in `store`, or by key in `done_elsewhere`) and not held by
+    another live agent; returns counts by outcome (skipped: already done, held: another agent
+    trains it). Raises Interrupted on a signal."""
     started = now()
     writing = threading.Lock()  # the heartbeat thread and this one write in turn
     store.release_abandoned(owner_gone)
-    done = store.ok_job_keys()
+    done = store.ok_job_keys() | done_elsewhere
     todo = [job for job in jobs if not job.done_in(done)]
     counts = {"skipped": len(jobs) - len(todo), "ok": 0, "failed": 0, "held": 0}
     # Under nohup or a batch scheduler stderr is a file: update the bars rarely there.

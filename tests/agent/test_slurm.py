@@ -60,6 +60,17 @@ def test_the_scripts_run_a_shard_and_merge_and_a_resubmission_asks_only_what_is_
     code, out, err = cli("slurm", *plan, "--tasks", 2, "--db", db)
     assert code == 0 and f"jobid=$(sbatch --parsable --array=0 {folder / 'array.sbatch'})" in out
 
+    # With one task, shard 0/1 holds both jobs, one of them ok in the merged database: the task
+    # trains only the other (it trained both, and scores then ranked one job twice).
+    code, out, err = cli("slurm", *plan, "--tasks", 1, "--db", db)
+    assert code == 0, err
+    task = subprocess.run(["bash", folder / "array.sbatch"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "SLURM_ARRAY_TASK_ID": "0"})
+    assert task.returncode == 0, task.stderr
+    (line,) = task.stdout.splitlines()
+    assert json.loads(line)["model"] != part.model.item()
+    assert len(RunStore(tmp_path / "sweep" / "runs.part-0-of-1.duckdb").runs()) == 1
+
 
 def test_gpu_and_scheduler_flags_go_into_the_script(cli, tmp_path):
     db = tmp_path / "runs.duckdb"
@@ -85,6 +96,8 @@ def test_array_ranges_are_written_as_sbatch_takes_them():
 @pytest.mark.parametrize("argv, message", [
     (("--tasks", "0"), "--tasks: expected a whole number from 1 to 2147483647, got '0'"),
     (("--tasks", "2", "--shard", "0/2"), "--shard: not for pepr-agent slurm"),
+    (("--tasks", "2", "--done-in", "x.duckdb"), "--done-in: not for pepr-agent slurm"),
+    (("--tasks", "2", "--config", "{dry}"), "--dry-run: not for pepr-agent slurm"),  # a task would only print
     (("--tasks", "2", "--models", "resnet19"), "unknown timm model 'resnet19'"),
     (("--models", "test_resnet"), "the following arguments are required: --tasks"),
     (("--tasks", "2", "--gres", "gpu:1\n#SBATCH --mem=1T"), "--gres: expected one word of letters, digits"),
@@ -92,10 +105,14 @@ def test_array_ranges_are_written_as_sbatch_takes_them():
     (("--tasks", "2", "--time", "abc"), "--time: expected a Slurm time such as 90, 12:00:00 or 2-00:00:00"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(cli, tmp_path, argv, message):
+    config = tmp_path / "config" / "dry.toml"
+    config.parent.mkdir()
+    config.write_text("dry_run = true\n")
+    argv = [str(config) if a == "{dry}" else a for a in argv]
     args = ("--models", "test_resnet", *argv) if "--models" not in argv else argv
     code, out, err = cli("slurm", *args, "--db", tmp_path / "runs.duckdb")
     assert code == 2 and message in err and len(err.splitlines()) == 1
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == [config.parent]
 
 
 def test_a_refused_submission_says_why(cli, tmp_path, monkeypatch):
