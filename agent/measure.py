@@ -432,7 +432,10 @@ def host_peak_gb() -> float | None:
 if __name__ == "__main__":
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the training process's to handle
+    # Ctrl-C, scancel and a Slurm time limit signal every process of the job: the training
+    # process handles them and reads this helper's last measurement; its closed pipe ends us.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
     # Answers go to the real stdout alone; anything CodeCarbon prints goes to stderr.
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())

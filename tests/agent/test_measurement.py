@@ -166,6 +166,21 @@ def test_a_meter_that_cannot_measure_the_gpu_says_why_and_leaves_no_stray_helper
     assert set(helpers) <= {helper.pid for helper in measure._idle_helpers}
 
 
+def test_a_signal_to_the_whole_job_leaves_the_meter_to_its_agent():
+    """scancel, a Slurm time limit and `timeout` signal every process of the job: the helper
+    died with SIGTERM, and the stopped run lost the energy measured until then."""
+    import os
+    import signal
+
+    meter = EnergyMeter("DNK", None)
+    try:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            os.kill(meter._helper.pid, signum)  # a fatal signal is acted on before kill returns
+        assert meter.stop().total_kwh > 0
+    finally:
+        meter.close()
+
+
 def test_a_helper_whose_agent_has_gone_exits_quietly():
     """An agent stopped (SIGTERM, Ctrl-C) while its meter starts leaves no traceback behind."""
     import json
