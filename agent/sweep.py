@@ -278,7 +278,11 @@ def run_sweep(
                 row.update(status="failed", error=one_line(error))
                 stopped_early(row, error)
             row["ended_at"] = row["heartbeat_at"] = now()
-            record_patiently(store, row, epochs, guard, writing)
+            try:
+                record_patiently(store, row, epochs, guard, writing)
+            except StoreError:  # a full disk, say: the result survives in the log
+                print(json.dumps({**summary(row), "recorded": False}, default=str), file=log, flush=True)
+                raise
             counts[row["status"]] += 1
             print(json.dumps(summary(row), default=str), file=log, flush=True)
             bar.update()

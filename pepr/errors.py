@@ -17,6 +17,12 @@ class StoreError(PeprError):
     """The database cannot be used: missing, not DuckDB, newer schema, unwritable."""
 
 
+class StoreWriteError(StoreError):
+    """A write failed part way (disk full, I/O error): the input was fine, nothing was written."""
+
+    exit_code = 1
+
+
 class StoreBusyError(StoreError):
     """Another process held the database lock for longer than the timeout."""
 

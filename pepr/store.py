@@ -26,7 +26,7 @@ from typing import NamedTuple
 import duckdb
 import pandas as pd
 
-from pepr.errors import PeprError, StoreBusyError, StoreError
+from pepr.errors import PeprError, StoreBusyError, StoreError, StoreWriteError
 from pepr.resources import COLUMNS as RESOURCE_COLUMNS
 from pepr.resources import ENERGY_PARTS
 
@@ -328,10 +328,14 @@ class RunStore:
             try:
                 self._migrate(con)
                 yield con
-                _exec(con, "COMMIT")
+                try:
+                    _exec(con, "COMMIT")
+                except duckdb.Error as error:  # the disk is full, the file system failed
+                    raise StoreWriteError(f"{self.path}: not written: {_duckdb_message(error)}") from None
                 committed = True
             except BaseException:
-                _exec(con, "ROLLBACK")
+                with contextlib.suppress(duckdb.Error):  # a failed COMMIT has rolled back already
+                    _exec(con, "ROLLBACK")
                 raise
         except duckdb.Error as error:
             raise StoreError(f"{self.path}: {_duckdb_message(error)}") from None

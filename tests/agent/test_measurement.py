@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from types import SimpleNamespace
 
@@ -225,6 +226,27 @@ def _sweep_stopped_in_epoch_1(tmp_path, tiny_npz, monkeypatch, stop, meter_facto
         pass
     (run,) = store.runs().to_dict("records")
     return run
+
+
+def test_a_trained_run_the_disk_refuses_still_reaches_the_log(tmp_path, tiny_npz, monkeypatch):
+    import io
+
+    import agent.sweep as sweep
+    from pepr.errors import StoreWriteError
+
+    def full_disk(self, row, epochs=()):
+        raise StoreWriteError(f"{self.path}: not written: No space left on device")
+
+    monkeypatch.setattr(RunStore, "record_run", full_disk)
+    (job,) = expand(["test_resnet"], [str(tiny_npz)], [False], [1.0], [0], epochs=1, batch_size=8,
+                    learning_rate=1e-3, image_size=16, amp="off")
+    store, log = RunStore(tmp_path / "runs.duckdb"), io.StringIO()
+    store.ensure()
+    with pytest.raises(StoreWriteError, match="No space left"):
+        sweep.run_sweep([job], store, device=CPU, data_dir=str(tmp_path), country="DNK", log=log, quiet=True)
+    (line,) = log.getvalue().splitlines()
+    result = json.loads(line)
+    assert result["status"] == "ok" and result["recorded"] is False and result["energy_kwh"] > 0
 
 
 def test_an_interrupted_run_keeps_what_it_cost_until_then(tmp_path, tiny_npz, monkeypatch):

@@ -317,6 +317,28 @@ def test_a_corrupt_file_is_not_mistaken_for_a_locked_one(tmp_path):
 
 
 
+def test_a_write_the_disk_refuses_says_why_and_leaves_the_file_as_it_was(tmp_path):
+    """A full disk failed the COMMIT, then the ROLLBACK ('no transaction is active') hid why.
+    The file size limit (RLIMIT_FSIZE) stands in for a full disk, without root."""
+    path = tmp_path / "runs.duckdb"
+    RunStore(path).record_run(run("a"))
+    script = textwrap.dedent(f"""
+        import os, resource, signal, sys
+        from pepr.store import RunStore
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
+        limit = max(os.path.getsize(p) for p in ({str(path)!r}, {str(path)!r} + ".wal") if os.path.exists(p)) + 4096
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        try:
+            RunStore({str(path)!r}).record_run({{**{run("b")!r}, "config": "x" * 5_000_000}})
+        except Exception as error:
+            print(type(error).__name__, error.exit_code, error)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    out = done.stdout + done.stderr
+    assert out.startswith(f"StoreWriteError 1 {path}: not written: ") and "File too large" in out, out
+    assert RunStore(path).runs()["run_id"].tolist() == ["a"]
+
+
 def test_a_long_wait_for_a_lock_is_said_once(tmp_path, capsys):
     """Sixty silent seconds looked like a hang; agents sharing a file wait far less than 3 s."""
     path = tmp_path / "runs.duckdb"
