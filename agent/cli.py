@@ -315,11 +315,16 @@ def run(args) -> int:
         except PeprError as error:
             raise type(error)(f"--done-in: {error}") from None
     if args.dry_run:
+        from agent.sweep import owner_gone
+
         statuses = store.job_statuses() if store.exists() else {}
         done = store.ok_job_keys() | done_elsewhere
+        running = store.runs(status="running").to_dict("records") if store.exists() else []
+        abandoned = {row["job_key"] for row in running if owner_gone(row)}  # the sweep takes these over
         for job in jobs:
             regime = "pretrained" if job.pretrained else "scratch"
-            status = "ok" if job.done_in(done) else statuses.get(job.key, "todo")
+            status = ("ok" if job.done_in(done) else "abandoned" if job.key in abandoned
+                      else statuses.get(job.key, "todo"))
             print(f"{job.key}  {status:11}  {job.experiment:20}  "
                   f"{job.model:28}  {regime:10}  fraction {job.train_fraction:g}  seed {job.seed}")
         print(f"{len(jobs)} job(s)", file=sys.stderr)

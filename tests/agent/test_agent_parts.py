@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
+import subprocess
+import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -321,6 +325,24 @@ def test_a_sweep_cannot_mix_protocols_in_one_experiment(cli, tmp_path):
     assert code == 0 and "digits_e2" in out
     code, out, _ = cli("run", "--models", "test_resnet", "--epochs", 4, "--image-size", 32, "--dry-run", "--db", db)
     assert code == 0 and out.split()[1] == "ok"
+
+
+def test_the_dry_run_tells_a_live_claim_from_an_abandoned_one(cli, tmp_path):
+    db = tmp_path / "runs.duckdb"
+    plan = ("--models", "test_resnet,test_vit", "--epochs", 1, "--image-size", 32, "--dry-run", "--db", db)
+    code, out, _ = cli("run", *plan)
+    keys = [line.split()[0] for line in out.splitlines()]
+    live = subprocess.Popen([sys.executable, "-c", "input()"], stdin=subprocess.PIPE, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    try:
+        for key, pid in zip(keys, (live.pid, int(dead.stdout))):
+            RunStore(db).record_run(dict(run_id=f"r{pid}", job_key=key, experiment="digits", model="m",
+                                         source="agent", status="running", host=socket.gethostname(), pid=pid,
+                                         started_at=pd.Timestamp.now("UTC").tz_localize(None)))
+        code, out, _ = cli("run", *plan)
+    finally:
+        live.communicate("\n", timeout=30)
+    assert code == 0 and [line.split()[1] for line in out.splitlines()] == ["running", "abandoned"]
 
 
 @pytest.mark.parametrize("model", ["crossvit_tiny_240", "test_vit", "test_resnet"])
