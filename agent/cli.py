@@ -51,7 +51,8 @@ downloaded into --data-dir at the smallest published size >= --image-size), a .n
 MedMNIST's layout (train_images, train_labels, val_..., test_...), or an image folder laid out
 as root/{train,val,test}/<class>/<image>.
 
-exit status: 0 all jobs ok, 1 some job failed or an unexpected error (--debug: traceback),
+exit status: 0 all jobs ok (or held by another live agent), 1 some job failed, a write the
+disk refused or an unexpected error (--debug: traceback),
 2 bad input (one line, nothing recorded), 130/143 stopped by SIGINT/SIGTERM (the current job
 is recorded 'interrupted'), 141 the output's reader went away.
 Output: one JSON line per finished job on stdout (or --log), progress bars on stderr."""
@@ -358,10 +359,9 @@ def run(args) -> int:
     finally:
         if log is not sys.stdout:
             log.close()
-    if not args.quiet:
-        held = f", {counts['held']} held by another agent" if counts["held"] else ""
-        print(f"pepr-agent: {counts['ok']} ok, {counts['failed']} failed, "
-              f"{counts['skipped']} already done{held}", file=sys.stderr)
+    held = f", {counts['held']} held by another agent" if counts["held"] else ""
+    print(f"pepr-agent: {counts['ok']} ok, {counts['failed']} failed, "
+          f"{counts['skipped']} already done{held}", file=sys.stderr)  # also --quiet: a Slurm log's last word
     return 1 if counts["failed"] else 0
 
 
