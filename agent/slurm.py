@@ -201,7 +201,7 @@ def _sbatch(*argv: str) -> str:
         raise SubmitError(f"sbatch: {error}") from None
     if done.returncode != 0:
         message = " ".join(done.stderr.split()) or f"exit status {done.returncode}"
-        raise SubmitError(f"sbatch: {message}")
+        raise SubmitError(message if message.startswith("sbatch:") else f"sbatch: {message}")
     return done.stdout.strip().split(";")[0]
 
 

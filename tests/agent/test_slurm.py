@@ -120,6 +120,11 @@ def test_a_refused_submission_says_why(cli, tmp_path, monkeypatch):
     code, _, err = cli("slurm", "--models", "test_resnet", "--tasks", 1, "--db",
                        tmp_path / "runs.duckdb", "--submit")
     assert code == 1 and err.startswith("pepr-agent: sbatch: ") and "No such file" in err
+    (tmp_path / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: invalid partition specified: gpu' >&2\nexit 1\n")
+    (tmp_path / "sbatch").chmod(0o755)
+    code, _, err = cli("slurm", "--models", "test_resnet", "--tasks", 1, "--db",
+                       tmp_path / "runs.duckdb", "--submit")
+    assert code == 1 and err == "pepr-agent: sbatch: error: invalid partition specified: gpu\n"
 
 
 # -- a real cluster ----------------------------------------------------------------------
