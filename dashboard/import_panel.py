@@ -105,7 +105,7 @@ def import_panel(target_db_path: str) -> None:
     if emissions is not None:
         left, right = st.columns(2)
         key = left.selectbox("emissions.csv key", list(emissions.frame.columns),
-                             index=list(emissions.frame.columns).index("experiment_id") if "experiment_id" in emissions.frame else 0,
+                             index=list(emissions.frame.columns).index("project_name") if "project_name" in emissions.frame else 0,
                              key="ip_join_emissions")
         other = right.selectbox("matches the results column", list(table.frame.columns), key="ip_join_results")
         join = f"{key}={other}"

@@ -421,7 +421,7 @@ def convert(
     matched = None
     if emissions is not None:
         matched = _join_emissions(frame, emissions, join, table.name, errors)
-        for column in matched.columns.drop("raw"):
+        for column in matched.columns.drop("raw").difference(_measured_with(fields)):
             if column not in runs:  # a field mapped from the results table wins
                 runs[column] = matched[column]
     _check_values(runs, frame, fields, table.name, errors)
@@ -445,6 +445,20 @@ def convert(
     return Preview(runs.reset_index(drop=True), [message for _, message in errors], len(runs))
 
 
+# CodeCarbon's columns that describe its energy reading, and those that describe its CO2.
+_CODECARBON_ENERGY = ("energy_kwh", "energy_tool", "pue", *(f"energy_{part}_{what}" for part in ENERGY_PARTS
+                                                          for what in ("kwh", "method", "scope")))
+_CODECARBON_CO2 = ("co2_kg", "carbon_intensity", "carbon_intensity_source")
+
+
+def _measured_with(fields: Mapping[str, ColumnMap]) -> list[str]:
+    """CodeCarbon's columns that a field mapped from the results table makes untrue of its
+    run: its energy parts, tool and CO2 do not describe an energy measured otherwise."""
+    if "energy" in fields:
+        return [*_CODECARBON_ENERGY, *_CODECARBON_CO2]
+    return list(_CODECARBON_CO2) if "co2" in fields else []
+
+
 def preview(table: Table, maps: Sequence[ColumnMap], rows: int | None = 5, **options) -> Preview:
     """The first `rows` runs converted (None: all) and every problem in the whole table (a
     mapping mistake included), for a person to check before importing; see `convert` for the
@@ -462,7 +476,9 @@ def _describe(runs, table, emissions, fields, energy_tool, methods) -> None:
     provenance = f"imported from {table.name} (SHA-256 {table.sha256[:12]})"
     if emissions is not None:
         origin["emissions"] = {"origin": emissions.name, "sha256": emissions.sha256}
-        provenance += f", energy and CO2 from CodeCarbon's {emissions.name} (SHA-256 {emissions.sha256[:12]})"
+        taken = ("duration and country" if "energy" in fields else
+                 "energy" if "co2" in fields else "energy and CO2")
+        provenance += f", {taken} from CodeCarbon's {emissions.name} (SHA-256 {emissions.sha256[:12]})"
     if energy_tool:
         runs["energy_tool"] = energy_tool
         provenance += f"; energy measured with {energy_tool}"
@@ -528,7 +544,7 @@ def load_emissions(table: Table) -> pd.DataFrame:
 def parse_join(join: str | None) -> tuple[str, str]:
     """`KEY` (the same column in both files) or `EMISSIONS_COLUMN=RESULTS_COLUMN`."""
     if not join or not join.strip():
-        raise PeprError("--join: name the key that links emissions.csv to the results, e.g. --join experiment_id=run")
+        raise PeprError("--join: name the key that links emissions.csv to the results, e.g. --join project_name=run")
     left, _, right = join.partition("=")
     return left.strip(), (right or left).strip()
 
@@ -544,7 +560,11 @@ def _join_emissions(frame: pd.DataFrame, emissions: Table, join, name: str, erro
     repeat = _repeat(keys)
     if repeat:
         row, first = repeat
-        raise PeprError(f"{_where(emissions.name, row, emission_key)}: {keys[row]!r} is also in row {first}; join on a key that names one run")
+        hint = (" (CodeCarbon writes one value for every run unless the tracker is given its own:"
+                " set project_name per run, or keep CodeCarbon's run_id in your table and join on it)"
+                if emission_key in ("experiment_id", "project_name") else "")
+        raise PeprError(f"{_where(emissions.name, row, emission_key)}: {keys[row]!r} is also in row {first}; "
+                        f"join on a key that names one run{hint}")
     wanted = _text(frame[result_key])
     repeat = _repeat(wanted.where(wanted != ""))
     if repeat:  # one measurement would be credited to each of them

@@ -278,12 +278,33 @@ def test_codecarbon_emissions_join_the_results(emissions_csv, results_csv, tmp_p
     assert float(first_flush["duration"]) < runs.loc["resnet18", "train_time_s"]  # the last row counts
 
 
+def test_energy_from_the_table_takes_none_of_codecarbons_energy_parts_nor_co2(emissions_csv, tmp_path):
+    """Before, the table's energy sat beside CodeCarbon's parts (adding up to a thousandth of
+    it), CO2, intensity and tool: a run at 0.006 g/kWh credited to CodeCarbon."""
+    results = tmp_path / "results.csv"
+    results.write_text("run,arch,top1,e_Wh\nexp-a,resnet18,0.91,150\nexp-b,vit_tiny,0.88,90\nexp-c,mobilenet,0.85,40\n")
+    maps = [ColumnMap("model", "arch"), ColumnMap("performance", "top1"), ColumnMap("energy", "e_Wh", "Wh")]
+    result = convert(read_table(results), maps, experiment="x", emissions=read_table(emissions_csv),
+                     join="experiment_id=run")
+    assert result.errors == []
+    first = result.runs.iloc[0]
+    assert first["energy_kwh"] == 0.15 and first["train_time_s"] > 0 and first["country"] == "DNK"
+    taken = ("co2_kg", "carbon_intensity", "energy_tool", "pue", "energy_cpu_kwh", "energy_ram_kwh", "energy_cpu_scope")
+    assert {c: first.get(c) for c in taken if pd.notna(first.get(c))} == {}
+    assert first["energy_cpu_method"] == "imported"  # part of the table's total, not measured apart
+    assert "duration and country from CodeCarbon's" in first["provenance"]
+    co2_mapped = convert(read_table(results), [*maps[:2], ColumnMap("co2", "e_Wh", "g")], experiment="x",
+                         emissions=read_table(emissions_csv), join="experiment_id=run").runs.iloc[0]
+    assert co2_mapped["co2_kg"] == 0.15 and co2_mapped["energy_kwh"] > 0 and pd.isna(co2_mapped.get("carbon_intensity"))
+
+
 def test_codecarbon_join_errors(emissions_csv, results_csv, tmp_path, capsys):
     db = tmp_path / "cc.duckdb"
     base = ["import", results_csv, "--db", db, "--map", "model=arch", "--map", "performance=top1",
             "--experiment-name", "cc", "--codecarbon", emissions_csv]
     assert run(*base, "--join", "project_name=run") == 2
-    assert f"{emissions_csv}, row 4, column project_name: 'demo' is also in row 3" in capsys.readouterr().err
+    assert f"{emissions_csv}, row 4, column project_name: 'demo' is also in row 3; join on a key that names one " \
+           "run (CodeCarbon writes one value for every run unless the tracker is given its own" in capsys.readouterr().err
     extra = results_csv.with_name("more.csv")
     extra.write_text(results_csv.read_text() + "exp-z,convnext,0.8\n")
     base[1] = extra

@@ -132,7 +132,7 @@ def test_column_names_from_an_upload_are_shown_as_text_not_links(tmp_path):
 
 def test_codecarbon_upload_joins(tmp_path):
     emissions = pd.DataFrame({
-        "run_id": ["u1", "u2"], "experiment_id": ["w1", "w2"], "duration": [10.0, 20.0], "emissions": [0.001, 0.002],
+        "run_id": ["u1", "u2"], "project_name": ["w1", "w2"], "experiment_id": ["x", "x"], "duration": [10.0, 20.0], "emissions": [0.001, 0.002],
         "cpu_energy": [0.002, 0.004], "gpu_energy": [0.0, 0.0], "ram_energy": [0.001, 0.002],
         "energy_consumed": [0.003, 0.006], "country_iso_code": ["DNK", "DNK"], "gpu_count": [0, 0],
     }).to_csv(index=False).encode()
@@ -142,6 +142,7 @@ def test_codecarbon_upload_joins(tmp_path):
     at.run()
     at.file_uploader(key="ip_emissions").set_value(("emissions.csv", emissions, "text/csv"))
     at.run()
+    assert at.selectbox(key="ip_join_emissions").value == "project_name"  # CodeCarbon's experiment_id is one for all
     at.selectbox(key="ip_join_results").set_value("run")
     at.text_input(key="ip_exp_name").set_value("cc")
     at = mapped(at, model="arch", performance="acc")
