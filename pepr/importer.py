@@ -363,6 +363,10 @@ def _check_values(runs: pd.DataFrame, frame: pd.DataFrame, maps: Mapping[str, Co
         row, spec = bad.idxmax(), maps["performance"]
         hint = " (a percentage? map it as COLUMN:%)" if spec.unit != "%" and 1 < performance[row] <= 100 else ""
         errors.append((row, f"{_where(name, row, spec.column)}: performance {performance[row]:g} is outside [0, 1]{hint}"))
+    elif maps["performance"].unit == "%" and performance.max() <= 0.01:  # 0.85 read as 0.85 %
+        row, spec = performance.idxmax(), maps["performance"]
+        errors.append((row, f"{_where(name, row, spec.column)}: {_text(frame[spec.column])[row]} is the largest "
+                            f"value, as a percentage at most 1 %: fractions? map it as {spec.column} without :%"))
     for spec in maps.values():
         kind = FIELDS[spec.field]
         bad = kind.cost & (pd.to_numeric(runs[kind.column], errors="coerce") < 0)

@@ -464,6 +464,17 @@ def test_a_performance_in_percent_gets_a_hint(tmp_path, capsys):
     assert "performance 87.5 is outside [0, 1] (a percentage? map it as COLUMN:%)" in capsys.readouterr().err
 
 
+def test_fractions_mapped_as_percent_are_refused(tmp_path, capsys):
+    """0.85 with :% was stored as 0.0085 and scored."""
+    path = tmp_path / "r.csv"
+    path.write_text("name,acc\na,0.85\nb,0.9\n")
+    assert run("import", path, "--db", tmp_path / "d.duckdb", "--map", "model=name",
+               "--map", "performance=acc:%", "--experiment-name", "x") == 2
+    assert capsys.readouterr().err.strip() == (f"pepr: {path}, row 3, column acc: 0.9 is the largest value, as a "
+                                               "percentage at most 1 %: fractions? map it as acc without :%")
+    assert not (tmp_path / "d.duckdb").exists()
+
+
 def test_experiment_is_one_name_or_one_column(tmp_path, capsys):
     path = tmp_path / "r.csv"
     write(pd.DataFrame(TABLE), path)
