@@ -197,6 +197,13 @@ def _score(args) -> int:
     runs, device = attach_where_weighted(store, runs, weights, args.bench_device)
     if device:
         print(f"inference cost measured on: {device}", file=sys.stderr)
+    finished = runs[runs["status"] == "ok"]
+    columns = {name: REGISTRY[name].column for name, weight in weights.items() if weight > 0}
+    unmeasured = [name for name, column in columns.items()
+                  if column in finished and len(finished) and finished[column].isna().all()]
+    if unmeasured:
+        scope = f"experiment {', '.join(args.experiment)}" if args.experiment else args.db
+        raise PeprError(f"--weights: {', '.join(unmeasured)} measured in no run of {scope}; weight what was measured")
     result = score(runs, weights, args.normalization, args.alpha)
     bench_columns = [REGISTRY[name].column for name in result.weights if REGISTRY[name].benchmarked]
     bench_columns += ["bench_image_size"] if bench_columns else []

@@ -73,6 +73,13 @@ def test_score_json_with_weights_alpha_and_normalization(db):
     assert set(rows["cheap"]) == {"experiment", "model", "performance", "R_energy", "R_co2", "pepr", "rank", "run_id"}
 
 
+def test_a_weight_on_what_no_run_measured_is_refused(db):
+    """44 lines of 'gpu_memory not measured' and 'no runs to score' said it less plainly."""
+    result = pepr("score", "--db", db, "--experiment", "a", "--weights", "energy=1,gpu_memory=1")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == "pepr: --weights: gpu_memory measured in no run of experiment a; weight what was measured\n"
+
+
 def test_score_csv(db):
     result = pepr("score", "--db", db, "--format", "csv", "--weights", "co2=1")
     assert result.returncode == 0
