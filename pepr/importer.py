@@ -421,6 +421,9 @@ def convert(
         runs[FIELDS[spec.field].column] = _convert_column(frame[spec.column], spec, table.name, errors, table.decimal_comma)
     if experiment is not None:
         runs["experiment"] = experiment.strip()
+    parts = [f"energy_{part}" for part in ENERGY_PARTS]
+    if "energy" not in fields and emissions is None and all(part in fields for part in parts):
+        runs["energy_kwh"] = sum(runs[FIELDS[part].column] for part in parts)  # missing if a part is
 
     matched = None
     if emissions is not None:

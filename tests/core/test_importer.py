@@ -464,6 +464,19 @@ def test_a_performance_in_percent_gets_a_hint(tmp_path, capsys):
     assert "performance 87.5 is outside [0, 1] (a percentage? map it as COLUMN:%)" in capsys.readouterr().err
 
 
+def test_energy_given_as_its_three_parts_is_their_sum(tmp_path):
+    """Mapped as parts alone, every run was then excluded as 'energy not measured'."""
+    path = tmp_path / "r.csv"
+    path.write_text("name,acc,cpu,gpu,ram\na,0.8,1,2,0.5\nb,0.9,1,,0.5\n")
+    maps = [ColumnMap("model", "name"), ColumnMap("performance", "acc"), ColumnMap("energy_cpu", "cpu"),
+            ColumnMap("energy_gpu", "gpu"), ColumnMap("energy_ram", "ram")]
+    runs = convert(read_table(path), maps, experiment="x").runs
+    assert runs["energy_kwh"].tolist()[0] == 3.5 and pd.isna(runs["energy_kwh"][1])  # b's GPU part is missing
+    assert runs["energy_cpu_method"].tolist()[0] == "imported"
+    some = convert(read_table(path), [m for m in maps if m.field != "energy_gpu"], experiment="x").runs
+    assert "energy_kwh" not in some  # two parts are not the total: not measured
+
+
 def test_fractions_mapped_as_percent_are_refused(tmp_path, capsys):
     """0.85 with :% was stored as 0.0085 and scored."""
     path = tmp_path / "r.csv"
