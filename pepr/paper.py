@@ -256,22 +256,28 @@ def parse_csv(data: bytes, name: str, required: list[str]) -> pd.DataFrame:
     try:
         text = data.decode("utf-8-sig")
         delimiter = _csv_delimiter(text)
-        rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
+        reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+        rows, lines, end = [], [], 0
+        for row in reader:  # blank lines are skipped, but counted: rows are named by their line
+            start, end = end + 1, reader.line_num
+            if row:
+                rows.append(row)
+                lines.append(start)
     except (UnicodeDecodeError, csv.Error) as error:
         raise PeprError(f"{name}: not a readable CSV file ({error})") from None
-    rows = [row for row in rows if row]
     if not rows:
         raise PeprError(f"{name}: empty file")
     header = [column.strip() for column in rows[0]]
     missing = [column for column in required if column not in header]
     if missing:
         raise PeprError(f"{name}: missing column(s): {', '.join(missing)}")
-    for line, row in enumerate(rows[1:], start=2):
+    for line, row in zip(lines[1:], rows[1:]):
         if len(row) != len(header):
             raise PeprError(f"{name}, row {line}: {len(row)} fields, the header has {len(header)}")
     if len(rows) == 1:
         raise PeprError(f"{name}: no rows below the header")
-    table = pd.DataFrame(rows[1:], columns=header)
+    # Labelled as the lines below a header on line 1 would be: row = label + 2.
+    table = pd.DataFrame(rows[1:], columns=header, index=[line - 2 for line in lines[1:]])
     table.attrs["delimiter"] = delimiter
     return table
 

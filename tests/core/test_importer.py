@@ -464,6 +464,16 @@ def test_a_performance_in_percent_gets_a_hint(tmp_path, capsys):
     assert "performance 87.5 is outside [0, 1] (a percentage? map it as COLUMN:%)" in capsys.readouterr().err
 
 
+def test_rows_are_named_by_their_line_blank_lines_and_quoted_newlines_counted(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text('name,acc,energy\n\na,0.8,1\n"b, the\nsecond",0.9,2\n\nc,0.7,abc\n')
+    result = convert(read_table(path), [ColumnMap("model", "name"), ColumnMap("performance", "acc"),
+                                        ColumnMap("energy", "energy")], experiment="x")
+    # Lines 2 and 6 are blank, and the record on line 4 runs on to line 5.
+    assert result.errors == [f"{path}, row 4, column name: control character U+000A in 'b, the\\nsecond'",
+                             f"{path}, row 7, column energy: not a number: 'abc'"]
+
+
 def test_energy_given_as_its_three_parts_is_their_sum(tmp_path):
     """Mapped as parts alone, every run was then excluded as 'energy not measured'."""
     path = tmp_path / "r.csv"
