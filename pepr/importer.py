@@ -177,11 +177,19 @@ def parse_table(data: bytes, name: str, fmt: str) -> Table:
 
 
 def _parse_json_lines(data: bytes, name: str) -> pd.DataFrame:
-    """One JSON object a line; nested objects become `outer.inner` columns."""
+    """One JSON object a line, or one JSON array of objects (as `to_json(orient="records")`
+    writes; row N is its Nth object); nested objects become `outer.inner` columns."""
     try:
-        lines = data.decode("utf-8-sig").splitlines()
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise PeprError(f"{name}: not UTF-8 text ({error})") from None
+    if text.lstrip().startswith("["):
+        try:
+            lines = [json.dumps(record) for record in json.loads(text)]
+        except json.JSONDecodeError as error:
+            raise PeprError(f"{name}: not JSON ({error.msg}, line {error.lineno})") from None
+    else:
+        lines = text.splitlines()
     records, numbers = [], []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -291,7 +299,14 @@ def _numbers(text: pd.Series, column: str, name: str, errors: list, decimal_comm
     bad = ~missing & ~np.isfinite(values)
     if bad.any():
         row = bad.idxmax()
-        hint = " (decimal commas are read in ';'-separated files only)" if DECIMAL_COMMA.fullmatch(text[row]) else ""
+        hint = ""
+        if re.fullmatch(r"[-+]?[1-9]\d{0,2}(,\d{3})+(\.\d+)?", text[row]):
+            hint = (" (a thousands separator? write numbers without one; decimal commas are read"
+                    " in ';'-separated files only)")
+        elif DECIMAL_COMMA.fullmatch(text[row]):
+            hint = " (decimal commas are read in ';'-separated files only)"
+        elif text[row].strip().lower() in ("na", "n/a", "nan", "null", "none", "-"):
+            hint = " (leave the cell empty: an empty cell is not measured)"
         errors.append((row, f"{_where(name, row, column)}: not a number: {text[row]!r}{hint}"))
     return values.where(~bad)
 

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from pepr.cli import main
+from pepr.errors import PeprError
 from pepr.importer import ColumnMap, convert, parse_table, preview, read_table
 from pepr.store import RunStore
 
@@ -339,12 +340,17 @@ def test_semicolon_and_tab_separated_files_read_as_their_spreadsheet_meant(conte
     assert result.runs["performance"].tolist() == [0.5, 0.75] and result.runs["energy_kwh"].tolist() == energy
 
 
-def test_a_decimal_comma_in_a_comma_separated_file_is_refused_with_a_hint(tmp_path):
+@pytest.mark.parametrize("cell, hint", [
+    ('"0,5"', "decimal commas are read in ';'-separated files only"),
+    ('"1,234"', "a thousands separator? write numbers without one; decimal commas are read in ';'-separated files only"),
+    ("NA", "leave the cell empty: an empty cell is not measured"),
+])
+def test_a_number_written_otherwise_is_refused_with_a_hint(cell, hint, tmp_path):
     path = tmp_path / "r.csv"
-    path.write_text('model,acc\nm1,"0,5"\n')
-    result = convert(read_table(path), [ColumnMap("model", "model"), ColumnMap("performance", "acc")], experiment="x")
-    assert result.errors == [f"{path}, row 2, column acc: not a number: '0,5' (decimal commas are read in "
-                             "';'-separated files only)"]
+    path.write_text(f"model,acc,energy\nm1,0.5,{cell}\n")
+    result = convert(read_table(path), [ColumnMap("model", "model"), ColumnMap("performance", "acc"),
+                                        ColumnMap("energy", "energy")], experiment="x")
+    assert result.errors == [f"{path}, row 2, column energy: not a number: {cell.strip(chr(34))!r} ({hint})"]
 
 
 def test_a_semicolon_column_mixing_decimal_commas_and_points_is_refused(tmp_path):
@@ -539,6 +545,21 @@ def test_unreadable_files(name, data, message, tmp_path, capsys):
     assert not (tmp_path / "d.duckdb").exists()
 
 
+def test_a_json_array_of_records_reads_as_json_lines_do(tmp_path):
+    """`to_json(orient="records")` writes an array: it was refused as 'row 1: not JSON'."""
+    path = tmp_path / "runs.json"
+    pd.DataFrame(TABLE).to_json(path, orient="records")
+    lines = tmp_path / "runs.jsonl"
+    write(pd.DataFrame(TABLE), lines)
+    maps = [ColumnMap("model", "name"), ColumnMap("performance", "acc_pct", "%"), ColumnMap("energy", "e_Wh", "Wh")]
+    array, each = (convert(read_table(p), maps, experiment="x") for p in (path, lines))
+    assert array.errors == [] and array.runs.drop(columns=["run_id", "job_key", "config", "provenance"]).equals(
+        each.runs.drop(columns=["run_id", "job_key", "config", "provenance"]))
+    path.write_text('[{"name": "a"}, 3]')
+    with pytest.raises(PeprError, match=r"runs.json, row 2: not a JSON object"):
+        read_table(path)
+
+
 def test_jsonl_nested_keys_become_dotted_columns():
     table = parse_table(b'{"config": {"model": "m1"}, "summary": {"acc": 0.5}}\n', "w.jsonl", "jsonl")
     result = convert(table, [ColumnMap("model", "config.model"), ColumnMap("performance", "summary.acc")], experiment="x")
@@ -555,7 +576,7 @@ def test_preview_shows_first_rows_and_every_problem_before_writing(tmp_path):
     shown = preview(table, maps, rows=1, experiment="x")
     assert shown.count == 2 and len(shown.runs) == 1 and shown.runs["performance"][0] == 0.875
     assert shown.errors == ["up.csv, row 2, column c_g: co2 -1 is negative",
-                            "up.csv, row 3, column e_Wh: not a number: 'n/a'"]
+                            "up.csv, row 3, column e_Wh: not a number: 'n/a' (leave the cell empty: an empty cell is not measured)"]
     broken = preview(table, [ColumnMap("model", "nope")], experiment="x")
     assert broken.count == 0 and "no column 'nope'" in broken.errors[0]
 
