@@ -135,9 +135,11 @@ def from_query(
     dbs: Sequence[str] = (),
     countries: Sequence[str] = (),
     devices: Sequence[str] = (),
+    best_val: bool = True,
 ) -> tuple[Controls, list[str]]:
-    """Controls from query parameters, each value checked against what the data offers, and
-    one line per value that was ignored (shown to the user)."""
+    """Controls from query parameters, each value checked against what the data offers (the
+    best-validation performance where `best_val`), and one line per value that was ignored
+    (shown to the user)."""
     ignored: list[str] = []
 
     def many(key: str) -> list[str]:
@@ -189,7 +191,7 @@ def from_query(
         db=pick("db", dbs, dbs[0] if dbs else "") if dbs else "",
         experiments=picked,
         metric=pick("m", metrics, metrics[0] if metrics else None),
-        performance=pick("p", list(PERFORMANCE), "final"),
+        performance=pick("p", list(PERFORMANCE) if best_val else ["final"], "final"),
         weights=dict(DEFAULT_WEIGHTS) if weights is None else weights,
         normalization=pick("n", list(NORMALIZATION_LABELS), "minmax"),
         alpha=num("a", 1.0, MAX_ALPHA, 1.0),

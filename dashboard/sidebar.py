@@ -66,7 +66,7 @@ def seed(offer: Offer, dbs: list[str]) -> list[str]:
     first = "_seeded" not in state
     params = {key: st.query_params.get_all(key) for key in st.query_params} if first else {}
     start, ignored = from_query(params, offer.experiments, offer.metrics, offer.default, dbs, list(carbon.countries()),
-                                 offer.devices)
+                                 offer.devices, offer.best_val)
     for dataset, experiments in offer.groups.items():
         state[f"c_x:{dataset}"] = [e for e in start.experiments if e in experiments]
     state["c_m"] = start.metric

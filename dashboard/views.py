@@ -190,6 +190,12 @@ def build_view(
     notes = list(notes or [])
     table = runs
     if controls.metric is not None:
+        other = runs[runs["experiment"].isin(controls.experiments) & (runs["status"] == "ok")
+                     & (runs["metric"] != controls.metric)]  # a NULL metric too
+        if len(other):
+            metrics = ", ".join(sorted(other["metric"].fillna("none recorded").astype(str).unique()))
+            notes.append(f"{len(other)} run(s) of {', '.join(sorted(other['experiment'].astype(str).unique()))} "
+                         f"measured by another metric ({metrics}), not {controls.metric}, the performance metric chosen.")
         table = table[table["metric"] == controls.metric]
     if controls.performance == "bestval":
         table = with_best_validation(table, epochs)

@@ -46,7 +46,7 @@ def view_of(runs, epochs=EPOCHS, **choices) -> views.View:
     normalization=st.sampled_from(["minmax", "max"]),
     alpha=st.sampled_from([1.0, 2.5, 100.0]),
     intensity=st.sampled_from(["", "FRA", "350"]),
-    threshold=st.sampled_from([None, 0.0, 24.6]),
+    threshold=st.sampled_from([None, 0.001, 24.6]),
     caps=st.dictionaries(st.sampled_from(["energy", "gpu_memory", "co2"]), st.sampled_from([3e-05, 4.0, 0.1])),
     runs=st.lists(st.sampled_from(["r1", "r2", "r3"]), unique=True),
     pages=st.tuples(st.sampled_from([100, 2000]), st.sampled_from([2.0, 200.0]), st.sampled_from(["model_type", "efficient"])),
@@ -64,6 +64,20 @@ def test_every_choice_round_trips_through_the_link(experiments, weights, normali
     assert ignored == []
     positive = {k: v for k, v in weights.items() if v > 0}
     assert back == Controls(**{**controls.__dict__, "weights": positive})
+
+
+def test_best_validation_from_a_link_needs_validation_epochs():
+    """The control is not drawn without them, so a link's p=bestval left every page empty."""
+    controls, ignored = from_query({"p": "bestval"}, EXPERIMENTS, ["accuracy"], ("a",), best_val=False)
+    assert controls.performance == "final" and ignored == ["p: 'bestval' is not one of final"]
+
+
+def test_runs_of_another_metric_are_said_to_be_left_out():
+    mixed = frame([{"experiment": "a", "model": "m1", "performance": 0.9, "energy_kwh": 1.0},
+                   {"experiment": "b", "model": "m2", "performance": 0.8, "energy_kwh": 1.0, "metric": "auc"}])
+    view = view_of(mixed)  # the metric chosen: accuracy
+    assert list(view.models["model"]) == ["m1"]
+    assert view.notes == ["1 run(s) of b measured by another metric (auc), not accuracy, the performance metric chosen."]
 
 
 def test_default_choices_make_an_empty_link():
