@@ -7,6 +7,7 @@ import streamlit as st
 from dashboard import charts, views
 from dashboard.app_pages import ready, scoreable
 from dashboard.controls import AXES
+from dashboard.text import plain
 from dashboard.views import View
 from pepr.resources import RESOURCES, typical_unit
 
@@ -30,6 +31,9 @@ def page(view: View | None, problem: str | None, source) -> None:
     if epochs.empty:
         st.info("These runs have no per-epoch records.")
         return
+    without = [labels[run] for run in chosen if run not in set(epochs["run_id"])]
+    if without:
+        st.caption(f"Not drawn, no per-epoch records: {plain(', '.join(without))}.")
     axes = [axis for axis in AXES if axis in epochs and epochs[axis].notna().any()]
     if st.session_state.get("k_x") not in axes:
         st.session_state["k_x"] = st.session_state["_k_x_auto"] = axes[0]

@@ -318,6 +318,15 @@ def test_curves_offer_recorded_axes_mark_the_peak_and_follow_the_database(app, c
     assert list(at.dataframe[-1].value["run"]) == ["m1 · exp · seed 4"]
 
 
+def test_curves_name_the_chosen_runs_they_cannot_draw(app, db, rows):
+    run, _ = rows
+    path = db([run("p1", "m1"), run("p2", "m2")], pd.DataFrame({"run_id": "p1", "epoch": [1, 2], "test_metric": [0.5, 0.6]}))
+    at = goto(app(path).run(), "curves")
+    assert sorted(at.multiselect(key="k_runs").value) == ["p1", "p2"]
+    assert "Not drawn, no per-epoch records: m2 · exp." in [unescape(c) for c in texts(at, "caption")]
+    assert list(at.dataframe[-1].value["run"]) == ["m1 · exp"]
+
+
 def upload(at, name: str, content: bytes):
     at.get("file_uploader")[0].set_value((name, content, "text/csv")).run()
     at.button(key="d_import").click().run()
