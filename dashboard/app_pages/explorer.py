@@ -128,5 +128,8 @@ def ranking(view: View) -> None:
 
 
 def _times(ratio: float, label: str) -> str:
-    """`3.1× less energy` (or `2× more` where the top-PePR model uses more)."""
-    return f"{ratio:.2g}× less {label}" if ratio >= 1 else f"{1 / ratio:.2g}× more {label}"
+    """`3.1× less energy` (or `2× more` where the top-PePR model uses more, `about as much`
+    within 5%, which read `1× less`)."""
+    if abs(ratio - 1) < 0.05:
+        return f"about as much {label}"
+    return f"{ratio:.2g}× less {label}" if ratio > 1 else f"{1 / ratio:.2g}× more {label}"

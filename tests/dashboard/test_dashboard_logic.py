@@ -506,3 +506,11 @@ def test_a_cap_on_a_resource_measured_for_no_model_excludes_nothing():
     assert list(feasible["model"]) == ["a", "b"] and excluded.empty
     feasible, excluded = views.budget(models, {"energy": 1.0}, units)
     assert list(feasible["model"]) == ["a"] and list(excluded["reason"]) == ["Training energy: not measured"]
+
+
+@pytest.mark.parametrize("ratio, said", [(16.0, "16× less energy"), (1.02, "about as much energy"),
+                                         (0.97, "about as much energy"), (0.5, "2× more energy")])
+def test_the_headline_says_how_much_less_or_more_the_top_model_uses(ratio, said):
+    from dashboard.app_pages.explorer import _times
+
+    assert _times(ratio, "energy") == said  # 1.02 read "1× less energy"
