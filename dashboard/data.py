@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
@@ -54,7 +56,7 @@ def refresh() -> None:
 def load(path, read=runs) -> tuple[pd.DataFrame | None, str | None]:
     """All runs (through `read`), or the hard state that prevents reading them, said without
     naming anything on the server but the file chosen."""
-    if not RunStore(path).exists():
+    if not Path(path).exists():  # a folder of that name is said below
         return None, (
             "This database file does not exist (yet). Run the agent to record runs, or import "
             "the paper's published results on the **Data** page."
@@ -66,8 +68,8 @@ def load(path, read=runs) -> tuple[pd.DataFrame | None, str | None]:
     except StoreError as error:
         reason = without_path(error, path).split(": ", 1)[-1]
         if "not a valid DuckDB database" in reason:
-            reason = "it is not a DuckDB database file"
-        return None, f"Cannot read this database: {reason.rstrip('.!')}."
+            reason = "not a DuckDB database file"
+        return None, f"Cannot read this database ({reason.rstrip('.!')})."
     if found.empty:
         return None, "This database holds no runs yet. Start the agent, or import the paper's results on the **Data** page."
     return found, None

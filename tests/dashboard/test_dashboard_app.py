@@ -244,7 +244,8 @@ def test_unmeasured_resource_is_named_not_fatal(app, db, rows):
     [
         ("missing", "does not exist (yet)"),
         ("empty", "holds no runs"),
-        ("not duckdb", "Cannot read this database"),
+        ("not duckdb", "Cannot read this database (exists but is not a DuckDB database file)."),
+        ("a folder", "Cannot read this database (a folder, not a database file)."),
         ("only failed", "No scoreable runs"),
         ("single model", "Only one model in exp"),
     ],
@@ -256,6 +257,8 @@ def test_hard_states_show_a_message(app, db, rows, tmp_path, state, message):
         RunStore(path).ensure()
     elif state == "not duckdb":
         path.write_text("model,energy\nresnet,1\n")
+    elif state == "a folder":
+        path.mkdir()
     elif state == "only failed":
         path = db([row for row in crafted if row["status"] != "ok"])
     elif state == "single model":
