@@ -34,7 +34,7 @@ MEASURED = {
     "power-gadget": "measured: Intel Power Gadget",
     "powermetrics": "measured: Apple powermetrics",
     "pmic": "measured: the board's power chip",
-    "imported": "imported total: how it was measured is not recorded",
+    "imported": "part of an imported total: how it was measured, and its own share, are not recorded",
     "none": "no such part",
 }
 NORMALIZATION_TEXT = {
@@ -179,7 +179,7 @@ def _compared(runs, table, excluded, experiment, weights, normalization, alpha, 
         "",
         f"- Experiment {markdown_code(experiment)}" + (f" in {markdown_code(source)}" if source else "")
         + f": {table['model'].nunique()} "
-        f"model(s) in {len(table)} scored run(s); dataset: {datasets}; performance: {metrics} "
+        f"model(s) in {len(table)} scored run(s); dataset: {datasets}; performance metric: {metrics} "
         f"(from {table['performance'].min():.4f} to {table['performance'].max():.4f}).",
         f"- Score: {_variant(weights)}, PePR = alpha P / (alpha + sum_i w_i R_i) with alpha = {alpha:g}; "
         f"normalisation: {NORMALIZATION_TEXT[normalization]}.",
@@ -264,7 +264,7 @@ def _top(table: pd.DataFrame, weights) -> str:
     by_performance = table.sort_values(["performance", "rank"], ascending=[False, True]).head(TOP)
     return "\n".join([
         "## Top models", "", "By PePR (rank 1 is the best trade-off):", "", _md_table(header, rows(table.head(TOP))),
-        "", "By performance alone:", "", _md_table(header, rows(by_performance)),
+        "", "By performance alone (the rank is still by PePR):", "", _md_table(header, rows(by_performance)),
     ])
 
 
@@ -289,10 +289,9 @@ def _savings(table: pd.DataFrame) -> str:
         if pd.isna(chosen) or pd.isna(other) or other <= 0 or chosen == other:
             continue
         change = 1 - chosen / other
-        verb = "saves" if change >= 0 else "costs"
-        amount = _amount(name, abs(other - chosen))
+        share = f"saves {change * 100:.1f}% of" if change >= 0 else f"costs {-change * 100:.1f}% more"
         lines.append(
-            f"- {verb} {abs(change) * 100:.1f}% of {_lower(resource.label)}: {amount} "
+            f"- {share} {_lower(resource.label)}: {_amount(name, abs(other - chosen))} "
             f"({_amount(name, chosen)} instead of {_amount(name, other)})"
         )
     return "\n".join(lines)

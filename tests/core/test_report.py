@@ -40,7 +40,7 @@ def db(tmp_path_factory):
     ).assign(
         job_key=lambda f: f["run_id"], experiment="exp", source="agent", status="ok", country="DNK",
         carbon_intensity=200.0, device="NVIDIA A100", energy_tool="codecarbon", dataset="derma",
-        metric="test_accuracy", train_time_s=[60.0, 300.0, 120.0, 180.0],
+        metric="test_accuracy", train_time_s=[60.0, 300.0, 120.0, 180.0], gpu_mem_reserved_gb=[8.0, 4.0, 2.0, 2.0],
     )
     frame.loc[3, ["source", "provenance", "energy_tool"]] = ["import", "imported from mine.csv (SHA-256 abc)", None]
     failed = dict(run_id="r5", job_key="r5", model="crashed", experiment="exp", source="agent", status="failed",
@@ -122,6 +122,8 @@ def test_markdown_states_cost_measurement_and_savings(report):
     assert "gives up 0.1000 of performance (10.00 points)" in text
     assert "saves 80.0% of training energy: 8 Wh (2 Wh instead of 10 Wh)" in text
     assert "saves 80.0% of training time: 4 min (1 min instead of 5 min)" in text
+    assert "costs 100.0% more GPU memory (reserved peak): 4 GB (8 GB instead of 4 GB)" in text  # not "100% of"
+    assert "By performance alone (the rank is still by PePR):" in text and "performance metric: test\\_accuracy" in text
 
 
 def test_names_from_data_stay_text(report):
