@@ -15,6 +15,7 @@ import shlex
 import site
 import subprocess
 import sys
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -192,6 +193,19 @@ class SubmitError(PeprError):
     exit_code = 1
 
 
+def queued(scripts: Sequence[Path]) -> list[str]:
+    """The ids of this user's jobs in the Slurm queue that run one of `scripts` (none where
+    squeue cannot say)."""
+    try:
+        listed = subprocess.run(["squeue", "--me", "--noheader", "--format=%i %o"], capture_output=True,
+                                text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    wanted = {str(script) for script in scripts}
+    rows = [line.split(" ", 1) for line in listed.stdout.splitlines()] if listed.returncode == 0 else []
+    return [row[0] for row in rows if len(row) == 2 and row[1].strip() in wanted]
+
+
 def _sbatch(*argv: str) -> str:
     """Submit; returns the job id."""
     try:
@@ -242,6 +256,10 @@ def command(args, argv: list[str]) -> int:
         else:
             print(f"  sbatch {shlex.quote(str(merge_path))}   # every task is done; merge only")
         return 0
+    waiting = queued((array_path, merge_path))
+    if waiting:  # its tasks would find their jobs held, and wait in the queue to do nothing
+        raise SubmitError(f"job(s) {', '.join(waiting)} of this sweep are still in the queue; wait for them "
+                          "(squeue --me), or scancel them, then submit again")
     if todo:
         array_id = _sbatch(*array, str(array_path))
         merge_id = _sbatch(f"--dependency=afterany:{array_id}", str(merge_path))

@@ -185,6 +185,10 @@ def test_a_sweep_on_slurm_leaves_every_job_ok_once_in_the_database(slurm, cli, t
     assert submitted.returncode == 0, submitted.stderr
     ids = re.search(r"submitted job array (\d+) \(tasks 0-1\) and merge job (\d+)", submitted.stdout)
     assert ids, submitted.stdout
+    # The merge job waits for the array, so it is in the queue now: submitting again is refused.
+    twice = subprocess.run(command, cwd=ROOT, env=slurm, capture_output=True, text=True, timeout=300)
+    waiting = re.search(r"job\(s\) (.*) of this sweep are still in the queue", twice.stderr)
+    assert twice.returncode == 1 and waiting and ids[2] in waiting[1].split(", "), twice.stderr
     deadline = time.monotonic() + 300
     while True:  # until both jobs have left the queue
         queue = subprocess.run(["squeue", "-h", "-j", ",".join(ids.groups())], env=slurm,
