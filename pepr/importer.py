@@ -427,7 +427,7 @@ def convert(
         raise PeprError(f"{table.name}: the experiment name is empty")
     missing = [name for name in REQUIRED if name not in fields]
     if missing:
-        raise PeprError(f"{table.name}: nothing mapped to {', '.join(missing)} (--map {missing[0]}=COLUMN)")
+        raise PeprError(f"{table.name}: nothing mapped to {', '.join(missing)}, which every run needs: map each to a column")
 
     frame = table.frame
     errors: list[tuple[int, str]] = []
