@@ -7,6 +7,7 @@ import math
 import os
 import re
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 try:
@@ -299,6 +300,7 @@ def make_writable(store, db) -> None:
 
 
 def run(args) -> int:
+    asked_at = datetime.now(timezone.utc).replace(tzinfo=None)  # as agent.sweep.now(), before its imports
     from agent.measure import check_country
 
     from agent.plan import check_protocol
@@ -352,7 +354,7 @@ def run(args) -> int:
         make_writable(store, args.db)
         counts = run_sweep(jobs, store, device=device, data_dir=args.data_dir, country=country,
                            carbon_intensity=args.carbon_intensity, log=log, quiet=args.quiet,
-                           done_elsewhere=done_elsewhere)
+                           done_elsewhere=done_elsewhere, asked_at=asked_at)
     except Interrupted as stop:
         print(f"pepr-agent: {stop}; the current job is recorded 'interrupted'", file=sys.stderr)
         return 128 + stop.signum

@@ -226,11 +226,14 @@ def run_sweep(
     log: TextIO = sys.stdout,
     quiet: bool = False,
     done_elsewhere: Set[str] = frozenset(),
+    asked_at: datetime | None = None,
 ) -> dict[str, int]:
     """Run the jobs not yet ok (in `store`, or by key in `done_elsewhere`) and not held by
-    another live agent; returns counts by outcome (skipped: already done, held: another agent
-    trains it). Raises Interrupted on a signal."""
-    started = now()
+    another live agent, nor tried by one since `asked_at` (default now: when the sweep was
+    asked for, before its imports, so agents started together try a failing job once);
+    returns counts by outcome (skipped: already done, held: another agent trains it). Raises
+    Interrupted on a signal."""
+    started = asked_at or now()
     writing = threading.Lock()  # the heartbeat thread and this one write in turn
     store.release_abandoned(owner_gone)
     done = store.ok_job_keys() | done_elsewhere

@@ -207,3 +207,24 @@ def test_a_finished_run_waits_out_a_locked_database(tmp_path, monkeypatch):
     writer.join(60)
     assert not writer.is_alive()
     assert RunStore(path).runs()["run_id"].tolist() == ["r1"]
+
+
+def test_a_job_another_agent_failed_since_this_sweep_was_asked_for_is_not_tried_again(tmp_path, tiny_npz):
+    """Two agents started together both trained a failing job: the sweep's clock began after
+    its imports, seconds after the other agent's attempt had begun."""
+    import io
+
+    from agent.plan import expand
+    from agent.sweep import run_sweep
+    from agent.train import resolve_device
+
+    (job,) = expand(["test_resnet"], [str(tiny_npz)], [False], [1.0], [0], epochs=1, batch_size=8,
+                    learning_rate=1e-3, image_size=16, amp="off")
+    asked = now()
+    store = RunStore(tmp_path / "runs.duckdb")
+    store.record_run(dict(run_id="theirs", job_key=job.key, experiment=job.experiment, model=job.model,
+                          source="agent", status="failed", error="out of memory", started_at=now()))
+    counts = run_sweep([job], store, device=resolve_device("cpu"), data_dir=str(tmp_path), country="DNK",
+                       log=io.StringIO(), quiet=True, asked_at=asked)
+    assert counts == {"skipped": 1, "ok": 0, "failed": 0, "held": 0}
+    assert store.runs()["run_id"].tolist() == ["theirs"]
