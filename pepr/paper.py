@@ -127,8 +127,8 @@ def load_paper_results(data: bytes, name: str) -> tuple[pd.DataFrame, pd.DataFra
     labels = table["dataset"]
     known = [EXPERIMENTS.get(label, (None, None, None)) for label in labels]
     dataset, pretrained, fraction = (list(part) for part in zip(*known))
-    split_size = pd.Series(dataset, dtype=object).map(TRAIN_SPLIT_SIZES).astype(float)
-    train_fraction = pd.Series(fraction, dtype=float)
+    split_size = pd.Series(dataset, index=table.index, dtype=object).map(TRAIN_SPLIT_SIZES).astype(float)
+    train_fraction = pd.Series(fraction, index=table.index, dtype=float)  # labelled by line, as the table
     energy, co2_g = numbers["energy"], numbers["co2"]
     run_ids = "paper-" + labels + "-" + table["model"]
     runs = pd.DataFrame(
@@ -137,7 +137,7 @@ def load_paper_results(data: bytes, name: str) -> tuple[pd.DataFrame, pd.DataFra
             "job_key": [job_key({"source": "paper", "run": run_id}) for run_id in run_ids],
             "experiment": labels,
             "dataset": dataset,
-            "pretrained": pd.Series(pretrained, dtype="boolean"),
+            "pretrained": pd.Series(pretrained, index=table.index, dtype="boolean"),
             "train_fraction": train_fraction,
             "train_size": (split_size * train_fraction).round().astype("Int64"),
             "model": table["model"],

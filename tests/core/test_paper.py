@@ -118,6 +118,17 @@ HEADER = (
 GOOD_ROW = "net_a,1000,1.5,1.2,0.02,1.6,10.0,0.5," + ",".join(["0.5"] * 10) + ",CNN,1,derma_pt\n"
 
 
+def test_blank_lines_are_skipped_and_rows_keep_their_line(tmp_path):
+    """Rows named by their line left gaps in the table's labels, which crashed the import."""
+    db = tmp_path / "runs.duckdb"
+    text = HEADER + GOOD_ROW + "\n" + GOOD_ROW.replace("net_a", "net_b").replace(",0.02,", ",0.03,")
+    assert import_paper(text.encode(), db, name="blank.csv") == (2, 0, 0)
+    runs = RunStore(db).runs().set_index("model")
+    assert runs.loc["net_b", "train_size"] == runs.loc["net_a", "train_size"] and bool(runs.loc["net_b", "pretrained"])
+    with pytest.raises(PeprError, match=r"blank\.csv, row 4, column energy: not a number: 'lots'"):
+        import_paper(text.replace(",0.03,", ",lots,").encode(), tmp_path / "other.duckdb", name="blank.csv")
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
