@@ -6,6 +6,7 @@ written until every row converts without a problem and the user presses the butt
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
@@ -80,11 +81,12 @@ def _mapping(table: Table, with_emissions: bool) -> list[ColumnMap]:
     return maps
 
 
-def import_panel(target_db_path: str) -> None:
+def import_panel(target_db_path: str, on_imported: Callable[[], None] | None = None) -> None:
     """Upload a results table (and optionally CodeCarbon's emissions.csv), map its columns,
-    check the converted rows and every problem, then import into `target_db_path`."""
+    check the converted rows and every problem, then import into `target_db_path` (and call
+    `on_imported`)."""
     st.caption(
-        "A table exported from W&B, MLflow or a spreadsheet: CSV, Parquet or JSON lines. Units are "
+        "A table exported from W&B, MLflow or a spreadsheet: CSV, Parquet or JSON (lines or an array). Units are "
         "converted exactly; rows without a run id get one from their content, so importing the same "
         "file again adds nothing."
     )
@@ -146,3 +148,5 @@ def import_panel(target_db_path: str) -> None:
         else:
             st.success(f"{plain(name)}: {imported}.")
             data.refresh()
+            if on_imported is not None:
+                on_imported()

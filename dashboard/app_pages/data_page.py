@@ -45,6 +45,9 @@ def target(prefix: str = "d") -> tuple[str, object]:
     found = {k: s for k, s in sources.sources().items() if s.writable}
     options = [NEW, *found]
     current = st.session_state.get("db")
+    chosen_after_import = st.session_state.pop(f"_{prefix}_target_next", None)
+    if chosen_after_import in options:  # the database an import just made: further imports go there
+        st.session_state[f"{prefix}_target"] = chosen_after_import
     if st.session_state.get(f"{prefix}_target") not in options:
         st.session_state[f"{prefix}_target"] = current if current in found else NEW
     choice = st.selectbox(
@@ -105,16 +108,18 @@ def own_results(view: View | None, problem: str | None, source) -> None:
     st.caption("A CSV, Parquet or JSON-lines table, with CodeCarbon's emissions.csv if you have it: "
                "map its columns, check the converted preview, then import (as `pepr import` does).")
     key, where = target("o")
-    if key == NEW:
-        if not str(where or "").strip():
-            st.info("Name the new database to import into.")
-            return
-        try:
-            where = sources.new_database(str(where))
-        except ValueError as error:
-            st.error(f"Import refused: {error}.")
-            return
-    import_panel(str(where))
+    if key != NEW:
+        import_panel(str(where))
+        return
+    if not str(where or "").strip():
+        st.info("Name the new database to import into.")
+        return
+    try:
+        where = sources.new_database(str(where))
+    except ValueError as error:
+        st.error(f"Import refused: {error}.")
+        return
+    import_panel(str(where), on_imported=lambda: st.session_state.update(_o_target_next=f"user:{where.stem}"))
 
 
 SECTIONS = [holdings, paper_import, own_results]

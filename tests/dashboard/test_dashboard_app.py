@@ -547,6 +547,13 @@ def test_data_page_imports_ones_own_table_into_a_user_database(app, user_dir):
     runs = RunStore(user_dir / "own.duckdb").runs().set_index("model")
     assert runs.loc["resnet18", "energy_kwh"] == 0.0125 and runs.loc["vit_tiny", "performance"] == 0.88
     assert {p: p.stat().st_mtime_ns for p in (ROOT / "results").glob("*.duckdb")} == shipped
+    # The next change goes to the database just made, upload and mapping kept: before, "own"
+    # was refused as a name already taken and the panel went away.
+    at.selectbox(key="ip_unit_energy").set_value("kWh").run()
+    assert at.selectbox(key="o_target").value == "user:own" and not at.error
+    at.checkbox(key="ip_replace").check().run()
+    at.button(key="ip_import").click().run()
+    assert RunStore(user_dir / "own.duckdb").runs().set_index("model").loc["resnet18", "energy_kwh"] == 12.5
 
 
 def test_explorer_offers_the_report_of_the_one_experiment_in_view(app):
