@@ -255,30 +255,32 @@ def carbon_effect(measured_runs: pd.DataFrame, weights: Mapping[str, float], cho
     """Say what the intensity choice changes (`measured_runs`: the runs in scope as measured):
     CO2 figures, totals and caps always; the ranking only where CO2 is weighted and the runs
     of an experiment emitted different CO2 per kWh (the intensity as measured, whether or not
-    it was recorded: one grid for all prices CO2 as energy)."""
+    it was recorded: one grid for all prices CO2 as energy), or some have only one of energy
+    and CO2 (one grid gives CO2 to the first, and takes it from the second)."""
     ok = measured_runs[measured_runs["status"] == "ok"]
+    lopsided = int((ok["co2_kg"].isna() != ok["energy_kwh"].isna()).sum())
     per_kwh = (ok["co2_kg"] * 1000.0 / ok["energy_kwh"]).replace([np.inf, -np.inf], np.nan)
     ok = ok.assign(per_kwh=per_kwh).dropna(subset=["per_kwh"])
-    spread = (float(ok["per_kwh"].min()), float(ok["per_kwh"].max())) if len(ok) else None
     span = ok.groupby("experiment")["per_kwh"].agg(lambda v: v.max() - v.min() > 1e-9 * v.abs().max())
-    varies = bool(span.any())
     if "co2" not in weights:
         text = "CO2 is not weighted: the grid changes the CO2 figures, totals and caps, not the ranking."
         return Carbon(chosen, text, False)
-    if not varies:
+    if not span.any() and not lopsided:
         text = (
             "Each experiment's runs emitted the same CO2 per kWh, so any single intensity "
             "scales every run's CO2 by the same factor: the ranking cannot change, only the CO2 "
             "figures, totals and caps do."
         )
         return Carbon(chosen, text, False)
-    low, high = spread
-    text = (
-        f"These runs' CO2 was measured at {low:.0f} to {high:.0f} g CO2eq/kWh of their energy (the grid "
-        "of each run, recorded or not): " + ("on one grid for all, CO2 ranks them as energy does." if chosen is not None
-                     else "choose one grid to compare them on equal terms.")
-    )
-    return Carbon(chosen, text, True)
+    measured_as = []
+    if span.any():
+        measured_as.append(f"These runs' CO2 was measured at {ok['per_kwh'].min():.0f} to {ok['per_kwh'].max():.0f} "
+                           "g CO2eq/kWh of their energy (the grid of each run, recorded or not)")
+    if lopsided:
+        measured_as.append(f"{lopsided} run(s) have only one of energy and CO2")
+    advice = ("on one grid for all, CO2 ranks them as energy does." if chosen is not None
+              else "choose one grid to compare them on equal terms.")
+    return Carbon(chosen, "; ".join(measured_as) + ": " + advice, True)
 
 
 def provenance(runs: pd.DataFrame) -> list[str]:

@@ -262,6 +262,15 @@ def test_co2_without_a_recorded_intensity_is_re_priced_as_it_was_measured():
     assert list(view_of(imported, weights={"co2": 1.0}, intensity="FRA").models["model"]) == ["A", "B", "C"]
 
 
+def test_a_run_with_energy_but_no_co2_can_enter_the_ranking_on_one_grid():
+    lopsided = frame([{"experiment": "e", "model": m, "performance": p, "energy_kwh": e, "co2_kg": c}
+                      for m, p, e, c in [("A", 0.9, 2.0, 0.2), ("B", 0.8, 3.0, 0.3), ("C", 0.95, 1.0, None)]])
+    measured = view_of(lopsided, weights={"co2": 1.0})
+    assert "C" not in set(measured.models["model"])  # no CO2 as measured
+    assert measured.carbon.changes_ranking and "1 run(s) have only one of energy and CO2" in measured.carbon.message
+    assert view_of(lopsided, weights={"co2": 1.0}, intensity="FRA").models["model"].iloc[0] == "C"
+
+
 def test_the_page_says_when_the_grid_cannot_change_the_ranking():
     constant = LIVE_GRID.assign(carbon_intensity=150.0, co2_kg=LIVE_GRID["energy_kwh"] * 0.15)
     a = view_of(constant, weights={"co2": 1.0}, intensity="FRA")
