@@ -16,8 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `streamlit run` 
 
 from dashboard import data, sidebar, sources  # noqa: E402
 from dashboard.app_pages import budget, comparisons, curves, data_page, explorer, runs, sensitivity  # noqa: E402
-from dashboard.controls import to_query  # noqa: E402
-from dashboard.views import build_view, measured  # noqa: E402
+from dashboard.controls import WEIGHTED, to_query  # noqa: E402
+from dashboard.views import build_view  # noqa: E402
+from pepr.score import measured  # noqa: E402
 
 PAGES = [  # (module, title, icon, url path)
     (explorer, "Explorer", ":material/insights:", "explorer"),
@@ -45,7 +46,7 @@ if source is not None:
         if linked.device:  # inference cost on the chosen deployment device, by model name
             all_runs = data.runs_on_device(path, linked.device)
         scope = all_runs[all_runs["experiment"].isin(linked.experiments)]
-        sidebar.draw(offered, measured(scope[scope["status"] == "ok"]))
+        sidebar.draw(offered, measured(scope[scope["status"] == "ok"], WEIGHTED))
         controls = sidebar.controls(offered)  # drawn widgets (the grid's) have values only now
         view = build_view(all_runs, epochs, controls, ignored, offered)
         query = to_query(controls, offered.metrics, offered.default, list(found), offered.devices)

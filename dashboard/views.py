@@ -20,6 +20,7 @@ from pepr.resources import COLUMNS, ENERGY_PARTS, RESOURCES, format_value, typic
 from pepr.score import (
     compare_groups,
     compare_paired,
+    measured,
     normalize_weights,
     pareto_front,
     pepr_curve,
@@ -203,7 +204,7 @@ def build_view(
     unpriced = table[table["experiment"].isin(controls.experiments)]
     priced = with_intensity(table, chosen_g)
     in_scope = priced[priced["experiment"].isin(controls.experiments)]
-    measured_here = measured(in_scope[in_scope["status"] == "ok"])
+    measured_here = measured(in_scope[in_scope["status"] == "ok"], WEIGHTED)
     weights = {k: v for k, v in controls.weights.items() if k in measured_here}
     unmeasured = [k for k, v in controls.weights.items() if v > 0 and k not in measured_here]
     alpha = controls.alpha
@@ -244,11 +245,6 @@ def build_view(
         provenance=provenance(in_scope),
         notes=notes,
     )
-
-
-def measured(runs: pd.DataFrame) -> set[str]:
-    """The weightable resources with at least one value among these runs."""
-    return {name for name in WEIGHTED if RESOURCES[name].column in runs and runs[RESOURCES[name].column].notna().any()}
 
 
 def carbon_effect(measured_runs: pd.DataFrame, weights: Mapping[str, float], chosen: float | None) -> Carbon:

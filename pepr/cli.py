@@ -17,7 +17,7 @@ from pepr.inference import attach_where_weighted
 from pepr.inference import summary as bench_summary
 from pepr.paper import PAPER_RESULTS_URL, import_paper
 from pepr.resources import RESOURCES as REGISTRY
-from pepr.score import NORMALIZATIONS, RESOURCES, check_alpha, parse_weights, score
+from pepr.score import NORMALIZATIONS, RESOURCES, check_alpha, measured, parse_weights, score
 from pepr.store import RunStore, merge
 
 FORMATS = ("table", "csv", "json")
@@ -198,9 +198,8 @@ def _score(args) -> int:
     if device:
         print(f"inference cost measured on: {device}", file=sys.stderr)
     finished = runs[runs["status"] == "ok"]
-    columns = {name: REGISTRY[name].column for name, weight in weights.items() if weight > 0}
-    unmeasured = [name for name, column in columns.items()
-                  if column in finished and len(finished) and finished[column].isna().all()]
+    recorded = [name for name, weight in weights.items() if weight > 0 and not REGISTRY[name].benchmarked]
+    unmeasured = sorted(set(recorded) - measured(finished, recorded)) if len(finished) else []
     if unmeasured:
         scope = f"experiment {', '.join(args.experiment)}" if args.experiment else args.db
         raise PeprError(f"--weights: {', '.join(unmeasured)} measured in no run of {scope}; weight what was measured")

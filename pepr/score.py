@@ -7,7 +7,7 @@ weighted sum of resource costs, each normalised to [0, 1] within its experiment
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +70,11 @@ def normalize_weights(weights: Mapping[str, float]) -> dict[str, float]:
     relative = {name: share for name, value in weights.items() if value > 0 and (share := value / top) > 0}
     total = sum(relative.values())
     return {name: value / total for name, value in relative.items()}
+
+
+def measured(runs: pd.DataFrame, names: Iterable[str] = RESOURCES) -> set[str]:
+    """The resources among `names` with at least one value among `runs`."""
+    return {name for name in names if RESOURCES[name] in runs and runs[RESOURCES[name]].notna().any()}
 
 
 def check_alpha(alpha: float) -> float:

@@ -6,8 +6,9 @@ import streamlit as st
 
 from dashboard.app_pages import card, provenance, ready, scoreable
 from dashboard.controls import CAPPED
-from dashboard.views import View, measured, readable_table
+from dashboard.views import View, readable_table
 from pepr.resources import RESOURCES
+from pepr.score import measured
 
 LABELS = {"rank": "PePR rank", "model": "model", "pepr": "PePR", "performance": "performance", "reason": "why excluded"}
 
@@ -26,7 +27,7 @@ def page(view: View | None, problem: str | None, source) -> None:
     if not scoreable(view):
         return
     models = view.models
-    in_models = measured(models)
+    in_models = measured(models, CAPPED)
     present = [n for n in CAPPED if n in in_models]
     missing = [RESOURCES[n].label for n in CAPPED if n not in present]
     st.caption(
