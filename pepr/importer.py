@@ -335,9 +335,10 @@ def _convert_column(raw: pd.Series, spec: ColumnMap, name: str, errors: list,
     kind = FIELDS[spec.field]
     text = _text(raw)
     missing = text == ""
-    if spec.field in REQUIRED or spec.field == "experiment":
+    if spec.field in REQUIRED or spec.field in ("experiment", "run_id"):
         if missing.any():
-            errors.append((missing.idxmax(), f"{_where(name, missing.idxmax(), spec.column)}: empty ({spec.field} is required)"))
+            why = "mapped, so every run needs one" if spec.field == "run_id" else "required"
+            errors.append((missing.idxmax(), f"{_where(name, missing.idxmax(), spec.column)}: empty ({spec.field} is {why})"))
     if kind.kind == "text":
         bad = text.map(lambda value: control_character(value) is not None)
         if bad.any():
@@ -437,7 +438,7 @@ def convert(
     if experiment is not None:
         runs["experiment"] = experiment.strip()
     parts = [f"energy_{part}" for part in ENERGY_PARTS]
-    if "energy" not in fields and emissions is None and all(part in fields for part in parts):
+    if "energy" not in fields and all(part in fields for part in parts):
         runs["energy_kwh"] = sum(runs[FIELDS[part].column] for part in parts)  # missing if a part is
 
     matched = None
@@ -473,10 +474,16 @@ _CODECARBON_ENERGY = ("energy_kwh", "energy_tool", "pue", *(f"energy_{part}_{wha
 _CODECARBON_CO2 = ("co2_kg", "carbon_intensity", "carbon_intensity_source")
 
 
+def _energy_from_table(fields: Mapping[str, ColumnMap]) -> bool:
+    """Whether the results table gives the energy, or any part of it."""
+    return any(field == "energy" or field.startswith("energy_") for field in fields)
+
+
 def _measured_with(fields: Mapping[str, ColumnMap]) -> list[str]:
     """CodeCarbon's columns that a field mapped from the results table makes untrue of its
-    run: its energy parts, tool and CO2 do not describe an energy measured otherwise."""
-    if "energy" in fields:
+    run: its energy, parts, tool and CO2 do not describe an energy measured otherwise (the
+    table's energy or any of its parts: one run, one reading)."""
+    if _energy_from_table(fields):
         return [*_CODECARBON_ENERGY, *_CODECARBON_CO2]
     return list(_CODECARBON_CO2) if "co2" in fields else []
 
@@ -498,15 +505,16 @@ def _describe(runs, table, emissions, fields, energy_tool, methods) -> None:
     provenance = f"imported from {table.name} (SHA-256 {table.sha256[:12]})"
     if emissions is not None:
         origin["emissions"] = {"origin": emissions.name, "sha256": emissions.sha256}
-        taken = ("duration and country" if "energy" in fields else
+        taken = ("duration and country" if _energy_from_table(fields) else
                  "energy" if "co2" in fields else "energy and CO2")
         provenance += f", {taken} from CodeCarbon's {emissions.name} (SHA-256 {emissions.sha256[:12]})"
     if energy_tool:
         runs["energy_tool"] = energy_tool
         provenance += f"; energy measured with {energy_tool}"
+    nothing = pd.Series(np.nan, index=runs.index)
     for part in ENERGY_PARTS:
-        column = f"energy_{part}_method"
-        measured = runs["energy_kwh"].notna() if "energy_kwh" in runs else pd.Series(False, index=runs.index)
+        column = f"energy_{part}_method"  # where the total or this part is known
+        measured = runs.get("energy_kwh", nothing).notna() | runs.get(f"energy_{part}_kwh", nothing).notna()
         current = runs[column] if column in runs else pd.Series(None, index=runs.index, dtype=object)
         declared = methods.get(part)
         runs[column] = current.where(current.notna(), declared or "imported").where(measured, None)

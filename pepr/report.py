@@ -34,7 +34,7 @@ MEASURED = {
     "power-gadget": "measured: Intel Power Gadget",
     "powermetrics": "measured: Apple powermetrics",
     "pmic": "measured: the board's power chip",
-    "imported": "part of an imported total: how it was measured, and its own share, are not recorded",
+    "imported": "imported: how it was measured is not recorded",
     "none": "no such part",
 }
 NORMALIZATION_TEXT = {

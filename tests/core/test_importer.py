@@ -162,6 +162,15 @@ def test_run_ids_come_from_the_table_when_mapped(tmp_path):
     assert list(result.runs["run_id"]) == ["w1", "w2"]
 
 
+def test_an_empty_run_id_is_refused_when_run_ids_are_mapped(tmp_path):
+    """The row was dropped, and still counted as added."""
+    path = tmp_path / "r.csv"
+    path.write_text("run,name,acc\nw1,a,0.8\n,b,0.9\n")
+    result = convert(read_table(path), [ColumnMap("model", "name"), ColumnMap("performance", "acc"),
+                                        ColumnMap("run_id", "run")], experiment="x")
+    assert result.errors == [f"{path}, row 3, column run: empty (run_id is mapped, so every run needs one)"]
+
+
 def test_content_ids_are_stable_and_tell_rows_apart(tmp_path):
     path = tmp_path / "r.csv"
     write(pd.DataFrame(TABLE), path)
@@ -294,6 +303,10 @@ def test_energy_from_the_table_takes_none_of_codecarbons_energy_parts_nor_co2(em
     assert {c: first.get(c) for c in taken if pd.notna(first.get(c))} == {}
     assert first["energy_cpu_method"] == "imported"  # part of the table's total, not measured apart
     assert "duration and country from CodeCarbon's" in first["provenance"]
+    parts = convert(read_table(results), [*maps[:2], ColumnMap("energy_cpu", "e_Wh", "Wh")], experiment="x",
+                    emissions=read_table(emissions_csv), join="experiment_id=run").runs.iloc[0]
+    assert parts["energy_cpu_kwh"] == 0.15 and pd.isna(parts.get("energy_kwh"))  # one reading, never two mixed
+    assert parts["energy_cpu_method"] == "imported" and pd.isna(parts["energy_gpu_method"])
     co2_mapped = convert(read_table(results), [*maps[:2], ColumnMap("co2", "e_Wh", "g")], experiment="x",
                          emissions=read_table(emissions_csv), join="experiment_id=run").runs.iloc[0]
     assert co2_mapped["co2_kg"] == 0.15 and co2_mapped["energy_kwh"] > 0 and pd.isna(co2_mapped.get("carbon_intensity"))
