@@ -314,7 +314,9 @@ def run(args) -> int:
         from pepr.store import RunStore
 
         try:
-            done_elsewhere = RunStore(args.done_in).ok_job_keys()
+            elsewhere = RunStore(args.done_in)
+            elsewhere.check()  # a folder or another kind of file is refused; a new path holds nothing yet
+            done_elsewhere = elsewhere.ok_job_keys()
         except PeprError as error:
             raise type(error)(f"--done-in: {error}") from None
     if args.dry_run:
@@ -362,9 +364,10 @@ def run(args) -> int:
         if log is not sys.stdout:
             log.close()
     held = f", {counts['held']} held by another agent" if counts["held"] else ""
+    tried = f", {counts['tried']} failed under another agent" if counts["tried"] else ""
     print(f"pepr-agent: {counts['ok']} ok, {counts['failed']} failed, "
-          f"{counts['skipped']} already done{held}", file=sys.stderr)  # also --quiet: a Slurm log's last word
-    return 1 if counts["failed"] else 0
+          f"{counts['skipped']} already done{held}{tried}", file=sys.stderr)  # also --quiet: a Slurm log's last word
+    return 1 if counts["failed"] or counts["tried"] else 0
 
 
 def _main(argv: list[str]) -> int:

@@ -231,14 +231,14 @@ def run_sweep(
     """Run the jobs not yet ok (in `store`, or by key in `done_elsewhere`) and not held by
     another live agent, nor tried by one since `asked_at` (default now: when the sweep was
     asked for, before its imports, so agents started together try a failing job once);
-    returns counts by outcome (skipped: already done, held: another agent trains it). Raises
-    Interrupted on a signal."""
+    returns counts by outcome (skipped: already done, held: another agent trains it, tried:
+    another agent's attempt failed since). Raises Interrupted on a signal."""
     started = asked_at or now()
     writing = threading.Lock()  # the heartbeat thread and this one write in turn
     store.release_abandoned(owner_gone)
     done = store.ok_job_keys() | done_elsewhere
     todo = [job for job in jobs if not job.done_in(done)]
-    counts = {"skipped": len(jobs) - len(todo), "ok": 0, "failed": 0, "held": 0}
+    counts = {"skipped": len(jobs) - len(todo), "ok": 0, "failed": 0, "held": 0, "tried": 0}
     # Under nohup or a batch scheduler stderr is a file: update the bars rarely there.
     bars = dict(disable=quiet, file=sys.stderr, dynamic_ncols=True,
                 mininterval=0.1 if sys.stderr.isatty() else 60)
@@ -253,7 +253,7 @@ def run_sweep(
                 with guard.hold(), writing:
                     refused = store.claim(row, owner_gone, since=started)
                 if refused:  # done or held by another agent meanwhile, or it failed there
-                    counts["held" if refused == "held" else "skipped"] += 1
+                    counts[{"ok": "skipped"}.get(refused, refused)] += 1
                     bar.update()
                     continue
                 epoch_bar = tqdm(total=job.epochs, desc=job.model, unit="epoch", leave=False,
@@ -271,9 +271,15 @@ def run_sweep(
                 if refused is None:  # the claim is ours
                     row.update(status="interrupted", error=str(stop), ended_at=now())
                     stopped_early(row, stop)
-                    with guard.hold(), writing:
-                        store.record_run(row, epochs)
-                    print(json.dumps(summary(row), default=str), file=log, flush=True)
+                    recorded = {}
+                    try:
+                        with guard.hold(), writing:
+                            store.record_run(row, epochs)
+                    except StoreError as error:  # stopping all the same: say so, keep the result
+                        print(f"pepr-agent: run {row['run_id']} ({row['model']}) was not written: {error}",
+                              file=sys.stderr, flush=True)
+                        recorded = {"recorded": False}
+                    print(json.dumps({**summary(row), **recorded}, default=str), file=log, flush=True)
                 raise
             except StoreError:
                 raise

@@ -337,6 +337,8 @@ class RunStore:
                 with contextlib.suppress(duckdb.Error):  # a failed COMMIT has rolled back already
                     _exec(con, "ROLLBACK")
                 raise
+        except duckdb.IOException as error:  # a statement the disk refused
+            raise StoreWriteError(f"{self.path}: not written: {_duckdb_message(error)}") from None
         except duckdb.Error as error:
             raise StoreError(f"{self.path}: {_duckdb_message(error)}") from None
         finally:

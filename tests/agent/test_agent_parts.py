@@ -345,6 +345,14 @@ def test_the_dry_run_tells_a_live_claim_from_an_abandoned_one(cli, tmp_path):
     assert code == 0 and [line.split()[1] for line in out.splitlines()] == ["running", "abandoned"]
 
 
+def test_done_in_takes_a_database_yet_to_be_made_but_not_a_folder(cli, tmp_path):
+    plan = ("run", "--models", "test_resnet", "--image-size", 32, "--dry-run", "--db", tmp_path / "part.duckdb")
+    code, out, _ = cli(*plan, "--done-in", tmp_path / "merged.duckdb")  # the first submission: none yet
+    assert code == 0 and out.split()[1] == "todo"
+    code, _, err = cli(*plan, "--done-in", tmp_path)  # a mistyped path skipped nothing, silently
+    assert code == 2 and err == f"pepr-agent: --done-in: {tmp_path}: a folder, not a database file\n"
+
+
 @pytest.mark.parametrize("model", ["crossvit_tiny_240", "test_vit", "test_resnet"])
 def test_every_architecture_takes_the_jobs_image_size(model):
     """A fixed-size ViT is built for the job's size; CrossViT, which rescales its input itself

@@ -249,6 +249,34 @@ def test_a_trained_run_the_disk_refuses_still_reaches_the_log(tmp_path, tiny_npz
     assert result["status"] == "ok" and result["recorded"] is False and result["energy_kwh"] > 0
 
 
+def test_an_interrupted_run_the_disk_refuses_is_said_and_still_logged(tmp_path, tiny_npz, monkeypatch, capsys):
+    import io
+    import signal
+
+    import agent.sweep as sweep
+    from agent.sweep import Interrupted
+    from pepr.errors import StoreWriteError
+
+    def stopped(*args, **kwargs):
+        raise Interrupted(signal.SIGTERM)
+
+    def full_disk(self, row, epochs=()):
+        raise StoreWriteError(f"{self.path}: not written: No space left on device")
+
+    monkeypatch.setattr(sweep, "run_job", stopped)
+    monkeypatch.setattr(RunStore, "record_run", full_disk)
+    (job,) = expand(["test_resnet"], [str(tiny_npz)], [False], [1.0], [0], epochs=1, batch_size=8,
+                    learning_rate=1e-3, image_size=16, amp="off")
+    store, log = RunStore(tmp_path / "runs.duckdb"), io.StringIO()
+    store.ensure()
+    with pytest.raises(Interrupted):  # the signal still ends the sweep, with its exit status
+        sweep.run_sweep([job], store, device=CPU, data_dir=str(tmp_path), country="DNK", log=log, quiet=True)
+    (line,) = log.getvalue().splitlines()
+    assert json.loads(line)["status"] == "interrupted" and json.loads(line)["recorded"] is False
+    err = capsys.readouterr().err
+    assert "was not written" in err and "No space left on device" in err
+
+
 def test_an_interrupted_run_keeps_what_it_cost_until_then(tmp_path, tiny_npz, monkeypatch):
     import signal
 

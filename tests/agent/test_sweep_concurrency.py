@@ -226,5 +226,5 @@ def test_a_job_another_agent_failed_since_this_sweep_was_asked_for_is_not_tried_
                           source="agent", status="failed", error="out of memory", started_at=now()))
     counts = run_sweep([job], store, device=resolve_device("cpu"), data_dir=str(tmp_path), country="DNK",
                        log=io.StringIO(), quiet=True, asked_at=asked)
-    assert counts == {"skipped": 1, "ok": 0, "failed": 0, "held": 0}
+    assert counts == {"skipped": 0, "ok": 0, "failed": 0, "held": 0, "tried": 1}  # counted as failed, not done
     assert store.runs()["run_id"].tolist() == ["theirs"]
