@@ -263,7 +263,7 @@ PROGRESS_DELAY_S = 2.0  # a draw that takes longer shows its progress
 
 
 def sample_models(
-    low: float, high: float, count: int, seed: int, *, pretrained: bool, counter=count_params
+    low: float, high: float, count: int, seed: int, *, pretrained: bool, counter=count_params, quiet: bool = False
 ) -> list[str]:
     """`count` timm architectures with low <= params <= high, drawn in a seeded order.
 
@@ -277,7 +277,9 @@ def sample_models(
     random.Random(seed).shuffle(pool)
     chosen = []
     # Building each architecture takes a fraction of a second: a narrow range may take minutes.
-    for name in tqdm(pool, desc="counting parameters", unit="model", delay=PROGRESS_DELAY_S, leave=False, file=sys.stderr):
+    bar = dict(delay=PROGRESS_DELAY_S, leave=False, file=sys.stderr, disable=quiet,
+               mininterval=0.1 if sys.stderr.isatty() else 60)  # a log file (Slurm's) gets a line a minute
+    for name in tqdm(pool, desc="counting parameters", unit="model", **bar):
         try:
             params = counter(name)
         except Exception:  # an architecture that does not build by default is skipped
@@ -301,7 +303,8 @@ def models_from_flags(args, *, pretrained: bool) -> list[str]:
     if (args.param_range is None) != (args.sample is None):
         raise PeprError("--param-range and --sample go together")
     if args.param_range:
-        models += sample_models(*args.param_range, args.sample, args.sample_seed, pretrained=pretrained)
+        models += sample_models(*args.param_range, args.sample, args.sample_seed, pretrained=pretrained,
+                                quiet=args.quiet)
     if not models:
         raise PeprError("no models: give --models, --models-file or --param-range with --sample")
     return check_models(dict.fromkeys(models))

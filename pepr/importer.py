@@ -292,7 +292,7 @@ def _numbers(text: pd.Series, column: str, name: str, errors: list, decimal_comm
         if points.any() and numbers[points].str.fullmatch(POINT_GROUPS).all():
             row = points.idxmax()  # no point that must be a decimal one, as in 0.5 or 1.25
             errors.append((row, f"{_where(name, row, column)}: {text[row]!r} may be a thousand and more "
-                                "or a decimal; write it without grouping points, with a decimal comma"))
+                                "or a decimal; write it without grouping points (a decimal with a comma)"))
             return pd.Series(np.nan, index=text.index)
         numbers = numbers.where(~commas, numbers.str.replace(".", "", regex=False).str.replace(",", "."))
     values = pd.to_numeric(numbers, errors="coerce").astype(float)
@@ -301,9 +301,9 @@ def _numbers(text: pd.Series, column: str, name: str, errors: list, decimal_comm
         row = bad.idxmax()
         hint = ""
         if re.fullmatch(r"[-+]?[1-9]\d{0,2}(,\d{3})+(\.\d+)?", text[row]):
-            hint = (" (a thousands separator? write numbers without one; decimal commas are read"
-                    " in ';'-separated files only)")
-        elif DECIMAL_COMMA.fullmatch(text[row]):
+            hint = " (a thousands separator? write numbers without one" + (
+                ")" if decimal_comma else "; decimal commas are read in ';'-separated files only)")
+        elif DECIMAL_COMMA.fullmatch(text[row]) and not decimal_comma:
             hint = " (decimal commas are read in ';'-separated files only)"
         elif text[row].strip().lower() in ("na", "n/a", "nan", "null", "none", "-"):
             hint = " (leave the cell empty: an empty cell is not measured)"

@@ -356,6 +356,7 @@ def test_semicolon_and_tab_separated_files_read_as_their_spreadsheet_meant(conte
 @pytest.mark.parametrize("cell, hint", [
     ('"0,5"', "decimal commas are read in ';'-separated files only"),
     ('"1,234"', "a thousands separator? write numbers without one; decimal commas are read in ';'-separated files only"),
+    ('"1,234.5"', "a thousands separator? write numbers without one; decimal commas are read in ';'-separated files only"),
     ("NA", "leave the cell empty: an empty cell is not measured"),
 ])
 def test_a_number_written_otherwise_is_refused_with_a_hint(cell, hint, tmp_path):
@@ -395,6 +396,14 @@ def test_a_semicolon_file_reads_thousands_points_only_where_unambiguous(energy, 
         assert result.errors == []
         expected = {"1.234": [1.234, 0.5, 1.05], "1.234,5": [1234.5, 900.25, 1050.0]}[energy.split()[0]]
         assert result.runs["energy_kwh"].tolist() == pytest.approx([e / 1000 for e in expected])
+
+
+def test_a_semicolon_file_says_a_thousands_comma_is_one():
+    table = parse_table(b"model;acc;energy\nm1;0,5;1,234.5\n", "r.csv", "csv")
+    result = convert(table, [ColumnMap("model", "model"), ColumnMap("performance", "acc"),
+                             ColumnMap("energy", "energy")], experiment="x")
+    assert result.errors == ["r.csv, row 2, column energy: not a number: '1,234.5' (a thousands separator? "
+                             "write numbers without one)"]  # not "decimal commas are read in ';' files only"
 
 
 def test_a_semicolon_emissions_file_reads_its_decimal_commas(tmp_path):
