@@ -101,7 +101,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         db = Path(folder, "bench.duckdb")
         runs, epochs = synthetic(args.runs, args.experiments)
-        RunStore(db).append(runs, epochs)
+        RunStore(db).import_runs(runs, epochs)
         os.environ["PEPR_DB"] = str(db)
         os.environ["PEPR_DATA_DIR"] = str(Path(folder, "user"))
 

@@ -431,10 +431,6 @@ class RunStore:
                            " WHERE run_id IN (SELECT run_id FROM written)")
         return Imported(len(run_frame) - len(stored), len(stored) - len(changed), len(changed))
 
-    def append(self, runs: pd.DataFrame, epochs: pd.DataFrame | None = None) -> int:
-        """`import_runs`, returning how many runs it added."""
-        return self.import_runs(runs, epochs).added
-
     def record_benchmark(self, row: Mapping) -> None:
         """Add one benchmark row (a newer row of the same bench_key does not replace older ones)."""
         self.append_benchmarks(pd.DataFrame.from_records([row]))

@@ -35,7 +35,7 @@ def place(tmp_path_factory, make_npz):
         "model": ["test_resnet", "test_vit"], "performance": [0.5, 0.6], "energy_kwh": [1e-6, 2e-6],
         "source": "agent", "status": "ok",
     })
-    RunStore(base / "runs.duckdb").append(runs)
+    RunStore(base / "runs.duckdb").import_runs(runs)
     (base / "notes.csv").write_text("a,b\n1,2\n")
     (base / "notes.parquet").write_bytes(runs.to_parquet())
     (base / "empty.duckdb").write_bytes(b"")
@@ -224,7 +224,7 @@ def test_two_datasets_are_never_normalised_together(agent, place, cli, tmp_path)
     one, two = place / "one" / "same.npz", place / "two" / "same.npz"
     check(agent(*RUN, "--datasets", f"{one},{two}"), "experiment 'same' would hold runs of")
     db = tmp_path / "digits.duckdb"
-    RunStore(db).append(pd.DataFrame({"run_id": ["r1"], "job_key": ["k1"], "experiment": ["digits"],
+    RunStore(db).import_runs(pd.DataFrame({"run_id": ["r1"], "job_key": ["k1"], "experiment": ["digits"],
                                       "dataset": ["digits"], "model": ["m"], "performance": [0.5],
                                       "source": "agent", "status": "ok"}))
     code, out, err = cli(*RUN[:-1], db, "--datasets", one, "--experiment", "digits")

@@ -55,7 +55,7 @@ BENCHES = [
 def db(tmp_path):
     path = tmp_path / "runs.duckdb"
     store = RunStore(path)
-    store.append(runs_frame())
+    store.import_runs(runs_frame())
     store.append_benchmarks(pd.DataFrame(BENCHES))
     return path
 
@@ -160,7 +160,7 @@ def test_score_on_latency_with_exclusions_named():
 
 def test_score_with_one_bench_device(tmp_path, capsys):
     path = tmp_path / "one.duckdb"
-    RunStore(path).append(runs_frame())
+    RunStore(path).import_runs(runs_frame())
     RunStore(path).append_benchmarks(pd.DataFrame([b for b in BENCHES if b["device"] == LAPTOP]))
     assert main(["score", "--db", str(path), "--weights", "infer_latency=1", "--format", "csv"]) == 0
     out, err = capsys.readouterr()
@@ -201,7 +201,7 @@ def test_bad_bench_choices_are_one_line_and_exit_2(db, capsys, args, message):
 
 def test_no_benchmarks_in_the_database_is_exit_2(tmp_path, capsys):
     path = tmp_path / "runs.duckdb"
-    RunStore(path).append(runs_frame())
+    RunStore(path).import_runs(runs_frame())
     before = sha(path)
     assert main(["score", "--db", str(path), "--weights", "infer_latency=1"]) == 2
     _, err = capsys.readouterr()

@@ -29,7 +29,7 @@ def db(tmp_path):
     ]
     frame = pd.DataFrame(rows).assign(job_key=lambda f: f["run_id"], source="agent")
     frame["status"] = frame["status"].fillna("ok")
-    RunStore(path).append(frame)
+    RunStore(path).import_runs(frame)
     return path
 
 
@@ -47,7 +47,7 @@ def test_score_table(db):
 def test_score_table_shows_long_and_crafted_names_on_one_line(tmp_path):
     path = tmp_path / "runs.duckdb"
     long_name = "m" * 60
-    RunStore(path).append(pd.DataFrame([
+    RunStore(path).import_runs(pd.DataFrame([
         dict(run_id="r1", model=long_name, experiment="e\x1b[31m", performance=0.8, energy_kwh=1.0),
         dict(run_id="r2", model="short", experiment="e\x1b[31m", performance=0.9, energy_kwh=2.0),
     ]).assign(job_key=lambda f: f["run_id"], source="import", status="ok"))

@@ -45,7 +45,7 @@ def db(tmp_path_factory):
     frame.loc[3, ["source", "provenance", "energy_tool"]] = ["import", "imported from mine.csv (SHA-256 abc)", None]
     failed = dict(run_id="r5", job_key="r5", model="crashed", experiment="exp", source="agent", status="failed",
                   energy_kwh=0.001)
-    RunStore(path).append(pd.concat([frame, pd.DataFrame([failed])], ignore_index=True))
+    RunStore(path).import_runs(pd.concat([frame, pd.DataFrame([failed])], ignore_index=True))
     return path
 
 

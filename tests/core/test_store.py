@@ -157,12 +157,12 @@ def test_unknown_columns_and_statuses_are_rejected(tmp_path):
     assert not store.exists()  # a failed first write leaves no file behind
 
 
-def test_append_is_idempotent_on_run_id(tmp_path):
+def test_an_import_is_idempotent_on_run_id(tmp_path):
     store = RunStore(tmp_path / "runs.duckdb")
     runs = pd.DataFrame([run("a"), run("b"), run("b")])
     epochs = pd.DataFrame({"run_id": ["a", "b"], "epoch": [1, 1], "test_metric": [0.5, 0.5]})
-    assert store.append(runs, epochs) == 2
-    assert store.append(runs, epochs) == 0
+    assert store.import_runs(runs, epochs) == (2, 0, 0)
+    assert store.import_runs(runs, epochs) == (0, 2, 0)
     assert len(store.runs()) == 2 and len(store.epochs()) == 2
 
 
@@ -194,7 +194,7 @@ def test_an_import_that_changes_a_stored_run_needs_replace(tmp_path):
 def test_job_statuses_prefer_ok_then_the_latest_attempt(tmp_path):
     store = RunStore(tmp_path / "runs.duckdb")
     t0 = dt.datetime(2026, 1, 1)
-    store.append(
+    store.import_runs(
         pd.DataFrame(
             [
                 run("a1", job_key="A", status="failed", started_at=t0),
@@ -212,7 +212,7 @@ def test_job_statuses_prefer_ok_then_the_latest_attempt(tmp_path):
 
 def test_reads_filter_by_status_and_experiment(tmp_path):
     store = RunStore(tmp_path / "runs.duckdb")
-    store.append(
+    store.import_runs(
         pd.DataFrame([run("a"), run("b", status="failed"), run("c", experiment="other")])
     )
     assert store.runs(status="ok")["run_id"].tolist() == ["a", "c"]
@@ -299,7 +299,7 @@ def test_performance_outside_unit_interval_is_never_stored(tmp_path):
     store = RunStore(tmp_path / "runs.duckdb")
     store.record_run(run("a"))
     with pytest.raises(PeprError, match=r"run b: performance 1.5 is outside \[0, 1\]"):
-        store.append(pd.DataFrame([run("b", performance=1.5)]))
+        store.import_runs(pd.DataFrame([run("b", performance=1.5)]))
     with pytest.raises(PeprError, match="outside"):
         store.record_run(run("c", performance=-0.2))
     assert store.runs()["run_id"].tolist() == ["a"]

@@ -79,7 +79,7 @@ def epochs_for(run_ids, n: int = 4) -> pd.DataFrame:
 
 
 def make_db(path: Path, runs: list[dict], epochs: pd.DataFrame | None = None) -> str:
-    RunStore(path).append(pd.DataFrame(runs), epochs)
+    RunStore(path).import_runs(pd.DataFrame(runs), epochs)
     return str(path)
 
 
