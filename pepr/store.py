@@ -593,7 +593,8 @@ class RunStore:
         """The job keys with a run that succeeded; none where the file does not exist yet."""
         if not self.exists():
             return set()
-        return {key for key, status in self.job_statuses().items() if status == "ok"}
+        with self._read() as con:
+            return set() if con is None else {key for (key,) in _exec(con, "SELECT DISTINCT job_key FROM runs WHERE status = 'ok'")}
 
     def summary(self) -> pd.DataFrame:
         """Run counts per experiment, source and status."""
