@@ -220,11 +220,17 @@ def check_models(names: Iterable[str]) -> list[str]:
 
 
 def unknown_model(name: str) -> str | None:
-    """`unknown timm model 'x'; did you mean ...?`, or None for a timm model."""
+    """`unknown timm model 'x'; did you mean ...?`, or None for a timm model (an `arch.tag`
+    name only with weights timm knows by that tag)."""
     import timm
 
+    arch, dot, _ = name.partition(".")
     if timm.is_model(name):
-        return None
+        if not dot or name in timm.list_pretrained(f"{arch}.*"):
+            return None
+        tags = timm.list_pretrained(f"{arch}.*")
+        return (f"timm has no weights {name!r}" + (f"; {arch}'s are {', '.join(tags[:4])}"
+                                                    + (", ..." if len(tags) > 4 else "") if tags else f"; use {arch}"))
     close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.5)
     return f"unknown timm model {name!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
 

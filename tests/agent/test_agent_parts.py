@@ -70,6 +70,11 @@ def test_bad_shards_are_refused(text):
 def test_unknown_models_get_suggestions_and_files_allow_comments(tmp_path):
     with pytest.raises(PeprError, match="did you mean .*efficientnet_b0"):
         plan.check_models(["test_resnet", "eficientnet_b0"])
+    # A made-up weights tag passed (timm.is_model takes any arch.tag), failed to build, and its
+    # failed benchmark hid test_resnet's good one.
+    with pytest.raises(PeprError, match=r"timm has no weights 'test_resnet.foo_bar'; test_resnet's are test_resnet.r160_in1k"):
+        plan.check_models(["test_resnet.foo_bar"])
+    assert plan.check_models(["test_resnet.r160_in1k"]) == ["test_resnet.r160_in1k"]
     names = tmp_path / "models.txt"
     names.write_text("# small ones\ntest_resnet\n\ntest_vit  # a transformer\n")
     assert plan.read_model_file(str(names)) == ["test_resnet", "test_vit"]
