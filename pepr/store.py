@@ -448,34 +448,50 @@ class RunStore:
             )
             return _exec(con, "SELECT count(*) FROM benchmarks")[0][0] - before
 
-    def update_from(self, runs: pd.DataFrame, epochs: pd.DataFrame, replace: Sequence[str] = ()) -> Merged:
+    def update_from(self, runs: pd.DataFrame, epochs: pd.DataFrame, replace: Sequence[str] = (),
+                    benchmarks: pd.DataFrame | None = None, replace_benchmarks: Sequence[str] = ()) -> Merged:
         """Add the runs not stored yet, and replace those that `runs` has in a later stage
         (see _STAGE) or, still running, with a newer heartbeat, and those in `replace` (run
-        ids) whatever their stage; each with its epochs. One transaction."""
+        ids) whatever their stage; each with its epochs. Add the benchmarks not stored yet, and
+        replace those in `replace_benchmarks` (bench ids). One transaction."""
         run_frame = _frame(runs, RUN_COLUMNS, "run")
         with self._write() as con:
-            con.register("new_runs", run_frame)
-            later = (f"coalesce({_STAGE.format('n')} > {_STAGE.format('r')} OR (n.status = 'running'"
-                     " AND r.status = 'running' AND coalesce(n.heartbeat_at, n.started_at)"
-                     " > coalesce(r.heartbeat_at, r.started_at)), false)")
-            forced = "false"
-            if replace:
-                con.register("forced_ids", pd.DataFrame({"run_id": pd.Series(list(replace), dtype="string")}))
-                forced = "n.run_id IN (SELECT run_id FROM forced_ids)"
-            _exec(
-                con,
-                f"CREATE TEMP TABLE changed AS SELECT n.run_id, r.run_id IS NULL AS added, {later} AS later"
-                f" FROM new_runs n LEFT JOIN runs r USING (run_id) WHERE r.run_id IS NULL OR {later} OR {forced}",
-            )
-            _exec(con, "DELETE FROM epochs WHERE run_id IN (SELECT run_id FROM changed)")
-            _exec(con, "INSERT OR REPLACE INTO runs BY NAME SELECT * FROM new_runs"
+            merged = Merged(0, 0) if run_frame.empty else self._update_runs(con, run_frame, epochs, replace)
+            if benchmarks is None or benchmarks.empty:
+                return merged
+            con.register("new_benchmarks", _frame(benchmarks, BENCH_COLUMNS, "benchmark"))
+            con.register("forced_benches", pd.DataFrame({"bench_id": pd.Series(list(replace_benchmarks), dtype="string")}))
+            added = _exec(con, "SELECT count(*) FROM new_benchmarks WHERE bench_id NOT IN (SELECT bench_id FROM benchmarks)")[0][0]
+            _exec(con, "INSERT OR REPLACE INTO benchmarks BY NAME SELECT * FROM new_benchmarks"
+                       " WHERE bench_id NOT IN (SELECT bench_id FROM benchmarks)"
+                       " OR bench_id IN (SELECT bench_id FROM forced_benches)")
+            return merged._replace(benchmarks=added)
+
+    @staticmethod
+    def _update_runs(con, run_frame: pd.DataFrame, epochs: pd.DataFrame, replace: Sequence[str]) -> Merged:
+        """`update_from`'s runs and epochs, within its transaction."""
+        con.register("new_runs", run_frame)
+        later = (f"coalesce({_STAGE.format('n')} > {_STAGE.format('r')} OR (n.status = 'running'"
+                 " AND r.status = 'running' AND coalesce(n.heartbeat_at, n.started_at)"
+                 " > coalesce(r.heartbeat_at, r.started_at)), false)")
+        forced = "false"
+        if replace:
+            con.register("forced_ids", pd.DataFrame({"run_id": pd.Series(list(replace), dtype="string")}))
+            forced = "n.run_id IN (SELECT run_id FROM forced_ids)"
+        _exec(
+            con,
+            f"CREATE TEMP TABLE changed AS SELECT n.run_id, r.run_id IS NULL AS added, {later} AS later"
+            f" FROM new_runs n LEFT JOIN runs r USING (run_id) WHERE r.run_id IS NULL OR {later} OR {forced}",
+        )
+        _exec(con, "DELETE FROM epochs WHERE run_id IN (SELECT run_id FROM changed)")
+        _exec(con, "INSERT OR REPLACE INTO runs BY NAME SELECT * FROM new_runs"
+                   " WHERE run_id IN (SELECT run_id FROM changed)")
+        if not epochs.empty:
+            con.register("new_epochs", _frame(epochs, EPOCH_COLUMNS, "epoch"))
+            _exec(con, "INSERT INTO epochs BY NAME SELECT * FROM new_epochs"
                        " WHERE run_id IN (SELECT run_id FROM changed)")
-            if not epochs.empty:
-                con.register("new_epochs", _frame(epochs, EPOCH_COLUMNS, "epoch"))
-                _exec(con, "INSERT INTO epochs BY NAME SELECT * FROM new_epochs"
-                           " WHERE run_id IN (SELECT run_id FROM changed)")
-            return Merged(*_exec(con, "SELECT count(*) FILTER (added), count(*) FILTER (NOT added AND later),"
-                                      " count(*) FILTER (NOT added AND NOT later) FROM changed")[0])
+        return Merged(*_exec(con, "SELECT count(*) FILTER (added), count(*) FILTER (NOT added AND later),"
+                                  " count(*) FILTER (NOT added AND NOT later) FROM changed")[0])
 
     # -- claims: each job trained once, whoever asks -------------------------------------
 
@@ -628,11 +644,13 @@ class Merged(NamedTuple):
     added: int  # runs the target did not have
     updated: int  # runs the target had unfinished, brought up to date
     replaced: int = 0  # finished runs it held otherwise, replaced by the preferred copy
+    benchmarks: int = 0  # benchmark rows the target did not have
 
     def __str__(self) -> str:
         updated = f", updated {self.updated} it had unfinished" if self.updated else ""
         replaced = f", replaced {self.replaced} by the preferred copy" if self.replaced else ""
-        return f"added {self.added} run(s){updated}{replaced}"
+        benchmarks = f"; added {self.benchmarks} benchmark(s)" if self.benchmarks else ""
+        return f"added {self.added} run(s){updated}{replaced}{benchmarks}"
 
 
 def merge(sources: Sequence[str | Path], into: str | Path, prefer: str | Path | None = None) -> Merged:
@@ -656,33 +674,44 @@ def merge(sources: Sequence[str | Path], into: str | Path, prefer: str | Path | 
             raise PeprError(f"{source}: cannot merge a database into itself")
         runs.append(store.runs().assign(_source=index))
         epochs.append(store.epochs().assign(_source=index))
-        benchmarks.append(store.benchmarks())
+        try:  # checked before anything is written
+            benchmarks.append(_frame(store.benchmarks(), BENCH_COLUMNS, "benchmark").assign(_source=index))
+        except PeprError as error:
+            raise PeprError(f"{source}: {error}") from None
+    held = target.exists()
     runs = pd.concat([frame for frame in runs if not frame.empty] or [_empty(RUN_COLUMNS)])
-    held = target.runs() if target.exists() else _empty(RUN_COLUMNS)
-    conflicts, replace = _conflicts(pd.concat([held.assign(_source=len(sources)), runs]), names, preferred)
+    conflicts, replace = _conflicts(pd.concat([(target.runs() if held else _empty(RUN_COLUMNS)).assign(
+        _source=len(sources)), runs]), names, preferred)
     if conflicts:  # the preferred copy only
         runs = runs[~runs["run_id"].isin(conflicts) | (runs["_source"] == preferred)]
-    if runs.empty:
-        target.ensure()
-        merged = Merged(0, 0)
-    else:
+    benchmarks = pd.concat([frame for frame in benchmarks if not frame.empty]
+                           or [_empty(BENCH_COLUMNS).assign(_source=pd.Series(dtype=int))])
+    bench_conflicts, bench_replace = _conflicts(pd.concat([(target.benchmarks() if held else _empty(BENCH_COLUMNS)).assign(
+        _source=len(sources)), benchmarks]), names, preferred, "bench_id", _BENCH_RESULTS, "benchmark")
+    benchmarks = benchmarks[~benchmarks["bench_id"].isin(bench_conflicts) | (benchmarks["_source"] == preferred)]
+    latest = _empty(RUN_COLUMNS)
+    if not runs.empty:
         # Where sources share a run, take its latest state: furthest on, then newest heartbeat.
         latest = (runs.assign(_stage=runs["status"].map(_STAGES),
                               _stamp=runs["heartbeat_at"].fillna(runs["started_at"]))
                   .sort_values(["_stage", "_stamp"], na_position="first")
                   .drop_duplicates("run_id", keep="last"))
         epochs = pd.concat(epochs).merge(latest[["run_id", "_source"]], on=["run_id", "_source"])
-        merged = target.update_from(latest[list(RUN_COLUMNS)], epochs[list(EPOCH_COLUMNS)], replace)
-    benchmarks = [frame for frame in benchmarks if not frame.empty]
-    if benchmarks:  # bench ids the target has are skipped
-        target.append_benchmarks(pd.concat(benchmarks, ignore_index=True))
-    return merged
+    else:
+        epochs = _empty(EPOCH_COLUMNS)
+    return target.update_from(latest[list(RUN_COLUMNS)], epochs[list(EPOCH_COLUMNS)], replace,
+                              benchmarks.drop_duplicates("bench_id")[list(BENCH_COLUMNS)], bench_replace)
 
 
 # What a finished run's copies must agree on: what it is, and what it measured.
 _RESULTS = ("experiment", "model", "status", "performance",
             *(column for column in RESOURCE_COLUMNS if column in RUN_COLUMNS),
             *(f"energy_{part}_kwh" for part in ENERGY_PARTS))
+
+
+# What a benchmark's copies must agree on.
+_BENCH_RESULTS = ("model", "device", "image_size", "batch_size", "status", "latency_median_s",
+                  "latency_p95_s", "throughput_ips", "energy_per_image_j", "energy_kwh")
 
 
 def _position(database: str | Path, names: Sequence[str]) -> int:
@@ -693,37 +722,38 @@ def _position(database: str | Path, names: Sequence[str]) -> int:
     raise PeprError(f"--prefer {database}: not one of the databases merged ({', '.join(names)})")
 
 
-def _conflicts(runs: pd.DataFrame, names: Sequence[str], preferred: int | None) -> tuple[set[str], list[str]]:
-    """The run ids that two databases hold finished with different results (`_source`: the
-    index in `names`, the target last and first in `runs`), and those of them whose copy in
-    the target is not the `preferred` one. A PeprError names the first unless the preferred
+def _conflicts(rows: pd.DataFrame, names: Sequence[str], preferred: int | None, key: str = "run_id",
+               results: Sequence[str] = _RESULTS, what: str = "run") -> tuple[set[str], list[str]]:
+    """The ids (`key`) that two databases hold finished with different `results` (`_source`:
+    the index in `names`, the target last and first in `rows`), and those of them whose copy
+    in the target is not the `preferred` one. A PeprError names the first unless the preferred
     database holds a copy of each: merging would otherwise keep whichever came first or last."""
-    finished = runs[~runs["status"].isin(["running", "interrupted"])]
-    versions = finished.drop_duplicates(["run_id", *_RESULTS])
-    differing = versions[versions["run_id"].duplicated(keep=False)]
-    holders = finished[finished["run_id"].isin(differing["run_id"])].groupby("run_id")["_source"].agg(set)
+    finished = rows[~rows["status"].isin(["running", "interrupted"])]
+    versions = finished.drop_duplicates([key, *results])
+    differing = versions[versions[key].duplicated(keep=False)]
+    holders = finished[finished[key].isin(differing[key])].groupby(key)["_source"].agg(set)
     unresolved = holders.map(lambda sources: preferred not in sources)
     if unresolved.any():
-        run_id = unresolved.index[unresolved.to_numpy()][0]
-        first, second = (row for _, row in differing[differing["run_id"] == run_id].head(2).iterrows())
-        columns = _differing(first, second)
+        found = unresolved.index[unresolved.to_numpy()][0]
+        first, second = (row for _, row in differing[differing[key] == found].head(2).iterrows())
+        columns = _differing(first, second, results)
         raise PeprError(
-            f"{names[second['_source']]}: run {run_id} differs from {names[first['_source']]}'s "
-            f"({', '.join(columns)}); nothing merged: pepr keeps one result per run, so name the "
+            f"{names[second['_source']]}: {what} {found} differs from {names[first['_source']]}'s "
+            f"({', '.join(columns)}); nothing merged: pepr keeps one result per {what}, so name the "
             "database whose copy is right with --prefer, or leave the other out"
         )
-    conflicts = set(differing["run_id"])
-    copies = finished[finished["run_id"].isin(conflicts)]
-    copies = copies.assign(_content=copies.groupby(["run_id", *_RESULTS], dropna=False).ngroup())
-    target, chosen = (copies[copies["_source"] == source].set_index("run_id")["_content"]
+    conflicts = set(differing[key])
+    copies = finished[finished[key].isin(conflicts)]
+    copies = copies.assign(_content=copies.groupby([key, *results], dropna=False).ngroup())
+    target, chosen = (copies[copies["_source"] == source].set_index(key)["_content"]
                       for source in (len(names) - 1, preferred))
-    return conflicts, sorted(run_id for run_id in target.index.intersection(chosen.index)
-                             if target[run_id] != chosen[run_id])
+    return conflicts, sorted(found for found in target.index.intersection(chosen.index)
+                             if target[found] != chosen[found])
 
 
-def _differing(first: Mapping, second: Mapping) -> list[str]:
-    """The result columns (_RESULTS) in which two copies of a run differ; missing is missing."""
-    return [c for c in _RESULTS if pd.isna(first.get(c)) != pd.isna(second.get(c))
+def _differing(first: Mapping, second: Mapping, results: Sequence[str] = _RESULTS) -> list[str]:
+    """The `results` columns in which two copies of a row differ; missing is missing."""
+    return [c for c in results if pd.isna(first.get(c)) != pd.isna(second.get(c))
             or (pd.notna(first.get(c)) and first.get(c) != second.get(c))]
 
 

@@ -90,13 +90,40 @@ def test_benchmark_rows_append_idempotently_and_merge_carries_them(db, tmp_path)
     bench_only = tmp_path / "laptop.duckdb"
     RunStore(bench_only).record_benchmark(bench("n1", "resnet50", 1, device="Apple M2, 8 threads"))
     target = tmp_path / "all.duckdb"
-    assert merge([db, bench_only], target) == Merged(4, 0)
+    merged = merge([db, bench_only], target)
+    assert merged == Merged(4, 0, 0, len(BENCHES) + 1) and str(merged).endswith(f"; added {len(BENCHES) + 1} benchmark(s)")
     assert sorted(RunStore(target).benchmarks()["bench_id"]) == sorted([*(b["bench_id"] for b in BENCHES), "n1"])
     assert merge([db, bench_only], target) == Merged(0, 0)
     assert len(RunStore(target).benchmarks()) == len(BENCHES) + 1
     # A source with benchmarks and no runs is carried too.
     lone = tmp_path / "lone.duckdb"
-    assert merge([bench_only], lone) == Merged(0, 0) and RunStore(lone).benchmarks()["bench_id"].tolist() == ["n1"]
+    assert merge([bench_only], lone) == Merged(0, 0, 0, 1) and RunStore(lone).benchmarks()["bench_id"].tolist() == ["n1"]
+
+
+def test_a_benchmark_two_databases_hold_otherwise_stops_the_merge_unless_one_is_preferred(db, tmp_path):
+    """The order of the sources decided which copy was kept, silently; --prefer was ignored."""
+    first, second, target = tmp_path / "a.duckdb", tmp_path / "b.duckdb", tmp_path / "all.duckdb"
+    RunStore(first).record_benchmark(bench("n1", "resnet50", 1, latency_median_s=0.010))
+    RunStore(second).record_benchmark(bench("n1", "resnet50", 1, latency_median_s=0.020))
+    with pytest.raises(PeprError, match=r"b.duckdb: benchmark n1 differs from .*a.duckdb's \(latency_median_s\); nothing merged"):
+        merge([first, second], target)
+    assert not target.exists()
+    assert merge([first, second], target, prefer=second) == Merged(0, 0, 0, 1)
+    assert RunStore(target).benchmarks()["latency_median_s"].tolist() == [0.020]
+    assert merge([first], target, prefer=first) == Merged(0, 0)  # the target's copy is replaced
+    assert RunStore(target).benchmarks()["latency_median_s"].tolist() == [0.010]
+
+
+def test_a_source_whose_benchmarks_cannot_be_merged_writes_nothing(db, tmp_path):
+    """An extra column (added in a DuckDB shell) failed the merge after its runs were written."""
+    odd = tmp_path / "odd.duckdb"
+    RunStore(odd).record_benchmark(bench("n1", "resnet50", 1))
+    with duckdb.connect(str(odd)) as con:
+        con.execute("ALTER TABLE benchmarks ADD COLUMN notes VARCHAR")
+    target = tmp_path / "all.duckdb"
+    with pytest.raises(PeprError, match=rf"{odd}: unknown benchmark column\(s\): notes"):
+        merge([db, odd], target)
+    assert not target.exists()
 
 
 def test_a_benchmark_with_an_unknown_column_is_refused(tmp_path):
