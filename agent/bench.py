@@ -176,7 +176,7 @@ def bench(args) -> int:
     from tqdm import tqdm
 
     from agent.cli import checked_db, make_writable
-    from agent.sweep import now, one_line, software
+    from agent.sweep import Interrupted, SignalGuard, now, one_line, software
     from agent.train import resolve_device
     from pepr.store import job_key
 
@@ -204,56 +204,57 @@ def bench(args) -> int:
     torch.set_num_threads(threads)
     torch.backends.cudnn.benchmark = cuda  # autotuned during the warm-up, as in timm's benchmark
     try:
-        for model_name in bar:
-            bar.set_postfix_str(model_name)
-            configs = {size: {"model": model_name, "device": name, "image_size": args.image_size,
-                              "batch_size": size, "precision": "fp32",
-                              "channels_last": cuda} for size in batch_sizes}
-            todo = [size for size in batch_sizes if job_key(configs[size]) not in done]
-            counts["skipped"] += len(batch_sizes) - len(todo)
-            if not todo:
-                continue
-            model, params, build_error = None, None, None
-            try:
-                model = build(model_name, args.image_size).to(
-                    device, memory_format=torch.channels_last if cuda else torch.preserve_format)
-                params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-            except Exception as error:  # one model's failure must not end the bench
-                build_error = one_line(error)
-            for size in todo:
-                row = {**shared, "bench_id": uuid.uuid4().hex, "bench_key": job_key(configs[size]),
-                       "model": model_name, "params": params, "batch_size": size,
-                       "config": json.dumps(configs[size], sort_keys=True), "started_at": now()}
-                if build_error:
-                    row.update(status="failed", error=build_error)
-                else:
-                    try:
-                        row.update(measure(model, device, args.image_size, size, args.seconds),
-                                   status="ok")
-                    except Exception as error:  # e.g. out of memory at this batch size
-                        row.update(status="failed", error=one_line(error))
-                        if cuda:
-                            gc.collect()
-                            torch.cuda.empty_cache()
-                row["ended_at"] = now()
-                store.record_benchmark(row)
-                counts[row["status"]] += 1
-                print(json.dumps({key: row.get(key) for key in SUMMARY_FIELDS}, default=str), flush=True)
-            del model
-            if cuda:
-                gc.collect()
-                torch.cuda.empty_cache()
-    except KeyboardInterrupt:
-        print("pepr-agent: bench interrupted; what finished is kept, the same command goes on",
+        with SignalGuard() as guard:  # Ctrl-C and SIGTERM (scancel, timeout) alike, never within a write
+            for model_name in bar:
+                bar.set_postfix_str(model_name)
+                configs = {size: {"model": model_name, "device": name, "image_size": args.image_size,
+                                  "batch_size": size, "precision": "fp32",
+                                  "channels_last": cuda} for size in batch_sizes}
+                todo = [size for size in batch_sizes if job_key(configs[size]) not in done]
+                counts["skipped"] += len(batch_sizes) - len(todo)
+                if not todo:
+                    continue
+                model, params, build_error = None, None, None
+                try:
+                    model = build(model_name, args.image_size).to(
+                        device, memory_format=torch.channels_last if cuda else torch.preserve_format)
+                    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+                except Exception as error:  # one model's failure must not end the bench
+                    build_error = one_line(error)
+                for size in todo:
+                    row = {**shared, "bench_id": uuid.uuid4().hex, "bench_key": job_key(configs[size]),
+                           "model": model_name, "params": params, "batch_size": size,
+                           "config": json.dumps(configs[size], sort_keys=True), "started_at": now()}
+                    if build_error:
+                        row.update(status="failed", error=build_error)
+                    else:
+                        try:
+                            row.update(measure(model, device, args.image_size, size, args.seconds),
+                                       status="ok")
+                        except Exception as error:  # e.g. out of memory at this batch size
+                            row.update(status="failed", error=one_line(error))
+                            if cuda:
+                                gc.collect()
+                                torch.cuda.empty_cache()
+                    row["ended_at"] = now()
+                    with guard.hold():
+                        store.record_benchmark(row)
+                    counts[row["status"]] += 1
+                    print(json.dumps({key: row.get(key) for key in SUMMARY_FIELDS}, default=str), flush=True)
+                del model
+                if cuda:
+                    gc.collect()
+                    torch.cuda.empty_cache()
+    except Interrupted as stop:
+        print(f"pepr-agent: bench {stop}; what finished is kept, the same command goes on",
               file=sys.stderr)
-        return 130
+        return 128 + stop.signum
     finally:
         bar.close()
         torch.set_num_threads(previous_threads)  # bench() may be called in a longer process
         torch.backends.cudnn.benchmark = previous_cudnn
-    if not args.quiet:
-        print(f"pepr-agent: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} "
-              f"already done (on {name} at {args.image_size} px)", file=sys.stderr)
+    print(f"pepr-agent: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} "
+          f"already done (on {name} at {args.image_size} px)", file=sys.stderr)  # also --quiet, as run's
     return 1 if counts["failed"] else 0
 
 

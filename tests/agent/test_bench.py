@@ -91,3 +91,23 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(cli, tmp_path, args, m
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and message in err
     assert out == "" and not db.exists()
+
+
+def test_sigterm_stops_the_bench_with_a_line_and_keeps_what_finished(agent_command, tmp_path):
+    """scancel and timeout send SIGTERM: the bench ended by the signal itself, saying nothing."""
+    import signal
+    import subprocess
+    from pathlib import Path
+
+    db = tmp_path / "bench.duckdb"
+    argv = ("bench", "--models", "test_resnet,test_efficientnet", "--db", db, "--image-size", 16,
+            "--batch-sizes", "1", "--seconds", 30, "--threads", 1, "--quiet")
+    process = subprocess.Popen(agent_command(*argv), cwd=Path(__file__).parents[2], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    first = process.stdout.readline()  # test_resnet is written; test_efficientnet's 30 s begin
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert json.loads(first)["model"] == "test_resnet" and out == ""
+    assert process.returncode == 128 + signal.SIGTERM
+    assert err == "pepr-agent: bench interrupted by SIGTERM; what finished is kept, the same command goes on\n"
+    assert RunStore(db).benchmarks()["model"].tolist() == ["test_resnet"]
