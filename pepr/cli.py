@@ -196,7 +196,7 @@ def _score(args) -> int:
         runs = runs[runs["experiment"].isin(args.experiment)]
     runs, device = attach_where_weighted(store, runs, weights, args.bench_device)
     if device:
-        print(f"inference cost measured on: {device}", file=sys.stderr)
+        print(one_line(f"inference cost measured on: {device}"), file=sys.stderr)
     finished = runs[runs["status"] == "ok"]
     recorded = [name for name, weight in weights.items() if weight > 0 and not REGISTRY[name].benchmarked]
     unmeasured = sorted(set(recorded) - measured(finished, recorded)) if len(finished) else []
@@ -240,7 +240,8 @@ def _info(args) -> int:
     )
     table.insert(0, "runs", table.sum(axis=1))
     print(f"{args.db}: {int(table['runs'].sum())} run(s) in {summary['experiment'].nunique()} experiment(s)")
-    print(table.reset_index().rename_axis(columns=None).to_string(index=False))
+    table = table.reset_index().rename_axis(columns=None)
+    print(table.assign(experiment=table["experiment"].map(_cell), source=table["source"].map(_cell)).to_string(index=False))
     _bench_info(store)
     return 0
 
@@ -250,8 +251,8 @@ def _bench_info(store: RunStore) -> None:
     benchmarks = bench_summary(store.benchmarks())
     for row in benchmarks.itertuples():
         failed = f", {row.models_failed} failed" if row.models_failed else ""
-        print(f"benchmarks on {row.device}: {row.models_ok} model(s) at {row.image_size} px{failed}, "
-              f"last {row.last:%Y-%m-%d}")
+        print(one_line(f"benchmarks on {row.device}: {row.models_ok} model(s) at {row.image_size} px{failed}, "
+                       f"last {row.last:%Y-%m-%d}"))
 
 
 def _merge(args) -> int:

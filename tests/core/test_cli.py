@@ -55,6 +55,8 @@ def test_score_table_shows_long_and_crafted_names_on_one_line(tmp_path):
     assert table.returncode == 0, table.stderr
     assert "\x1b" not in table.stdout and len(table.stdout.splitlines()) == 3
     assert "m" * 39 + "…" in table.stdout and long_name not in table.stdout
+    info = pepr("info", "--db", path)
+    assert info.returncode == 0 and "\x1b" not in info.stdout and "e\\x1b[31m" in info.stdout
     whole = pepr("score", "--db", path, "--format", "csv")
     assert long_name in whole.stdout and "e\x1b[31m" in whole.stdout  # machine formats: as stored
 
