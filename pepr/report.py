@@ -230,6 +230,16 @@ def _measurement(runs: pd.DataFrame) -> str:
     lines.append("- Hardware: " + "; ".join(f"{markdown_text(d)} ({n} run(s))" for d, n in devices.items()) + ".")
     tools = runs["energy_tool"].fillna("not recorded").value_counts()
     lines.append("- Energy measured with: " + "; ".join(f"{markdown_text(t)} ({n} run(s))" for t, n in tools.items()) + ".")
+    benched = runs.dropna(subset=["bench_device"]) if "bench_device" in runs else runs.iloc[:0]
+    if len(benched):  # inference costs come from another machine's benchmarks
+        sizes = ", ".join(f"{size} px" for size in sorted(benched["bench_image_size"].unique()))
+        batches = benched.dropna(subset=[RESOURCES["infer_energy"].column])["bench_batch_size"].value_counts().sort_index()
+        lines.append(
+            f"- Inference costs: benchmarked on {markdown_text(benched['bench_device'].iloc[0])} at {sizes}; "
+            "latency per image at batch 1" + ("; energy per image at batch " if len(batches) else "")
+            + ", ".join(f"{batch} ({n} run(s))" for batch, n in batches.items())
+            + (": energy at different batch sizes, so compare it with care." if len(batches) > 1 else ".")
+        )
     rows = []
     for part in ENERGY_PARTS:
         methods = runs[f"energy_{part}_method"].fillna("not recorded").value_counts()

@@ -258,3 +258,13 @@ def test_info_lists_the_benchmarked_devices(db, tmp_path, capsys):
     assert main(["info", "--db", str(bench_only)]) == 0
     assert capsys.readouterr().out.splitlines() == [
         f"{bench_only}: no runs", f"benchmarks on {LAPTOP}: 1 model(s) at 256 px, last 2026-11-26"]
+
+
+def test_the_report_says_where_the_inference_costs_come_from(db, tmp_path):
+    out = tmp_path / "report"
+    assert main(["report", "--db", str(db), "--experiment", "derma", "--weights", "energy=1,infer_energy=1",
+                 "--bench-device", "Intel", "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    # resnet18 and the ViT have energy at batch 32; mobilenet's batch 32 failed, so it is not scored.
+    assert (f"- Inference costs: benchmarked on {LAPTOP} at 256 px; latency per image at batch 1; "
+            "energy per image at batch 32 (2 run(s)).") in text.replace("\\", "")
