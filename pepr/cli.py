@@ -251,7 +251,7 @@ def _bench_info(store: RunStore) -> None:
     benchmarks = bench_summary(store.benchmarks())
     for row in benchmarks.itertuples():
         failed = f", {row.models_failed} failed" if row.models_failed else ""
-        print(one_line(f"benchmarks on {row.device}: {row.models_ok} model(s) at {row.image_size} px{failed}, "
+        print(one_line(f"benchmarks on {row.device}: {row.models_ok} model(s) ok at {row.image_size} px{failed}, "
                        f"last {row.last:%Y-%m-%d}"))
 
 

@@ -250,14 +250,14 @@ def test_info_lists_the_benchmarked_devices(db, tmp_path, capsys):
     assert main(["info", "--db", str(db)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[-2:] == [
-        f"benchmarks on {LAPTOP}: 2 model(s) at 256 px, 1 failed, last 2026-11-26",
-        f"benchmarks on {SERVER}: 1 model(s) at 256 px, last 2026-11-26",
+        f"benchmarks on {LAPTOP}: 2 model(s) ok at 256 px, 1 failed, last 2026-11-26",
+        f"benchmarks on {SERVER}: 1 model(s) ok at 256 px, last 2026-11-26",
     ]
     bench_only = tmp_path / "bench.duckdb"
     RunStore(bench_only).record_benchmark(bench("n1", "resnet50", 1))
     assert main(["info", "--db", str(bench_only)]) == 0
     assert capsys.readouterr().out.splitlines() == [
-        f"{bench_only}: no runs", f"benchmarks on {LAPTOP}: 1 model(s) at 256 px, last 2026-11-26"]
+        f"{bench_only}: no runs", f"benchmarks on {LAPTOP}: 1 model(s) ok at 256 px, last 2026-11-26"]
 
 
 def test_the_report_says_where_the_inference_costs_come_from(db, tmp_path):
