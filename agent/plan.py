@@ -226,11 +226,11 @@ def unknown_model(name: str) -> str | None:
 
     arch, dot, _ = name.partition(".")
     if timm.is_model(name):
-        if not dot or name in timm.list_pretrained(f"{arch}.*"):
+        tags = timm.list_pretrained(f"{arch}.*") if dot else []
+        if not dot or name in tags:
             return None
-        tags = timm.list_pretrained(f"{arch}.*")
-        return (f"timm has no weights {name!r}" + (f"; {arch}'s are {', '.join(tags[:4])}"
-                                                    + (", ..." if len(tags) > 4 else "") if tags else f"; use {arch}"))
+        known = f"{arch}'s are {', '.join(tags[:4])}{', ...' if len(tags) > 4 else ''}" if tags else f"use {arch}"
+        return f"timm has no weights {name!r}; {known}"
     close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.5)
     return f"unknown timm model {name!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
 

@@ -654,14 +654,15 @@ class Merged(NamedTuple):
 
 
 def merge(sources: Sequence[str | Path], into: str | Path, prefer: str | Path | None = None) -> Merged:
-    """Bring `into` up to date with every run (and its epochs) of `sources`.
+    """Bring `into` up to date with every run (and its epochs) and benchmark of `sources`, in
+    one transaction.
 
     New run ids are added; a run the target holds as `running` (or as `interrupted`, where
     an agent took over a copy of a claim) is replaced, epochs and all, where a source has it
     further on, or running with a newer heartbeat. Merging again changes nothing, and a source
-    may be merged while an agent writes to it. A finished run that two databases hold with
-    different results is refused, and nothing is written, unless `prefer` (one of the
-    databases) holds a copy of it: that copy is kept.
+    may be merged while an agent writes to it. A finished run or a benchmark that two databases
+    hold with different results is refused, and nothing is written, unless `prefer` (one of
+    the databases) holds a copy of it: that copy is kept.
     """
     target = RunStore(into)
     target.check()
@@ -678,15 +679,15 @@ def merge(sources: Sequence[str | Path], into: str | Path, prefer: str | Path | 
             benchmarks.append(_frame(store.benchmarks(), BENCH_COLUMNS, "benchmark").assign(_source=index))
         except PeprError as error:
             raise PeprError(f"{source}: {error}") from None
-    held = target.exists()
+    target_exists = target.exists()
     runs = pd.concat([frame for frame in runs if not frame.empty] or [_empty(RUN_COLUMNS)])
-    conflicts, replace = _conflicts(pd.concat([(target.runs() if held else _empty(RUN_COLUMNS)).assign(
+    conflicts, replace = _conflicts(pd.concat([(target.runs() if target_exists else _empty(RUN_COLUMNS)).assign(
         _source=len(sources)), runs]), names, preferred)
     if conflicts:  # the preferred copy only
         runs = runs[~runs["run_id"].isin(conflicts) | (runs["_source"] == preferred)]
     benchmarks = pd.concat([frame for frame in benchmarks if not frame.empty]
                            or [_empty(BENCH_COLUMNS).assign(_source=pd.Series(dtype=int))])
-    bench_conflicts, bench_replace = _conflicts(pd.concat([(target.benchmarks() if held else _empty(BENCH_COLUMNS)).assign(
+    bench_conflicts, bench_replace = _conflicts(pd.concat([(target.benchmarks() if target_exists else _empty(BENCH_COLUMNS)).assign(
         _source=len(sources)), benchmarks]), names, preferred, "bench_id", _BENCH_RESULTS, "benchmark")
     benchmarks = benchmarks[~benchmarks["bench_id"].isin(bench_conflicts) | (benchmarks["_source"] == preferred)]
     latest = _empty(RUN_COLUMNS)
