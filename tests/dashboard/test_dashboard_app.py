@@ -584,7 +584,7 @@ def test_a_deployment_device_prices_inference_and_caps_latency(app, db, rows):
     cards = [t.value for t in at.markdown if "fast" in t.value or "slow" in t.value]
     assert cards and "fast" in cards[0]  # the top PePR card: faster at a small accuracy cost
     excluded = " ".join(str(v) for frame in at.dataframe for v in frame.value.to_numpy().ravel())
-    assert "not benchmarked on the chosen device" in excluded and ranking is not None
+    assert "no usable benchmark of this model on the chosen device" in excluded and ranking is not None
     # "At most 0.1 ms per image on this server": the slower, more accurate model is out.
     at = goto(app(path, d="Server GPU", cap="infer_latency:0.0001").run(), "budget")
     assert not at.exception
