@@ -278,15 +278,16 @@ def plan_jobs(args):
     return plan.shard(jobs, *shard) if shard else jobs
 
 
-def checked_db(db):
-    """The `--db` database, refused now, before any work, if it cannot be a pepr database."""
+def checked_db(db, flag: str = "--db"):
+    """The database given by `flag`, refused now, before any work, if it cannot be a pepr
+    database (a path that does not exist yet is fine)."""
     from pepr.store import RunStore
 
     store = RunStore(db)
     try:
         store.check()
     except PeprError as error:
-        raise type(error)(f"--db: {error}") from None  # a busy database stays exit 1
+        raise type(error)(f"{flag}: {error}") from None  # a busy database stays exit 1
     return store
 
 
@@ -309,21 +310,12 @@ def run(args) -> int:
     jobs = plan_jobs(args)
     country = check_country(args.country)
     check_protocol(jobs, store)
-    done_elsewhere = set()
-    if args.done_in:
-        from pepr.store import RunStore
-
-        try:
-            elsewhere = RunStore(args.done_in)
-            elsewhere.check()  # a folder or another kind of file is refused; a new path holds nothing yet
-            done_elsewhere = elsewhere.ok_job_keys()
-        except PeprError as error:
-            raise type(error)(f"--done-in: {error}") from None
+    done_elsewhere = checked_db(args.done_in, "--done-in").ok_job_keys() if args.done_in else set()
     if args.dry_run:
         from agent.sweep import owner_gone
 
         statuses = store.job_statuses() if store.exists() else {}
-        done = store.ok_job_keys() | done_elsewhere
+        done = {key for key, status in statuses.items() if status == "ok"} | done_elsewhere  # read once
         running = store.runs(status="running").to_dict("records") if store.exists() else []
         abandoned = {row["job_key"] for row in running if owner_gone(row)}  # the sweep takes these over
         for job in jobs:

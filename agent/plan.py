@@ -120,10 +120,11 @@ def expand(
     deterministic: bool = False,
 ) -> list[Job]:
     """Every combination, dataset-major (so a dataset is loaded once), duplicates dropped."""
+    spelt = {dataset: canonical_dataset(dataset) for dataset in datasets}
     jobs = [
         Job(
             model=model,
-            dataset=canonical_dataset(dataset),
+            dataset=spelt[dataset],
             typed_dataset=dataset,
             pretrained=pt,
             train_fraction=float(fraction),
@@ -133,7 +134,7 @@ def expand(
             learning_rate=learning_rate,
             image_size=image_size,
             amp=amp,
-            experiment=experiment or default_experiment(canonical_dataset(dataset), pt, fraction),
+            experiment=experiment or default_experiment(spelt[dataset], pt, fraction),
             cudnn_benchmark=cudnn_benchmark,
             deterministic=deterministic,
         )
@@ -165,7 +166,8 @@ def check_protocol(jobs: Sequence[Job], store) -> None:
     if not store.exists():
         return
     stored = store.runs(experiments=sorted({job.experiment for job in jobs}))
-    stored = stored.assign(spec=stored["config"].map(_dataset_spec, na_action="ignore"))
+    specs = {config: _dataset_spec(config) for config in stored["config"].dropna().unique()}  # each once
+    stored = stored.assign(spec=stored["config"].map(specs))
     stored_protocols = stored[["experiment", "dataset", "spec", *PROTOCOL]].drop_duplicates()
     planned = {(job.experiment, job.dataset, tuple(getattr(job, name) for name in PROTOCOL)): None for job in jobs}
     for experiment, dataset, values in planned:
@@ -313,4 +315,5 @@ def models_from_flags(args, *, pretrained: bool) -> list[str]:
                                 quiet=args.quiet)
     if not models:
         raise PeprError("no models: give --models, --models-file or --param-range with --sample")
-    return check_models(dict.fromkeys(models))
+    check_models(args.models)  # a file's names were checked as read; drawn names are timm's own
+    return list(dict.fromkeys(models))

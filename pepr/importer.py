@@ -183,25 +183,26 @@ def _parse_json_lines(data: bytes, name: str) -> pd.DataFrame:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise PeprError(f"{name}: not UTF-8 text ({error})") from None
+    def record(number: int, value) -> dict:
+        if not isinstance(value, dict):
+            raise PeprError(f"{name}, row {number}: not a JSON object")
+        return value
+
     if text.lstrip().startswith("["):
         try:
-            lines = [json.dumps(record) for record in json.loads(text)]
+            rows = [(number, record(number, value)) for number, value in enumerate(json.loads(text), start=1)]
         except json.JSONDecodeError as error:
             raise PeprError(f"{name}: not JSON ({error.msg}, line {error.lineno})") from None
     else:
-        lines = text.splitlines()
-    records, numbers = [], []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise PeprError(f"{name}, row {number}: not JSON ({error.msg})") from None
-        if not isinstance(record, dict):
-            raise PeprError(f"{name}, row {number}: not a JSON object")
-        records.append(record)
-        numbers.append(number)
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise PeprError(f"{name}, row {number}: not JSON ({error.msg})") from None
+                rows.append((number, record(number, value)))
+    numbers, records = [number for number, _ in rows], [value for _, value in rows]
     if not records:
         return pd.DataFrame()
     return pd.json_normalize(records).set_axis(numbers)
