@@ -30,6 +30,11 @@ class Source:
     writable: bool
 
 
+def user_key(path: Path) -> str:
+    """The picker's key of a database in the user data folder."""
+    return f"user:{path.stem}"
+
+
 def user_dir(env: Mapping[str, str] = os.environ) -> Path:
     """The user data folder: $PEPR_DATA_DIR, else ~/.local/share/pepr."""
     return Path(env.get("PEPR_DATA_DIR") or Path.home() / ".local" / "share" / "pepr").expanduser()
@@ -46,8 +51,8 @@ def sources(env: Mapping[str, str] = os.environ, results: Path = RESULTS) -> dic
         for path in sorted(folder.glob("*.duckdb")):
             if path.is_file() and _NAME.fullmatch(path.stem):
                 link = path.is_symlink()
-                found[f"user:{path.stem}"] = Source(f"user:{path.stem}", f"Yours: {path.stem}" + (" (a link)" if link else ""),
-                                                    path, writable=not link)
+                key = user_key(path)
+                found[key] = Source(key, f"Yours: {path.stem}" + (" (a link)" if link else ""), path, writable=not link)
     start = env.get("PEPR_DB")
     if start:
         path = Path(start).expanduser().resolve()

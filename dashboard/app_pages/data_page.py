@@ -80,7 +80,7 @@ def _run_import(key: str, where, source_bytes, name: str | None = None) -> None:
     else:
         st.session_state["d_message"] = ("success", f"{plain(path.stem)}: {imported}.")
         data.refresh()
-        st.session_state["_switch_db"] = f"user:{path.stem}"  # open it: the picker reads this first
+        st.session_state["_switch_db"] = sources.user_key(path)  # open it: the picker reads this first
     st.rerun()
 
 
@@ -119,7 +119,7 @@ def own_results(view: View | None, problem: str | None, source) -> None:
     except ValueError as error:
         st.error(f"Import refused: {error}.")
         return
-    import_panel(str(where), on_imported=lambda: st.session_state.update(_o_target_next=f"user:{where.stem}"))
+    import_panel(str(where), on_imported=lambda: st.session_state.update(_o_target_next=sources.user_key(where)))
 
 
 SECTIONS = [holdings, paper_import, own_results]
