@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import os
 import random
@@ -54,11 +55,11 @@ class Job:
                 del config[name]
         return config
 
-    @property
+    @functools.cached_property  # hashed once: a plan asks for keys several times per job
     def key(self) -> str:
         return job_key(self.config())
 
-    @property
+    @functools.cached_property
     def keys(self) -> tuple[str, ...]:
         """Its key, and the key it had with its dataset as typed (`./a/x.npz`): a database
         from before each dataset had one spelling holds its runs under that one."""
