@@ -176,9 +176,9 @@ def bench(args) -> int:
     from tqdm import tqdm
 
     from agent.cli import checked_db, make_writable
-    from agent.sweep import Interrupted, SignalGuard, now, one_line, software
+    from agent.sweep import Interrupted, SignalGuard, one_line, software
     from agent.train import resolve_device
-    from pepr.store import job_key
+    from pepr.store import job_key, now
 
     from agent.plan import models_from_flags
 

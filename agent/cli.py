@@ -7,7 +7,6 @@ import math
 import os
 import re
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 try:
@@ -17,6 +16,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from pepr.cli_frame import Parser, label, run_command
 from pepr.errors import PeprError
+from pepr.store import INT32_MAX, now
 
 AMP_MODES = ("off", "fp16", "bf16")
 
@@ -58,8 +58,6 @@ disk refused or an unexpected error (--debug: traceback),
 is recorded 'interrupted'), 141 the output's reader went away.
 Output: one JSON line per finished job on stdout (or --log), progress bars on stderr."""
 
-
-INT32_MAX = 2**31 - 1  # counts and seeds are stored as 32-bit integers
 
 
 def _list(kind=str, what="a comma-separated list"):
@@ -301,7 +299,7 @@ def make_writable(store, db) -> None:
 
 
 def run(args) -> int:
-    asked_at = datetime.now(timezone.utc).replace(tzinfo=None)  # as agent.sweep.now(), before its imports
+    asked_at = now()  # before the imports below, which take seconds
     from agent.measure import check_country
 
     from agent.plan import check_protocol
@@ -327,7 +325,7 @@ def run(args) -> int:
         print(f"{len(jobs)} job(s)", file=sys.stderr)
         return 0
 
-    from agent.data import load, subsample
+    from agent.data import load, subsample_size
     from agent.sweep import Interrupted, run_sweep
     from agent.train import resolve_device
 
@@ -336,10 +334,10 @@ def run(args) -> int:
         raise PeprError("--amp fp16 needs a CUDA device; on the CPU use --amp bf16")
     for dataset in dict.fromkeys(job.dataset for job in jobs):
         images = len(load(dataset, args.data_dir, args.image_size).labels["train"])
-        for fraction in sorted({job.train_fraction for job in jobs if job.dataset == dataset}):
-            if len(subsample(images, fraction)) < 2:
-                raise PeprError(f"--fractions {fraction:g}: keeps 1 of the {images} train images of "
-                                f"{dataset}; training needs at least 2")
+        fraction = min(job.train_fraction for job in jobs if job.dataset == dataset)
+        if subsample_size(images, fraction) < 2:
+            raise PeprError(f"--fractions {fraction:g}: keeps 1 of the {images} train images of "
+                            f"{dataset}; training needs at least 2")
     try:
         log = open(args.log, "a") if args.log else sys.stdout
     except OSError as error:

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 
 from agent.plan import dataset_label
 from pepr.errors import DownloadError, PeprError, described
+from pepr.store import INT32_MAX
 
 SPLITS = ("train", "val", "test")
-MAX_LABEL = 2**31 - 1
 MEDMNIST_SIZES = (28, 64, 128, 224)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 FOLDER_SPLITS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
@@ -38,11 +38,15 @@ class Data:
         return self.images["train"].shape[1]
 
 
+def subsample_size(n: int, fraction: float) -> int:
+    """How many of n items `subsample` keeps: a `fraction` of them, rounded up, at least one."""
+    return max(1, math.ceil(n * fraction))
+
+
 def subsample(n: int, fraction: float) -> np.ndarray:
-    """Indices of a deterministic `fraction` of n items (at least one), the same for every run
-    and seed; a smaller fraction is a subset of a larger one."""
-    keep = max(1, math.ceil(n * fraction))
-    return np.sort(np.random.default_rng(0).permutation(n)[:keep])
+    """Indices of a deterministic `fraction` of n items (`subsample_size`), the same for every
+    run and seed; a smaller fraction is a subset of a larger one."""
+    return np.sort(np.random.default_rng(0).permutation(n)[:subsample_size(n, fraction)])
 
 
 @functools.lru_cache(maxsize=1)
@@ -107,7 +111,7 @@ def _check_split(spec: str, split: str, x: np.ndarray, y: np.ndarray):
         )
     if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
         raise PeprError(f"{spec}: {split}_labels must be non-negative integers")
-    if y.max() > MAX_LABEL:
+    if y.max() > INT32_MAX:
         raise PeprError(f"{spec}: {split}_labels holds {y.max()}; labels are class indices, 0 to K-1")
     if x.dtype != np.uint8:
         if not np.issubdtype(x.dtype, np.floating) or not (np.isfinite(x).all() and x.min() >= 0 and x.max() <= 1):

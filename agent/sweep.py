@@ -18,7 +18,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Sequence, Set
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from importlib import metadata
 from typing import TextIO
 
@@ -30,7 +30,7 @@ from agent.data import load
 from agent.plan import Job, dataset_label
 from agent.train import describe, run_job
 from pepr.errors import StoreBusyError, StoreError
-from pepr.store import RunStore
+from pepr.store import RunStore, now
 
 
 class Interrupted(BaseException):
@@ -92,10 +92,6 @@ def software() -> str:
         except metadata.PackageNotFoundError:
             versions[package] = None
     return json.dumps(versions, sort_keys=True)
-
-
-def now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def base_row(job: Job, run_id: str, device) -> dict:

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from pepr.errors import PeprError, control_character, control_problem
-from pepr.paper import INT64_MAX, parse_csv, read_source, source_label, whole_number
+from pepr.paper import parse_csv, read_source, source_label, whole_number
 from pepr.resources import ENERGY_PARTS
-from pepr.store import RUN_COLUMNS, Imported, RunStore, job_key
+from pepr.store import INT32_MAX, INT64_MAX, RUN_COLUMNS, Imported, RunStore, job_key
 
 # unit -> (multiply, divide): value * multiply / divide is the value in the column's unit.
 ENERGY_UNITS = {"J": (1, 3_600_000), "Wh": (1, 1000), "kWh": (1, 1)}
@@ -80,7 +80,6 @@ DECIMAL_COMMA = re.compile(r"[-+]?\d+,\d+")
 # 12.500.000, which may group thousands or be a decimal point.
 GROUPED_DECIMAL_COMMA = re.compile(r"[-+]?[1-9]\d{0,2}(\.\d{3})+,\d+")
 POINT_GROUPS = re.compile(r"[-+]?[1-9]\d{0,2}(\.\d{3})+")
-INT32_MAX = 2**31 - 1  # an INTEGER run column's largest (seed)
 REQUIRED = ("model", "performance")  # and an experiment: a column or one label for all rows
 ENERGY_METHODS = (
     "gpu-energy-counter", "gpu-power-samples", "rapl", "power-gadget", "powermetrics", "pmic",
@@ -540,8 +539,8 @@ def load_emissions(table: Table) -> pd.DataFrame:
         raise PeprError(f"{table.name}: not CodeCarbon's emissions.csv: missing column(s) {', '.join(missing)}")
     frame = frame[~frame["run_id"].duplicated(keep="last")]
     errors: list = []
-    out = pd.DataFrame(index=frame.index)
-    for column, target in CODECARBON_NUMBERS.items():
+    out = pd.DataFrame(index=frame.index, data={"pue": np.nan})
+    for column, target in {**CODECARBON_NUMBERS, **({"pue": "pue"} if "pue" in frame else {})}.items():
         values = _numbers(_text(frame[column]), column, table.name, errors, table.decimal_comma)
         bad = values < 0
         if bad.any():
@@ -553,9 +552,6 @@ def load_emissions(table: Table) -> pd.DataFrame:
     energy = out["energy_kwh"]
     out["carbon_intensity"] = (out["co2_kg"] * 1000 / energy.where(energy > 0)).astype(float)
     out["carbon_intensity_source"] = "codecarbon"
-    out["pue"] = _numbers(_text(frame["pue"]), "pue", table.name, errors, table.decimal_comma) if "pue" in frame else np.nan
-    if errors:
-        raise PeprError(errors[0][1])
     version = _text(frame["codecarbon_version"]) if "codecarbon_version" in frame else ""
     out["energy_tool"] = ("codecarbon " + version).str.strip() if "codecarbon_version" in frame else "codecarbon"
     scope = _text(frame["tracking_mode"]).map(CODECARBON_SCOPES) if "tracking_mode" in frame else None

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from pepr.errors import DownloadError, PeprError, control_character, control_problem
-from pepr.store import Imported, RunStore, job_key
+from pepr.store import INT64_MAX, Imported, RunStore, job_key
 
 PAPER_COMMIT = "ce087aafcdce4a5b636152d170475a6df5f4c3d7"
 _RAW = f"https://raw.githubusercontent.com/saintslab/PePR/{PAPER_COMMIT}/data"
@@ -310,7 +310,6 @@ def _check_range(values: pd.Series, column: str, name: str, low: float, high: fl
         raise PeprError(f"{_where(name, label, column)}: {values.loc[label]:g} is {expected}")
 
 
-INT64_MAX = 2**63 - 1
 NOT_WHOLE = f"is not a whole number of at most {INT64_MAX}"  # where `whole_number` refuses
 
 

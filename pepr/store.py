@@ -20,6 +20,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
@@ -34,6 +35,13 @@ SCHEMA_VERSION = 3
 # Given a running row (run_id, host, pid, started_at, heartbeat_at), why its owner is gone, or None.
 OwnerCheck = Callable[[dict], "str | None"]
 STATUSES = ("running", "ok", "failed", "interrupted")
+INT32_MAX = 2**31 - 1  # the largest value of an INTEGER column (seeds, counts)
+INT64_MAX = 2**63 - 1  # of a BIGINT column (parameters, set sizes)
+
+
+def now() -> datetime:
+    """The time now as the store keeps it (TIMESTAMP columns): UTC, without a zone."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 # Schema 1, as created by migration 1 (never edit: files in the field have it).
 _RUN_COLUMNS_1: dict[str, str] = {

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from agent import plan
-from agent.data import load, subsample
+from agent.data import load, subsample, subsample_size
 from agent.codecarbon_adapter import _cpu_method as cpu_method
 from agent.codecarbon_adapter import _gpu_method as gpu_method
 from agent.codecarbon_adapter import _ram_method as ram_method
@@ -183,7 +183,7 @@ def test_medmnist_by_name_fails_clearly_without_the_file_or_network(tmp_path):
 
 
 def test_subsample_is_deterministic_and_sized():
-    assert len(subsample(1077, 0.1)) == 108 and len(subsample(5, 0.01)) == 1
+    assert len(subsample(1077, 0.1)) == 108 == subsample_size(1077, 0.1) and len(subsample(5, 0.01)) == 1
     assert np.array_equal(subsample(1077, 0.1), subsample(1077, 0.1))
     assert set(subsample(100, 0.1)) < set(subsample(100, 0.5))  # smaller regimes nest
     assert np.array_equal(subsample(10, 1.0), np.arange(10))

@@ -15,7 +15,7 @@ import pytest
 
 from pepr.cli import main
 from pepr.errors import PeprError
-from pepr.importer import ColumnMap, convert, parse_table, preview, read_table
+from pepr.importer import ColumnMap, convert, load_emissions, parse_table, preview, read_table
 from pepr.store import RunStore
 
 # One row per model; the first row's values have hand-computed conversions below.
@@ -418,6 +418,15 @@ def test_a_semicolon_emissions_file_reads_its_decimal_commas(tmp_path):
     run = result.runs.iloc[0]
     assert (run["energy_kwh"], run["train_time_s"], run["pue"]) == (0.003, 10.5, 1.2)
 
+
+def test_an_emissions_file_names_its_first_bad_row_whichever_column_it_is_in(tmp_path):
+    emissions = tmp_path / "emissions.csv"
+    header = "run_id,experiment_id,duration,emissions,cpu_energy,gpu_energy,ram_energy,energy_consumed,country_iso_code,pue\n"
+    emissions.write_text(header + "u1,w1,10,0.001,0.002,0,0.001,0.003,DNK,high\n"
+                                  "u2,w2,10,0.001,0.002,0,0.001,-0.003,DNK,1.2\n")
+    with pytest.raises(PeprError) as error:
+        load_emissions(read_table(emissions))
+    assert str(error.value) == f"{emissions}, row 2, column pue: not a number: 'high'"
 # -- mistakes ------------------------------------------------------------------------------
 
 
