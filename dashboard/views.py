@@ -26,6 +26,7 @@ from pepr.score import (
     pepr_curve,
     score,
     split_by_params,
+    unmeasured,
 )
 from pepr.sensitivity import kendall_tau, rank_stability, sample_weights
 from pepr.store import is_estimate
@@ -206,7 +207,7 @@ def build_view(
     in_scope = priced[priced["experiment"].isin(controls.experiments)]
     measured_here = measured(in_scope[in_scope["status"] == "ok"], WEIGHTED)
     weights = {k: v for k, v in controls.weights.items() if k in measured_here}
-    unmeasured = [k for k, v in controls.weights.items() if v > 0 and k not in measured_here]
+    missing = unmeasured(in_scope, controls.weights)
     alpha = controls.alpha
     if alpha < 1:
         notes.append(f"alpha {alpha:g} is below 1, outside the paper's range: the score uses 1.")
@@ -237,7 +238,7 @@ def build_view(
         excluded=excluded,
         models=models,
         weights=scored.weights,
-        unmeasured=unmeasured,
+        unmeasured=missing,
         measured=measured_here,
         threshold=threshold,
         units=units,

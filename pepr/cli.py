@@ -17,7 +17,7 @@ from pepr.inference import attach_where_weighted
 from pepr.inference import summary as bench_summary
 from pepr.paper import PAPER_RESULTS_URL, import_paper
 from pepr.resources import RESOURCES as REGISTRY
-from pepr.score import NORMALIZATIONS, RESOURCES, check_alpha, measured, parse_weights, score
+from pepr.score import NORMALIZATIONS, RESOURCES, check_alpha, check_measured, parse_weights, score
 from pepr.store import RunStore, merge
 
 FORMATS = ("table", "csv", "json")
@@ -197,12 +197,7 @@ def _score(args) -> int:
     runs, device = attach_where_weighted(store, runs, weights, args.bench_device)
     if device:
         print(one_line(f"inference cost measured on: {device}"), file=sys.stderr)
-    finished = runs[runs["status"] == "ok"]
-    recorded = [name for name, weight in weights.items() if weight > 0 and not REGISTRY[name].benchmarked]
-    unmeasured = sorted(set(recorded) - measured(finished, recorded)) if len(finished) else []
-    if unmeasured:
-        scope = f"experiment {', '.join(args.experiment)}" if args.experiment else args.db
-        raise PeprError(f"--weights: {', '.join(unmeasured)} measured in no run of {scope}; weight what was measured")
+    check_measured(runs, weights, f"experiment {', '.join(args.experiment)}" if args.experiment else args.db)
     result = score(runs, weights, args.normalization, args.alpha)
     bench_columns = [REGISTRY[name].column for name in result.weights if REGISTRY[name].benchmarked]
     bench_columns += ["bench_image_size"] if bench_columns else []

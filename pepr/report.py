@@ -22,7 +22,7 @@ from pepr import __version__
 from pepr.errors import PeprError
 from pepr.inference import attach_where_weighted
 from pepr.resources import ENERGY_PARTS, RESOURCES, readable_unit, typical_unit
-from pepr.score import normalize_weights, pareto_front, score
+from pepr.score import check_measured, normalize_weights, pareto_front, score
 from pepr.store import RunStore, is_estimate
 
 FIGURE_FORMATS = ("svg", "png", "pdf")
@@ -136,6 +136,7 @@ def build_report(
     runs = runs[runs["experiment"] == experiment]
     if runs.empty:
         raise PeprError(f"{source or 'the runs'}: no experiment {experiment!r} (known: {known})")
+    check_measured(runs, weights, f"experiment {experiment}")
     result = score(runs, weights, normalization, alpha)
     table = result.table.sort_values(["rank", "model"]).reset_index(drop=True)
     if table.empty:

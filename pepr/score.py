@@ -77,6 +77,25 @@ def measured(runs: pd.DataFrame, names: Iterable[str] = RESOURCES) -> set[str]:
     return {name for name in names if RESOURCES[name] in runs and runs[RESOURCES[name]].notna().any()}
 
 
+def unmeasured(runs: pd.DataFrame, weights: Mapping[str, float]) -> list[str]:
+    """The resources weighted above 0 that no finished (`ok`) run among `runs` measured, in
+    the order given; none where no run finished (there is nothing to weigh then)."""
+    finished = runs[runs["status"] == "ok"]
+    if finished.empty:
+        return []
+    found = measured(finished, weights)
+    return [name for name, weight in weights.items() if weight > 0 and name not in found]
+
+
+def check_measured(runs: pd.DataFrame, weights: Mapping[str, float], scope: str) -> None:
+    """A PeprError naming the weighted resources that no run of `scope` (`runs`) measured."""
+    missing = unmeasured(runs, weights)
+    if missing:
+        hint = " (inference costs: benchmark its models with `pepr-agent bench`)" if any(
+            REGISTRY[name].benchmarked for name in missing) else ""
+        raise PeprError(f"--weights: {', '.join(missing)} measured in no run of {scope}; weight what was measured{hint}")
+
+
 def check_alpha(alpha: float) -> float:
     """alpha itself, if in the paper's range: a finite number >= 1."""
     if not (np.isfinite(alpha) and alpha >= 1):

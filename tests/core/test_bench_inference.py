@@ -236,6 +236,18 @@ def test_no_benchmarks_in_the_database_is_exit_2(tmp_path, capsys):
     assert sha(path) == before
 
 
+def test_an_experiment_with_no_model_benchmarked_is_refused_with_the_way_out(tmp_path, capsys):
+    path = tmp_path / "runs.duckdb"
+    runs = runs_frame()
+    RunStore(path).import_runs(runs[runs["model"] == "never_benched"])
+    RunStore(path).append_benchmarks(pd.DataFrame(BENCHES))
+    assert main(["score", "--db", str(path), "--weights", "infer_latency=1", "--bench-device", "H100"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"inference cost measured on: {SERVER}",
+        f"pepr: --weights: infer_latency measured in no run of {path}; weight what was measured "
+        "(inference costs: benchmark its models with `pepr-agent bench`)"]
+
+
 def test_the_shipped_model_list_is_the_papers(paper_dir):
     from pathlib import Path
 

@@ -159,7 +159,8 @@ def test_the_best_is_also_the_strongest(db):
 @pytest.mark.parametrize("argv, message", [
     (["--experiment", "nope"], "no experiment 'nope' (known: exp)"),
     (["--experiment", "exp", "--weights", "speed=1"], "unknown resource 'speed'"),
-    (["--experiment", "exp", "--weights", "infer_time=1"], "no run of 'exp' can be scored (infer_time not measured)"),
+    (["--experiment", "exp", "--weights", "infer_time=1"], "--weights: infer_time measured in no run of experiment exp; weight what was measured"),
+    (["--experiment", "exp", "--weights", "energy=1,params=1"], "--weights: params measured in no run of experiment exp; weight what was measured"),
 ])
 def test_report_mistakes(db, argv, message, tmp_path, capsys):
     out = tmp_path / "out"
