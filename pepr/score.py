@@ -265,13 +265,17 @@ def score(
 
 
 def pareto_front(performance, resource) -> np.ndarray:
-    """Mask of the runs on the Pareto front: no other run has more performance for less."""
+    """Mask of the runs on the Pareto front: no other run has as much performance or more for
+    less, or more for as little (runs alike in both are on it or off it together)."""
     performance = np.asarray(performance, dtype=float)
     resource = np.asarray(resource, dtype=float)
     order = np.lexsort((-performance, resource))
-    best_before = np.maximum.accumulate(np.concatenate(([-np.inf], performance[order][:-1])))
+    p, r = performance[order], resource[order]
+    best_before = np.maximum.accumulate(np.concatenate(([-np.inf], p[:-1])))
+    alike = np.concatenate(([False], (p[1:] == p[:-1]) & (r[1:] == r[:-1])))  # as the run before
+    first_alike = np.maximum.accumulate(np.where(alike, 0, np.arange(len(p))))
     on_front = np.zeros(len(performance), dtype=bool)
-    on_front[order] = performance[order] > best_before
+    on_front[order] = (p > best_before)[first_alike]
     return on_front
 
 

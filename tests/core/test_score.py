@@ -242,6 +242,12 @@ def test_pareto_front_ties_keep_one_point():
     assert front.tolist() == [False, False, True]
 
 
+def test_runs_alike_in_both_are_on_the_front_together():
+    # Neither of two runs with equal performance and cost dominates the other.
+    front = pareto_front([0.8, 0.8, 0.9, 0.9, 0.7, 0.8, 0.8], [1.0, 1.0, 2.0, 3.0, 0.5, 1.5, 1.5])
+    assert front.tolist() == [True, True, True, False, True, False, False]
+
+
 def test_knee_of_tiny_fronts():
     assert knee([], []) is None
     assert knee([0.3], [2.0]) == 0
