@@ -7,6 +7,7 @@ Exit codes (see `pepr.cli_frame`): 0 success, 2 bad usage or bad input (one line
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 
@@ -168,10 +169,13 @@ def _weights(args) -> dict[str, float]:
 
 def _report(args) -> int:
     try:
-        from pepr.report import write_report
+        import altair  # noqa: F401
+        import vl_convert  # noqa: F401  (altair renders through it)
     except ImportError as error:
         raise PeprError(f"pepr report needs the report extra ({error.name} is missing): "
                         "pip install 'pepr[report]'") from None
+    from pepr.report import write_report
+
     paths = write_report(args.db, args.experiment, args.out, _weights(args), args.normalization,
                          args.alpha, args.bench_device)
     print("\n".join(str(path) for path in paths))
@@ -207,7 +211,8 @@ def _score(args) -> int:
     if args.format == "csv":
         table.to_csv(sys.stdout, index=False)
     elif args.format == "json":
-        print(table.to_json(orient="records", indent=1))
+        records = table.astype(object).where(table.notna(), None).to_dict("records")
+        print(json.dumps(records, indent=1))  # every digit (pandas' to_json keeps 10 decimals)
     else:
         shown = table.assign(**{c: table[c].map(_cell) for c in ("experiment", "model", "run_id")})
         print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}") if len(table) else "no runs to score")

@@ -135,7 +135,7 @@ def build_report(
     known = ", ".join(sorted(runs["experiment"].dropna().unique())) or "none"
     runs = runs[runs["experiment"] == experiment]
     if runs.empty:
-        raise PeprError(f"{source or 'the runs'}: no experiment {experiment!r} (known: {known})")
+        raise PeprError(f"--experiment: {source or 'the runs'} has no experiment {experiment!r} (known: {known})")
     check_measured(runs, weights, f"experiment {experiment}")
     result = score(runs, weights, normalization, alpha)
     table = result.table.sort_values(["rank", "model"]).reset_index(drop=True)
@@ -415,10 +415,6 @@ def write_report(
 ) -> list[Path]:
     """Write the report of `experiment` in database `db` into folder `out`; returns the paths.
     Inference costs come from the benchmarks of `bench_device` (see `pepr score`)."""
-    try:
-        import vl_convert  # noqa: F401  (altair renders through it)
-    except ImportError:
-        raise PeprError("pepr report renders figures with vl-convert-python: pip install 'pepr[report]'") from None
     normalize_weights(weights)
     if not str(out).strip():
         raise PeprError("--out: empty; name the folder to write the report into")

@@ -69,8 +69,8 @@ def test_score_json_with_weights_alpha_and_normalization(db):
     assert result.returncode == 0, result.stderr
     rows = {row["model"]: row for row in json.loads(result.stdout)}
     # cheap: R = 0.5 * 1/3 + 0.5 * 1 = 2/3; dear: R = 0.5 * 1 + 0.5 * 0.2 = 0.6.
-    assert rows["cheap"]["pepr"] == pytest.approx(2 * 0.8 / (2 + 2 / 3))
-    assert rows["dear"]["pepr"] == pytest.approx(2 * 0.9 / (2 + 0.6))
+    assert rows["cheap"]["pepr"] == pytest.approx(2 * 0.8 / (2 + 2 / 3), rel=1e-15)  # every digit
+    assert rows["dear"]["pepr"] == pytest.approx(2 * 0.9 / (2 + 0.6), rel=1e-15)
     assert rows["dear"]["rank"] == 1
     assert set(rows["cheap"]) == {"experiment", "model", "performance", "R_energy", "R_co2", "pepr", "rank", "run_id"}
 

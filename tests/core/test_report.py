@@ -156,8 +156,18 @@ def test_the_best_is_also_the_strongest(db):
     assert "is also the best performer: nothing to trade" in report.markdown
 
 
+@pytest.mark.parametrize("missing", ["altair", "vl_convert"])
+def test_report_without_its_extra_says_how_to_get_it(db, missing, tmp_path):
+    script = (f"import sys; sys.modules[{missing!r}] = None; from pepr.cli import main; "
+              f"sys.exit(main(['report', '--db', {str(db)!r}, '--experiment', 'exp', '--out', {str(tmp_path / 'out')!r}]))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stderr) == (
+        2, f"pepr: pepr report needs the report extra ({missing} is missing): pip install 'pepr[report]'\n")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("argv, message", [
-    (["--experiment", "nope"], "no experiment 'nope' (known: exp)"),
+    (["--experiment", "nope"], "--experiment: {db} has no experiment 'nope' (known: exp)"),
     (["--experiment", "exp", "--weights", "speed=1"], "unknown resource 'speed'"),
     (["--experiment", "exp", "--weights", "infer_time=1"], "--weights: infer_time measured in no run of experiment exp; weight what was measured"),
     (["--experiment", "exp", "--weights", "energy=1,params=1"], "--weights: params measured in no run of experiment exp; weight what was measured"),
@@ -166,7 +176,7 @@ def test_report_mistakes(db, argv, message, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["report", "--db", str(db), *argv, "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
+    assert message.format(db=db) in err and err.count("\n") == 1
     assert not out.exists()
 
 
