@@ -30,7 +30,7 @@ from agent.data import load
 from agent.plan import Job, dataset_label
 from agent.train import describe, run_job
 from pepr.errors import StoreBusyError, StoreError
-from pepr.store import RunStore, now
+from pepr.store import STALE_AFTER_S, RunStore, now
 
 
 class Interrupted(BaseException):
@@ -148,7 +148,6 @@ def gpu_uuid(device) -> str | None:
 
 
 HEARTBEAT_S = 30.0  # how often a training agent refreshes its claim's heartbeat_at
-STALE_AFTER_S = 600.0  # a claim from another host without a heartbeat for this long is abandoned
 
 
 def owner_gone(row: dict, *, host: str | None = None, at: datetime | None = None) -> str | None:

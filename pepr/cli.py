@@ -19,7 +19,7 @@ from pepr.inference import summary as bench_summary
 from pepr.paper import PAPER_RESULTS_URL, import_paper
 from pepr.resources import RESOURCES as REGISTRY
 from pepr.score import NORMALIZATIONS, RESOURCES, check_alpha, check_measured, parse_weights, score
-from pepr.store import RunStore, merge
+from pepr.store import STALE_AFTER_S, RunStore, merge
 
 FORMATS = ("table", "csv", "json")
 REPLACE_HELP = ("replace runs the database holds with other values (as after a corrected unit); "
@@ -242,6 +242,10 @@ def _info(args) -> int:
     print(f"{args.db}: {int(table['runs'].sum())} run(s) in {summary['experiment'].nunique()} experiment(s)")
     table = table.reset_index().rename_axis(columns=None)
     print(table.assign(experiment=table["experiment"].map(_cell), source=table["source"].map(_cell)).to_string(index=False))
+    silent = store.silent_claims()
+    if silent:
+        print(f"{silent} running run(s) with no heartbeat for over {STALE_AFTER_S / 60:g} minutes: their agents "
+              "are likely gone; the next sweep over their jobs takes them over")
     _bench_info(store)
     return 0
 

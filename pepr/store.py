@@ -20,7 +20,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import NamedTuple
 
@@ -33,6 +33,7 @@ from pepr.resources import ENERGY_PARTS
 
 SCHEMA_VERSION = 3
 # Given a running row (run_id, host, pid, started_at, heartbeat_at), why its owner is gone, or None.
+STALE_AFTER_S = 600.0  # a claim whose owner sent no heartbeat for this long is abandoned
 OwnerCheck = Callable[[dict], "str | None"]
 STATUSES = ("running", "ok", "failed", "interrupted")
 INT32_MAX = 2**31 - 1  # the largest value of an INTEGER column (seeds, counts)
@@ -619,6 +620,15 @@ class RunStore:
             return set()
         with self._read() as con:
             return set() if con is None else {key for (key,) in _exec(con, "SELECT DISTINCT job_key FROM runs WHERE status = 'ok'")}
+
+    def silent_claims(self) -> int:
+        """How many `running` rows had no heartbeat for STALE_AFTER_S: their agents are
+        likely gone (a sweep over their jobs takes them over)."""
+        with self._read() as con:
+            return 0 if con is None else _exec(
+                con, "SELECT count(*) FROM runs WHERE status = 'running'"
+                     " AND coalesce(heartbeat_at, started_at, TIMESTAMP '1970-01-01') < ?",
+                [now() - timedelta(seconds=STALE_AFTER_S)])[0][0]
 
     def summary(self) -> pd.DataFrame:
         """Run counts per experiment, source and status."""

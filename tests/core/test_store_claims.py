@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import pandas as pd
 
 from pepr.cli import main as pepr_main
-from pepr.store import Merged, RunStore, merge
+from pepr.store import STALE_AFTER_S, Merged, RunStore, merge, now
 
 T0 = datetime(2026, 1, 1, 12, 0, 0)
 
@@ -113,3 +113,23 @@ def test_pepr_merge_prints_what_it_added_and_updated(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out == [f"{target}: added 1 run(s)",
                    f"{target}: added 0 run(s), updated 1 it had unfinished"]
+
+
+def test_info_points_out_running_runs_whose_agents_went_silent(tmp_path, capsys):
+    """A Slurm task killed mid-job leaves a running row, which a merge carries on; info counted
+    it as running forever."""
+    path = tmp_path / "runs.duckdb"
+    store = RunStore(path)
+    store.record_run(run("silent", job="job-a", heartbeat_at=now() - timedelta(seconds=STALE_AFTER_S + 60)))
+    store.record_run(run("alive", job="job-b", heartbeat_at=now()))
+    store.record_run(run("never", job="job-c", started_at=now() - timedelta(hours=2), heartbeat_at=None))
+    assert store.silent_claims() == 2
+    assert pepr_main(["info", "--db", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "2 running run(s) with no heartbeat for over 10 minutes: their agents are likely gone; "
+        "the next sweep over their jobs takes them over")
+    store.heartbeat("silent", now())
+    store.heartbeat("never", now())
+    assert store.silent_claims() == 0
+    assert pepr_main(["info", "--db", str(path)]) == 0
+    assert "heartbeat" not in capsys.readouterr().out
