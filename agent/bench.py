@@ -176,7 +176,7 @@ def bench(args) -> int:
     from tqdm import tqdm
 
     from agent.cli import checked_db, make_writable
-    from agent.sweep import Interrupted, SignalGuard, one_line, software
+    from agent.sweep import Interrupted, SignalGuard, one_line, software, write_patiently
     from agent.train import resolve_device
     from pepr.store import job_key, now
 
@@ -237,8 +237,8 @@ def bench(args) -> int:
                                 gc.collect()
                                 torch.cuda.empty_cache()
                     row["ended_at"] = now()
-                    with guard.hold():
-                        store.record_benchmark(row)
+                    write_patiently(store, lambda patient: patient.record_benchmark(row),
+                                    f"the benchmark of {model_name} at batch {size}", guard)
                     counts[row["status"]] += 1
                     print(json.dumps({key: row.get(key) for key in SUMMARY_FIELDS}, default=str), flush=True)
                 del model

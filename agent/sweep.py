@@ -17,7 +17,7 @@ import socket
 import sys
 import threading
 import uuid
-from collections.abc import Sequence, Set
+from collections.abc import Callable, Sequence, Set
 from datetime import datetime, timedelta
 from importlib import metadata
 from typing import TextIO
@@ -283,7 +283,8 @@ def run_sweep(
                 stopped_early(row, error)
             row["ended_at"] = row["heartbeat_at"] = now()
             try:
-                record_patiently(store, row, epochs, guard, writing)
+                write_patiently(store, lambda patient: patient.record_run(row, epochs),
+                                f"run {row['run_id']} ({row['model']})", guard, writing)
             except StoreError:  # a full disk, say: the result survives in the log
                 print(json.dumps({**summary(row), "recorded": False}, default=str), file=log, flush=True)
                 raise
@@ -306,28 +307,29 @@ def stopped_early(row: dict, stop: BaseException) -> None:
 PATIENT_TRY_S = 2.0  # a try's wait for the lock: Ctrl-C between tries comes through quickly
 
 
-def record_patiently(store: RunStore, row: dict, epochs: list[dict], guard, writing) -> None:
-    """Record a finished run, retrying while another process holds the database (an open
-    DuckDB shell or notebook): a trained run is not given up for a lock. Ctrl-C stops the
-    agent between tries, and says that the run was not written."""
+def write_patiently(store: RunStore, write: Callable[[RunStore], None], what: str, guard,
+                    writing=contextlib.nullcontext()) -> None:
+    """`write(store)`, retried while another process holds the database (an open DuckDB shell
+    or notebook): a result that took minutes to measure is not given up for a lock. Ctrl-C
+    stops the agent between tries, and says that `what` was not written."""
     patient = RunStore(store.path, timeout=PATIENT_TRY_S)
     said = False
     while True:
         written = False
         try:
             with guard.hold(), writing:
-                patient.record_run(row, epochs)
+                write(patient)
                 written = True
             return
         except StoreBusyError:
             if not said:
-                print(f"pepr-agent: {store.path} is locked by another process; run {row['run_id']} "
+                print(f"pepr-agent: {store.path} is locked by another process; {what} "
                       "waits to be written (Ctrl-C gives it up)", file=sys.stderr, flush=True)
                 said = True
         except Interrupted:
             if not written:
-                print(f"pepr-agent: run {row['run_id']} ({row['model']}) was not written: "
-                      f"{store.path} stayed locked", file=sys.stderr, flush=True)
+                print(f"pepr-agent: {what} was not written: {store.path} stayed locked",
+                      file=sys.stderr, flush=True)
             raise
 
 

@@ -179,7 +179,7 @@ def test_a_finished_run_waits_out_a_locked_database(tmp_path, monkeypatch):
     import sys
     import threading
 
-    from agent.sweep import SignalGuard, record_patiently
+    from agent.sweep import SignalGuard, write_patiently
 
     path = tmp_path / "runs.duckdb"
     store = RunStore(path)
@@ -199,8 +199,8 @@ def test_a_finished_run_waits_out_a_locked_database(tmp_path, monkeypatch):
     holder = subprocess.Popen([sys.executable, "-c", hold, str(path)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
-    writer = threading.Thread(target=record_patiently,
-                              args=(store, row, [], SignalGuard(), threading.Lock()))
+    writer = threading.Thread(target=write_patiently, args=(store, lambda patient: patient.record_run(row, []),
+                                                            "run r1 (m)", SignalGuard(), threading.Lock()))
     writer.start()
     assert told.wait(60)  # it failed to write, said so, and keeps trying
     holder.communicate("go\n", timeout=60)  # it lets the file go
