@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from pepr.resources import RESOURCES
-from pepr.score import pepr
+from pepr.score import pepr, performance_for
 
 
 _DERIVED = object()  # no title given: Vega-Lite names the axis after the field
@@ -125,11 +125,11 @@ def performance_vs_resource(
     surface["pepr"] = pepr(surface["P"].to_numpy(), surface["R"].to_numpy(), alpha)
     surface["R2"], surface["P2"] = surface["R"] + 1 / 20, surface["P"] + (1 - p_low) / 20
     top = float(data["pepr"].max()) if len(data) else 0.5
-    steps = {round(float(v), 2) for v in np.linspace(p_low / (1 + 1 / alpha), top, levels)}
+    steps = {round(float(v), 2) for v in np.linspace(pepr(p_low, 1.0, alpha), top, levels)}
     values = sorted({v for v in steps if abs(v - top) > 0.03} | {round(top, 3)})  # no two labels on one spot
     r_line = np.linspace(0, 1, 21)
     iso = pd.DataFrame(
-        [{"level": c, "R": r, "P": float(c * (alpha + r) / alpha)} for c in values for r in r_line]
+        [{"level": c, "R": r, "P": float(performance_for(c, r, alpha))} for c in values for r in r_line]
     ).query("@p_low <= P <= 1")
     ends = iso.sort_values("R").groupby("level", as_index=False).last()
     best = data[data["rank"] == data["rank"].min()].head(1)

@@ -114,6 +114,13 @@ def pepr(performance, resource, alpha: float = 1.0):
     return alpha * np.asarray(performance, dtype=float) / (alpha + np.asarray(resource, dtype=float))
 
 
+def performance_for(score_value, resource, alpha: float = 1.0):
+    """The performance that scores `score_value` at `resource` (`pepr` solved for P): the
+    points of one PePR iso-line."""
+    check_alpha(alpha)
+    return np.asarray(score_value, dtype=float) * (alpha + np.asarray(resource, dtype=float)) / alpha
+
+
 def normalize(values, method: str = "minmax", groups=None) -> np.ndarray:
     """Resource costs scaled to [0, 1] within each group (one group if `groups` is None).
 
@@ -277,26 +284,6 @@ def pareto_front(performance, resource) -> np.ndarray:
     on_front = np.zeros(len(performance), dtype=bool)
     on_front[order] = (p > best_before)[first_alike]
     return on_front
-
-
-def knee(performance, resource, front=None) -> int | None:
-    """Position of the front's knee: the front point farthest from the chord joining its ends.
-
-    Both axes are scaled to [0, 1] over the front first; ties go to the smaller resource.
-    """
-    performance = np.asarray(performance, dtype=float)
-    resource = np.asarray(resource, dtype=float)
-    if front is None:
-        front = pareto_front(performance, resource)
-    points = np.flatnonzero(front)
-    if len(points) == 0:
-        return None
-    points = points[np.argsort(resource[points], kind="stable")]
-    x = normalize(resource[points])
-    y = normalize(performance[points])
-    dx, dy = x[-1] - x[0], y[-1] - y[0]
-    distance = np.abs(dx * (y - y[0]) - dy * (x - x[0]))
-    return int(points[np.argmax(distance)])
 
 
 @dataclass(frozen=True)

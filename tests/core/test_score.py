@@ -9,13 +9,13 @@ from hypothesis import strategies as st
 from pepr.errors import PeprError
 from pepr.score import (
     compare_groups,
-    knee,
     normalize,
     normalize_weights,
     parse_weights,
     pareto_front,
     pepr,
     pepr_curve,
+    performance_for,
     score,
     split_by_params,
 )
@@ -229,12 +229,11 @@ def test_ranks_match_pandas_min_ranking_within_experiments(rows):
     assert table["rank"].tolist() == expected.tolist()
 
 
-def test_pareto_front_and_knee():
+def test_pareto_front():
     performance = np.array([0.50, 0.80, 0.85, 0.86, 0.70, 0.60])
     resource = np.array([0.00, 0.10, 0.50, 1.00, 0.60, 0.05])
     front = pareto_front(performance, resource)
     assert front.tolist() == [True, True, True, True, False, True]
-    assert knee(performance, resource, front) == 1
 
 
 def test_pareto_front_ties_keep_one_point():
@@ -248,10 +247,10 @@ def test_runs_alike_in_both_are_on_the_front_together():
     assert front.tolist() == [True, True, True, False, True, False, False]
 
 
-def test_knee_of_tiny_fronts():
-    assert knee([], []) is None
-    assert knee([0.3], [2.0]) == 0
-    assert knee([0.9, 0.5], [1.0, 0.0]) == 1  # no bend: ties go to the smaller resource
+def test_an_iso_line_holds_its_score():
+    resource = np.linspace(0, 1, 11)
+    for alpha in (1.0, 3.0):
+        assert pepr(performance_for(0.7, resource, alpha), resource, alpha) == pytest.approx(np.full(11, 0.7))
 
 
 def test_pepr_curve_peaks_at_diminishing_returns():
