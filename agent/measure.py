@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 from agent import codecarbon_adapter
 from pepr.errors import PeprError
-from pepr.resources import ENERGY_PARTS
+from pepr.resources import ENERGY_PARTS, grams_per_kwh
 
 # How often CodeCarbon reads every part's energy on its own; it also reads at each epoch end
 # (`energy_kwh`) and at stop. A read asks NVML for the energy of every GPU of the node, not only
@@ -399,7 +399,7 @@ def energy_from_totals(data, methods: dict[str, str], country: str,
         ram_kwh=kwh["ram"],
         co2_kg=data.emissions if complete else None,
         country=country,
-        carbon_intensity=data.emissions * 1000 / total if total > 0 else carbon_intensity,
+        carbon_intensity=float(grams_per_kwh(data.emissions, total)) if total > 0 else carbon_intensity,
         cpu_method=methods["cpu"],
         gpu_method=methods["gpu"],
         ram_method=methods["ram"],

@@ -7,6 +7,7 @@ import functools
 import pandas as pd
 
 from dashboard.controls import MAX_G_PER_KWH, number
+from pepr.resources import co2_kg_at
 
 
 @functools.cache
@@ -39,5 +40,5 @@ def with_intensity(runs: pd.DataFrame, g_per_kwh: float | None) -> pd.DataFrame:
     if g_per_kwh is None:
         return runs
     return runs.assign(
-        co2_kg=runs["energy_kwh"] * g_per_kwh / 1000.0, carbon_intensity=float(g_per_kwh)
+        co2_kg=co2_kg_at(runs["energy_kwh"], g_per_kwh), carbon_intensity=float(g_per_kwh)
     )

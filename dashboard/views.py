@@ -16,7 +16,7 @@ import pandas as pd
 
 from dashboard.carbon import intensity, with_intensity
 from dashboard.controls import CAPPED, WEIGHTED, Controls, default_experiments
-from pepr.resources import COLUMNS, ENERGY_PARTS, RESOURCES, format_value, typical_unit
+from pepr.resources import COLUMNS, ENERGY_PARTS, RESOURCES, format_value, grams_per_kwh, typical_unit
 from pepr.score import (
     compare_groups,
     compare_paired,
@@ -256,7 +256,7 @@ def carbon_effect(measured_runs: pd.DataFrame, weights: Mapping[str, float], cho
     and CO2 (one grid gives CO2 to the first, and takes it from the second)."""
     ok = measured_runs[measured_runs["status"] == "ok"]
     lopsided = int((ok["co2_kg"].isna() != ok["energy_kwh"].isna()).sum())
-    per_kwh = (ok["co2_kg"] * 1000.0 / ok["energy_kwh"]).replace([np.inf, -np.inf], np.nan)
+    per_kwh = grams_per_kwh(ok["co2_kg"], ok["energy_kwh"])
     ok = ok.assign(per_kwh=per_kwh).dropna(subset=["per_kwh"])
     span = ok.groupby("experiment")["per_kwh"].agg(lambda v: v.max() - v.min() > 1e-9 * v.abs().max())
     if "co2" not in weights:

@@ -24,7 +24,7 @@ import pandas as pd
 
 from pepr.errors import PeprError, control_character, control_problem
 from pepr.paper import parse_csv, read_source, source_label, whole_number
-from pepr.resources import ENERGY_PARTS
+from pepr.resources import ENERGY_PARTS, grams_per_kwh
 from pepr.store import INT32_MAX, INT64_MAX, RUN_COLUMNS, Imported, RunStore, job_key
 
 # unit -> (multiply, divide): value * multiply / divide is the value in the column's unit.
@@ -549,8 +549,7 @@ def load_emissions(table: Table) -> pd.DataFrame:
     if errors:
         raise PeprError(min(errors, key=lambda item: item[0])[1])
     out["country"] = _text(frame["country_iso_code"]).replace("", None)
-    energy = out["energy_kwh"]
-    out["carbon_intensity"] = (out["co2_kg"] * 1000 / energy.where(energy > 0)).astype(float)
+    out["carbon_intensity"] = grams_per_kwh(out["co2_kg"], out["energy_kwh"]).astype(float)
     out["carbon_intensity_source"] = "codecarbon"
     version = _text(frame["codecarbon_version"]) if "codecarbon_version" in frame else ""
     out["energy_tool"] = ("codecarbon " + version).str.strip() if "codecarbon_version" in frame else "codecarbon"

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from pepr.errors import DownloadError, PeprError, control_character, control_problem
+from pepr.resources import grams_per_kwh
 from pepr.store import INT64_MAX, Imported, RunStore, job_key
 
 PAPER_COMMIT = "ce087aafcdce4a5b636152d170475a6df5f4c3d7"
@@ -153,7 +154,7 @@ def load_paper_results(data: bytes, name: str) -> tuple[pd.DataFrame, pd.DataFra
             "energy_gpu_method": "imported",
             "energy_ram_method": "imported",
             "co2_kg": co2_g / 1000.0,
-            "carbon_intensity": co2_g / energy.where(energy > 0),
+            "carbon_intensity": grams_per_kwh(co2_g / 1000.0, energy),
             "train_time_s": numbers["train_time"],
             "infer_time_s": numbers["inf_time"],
             "gpu_mem_reserved_gb": numbers["memR"],

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Resource:
@@ -89,6 +91,18 @@ def format_value(value, resource: Resource, unit: tuple[str, float] | None = Non
     if resource.unit:
         return f"{number} {name}"
     return f"{number}{name}"
+
+
+def grams_per_kwh(co2_kg, energy_kwh):
+    """The carbon intensity (g CO2eq per kWh) of emitting `co2_kg` for `energy_kwh`; NaN where
+    the energy is not positive. Numbers or aligned pandas Series."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return co2_kg * 1000.0 / np.where(energy_kwh > 0, energy_kwh, np.nan)
+
+
+def co2_kg_at(energy_kwh, g_per_kwh: float):
+    """The CO2 (kg) of `energy_kwh` drawn from a grid of `g_per_kwh` (g CO2eq per kWh)."""
+    return energy_kwh * g_per_kwh / 1000.0
 
 
 def _finite(value) -> float | None:
