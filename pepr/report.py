@@ -21,7 +21,7 @@ import pandas as pd
 from pepr import __version__
 from pepr.errors import PeprError
 from pepr.inference import attach_where_weighted
-from pepr.resources import ENERGY_PARTS, RESOURCES, readable_unit, typical_unit
+from pepr.resources import ENERGY_PARTS, RESOURCES, format_value, three_digits, typical_unit
 from pepr.score import check_measured, normalize_weights, pareto_front, score
 from pepr.store import RunStore, is_estimate
 
@@ -66,17 +66,12 @@ class Report:
 
 
 def _number(value: float) -> str:
-    """Three significant digits, never in exponent notation."""
-    if value is None or not np.isfinite(value):
-        return "n/a"
-    if abs(value) >= 1000:
-        return f"{value:.0f}"
-    return f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+    """A table cell: three significant digits, `n/a` where missing."""
+    return "n/a" if value is None or not np.isfinite(value) else three_digits(value)
 
 
 def _amount(name: str, value: float) -> str:
-    unit, factor = readable_unit(RESOURCES[name], value)
-    return f"{_number(value / factor)} {unit}".strip()
+    return format_value(value, RESOURCES[name])
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|~&$])")  # & starts an entity, $ math

@@ -87,10 +87,15 @@ def format_value(value, resource: Resource, unit: tuple[str, float] | None = Non
     if _finite(value) is None:
         return "n/a"
     name, factor = unit or readable_unit(resource, abs(float(value)))
-    number = f"{float(value) / factor:.3g}"
+    number = three_digits(float(value) / factor)
     if resource.unit:
         return f"{number} {name}"
     return f"{number}{name}"
+
+
+def three_digits(value: float) -> str:
+    """Three significant digits, with no exponent from 1000 up (`5000`, not `5e+03`)."""
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.3g}"
 
 
 def grams_per_kwh(co2_kg, energy_kwh):
