@@ -24,7 +24,7 @@ import pandas as pd
 
 from pepr.errors import PeprError, control_character, control_problem
 from pepr.paper import parse_csv, read_source, source_label, whole_number
-from pepr.resources import ENERGY_PARTS, grams_per_kwh
+from pepr.resources import ENERGY_PARTS, RESOURCES, grams_per_kwh
 from pepr.store import INT32_MAX, INT64_MAX, RUN_COLUMNS, Imported, RunStore, job_key
 
 # unit -> (multiply, divide): value * multiply / divide is the value in the column's unit.
@@ -54,20 +54,24 @@ def _in(units: Mapping[str, tuple[int, int]], default: str) -> dict[str, tuple[i
     return {default: units[default], **units}
 
 
+def _cost(resource: str, kind: str, units: Mapping[str, tuple[int, int]] | None = None) -> Field:
+    """The field of a resource, in the registry's column."""
+    return Field(RESOURCES[resource].column, kind, units or {}, cost=True)
+
+
 FIELDS: dict[str, Field] = {
     "model": Field("model", "text"),
     "experiment": Field("experiment", "text"),
     "performance": Field("performance", "number", PERFORMANCE_UNITS),
-    "energy": Field("energy_kwh", "number", _in(ENERGY_UNITS, "kWh"), cost=True),
-    "energy_cpu": Field("energy_cpu_kwh", "number", _in(ENERGY_UNITS, "kWh"), cost=True),
-    "energy_gpu": Field("energy_gpu_kwh", "number", _in(ENERGY_UNITS, "kWh"), cost=True),
-    "energy_ram": Field("energy_ram_kwh", "number", _in(ENERGY_UNITS, "kWh"), cost=True),
-    "co2": Field("co2_kg", "number", _in(CO2_UNITS, "kg"), cost=True),
-    "train_time": Field("train_time_s", "number", TIME_UNITS, cost=True),
-    "infer_time": Field("infer_time_s", "number", TIME_UNITS, cost=True),
-    "gpu_memory": Field("gpu_mem_reserved_gb", "number", _in(MEMORY_UNITS, "GB"), cost=True),
-    "params": Field("params", "integer", cost=True),
-    "train_size": Field("train_size", "integer", cost=True),
+    "energy": _cost("energy", "number", _in(ENERGY_UNITS, "kWh")),
+    **{f"energy_{part}": Field(f"energy_{part}_kwh", "number", _in(ENERGY_UNITS, "kWh"), cost=True)
+       for part in ENERGY_PARTS},
+    "co2": _cost("co2", "number", _in(CO2_UNITS, "kg")),
+    "train_time": _cost("train_time", "number", TIME_UNITS),
+    "infer_time": _cost("infer_time", "number", TIME_UNITS),
+    "gpu_memory": _cost("gpu_memory", "number", _in(MEMORY_UNITS, "GB")),
+    "params": _cost("params", "integer"),
+    "train_size": _cost("train_size", "integer"),
     "run_id": Field("run_id", "text"),
     "seed": Field("seed", "integer"),
     "dataset": Field("dataset", "text"),
@@ -614,13 +618,11 @@ def _join_emissions(frame: pd.DataFrame, emissions: Table, join, name: str, erro
 def import_table(
     source,
     db,
-    maps: Sequence[ColumnMap] | Sequence[str],
+    maps: Sequence[str],
     *,
     experiment: str | None = None,
-    name: str | None = None,
     fmt: str | None = None,
     emissions=None,
-    emissions_name: str | None = None,
     join: str | None = None,
     energy_tool: str | None = None,
     energy_methods: Mapping[str, str] | None = None,
@@ -629,15 +631,13 @@ def import_table(
     """Read, convert and check `source`, then add its new runs to `db`; says how many.
     A run `db` holds with other values stops the import unless `replace` (RunStore.import_runs).
 
-    `maps`: ColumnMap objects or `FIELD=COLUMN[:UNIT]` texts. `emissions`: CodeCarbon's
-    emissions.csv (a path, URL or bytes), joined on `join`. Nothing is written on any error.
+    `maps`: `FIELD=COLUMN[:UNIT]` texts. `emissions`: CodeCarbon's emissions.csv (a path or
+    URL), joined on `join`. Nothing is written on any error.
     """
-    table = read_table(source, name, fmt)
-    if maps and isinstance(maps[0], str):
-        maps = parse_map(maps, list(table.frame.columns))
-    emission_table = read_table(emissions, emissions_name, "csv") if emissions is not None else None
+    table = read_table(source, fmt=fmt)
+    emission_table = read_table(emissions, fmt="csv") if emissions is not None else None
     result = convert(
-        table, maps, experiment=experiment, emissions=emission_table, join=join,
+        table, parse_map(maps, list(table.frame.columns)), experiment=experiment, emissions=emission_table, join=join,
         energy_tool=energy_tool, energy_methods=energy_methods,
     )
     if result.errors:
