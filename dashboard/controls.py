@@ -13,6 +13,7 @@ message naming it):
     ci   grid carbon intensity what-if: an ISO-3 country code or g CO2eq/kWh (default: as measured)
     t    small/large threshold in millions of parameters (default: the median model)
     cap  budget caps in the resources' stored units, `energy:0.00003,gpu_memory:4`
+    d    the deployment device whose inference benchmarks give the inference costs
     bw, bn, ba   the pinned baseline: weights, normalisation, alpha (default: PePR-E, min-max, 1)
     k    how many top models the baseline comparison follows (default 5)
     sn, sc       sensitivity: weight samples and Dirichlet concentration

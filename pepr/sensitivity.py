@@ -24,7 +24,7 @@ def sample_weights(
 
     Their mean is the normalised `weights`; a larger `concentration` keeps them closer to it.
     """
-    centre = {k: v for k, v in normalize_weights(weights).items() if v > 0}
+    centre = normalize_weights(weights)  # positive weights only
     if not centre:
         raise PeprError("sensitivity needs at least one positive weight")
     if n < 1 or concentration <= 0:

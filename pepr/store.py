@@ -32,10 +32,9 @@ from pepr.resources import COLUMNS as RESOURCE_COLUMNS
 from pepr.resources import ENERGY_PARTS
 
 SCHEMA_VERSION = 3
-# Given a running row (run_id, host, pid, started_at, heartbeat_at), why its owner is gone, or None.
 STALE_AFTER_S = 600.0  # a claim whose owner sent no heartbeat for this long is abandoned
+# Given a running row (run_id, host, pid, started_at, heartbeat_at), why its owner is gone, or None.
 OwnerCheck = Callable[[dict], "str | None"]
-STATUSES = ("running", "ok", "failed", "interrupted")
 INT32_MAX = 2**31 - 1  # the largest value of an INTEGER column (seeds, counts)
 INT64_MAX = 2**63 - 1  # of a BIGINT column (parameters, set sizes)
 

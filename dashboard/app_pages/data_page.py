@@ -1,6 +1,6 @@
 """Data: what the database holds and where its numbers come from, and importing the paper's
-published results into a database of your own (the dashboard's only write, never into
-`results/`). Each section is one function; add new ones to SECTIONS."""
+published results or your own into a database of yours (the dashboard's only writes, never
+into `results/`). Each section is one function; add new ones to SECTIONS."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ LABELS = {
     "seed": "seed", "source": "source", "device": "device", "error": "error",
     "started_at": "started", "run_id": "run id",
 }
-RESOURCE_COLUMNS = ("energy", "co2", "train_time", "infer_time", "gpu_memory", "params")
+SHOWN_RESOURCES = ("energy", "co2", "train_time", "infer_time", "gpu_memory", "params")
 
 
 def page(view: View | None, problem: str | None, source) -> None:
@@ -44,8 +44,8 @@ def page(view: View | None, problem: str | None, source) -> None:
         + f"; {int((runs['estimated_share'] > 0).sum())} with part of their energy estimated"
         " (CodeCarbon's models of CPU or RAM power where no counter could be read)."
     )
-    columns = [*list(LABELS)[:4], *(RESOURCES[n].column for n in RESOURCE_COLUMNS), *list(LABELS)[4:]]
-    units = {n: typical_unit(RESOURCES[n], runs[RESOURCES[n].column]) for n in RESOURCE_COLUMNS}
+    columns = [*list(LABELS)[:4], *(RESOURCES[n].column for n in SHOWN_RESOURCES), *list(LABELS)[4:]]
+    units = {n: typical_unit(RESOURCES[n], runs[RESOURCES[n].column]) for n in SHOWN_RESOURCES}
     shown = readable_table(runs[[c for c in columns if c in runs]], units, LABELS)
     st.dataframe(
         shown,
