@@ -26,6 +26,7 @@ from pepr.score import (
     pepr_curve,
     score,
     split_by_params,
+    strongest,
     unmeasured,
 )
 from pepr.sensitivity import kendall_tau, rank_stability, sample_weights
@@ -335,17 +336,17 @@ def headline(models: pd.DataFrame) -> dict | None:
     if models.empty:
         return None
     best = models.iloc[0]
-    strongest = models.sort_values(["performance", "pepr"], ascending=False).iloc[0]
+    top = strongest(models)
     saved = {}
     for name in SAVINGS:
         column = RESOURCES[name].column
-        mine, theirs = best.get(column), strongest.get(column)
+        mine, theirs = best.get(column), top.get(column)
         if pd.notna(mine) and pd.notna(theirs) and mine > 0:
             saved[name] = float(theirs / mine)
     return {
         "best": best,
-        "strongest": strongest,
-        "points_lost": float((strongest["performance"] - best["performance"]) * 100),
+        "strongest": top,
+        "points_lost": float((top["performance"] - best["performance"]) * 100),
         "saved": saved,  # resource -> how many times less the top-PePR model uses
     }
 

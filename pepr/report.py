@@ -22,7 +22,7 @@ from pepr import __version__
 from pepr.errors import PeprError
 from pepr.inference import attach_where_weighted
 from pepr.resources import ENERGY_PARTS, RESOURCES, format_value, three_digits, typical_unit
-from pepr.score import check_measured, normalize_weights, pareto_front, score
+from pepr.score import check_measured, normalize_weights, pareto_front, score, strongest
 from pepr.store import RunStore, is_estimate
 
 FIGURE_FORMATS = ("svg", "png", "pdf")
@@ -276,22 +276,22 @@ def _top(table: pd.DataFrame, weights) -> str:
 
 def _savings(table: pd.DataFrame) -> str:
     best = table.iloc[0]
-    strongest = table.sort_values(["performance", "rank"], ascending=[False, True]).iloc[0]
+    top = strongest(table)
     lines = ["## What choosing by PePR saves", ""]
-    if best["run_id"] == strongest["run_id"]:
+    if best["run_id"] == top["run_id"]:
         lines.append(f"The best PePR model, {markdown_text(best['model'])}, is also the best performer: nothing to trade.")
         return "\n".join(lines)
-    gap = strongest["performance"] - best["performance"]
+    gap = top["performance"] - best["performance"]
     lines.append(
         f"Choosing {markdown_text(best['model'])} (best PePR, performance {best['performance']:.4f}) over "
-        f"{markdown_text(strongest['model'])} (best performance, {strongest['performance']:.4f}) gives up "
+        f"{markdown_text(top['model'])} (best performance, {top['performance']:.4f}) gives up "
         f"{gap:.4f} of performance ({gap * 100:.2f} points) and:"
     )
     lines.append("")
     for name, resource in RESOURCES.items():
         if resource.column not in best:  # a benchmarked resource not attached to these runs
             continue
-        chosen, other = best[resource.column], strongest[resource.column]
+        chosen, other = best[resource.column], top[resource.column]
         if pd.isna(chosen) or pd.isna(other) or other <= 0 or chosen == other:
             continue
         change = 1 - chosen / other

@@ -271,6 +271,12 @@ def score(
     return Scored(table=table, excluded=excluded, weights=weights)
 
 
+def strongest(scored: pd.DataFrame) -> pd.Series:
+    """The scored run (or model) with the best performance: ties go to the better PePR, then
+    to the first model name."""
+    return scored.sort_values(["performance", "pepr", "model"], ascending=[False, False, True]).iloc[0]
+
+
 def pareto_front(performance, resource) -> np.ndarray:
     """Mask of the runs on the Pareto front: no other run has as much performance or more for
     less, or more for as little (runs alike in both are on it or off it together)."""

@@ -8,7 +8,7 @@ from dashboard.app_pages import card, provenance, ready, scoreable
 from dashboard.controls import CAPPED
 from dashboard.views import View, readable_table
 from pepr.resources import RESOURCES
-from pepr.score import measured
+from pepr.score import measured, strongest
 
 LABELS = {"rank": "PePR rank", "model": "model", "pepr": "PePR", "performance": "performance", "reason": "why excluded"}
 
@@ -51,7 +51,7 @@ def page(view: View | None, problem: str | None, source) -> None:
     if feasible.empty:
         st.warning("No model fits within these caps.")
     else:
-        by_perf = feasible.sort_values(["performance", "pepr"], ascending=False).iloc[0]
+        by_perf = strongest(feasible)
         by_pepr = feasible.iloc[0]
         left, right = st.columns(2)
         for box, label, row in ((left, "Best feasible by performance", by_perf), (right, "Best feasible by PePR", by_pepr)):

@@ -18,6 +18,7 @@ from pepr.score import (
     performance_for,
     score,
     split_by_params,
+    strongest,
 )
 
 
@@ -239,6 +240,13 @@ def test_pareto_front():
 def test_pareto_front_ties_keep_one_point():
     front = pareto_front([0.5, 0.5, 0.6], [1.0, 1.0, 1.0])
     assert front.tolist() == [False, False, True]
+
+
+def test_the_strongest_breaks_ties_by_pepr_then_name():
+    frame = pd.DataFrame({"model": ["b", "a", "c", "d"], "performance": [0.9, 0.9, 0.8, 0.9],
+                          "pepr": [0.6, 0.6, 0.7, 0.5]})
+    assert strongest(frame)["model"] == "a"
+    assert strongest(frame.iloc[[0, 3, 2]])["model"] == "b"
 
 
 def test_runs_alike_in_both_are_on_the_front_together():
