@@ -15,7 +15,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from pepr.score import RESOURCES, score
+from pepr.resources import RESOURCES
+from pepr.score import score
 
 WEIGHTED = ["energy", "co2", "train_time", "gpu_memory", "params"]
 
@@ -32,7 +33,7 @@ def synthetic_runs(n_runs: int, n_experiments: int, seed: int = 0) -> pd.DataFra
         }
     )
     for name in WEIGHTED:
-        frame[RESOURCES[name]] = rng.lognormal(0.0, 1.0, n_runs)
+        frame[RESOURCES[name].column] = rng.lognormal(0.0, 1.0, n_runs)
     return frame
 
 
@@ -43,7 +44,7 @@ def pandas_loop(runs: pd.DataFrame, weights: dict[str, float]) -> pd.Series:
     for _, experiment in runs.groupby("experiment"):
         cost = pd.Series(0.0, index=experiment.index)
         for name, weight in weights.items():
-            values = experiment[RESOURCES[name]]
+            values = experiment[RESOURCES[name].column]
             span = values.max() - values.min()
             normalised = (values - values.min()) / span if span > 0 else values * 0.0
             cost += weight / total * normalised

@@ -17,8 +17,8 @@ from pepr.errors import PeprError, one_line
 from pepr.inference import attach_where_weighted
 from pepr.inference import summary as bench_summary
 from pepr.paper import PAPER_RESULTS_URL, import_paper
-from pepr.resources import RESOURCES as REGISTRY
-from pepr.score import NORMALIZATIONS, RESOURCES, check_alpha, check_measured, parse_weights, score
+from pepr.resources import RESOURCES
+from pepr.score import NORMALIZATIONS, check_alpha, check_measured, parse_weights, score
 from pepr.store import STALE_AFTER_S, RunStore, merge
 
 FORMATS = ("table", "csv", "json")
@@ -203,7 +203,7 @@ def _score(args) -> int:
         print(one_line(f"inference cost measured on: {device}"), file=sys.stderr)
     check_measured(runs, weights, f"experiment {', '.join(args.experiment)}" if args.experiment else args.db)
     result = score(runs, weights, args.normalization, args.alpha)
-    bench_columns = [REGISTRY[name].column for name in result.weights if REGISTRY[name].benchmarked]
+    bench_columns = [RESOURCES[name].column for name in result.weights if RESOURCES[name].benchmarked]
     bench_columns += ["bench_image_size"] if bench_columns else []
     bench_columns += ["bench_batch_size"] if "infer_energy" in result.weights else []
     columns = ["experiment", "model", "performance", *(f"R_{name}" for name in result.weights), *bench_columns, "pepr", "rank", "run_id"]

@@ -15,10 +15,8 @@ import pandas as pd
 from scipy import stats
 
 from pepr.errors import PeprError
-from pepr.resources import ENERGY_PARTS, RESOURCES as REGISTRY
+from pepr.resources import ENERGY_PARTS, RESOURCES
 
-# Resource name (as on the command line) -> run column, from the one registry.
-RESOURCES: dict[str, str] = {name: resource.column for name, resource in REGISTRY.items()}
 NORMALIZATIONS = ("minmax", "max")
 
 
@@ -74,7 +72,7 @@ def normalize_weights(weights: Mapping[str, float]) -> dict[str, float]:
 
 def measured(runs: pd.DataFrame, names: Iterable[str] = RESOURCES) -> set[str]:
     """The resources among `names` with at least one value among `runs`."""
-    return {name for name in names if RESOURCES[name] in runs and runs[RESOURCES[name]].notna().any()}
+    return {name for name in names if RESOURCES[name].column in runs and runs[RESOURCES[name].column].notna().any()}
 
 
 def unmeasured(runs: pd.DataFrame, weights: Mapping[str, float]) -> list[str]:
@@ -92,7 +90,7 @@ def check_measured(runs: pd.DataFrame, weights: Mapping[str, float], scope: str)
     missing = unmeasured(runs, weights)
     if missing:
         hint = " (inference costs: benchmark its models with `pepr-agent bench`)" if any(
-            REGISTRY[name].benchmarked for name in missing) else ""
+            RESOURCES[name].benchmarked for name in missing) else ""
         raise PeprError(f"--weights: {', '.join(missing)} measured in no run of {scope}; weight what was measured{hint}")
 
 
@@ -180,7 +178,7 @@ def _not_measured(runs: pd.DataFrame, name: str, cost: np.ndarray) -> np.ndarray
     measured (cpu: not-sampled)`, naming the parts it is made of that are NULL with their methods."""
     absent = (f"no {name}: no usable benchmark of this model on the chosen device (none, a failed one, "
               f"or none at the batch size {name} is read at)"
-              if REGISTRY[name].benchmarked else f"{name} not measured")
+              if RESOURCES[name].benchmarked else f"{name} not measured")
     reasons = np.select([np.isinf(cost), cost < 0], [f"{name} is not a finite number", f"{name} is negative"],
                         absent).astype(object)
     if name not in _FROM_ENERGY_PARTS:
@@ -223,9 +221,9 @@ def score(
     frame = runs.reset_index(drop=True)
     performance = _column(frame, "performance")
     for name in weights:
-        if RESOURCES[name] not in frame:
+        if RESOURCES[name].column not in frame:
             raise PeprError(f"no {name} column: attach the benchmarks of a device first (pepr.inference.attach)")
-    costs = {name: _column(frame, RESOURCES[name]) for name in weights}
+    costs = {name: _column(frame, RESOURCES[name].column) for name in weights}
 
     status = frame["status"] if "status" in frame else pd.Series("ok", index=frame.index)
     problems = [(status != "ok").to_numpy(), np.isnan(performance),
