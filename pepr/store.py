@@ -31,7 +31,7 @@ from pepr.errors import PeprError, StoreBusyError, StoreError, StoreWriteError
 from pepr.resources import COLUMNS as RESOURCE_COLUMNS
 from pepr.resources import ENERGY_PARTS
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 STALE_AFTER_S = 600.0  # a claim whose owner sent no heartbeat for this long is abandoned
 # Given a running row (run_id, host, pid, started_at, heartbeat_at), why its owner is gone, or None.
 OwnerCheck = Callable[[dict], "str | None"]
@@ -110,8 +110,10 @@ _RUN_COLUMNS_2: dict[str, str] = {
     "slurm_array_task_id": "INTEGER",
     "heartbeat_at": "TIMESTAMP",
 }
+# Added by schema 4: what the agent trained and tested on, by content (agent.data.content_digest).
+_RUN_COLUMNS_4: dict[str, str] = {"dataset_digest": "VARCHAR"}
 # The runs table now. Schema 2 stores the mixed-precision mode as text: off, fp16 or bf16.
-RUN_COLUMNS: dict[str, str] = {**_RUN_COLUMNS_1, "amp": "VARCHAR", **_RUN_COLUMNS_2}
+RUN_COLUMNS: dict[str, str] = {**_RUN_COLUMNS_1, "amp": "VARCHAR", **_RUN_COLUMNS_2, **_RUN_COLUMNS_4}
 
 EPOCH_COLUMNS: dict[str, str] = {
     "run_id": "VARCHAR NOT NULL",
@@ -185,6 +187,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX runs_job_key ON runs (job_key)",
     ),
     3: (_create_table("benchmarks", BENCH_COLUMNS),),
+    4: (
+        "DROP INDEX runs_job_key",
+        *(f"ALTER TABLE runs ADD COLUMN {col} {decl}" for col, decl in _RUN_COLUMNS_4.items()),
+        "CREATE INDEX runs_job_key ON runs (job_key)",
+    ),
 }
 
 _RETRY_FIRST_DELAY_S = 0.02
