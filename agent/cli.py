@@ -302,13 +302,14 @@ def run(args) -> int:
     asked_at = now()  # before the imports below, which take seconds
     from agent.measure import check_country
 
-    from agent.plan import check_protocol
+    from agent.plan import check_data, check_protocol
 
     store = checked_db(args.db)
     jobs = plan_jobs(args)
     country = check_country(args.country)
     check_protocol(jobs, store)
-    done_elsewhere = checked_db(args.done_in, "--done-in").ok_job_keys() if args.done_in else set()
+    done_in = checked_db(args.done_in, "--done-in") if args.done_in else None
+    done_elsewhere = done_in.ok_job_keys() if done_in else set()
     if args.dry_run:
         from agent.sweep import owner_gone
 
@@ -325,19 +326,28 @@ def run(args) -> int:
         print(f"{len(jobs)} job(s)", file=sys.stderr)
         return 0
 
-    from agent.data import load, subsample_size
+    from agent.data import load, subsample
     from agent.sweep import Interrupted, run_sweep
     from agent.train import resolve_device
 
     device = resolve_device(args.device)
     if args.amp == "fp16" and device.type != "cuda":
         raise PeprError("--amp fp16 needs a CUDA device; on the CPU use --amp bf16")
+    digests = {}
     for dataset in dict.fromkeys(job.dataset for job in jobs):
-        images = len(load(dataset, args.data_dir, args.image_size).labels["train"])
-        fraction = min(job.train_fraction for job in jobs if job.dataset == dataset)
-        if subsample_size(images, fraction) < 2:
+        data = load(dataset, args.data_dir, args.image_size)
+        digests[dataset], images = data.digest, len(data.labels["train"])
+        fraction = min(job.train_fraction for job in jobs if job.dataset == dataset)  # a subset of the others
+        kept = data.labels["train"][subsample(images, fraction)].tolist()
+        if len(kept) < 2:
             raise PeprError(f"--fractions {fraction:g}: keeps 1 of the {images} train images of "
                             f"{dataset}; training needs at least 2")
+        unseen = sorted(set(range(data.num_classes)) - set(kept))
+        if unseen:
+            raise PeprError(f"--fractions {fraction:g}: keeps {len(kept)} of the {images} train images of "
+                            f"{dataset}, none of class {unseen[0]}; every class needs train images")
+    for checked in filter(None, (store, done_in)):
+        check_data(digests, jobs, checked)
     try:
         log = open(args.log, "a") if args.log else sys.stdout
     except OSError as error:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import math
 import re
 from pathlib import Path
@@ -32,21 +33,18 @@ class Data:
     images: dict[str, torch.Tensor]  # split -> uint8 (N, C, S, S)
     labels: dict[str, torch.Tensor]  # split -> int64 (N,)
     num_classes: int
+    digest: str = ""  # of the images and labels as read, before resizing (see `content_digest`)
 
     @property
     def channels(self) -> int:
         return self.images["train"].shape[1]
 
 
-def subsample_size(n: int, fraction: float) -> int:
-    """How many of n items `subsample` keeps: a `fraction` of them, rounded up, at least one."""
-    return max(1, math.ceil(n * fraction))
-
-
 def subsample(n: int, fraction: float) -> np.ndarray:
-    """Indices of a deterministic `fraction` of n items (`subsample_size`), the same for every
-    run and seed; a smaller fraction is a subset of a larger one."""
-    return np.sort(np.random.default_rng(0).permutation(n)[:subsample_size(n, fraction)])
+    """Indices of a deterministic `fraction` of n items (at least one), the same for every run
+    and seed; a smaller fraction is a subset of a larger one."""
+    keep = max(1, math.ceil(n * fraction))
+    return np.sort(np.random.default_rng(0).permutation(n)[:keep])
 
 
 @functools.lru_cache(maxsize=1)
@@ -67,11 +65,22 @@ def load(spec: str, data_dir: str, image_size: int) -> Data:
     return _to_data(spec, arrays, image_size)
 
 
+def content_digest(splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
+    """A digest of each split's images and labels (shape, type and bytes): the same data, the
+    same digest, wherever its files lie; about a second per GB."""
+    digest = hashlib.blake2b(digest_size=16)
+    for split, arrays in splits.items():
+        for array in arrays:
+            digest.update(f"{split} {array.dtype.str} {array.shape};".encode())
+            digest.update(np.ascontiguousarray(array).data)
+    return digest.hexdigest()
+
+
 def _to_data(spec: str, arrays: dict, image_size: int) -> Data:
-    images, labels = {}, {}
-    for split in SPLITS:
-        x, y = _check_split(spec, split, arrays[f"{split}_images"], arrays[f"{split}_labels"])
-        images[split], labels[split] = _resize(x, image_size), torch.from_numpy(y)
+    checked = {split: _check_split(spec, split, arrays[f"{split}_images"], arrays[f"{split}_labels"])
+               for split in SPLITS}
+    images = {split: _resize(x, image_size) for split, (x, _) in checked.items()}
+    labels = {split: torch.from_numpy(y) for split, (_, y) in checked.items()}
     channels = {x.shape[1] for x in images.values()}
     if len(channels) != 1:
         raise PeprError(f"{spec}: splits have different channel counts {sorted(channels)}")
@@ -81,11 +90,16 @@ def _to_data(spec: str, arrays: dict, image_size: int) -> Data:
     if len(labels["train"]) < 2:
         raise PeprError(f"{spec}: the train split has 1 image; training needs at least 2")
     present = np.unique(labels["train"].numpy())
+    for split in ("val", "test"):
+        if int(labels[split].max()) > present[-1]:
+            raise PeprError(f"{spec}: the {split} split has label {int(labels[split].max())}, which no "
+                            f"train image has (train labels run up to {present[-1]}); every class "
+                            "needs train images")
     if len(present) < num_classes:  # labels are 0..K-1, each learnt from train
         gap = next((i for i, label in enumerate(present) if label != i), len(present))
         raise PeprError(f"{spec}: no train image has label {gap} (labels run from 0 to "
                         f"{num_classes - 1}); every class needs train images")
-    return Data(dataset_label(spec), images, labels, num_classes)
+    return Data(dataset_label(spec), images, labels, num_classes, content_digest(checked))
 
 
 def _check_split(spec: str, split: str, x: np.ndarray, y: np.ndarray):
@@ -179,7 +193,7 @@ def _npz(path: Path) -> dict:
             ]
             if missing:
                 raise PeprError(f"{path}: not in MedMNIST layout, missing {', '.join(missing)}")
-            return {name: archive[name] for name in archive.files}
+            arrays = {name: archive[name] for name in archive.files}
     except PeprError:
         raise
     except ValueError as error:
@@ -189,6 +203,12 @@ def _npz(path: Path) -> dict:
         raise PeprError(f"{path}: not a readable .npz file ({error})") from None
     except Exception as error:
         raise PeprError(f"{path}: not a readable .npz file ({type(error).__name__}: {error})") from None
+    deep = {arrays[f"{s}_images"].dtype.kind in "iu" and arrays[f"{s}_images"].dtype != np.uint8 for s in SPLITS}
+    if deep == {True}:  # 16-bit X-ray, CT in Hounsfield units
+        return _to_8_bits(arrays)
+    if True in deep:
+        raise PeprError(f"{path}: mixes uint8 images with deeper integer ones; store every split as one type")
+    return arrays
 
 
 def _folder(root: Path, image_size: int) -> dict:
@@ -219,7 +239,7 @@ def _folder(root: Path, image_size: int) -> dict:
         items = []
         for label, name in enumerate(classes):
             place = folder / name
-            files = sorted(f for f in place.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) if place.is_dir() else []
+            files = _images_in(place) if place.is_dir() else []
             if split == "train" and not files:
                 raise PeprError(f"{place}: no images; every class needs train images")
             items += [(file, label) for file in files]
@@ -251,6 +271,13 @@ def _folder(root: Path, image_size: int) -> dict:
 
 # PIL modes of one-channel images deeper than 8 bits: 16-bit (X-ray, CT exports), 32-bit, float.
 DEEP_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
+
+
+def _images_in(folder: Path) -> list[Path]:
+    """The image files in a class folder and its subfolders, hidden ones left out (`._x.png`,
+    which macOS leaves beside each file it copies, and `.ipynb_checkpoints`)."""
+    return sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
+                  and not any(part.startswith(".") for part in f.relative_to(folder).parts))
 
 
 def _class_folders(folder: Path) -> list[str]:

@@ -10,7 +10,7 @@ import os
 import random
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -186,6 +186,25 @@ def check_protocol(jobs: Sequence[Job], store) -> None:
                     + " (this sweep: " + ", ".join(f"{name}={mine[name]}" for name in differ)
                     + "); name another with --experiment"
                 )
+
+
+def check_data(digests: Mapping[str, str], jobs: Sequence[Job], store) -> None:
+    """Refuse a sweep whose dataset holds other images or labels (`digests`: dataset ->
+    `agent.data.content_digest`) than the ok runs of its experiment in `store` were trained on:
+    their results and the new ones cannot be ranked together, nor the old ones count as done."""
+    if not store.exists():
+        return
+    experiments = {job.experiment: job.dataset for job in jobs}
+    stored = store.runs(status="ok", experiments=sorted(experiments))
+    for experiment, dataset in experiments.items():
+        theirs = stored.loc[stored["experiment"] == experiment, "dataset_digest"].dropna()
+        other = sorted(set(theirs) - {digests[dataset]})
+        if other:
+            raise PeprError(
+                f"--datasets {dataset}: not the images and labels that experiment {experiment!r} in "
+                f"{store.path} was trained on (content digest {digests[dataset][:12]} now, "
+                f"{other[0][:12]} then); runs on other data cannot be ranked together: "
+                "name another with --experiment, or use another --db")
 
 
 def _dataset_spec(config: str) -> str | None:

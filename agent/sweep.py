@@ -260,6 +260,7 @@ def run_sweep(
                         epoch_bar.update()
 
                     data = load(job.dataset, data_dir, job.image_size)
+                    row["dataset_digest"] = data.digest
                     fields, epochs = run_job(job, data, device, country, carbon_intensity, on_epoch)
                 row.update(fields, status="ok")
             except Interrupted as stop:

@@ -55,7 +55,8 @@ def place(tmp_path_factory, make_npz):
     _make_npz(base / "float_labels.npz", val_labels=np.full((9, 1), 0.5))
     _make_npz(base / "multi.npz", train_labels=np.zeros((24, 3), dtype=np.int64))
     _make_npz(base / "one_class.npz", classes=1)
-    _make_npz(base / "gap.npz", val_labels=np.full((9, 1), 1000))  # 1000 classes, 3 learnt
+    _make_npz(base / "unlearnt.npz", test_labels=np.full((9, 1), 7))  # a class no train image has
+    _make_npz(base / "gap.npz", train_labels=np.arange(24)[:, None] % 2 * 2)  # 0 and 2, not 1
     _make_npz(base / "wrapped.npz", test_labels=np.full((9, 1), 2**64 - 1, dtype=np.uint64))
     _make_npz(base / "single.npz", n=(1, 9, 9), classes=1, val_labels=np.arange(9) % 2)
     image_folder(base / "class_extra", {"train": "ab", "val": "ab", "test": "abz"})
@@ -195,7 +196,9 @@ DATASETS = [
     ("float_labels.npz", "float_labels.npz: val_labels must be non-negative integers"),
     ("multi.npz", "multi.npz: train_labels must be one class index per image"),
     ("one_class.npz", "one_class.npz: needs at least two classes"),
-    ("gap.npz", "gap.npz: no train image has label 3 (labels run from 0 to 1000); every class needs train images"),
+    ("unlearnt.npz", "unlearnt.npz: the test split has label 7, which no train image has (train labels run up to 2); "
+                     "every class needs train images"),
+    ("gap.npz", "gap.npz: no train image has label 1 (labels run from 0 to 2); every class needs train images"),
     ("wrapped.npz", "wrapped.npz: test_labels holds 18446744073709551615; labels are class indices"),
     ("single.npz", "single.npz: the train split has 1 image; training needs at least 2"),
     ("class_extra", "class_extra/test/z: class 'z' has no folder in"),
@@ -238,6 +241,43 @@ def test_two_datasets_are_never_normalised_together(agent, place, cli, tmp_path)
     code, out, err = cli(*RUN[:-1], swept, "--datasets", two)
     assert code == 2 and err == (f"pepr-agent: experiment 'same' already holds runs with dataset={one} "
                                  f"(this sweep: dataset={two}); name another with --experiment\n")
+
+
+def test_a_dataset_whose_contents_changed_is_refused_where_its_old_runs_are(cli, make_npz, tmp_path):
+    """Relabelled images in the same file were 'already done': the old run was kept and ranked
+    with the new ones, trained on other data."""
+    data, db, merged = tmp_path / "derm.npz", tmp_path / "runs.duckdb", tmp_path / "merged.duckdb"
+    make_npz(data)
+    code, _, err = cli(*RUN[:-1], db, "--datasets", data)
+    assert code == 0, err
+    (digest,) = RunStore(db).runs()["dataset_digest"]
+    assert len(digest) == 32
+    copy = tmp_path / "elsewhere" / "derm.npz"
+    copy.parent.mkdir()
+    copy.write_bytes(data.read_bytes())
+    code, _, err = cli(*RUN[:-1], tmp_path / "copy.duckdb", "--datasets", copy)  # the same content
+    assert code == 0, err
+    assert RunStore(tmp_path / "copy.duckdb").runs()["dataset_digest"].tolist() == [digest]
+
+    make_npz(data, test_labels=(np.arange(9) % 3)[::-1].reshape(-1, 1))  # test labels corrected
+    before = RunStore(db).runs()
+    code, out, err = cli("run", "--models", "test_resnet,test_efficientnet", "--epochs", 1, "--image-size", 8,
+                         "--quiet", "--db", db, "--datasets", data)
+    assert code == 2 and out == ""
+    assert err.startswith(f"pepr-agent: --datasets {data}: not the images and labels that experiment 'derm' in "
+                          f"{db} was trained on (content digest ")
+    assert err.endswith(f", {digest[:12]} then); runs on other data cannot be ranked together: name another "
+                        "with --experiment, or use another --db\n")
+    pd.testing.assert_frame_equal(RunStore(db).runs(), before)
+    # A Slurm task's empty part file: the merged database it skips done jobs by is checked too.
+    db.rename(merged)
+    code, _, err = cli(*RUN[:-1], db, "--datasets", data, "--done-in", merged)
+    assert code == 2 and f"in {merged} was trained on" in err and not db.exists()
+
+
+def test_a_fraction_that_leaves_a_class_without_train_images_is_refused(agent, place):
+    check(agent(*RUN, "--datasets", "digits", "--fractions", "1,0.003"),
+          "--fractions 0.003: keeps 4 of the 1077 train images of digits, none of class ")
 
 
 NOT_A_DATABASE = {

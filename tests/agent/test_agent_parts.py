@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from agent import plan
-from agent.data import load, subsample, subsample_size
+from agent.data import load, subsample
 from agent.codecarbon_adapter import _cpu_method as cpu_method
 from agent.codecarbon_adapter import _gpu_method as gpu_method
 from agent.codecarbon_adapter import _ram_method as ram_method
@@ -136,6 +136,21 @@ def test_image_folder(tmp_path, mode, channels):
     assert data.labels["test"].tolist() == [0, 0, 1, 1]
 
 
+def test_an_image_folder_reads_subfolders_and_skips_what_macos_leaves(tmp_path):
+    for split in ("train", "val", "test"):
+        for label, name in enumerate(["benign", "malignant"]):
+            folder = tmp_path / "derm" / split / name
+            (folder / "clinic_b").mkdir(parents=True)
+            Image.new("L", (8, 8), 60 + 100 * label).save(folder / "a.png")
+            Image.new("L", (8, 8), 60 + 100 * label).save(folder / "clinic_b" / "b.png")  # was left out
+            (folder / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # was refused as unreadable
+            (folder / ".hidden").mkdir()
+            (folder / ".hidden" / "c.png").write_bytes(b"not an image")
+    data = load(str(tmp_path / "derm"), "unused", 8)
+    assert data.labels["train"].tolist() == [0, 0, 1, 1]
+    assert sorted(set(data.images["test"].flatten().tolist())) == [60, 160]
+
+
 
 def test_16_bit_images_keep_their_brightness(tmp_path):
     """PIL turns 16-bit values (X-ray, CT exports) to white when converting to RGB: every image
@@ -156,6 +171,19 @@ def test_16_bit_images_keep_their_brightness(tmp_path):
     Image.new("L", (6, 6), 9).save(tmp_path / "xray" / "test" / "c0" / "8bit.png")
     with pytest.raises(PeprError, match="mixes 8-bit images with 16-bit or float ones"):
         load(str(tmp_path / "xray"), "elsewhere", 6)  # another key: not the cached load
+
+
+def test_16_bit_npz_images_are_scaled_as_an_image_folders_are(tmp_path, make_npz):
+    hu = {split: np.full((n, 8, 8), value, dtype=np.int16)  # CT in Hounsfield units
+          for split, n, value in (("train", 24, -1000), ("val", 9, 200), ("test", 9, 3000))}
+    hu["train"][1::2] = 1000
+    path = make_npz(tmp_path / "ct.npz", **{f"{split}_images": x for split, x in hu.items()})
+    data = load(str(path), "unused", 8)
+    scaled = {split: sorted(set(data.images[split].flatten().tolist())) for split in hu}
+    assert scaled == {"train": [0, 255], "val": [153], "test": [255]}  # (v + 1000) * 255 / 2000
+    mixed = make_npz(tmp_path / "mixed.npz", train_images=hu["train"])
+    with pytest.raises(PeprError, match="mixes uint8 images with deeper integer ones"):
+        load(str(mixed), "unused", 8)
 
 
 def test_one_dataset_one_spelling_so_a_resume_finds_its_jobs(tmp_path, monkeypatch):
@@ -183,7 +211,7 @@ def test_medmnist_by_name_fails_clearly_without_the_file_or_network(tmp_path):
 
 
 def test_subsample_is_deterministic_and_sized():
-    assert len(subsample(1077, 0.1)) == 108 == subsample_size(1077, 0.1) and len(subsample(5, 0.01)) == 1
+    assert len(subsample(1077, 0.1)) == 108 and len(subsample(5, 0.01)) == 1
     assert np.array_equal(subsample(1077, 0.1), subsample(1077, 0.1))
     assert set(subsample(100, 0.1)) < set(subsample(100, 0.5))  # smaller regimes nest
     assert np.array_equal(subsample(10, 1.0), np.arange(10))
