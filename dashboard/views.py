@@ -16,10 +16,11 @@ import pandas as pd
 
 from dashboard.carbon import intensity, with_intensity
 from dashboard.controls import CAPPED, WEIGHTED, Controls, default_experiments
-from pepr.resources import COLUMNS, ENERGY_PARTS, RESOURCES, format_value, grams_per_kwh, typical_unit
+from pepr.resources import COLUMNS, ENERGY_PARTS, RESOURCES, format_value, typical_unit
 from pepr.score import (
     compare_groups,
     compare_paired,
+    grid_spans,
     measured,
     normalize_weights,
     pareto_front,
@@ -257,13 +258,11 @@ def carbon_effect(measured_runs: pd.DataFrame, weights: Mapping[str, float], cho
     and CO2 (one grid gives CO2 to the first, and takes it from the second)."""
     ok = measured_runs[measured_runs["status"] == "ok"]
     lopsided = int((ok["co2_kg"].isna() != ok["energy_kwh"].isna()).sum())
-    per_kwh = grams_per_kwh(ok["co2_kg"], ok["energy_kwh"])
-    ok = ok.assign(per_kwh=per_kwh).dropna(subset=["per_kwh"])
-    span = ok.groupby("experiment")["per_kwh"].agg(lambda v: v.max() - v.min() > 1e-9 * v.abs().max())
+    spans = grid_spans(ok)
     if "co2" not in weights:
         text = "CO2 is not weighted: the grid changes the CO2 figures, totals and caps, not the ranking."
         return Carbon(chosen, text, False)
-    if not span.any() and not lopsided:
+    if not spans and not lopsided:
         text = (
             "Each experiment's runs emitted the same CO2 per kWh, so any single intensity "
             "scales every run's CO2 by the same factor: the ranking cannot change, only the CO2 "
@@ -271,8 +270,9 @@ def carbon_effect(measured_runs: pd.DataFrame, weights: Mapping[str, float], cho
         )
         return Carbon(chosen, text, False)
     measured_as = []
-    if span.any():
-        measured_as.append(f"These runs' CO2 was measured at {ok['per_kwh'].min():.0f} to {ok['per_kwh'].max():.0f} "
+    if spans:
+        low, high = min(low for low, _ in spans.values()), max(high for _, high in spans.values())
+        measured_as.append(f"These runs' CO2 was measured at {low:.0f} to {high:.0f} "
                            "g CO2eq/kWh of their energy (the grid of each run, recorded or not)")
     if lopsided:
         measured_as.append(f"{lopsided} run(s) have only one of energy and CO2")

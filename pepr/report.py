@@ -22,7 +22,7 @@ from pepr import __version__
 from pepr.errors import PeprError
 from pepr.inference import attach_where_weighted
 from pepr.resources import ENERGY_PARTS, RESOURCES, format_value, three_digits, typical_unit
-from pepr.score import check_measured, normalize_weights, pareto_front, score, strongest
+from pepr.score import check_measured, grid_spans, normalize_weights, pareto_front, score, strongest
 from pepr.store import RunStore, is_estimate
 
 FIGURE_FORMATS = ("svg", "png", "pdf")
@@ -180,6 +180,11 @@ def _compared(runs, table, excluded, experiment, weights, normalization, alpha, 
         f"- Score: {_variant(weights)}, PePR = alpha P / (alpha + sum_i w_i R_i) with alpha = {alpha:g}; "
         f"normalisation: {NORMALIZATION_TEXT[normalization]}.",
     ]
+    spans = grid_spans(runs)
+    if "co2" in weights and spans:
+        low, high = spans[experiment]
+        lines.append(f"- **CO2 across grids**: the runs emitted {low:.0f} to {high:.0f} g CO2eq per kWh (other "
+                     "grids or hours), so their CO2 ranks where they ran as well as what they used.")
     if len(excluded):
         reasons = excluded.groupby("reason").size()
         lines.append("- Not scored: " + "; ".join(f"{n} run(s): {markdown_text(r)}" for r, n in reasons.items()) + ".")
@@ -214,7 +219,14 @@ def _costs(runs: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+RAM_FLOOR = ("**estimate**: CodeCarbon counts the memory used as 5 W modules, never fewer than two "
+             "(10 W; 3 W on ARM): a process under about 16 GB draws that floor, so this part follows "
+             "time, not memory")
+
+
 def _trust(method) -> str:
+    if method == "ram-estimate":
+        return RAM_FLOOR
     if is_estimate(method):
         return "**estimate**: modelled, not measured; good for comparing runs on one machine, not absolute"
     return MEASURED.get(method, "not recorded")

@@ -15,7 +15,7 @@ import pandas as pd
 from scipy import stats
 
 from pepr.errors import PeprError
-from pepr.resources import ENERGY_PARTS, RESOURCES
+from pepr.resources import ENERGY_PARTS, RESOURCES, grams_per_kwh
 
 NORMALIZATIONS = ("minmax", "max")
 
@@ -92,6 +92,17 @@ def check_measured(runs: pd.DataFrame, weights: Mapping[str, float], scope: str)
         hint = " (inference costs: benchmark its models with `pepr-agent bench`)" if any(
             RESOURCES[name].benchmarked for name in missing) else ""
         raise PeprError(f"--weights: {', '.join(missing)} measured in no run of {scope}; weight what was measured{hint}")
+
+
+def grid_spans(runs: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """Per experiment whose finished runs emitted different CO2 per kWh of their energy (other
+    grids, or other hours of one grid): the lowest and highest, in g CO2eq/kWh. There a CO2
+    ranking rewards where and when a model ran as well as what it used."""
+    ok = runs[runs["status"] == "ok"]
+    per_kwh = pd.Series(grams_per_kwh(ok["co2_kg"], ok["energy_kwh"]), index=ok.index).dropna()
+    spans = per_kwh.groupby(ok.loc[per_kwh.index, "experiment"]).agg(["min", "max"])
+    differ = spans["max"] - spans["min"] > 1e-9 * spans["max"].abs()
+    return {experiment: (row["min"], row["max"]) for experiment, row in spans[differ].iterrows()}
 
 
 def check_alpha(alpha: float) -> float:

@@ -82,6 +82,15 @@ def test_a_weight_on_what_no_run_measured_is_refused(db):
     assert result.stderr == "pepr: --weights: gpu_memory measured in no run of experiment a; weight what was measured\n"
 
 
+def test_a_co2_ranking_across_grids_says_so(db):
+    result = pepr("score", "--db", db, "--weights", "co2=1")
+    assert result.returncode == 0, result.stderr
+    assert ("note: the runs of a emitted 33 to 500 g CO2eq per kWh (other grids or hours): their CO2 ranks "
+            "where they ran as well as what they used") in result.stderr
+    assert "runs of b" not in result.stderr  # one run: one grid
+    assert "note:" not in pepr("score", "--db", db, "--weights", "energy=1").stderr
+
+
 def test_score_csv(db):
     result = pepr("score", "--db", db, "--format", "csv", "--weights", "co2=1")
     assert result.returncode == 0

@@ -115,6 +115,7 @@ def test_markdown_states_cost_measurement_and_savings(report):
     assert "5 of 5" in text and "DNK; carbon intensity 200 g CO2eq/kWh" in text
     assert "NVIDIA A100 (4 run(s))" in text
     assert "| CPU | tdp-estimate | 1 | **estimate**" in text and "| RAM | ram-estimate | 3 | **estimate**" in text
+    assert "never fewer than two (10 W; 3 W on ARM)" in text  # the floor that most runs draw
     assert "| GPU | gpu-energy-counter | 3 | measured: the GPU's own energy counter |" in text
     assert "imported from mine.csv (SHA-256 abc)" in text
     assert "Not scored: 1 run(s): status failed." in text
@@ -146,6 +147,15 @@ def test_markdown_shows_names_from_data_as_the_same_text(name):
     if name == name.strip():  # a paragraph drops the spaces at its ends; a code span keeps them
         assert html.unescape(render(markdown_text(name))) == f"<p>{name}</p>\n"
     assert html.unescape(render(markdown_code(name))) == f"<p><code>{name}</code></p>\n"
+
+
+def test_a_co2_report_across_grids_says_so(db):
+    runs = RunStore(db).runs()
+    assert "CO2 across grids" not in build_report(runs, "exp", {"co2": 1}).markdown  # all at 200 g/kWh
+    runs.loc[runs["run_id"] == "r1", "co2_kg"] *= 2
+    assert ("- **CO2 across grids**: the runs emitted 200 to 400 g CO2eq per kWh (other grids or hours), "
+            "so their CO2 ranks where they ran as well as what they used.") in build_report(runs, "exp", {"co2": 1}).markdown
+    assert "CO2 across grids" not in build_report(runs, "exp", {"energy": 1}).markdown
 
 
 def test_the_best_is_also_the_strongest(db):
