@@ -177,7 +177,7 @@ def bench(args) -> int:
 
     from agent.cli import checked_db, make_writable
     from agent.sweep import Interrupted, SignalGuard, one_line, software, write_patiently
-    from agent.train import resolve_device
+    from agent.train import resolve_device, trainable_params
     from pepr.store import job_key, now
 
     from agent.plan import models_from_flags
@@ -218,7 +218,7 @@ def bench(args) -> int:
                 try:
                     model = build(model_name, args.image_size).to(
                         device, memory_format=torch.channels_last if cuda else torch.preserve_format)
-                    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+                    params = trainable_params(model)
                 except Exception as error:  # one model's failure must not end the bench
                     build_error = one_line(error)
                 for size in todo:

@@ -10,7 +10,6 @@ import dataclasses
 import functools
 import hashlib
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 
 from agent.plan import dataset_label
 from pepr.errors import DownloadError, PeprError, described
+from pepr.paper import URL_SCHEME
 from pepr.store import INT32_MAX
 
 SPLITS = ("train", "val", "test")
@@ -51,7 +51,7 @@ def subsample(n: int, fraction: float) -> np.ndarray:
 def load(spec: str, data_dir: str, image_size: int) -> Data:
     """Load and resize a dataset; PeprError naming the spec when it cannot be used."""
     path = Path(spec)
-    if re.match(r"[A-Za-z][A-Za-z0-9+.-]+://", spec):
+    if URL_SCHEME.match(spec):
         raise PeprError(f"--datasets: {spec}: URLs are not read; give digits, a MedMNIST name, "
                         "a .npz file or an image folder")
     if spec == "digits":

@@ -282,9 +282,10 @@ def count_params(name: str) -> int:
     import timm
     import torch
 
+    from agent.train import trainable_params
+
     with torch.device("meta"):
-        model = timm.create_model(name, pretrained=False)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+        return trainable_params(timm.create_model(name, pretrained=False))
 
 
 PROGRESS_DELAY_S = 2.0  # a draw that takes longer shows its progress

@@ -90,6 +90,11 @@ def build_model(job: Job, num_classes: int, in_chans: int) -> torch.nn.Module:
         ) from None
 
 
+def trainable_params(model: torch.nn.Module) -> int:
+    """How many parameters training changes (the PePR `params` resource)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def sized_for(name: str, image_size: int, in_chans: int = 3) -> dict:
     """How to build `name` so that it takes `image_size` px images: for that size (`img_size`)
     where timm says its input size is fixed, else as it is; the other way where the first
@@ -403,7 +408,7 @@ def run_job(
     amp = job.amp
 
     model = build_model(job, data.num_classes, in_chans)
-    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    params = trainable_params(model)
     model_type = architecture_type(model)
     warm = min(job.batch_size, len(y_train))  # at least 2 (see agent.cli): batch norm trains on it
     with closing(batches(x_train[:warm], y_train[:warm], warm, device)) as warm_batch:

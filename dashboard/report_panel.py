@@ -6,7 +6,6 @@ The report is `pepr.report`'s; the figures are rendered (offline) only when a us
 from __future__ import annotations
 
 import io
-import re
 import zipfile
 from collections.abc import Mapping
 
@@ -15,7 +14,7 @@ import streamlit as st
 
 from dashboard.text import plain
 from pepr.errors import PeprError
-from pepr.report import Report, build_report, report_files
+from pepr.report import Report, build_report, report_files, slug
 
 
 def report_zip(report: Report) -> bytes:
@@ -42,11 +41,10 @@ def report_downloads(
     except PeprError as error:
         st.info(f"No report: {plain(error)}")
         return
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", experiment).strip("-") or "experiment"
     left, right = st.columns(2)
     left.download_button(
         "Report: Markdown, LaTeX table, figures (zip)", data=lambda: report_zip(report),
-        file_name=f"pepr-report-{slug}.zip", mime="application/zip", key="rp_zip",
+        file_name=f"pepr-report-{slug(experiment)}.zip", mime="application/zip", key="rp_zip",
     )
     right.download_button(
         "LaTeX table", data=report.latex, file_name=f"pepr-{slug}.tex", mime="text/x-tex", key="rp_tex",

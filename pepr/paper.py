@@ -209,7 +209,7 @@ def read_source(source, sha256: str | None, name: str | None) -> bytes:
         data = source
     elif str(source).lower().startswith(("http://", "https://")):
         data = _download(str(source))
-    elif _URL_SCHEME.match(str(source)):
+    elif URL_SCHEME.match(str(source)):
         raise PeprError(f"{source}: only http(s) URLs and local files can be read")
     else:
         path = Path(source)
@@ -232,7 +232,7 @@ def read_source(source, sha256: str | None, name: str | None) -> bytes:
     return data
 
 
-_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")
+URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")  # what starts a URL
 
 
 def _download(url: str) -> bytes:

@@ -315,6 +315,11 @@ def _savings(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def slug(experiment: str) -> str:
+    """An experiment's name as letters, digits and dashes, for a LaTeX label or a file name."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", experiment).strip("-") or "experiment"
+
+
 def latex_table(table: pd.DataFrame, experiment: str, weights, normalization: str, alpha: float) -> str:
     """The ranking as a booktabs table, names escaped."""
     resources = _resource_columns(table, weights)
@@ -324,7 +329,7 @@ def latex_table(table: pd.DataFrame, experiment: str, weights, normalization: st
                     *(_number(row[RESOURCES[n].column] / f) for n, _, f in resources), f"{row['pepr']:.4f}"]) + r" \\"
         for _, row in table.iterrows()
     ]
-    label = re.sub(r"[^A-Za-z0-9]+", "-", experiment).strip("-") or "experiment"
+    label = slug(experiment)
     caption = (
         f"{latex_text(_variant(weights))} of {len(table)} runs in experiment \\texttt{{{latex_text(experiment)}}} "
         f"($\\alpha = {alpha:g}$, {'min-max' if normalization == 'minmax' else 'share-of-max'} normalisation)."

@@ -649,8 +649,8 @@ class RunStore:
 
 # How far a run has got: running, then interrupted (perhaps by another agent taking over an
 # abandoned claim), then ok or failed as its own agent recorded it. A run never goes back.
-_STAGE = "CASE {0}.status WHEN 'running' THEN 0 WHEN 'interrupted' THEN 1 ELSE 2 END"
 _STAGES = {"running": 0, "interrupted": 1, "ok": 2, "failed": 2}
+_STAGE = "CASE {0}.status " + " ".join(f"WHEN '{status}' THEN {stage}" for status, stage in _STAGES.items()) + " END"
 
 
 class Imported(NamedTuple):
