@@ -16,13 +16,11 @@ import argparse
 import gc
 import json
 import os
-import platform
 import socket
 import statistics
 import sys
 import time
 import uuid
-from pathlib import Path
 
 
 WARMUP_PASSES = 3  # at most; at least one, and no more once half the time budget is spent
@@ -86,20 +84,11 @@ def add_parser(commands, positive, comma_list, param_range) -> None:
     out.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def cpu_model() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform reports."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
 def device_name(device, threads: int) -> str:
     """`AMD EPYC 7B13, 2 threads` on a CPU, the GPU's name (e.g. `NVIDIA H100 80GB HBM3`) on CUDA."""
     import torch
+
+    from agent.train import cpu_model
 
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

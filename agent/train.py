@@ -5,11 +5,13 @@ from __future__ import annotations
 import functools
 import gc
 import math
+import platform
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,10 +44,21 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def describe(device: torch.device) -> str:
-    """`cpu` or e.g. `cuda:0 NVIDIA H100 80GB HBM3`."""
+    """E.g. `cpu AMD EPYC 7B13` or `cuda:0 NVIDIA H100 80GB HBM3`."""
     if device.type == "cuda":
         return f"cuda:{device.index} {torch.cuda.get_device_name(device)}"
-    return "cpu"
+    return f"cpu {cpu_model()}"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform reports."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def architecture_type(model: torch.nn.Module) -> str:
@@ -149,7 +162,6 @@ def cached_weights(cfg) -> str | None:
             if isinstance(found, str):
                 return found
     if cfg.url:
-        from pathlib import Path
         from urllib.parse import urlparse
 
         file = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name

@@ -40,7 +40,8 @@ def test_real_run_records_one_measured_run(cli, tiny_npz, tmp_path):
     assert run.model_type == "CNN"
     assert 0 <= run.performance <= 1
     assert run.train_size == 24 and run.experiment == "tiny" and run.dataset == "tiny"
-    assert run.device == "cpu" and run.gpu_mem_peak_gb != run.gpu_mem_peak_gb  # NULL on CPU
+    cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    assert run.device == f"cpu {cpu}" and run.gpu_mem_peak_gb != run.gpu_mem_peak_gb  # NULL on CPU
     assert 0 < run.host_mem_peak_gb < 100
     assert {run.energy_cpu_method, run.energy_gpu_method, run.energy_ram_method} <= KNOWN_METHODS
     assert run.energy_gpu_method == "none" and pd.isna(run.energy_gpu_kwh)  # no GPU: NULL, not 0
