@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 2 bad input or usage (a `PeprError`: one line naming the flag, file,
 row or column); 1 anything unexpected (one line; the traceback only with `--debug` or
-PEPR_DEBUG=1); 130 interrupted (Ctrl-C); 141 when the reader of the output went away (as
+PEPR_DEBUG=1); 130 interrupted (Ctrl-C), 143 by SIGTERM (scancel, timeout); 141 when the reader of the output went away (as
 `| head` does), silently. A `PeprError` may carry another code (a busy database, a failed
 download: 1).
 """
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 
@@ -49,9 +51,19 @@ def debugging(argv: Sequence[str]) -> bool:
     return DEBUG_FLAG in flags or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (outside a sweep, which handles it itself)."""
+
+
+def _terminated(signum, frame):
+    raise Terminated()
+
+
 def run_command(prog: str, body: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> int:
     """Run `body(argv)` (argv defaults to the command line) and turn how it ends into an exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    main_thread = threading.current_thread() is threading.main_thread()  # where handlers go
+    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:
         code = body(argv)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
@@ -67,12 +79,18 @@ def run_command(prog: str, body: Callable[[list[str]], int], argv: Sequence[str]
     except KeyboardInterrupt:
         _say(prog, "interrupted")
         return 130
+    except Terminated:
+        _say(prog, "interrupted by SIGTERM")
+        return 128 + signal.SIGTERM
     except Exception as error:  # a bug: one line, and exit 1
         if debugging(argv):
             traceback.print_exc()
         hint = "" if debugging(argv) else f" (rerun with {DEBUG_FLAG} for the traceback)"
         _say(prog, f"unexpected error: {type(error).__name__}: {error}{hint}")
         return 1
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _say(prog: str, message: str) -> None:

@@ -201,3 +201,24 @@ def test_unreachable_url_is_exit_1(tmp_path):
     assert result.returncode == 1
     assert result.stderr.startswith("pepr: http://127.0.0.1:9/all_results.csv: cannot download")
     assert not (tmp_path / "x.duckdb").exists()
+
+
+def test_sigterm_outside_a_sweep_ends_in_one_line_and_143(capsys):
+    """scancel or timeout before a sweep began (loading a large dataset) ended pepr-agent with
+    no word; the sweep itself handles SIGTERM on its own (tests/agent)."""
+    import os
+    import signal
+    import time
+
+    from pepr.cli_frame import run_command
+
+    before = signal.getsignal(signal.SIGTERM)
+
+    def body(argv):
+        os.kill(os.getpid(), signal.SIGTERM)  # handled at once, in this thread
+        time.sleep(60)
+        return 0
+
+    assert run_command("pepr-agent", body, []) == 143
+    assert capsys.readouterr().err == "pepr-agent: interrupted by SIGTERM\n"
+    assert signal.getsignal(signal.SIGTERM) is before
