@@ -305,8 +305,8 @@ def _medmnist(flag: str, data_dir: Path, image_size: int) -> dict:
     if info is None or flag.endswith("3d"):
         names = sorted(f for f in medmnist.INFO if not f.endswith("3d"))
         raise PeprError(
-            f"--datasets: {flag!r} is not digits, a .npz file, an image folder or a MedMNIST 2D "
-            f"dataset ({', '.join(names)})"
+            f"--datasets: {flag!r} is not digits, a .npz file, an image folder (none of that name "
+            f"in {Path.cwd()}) or a MedMNIST 2D dataset ({', '.join(names)})"
         )
     if info["task"] != "multi-class" and info["task"] != "binary-class":
         raise PeprError(f"--datasets: {flag} is a {info['task']} task; only single-label works")
