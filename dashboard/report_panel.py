@@ -26,6 +26,11 @@ def report_zip(report: Report) -> bytes:
     return buffer.getvalue()
 
 
+def download_names(experiment: str) -> dict[str, str]:
+    """The file names of the two downloads: the whole report (zip) and the LaTeX table."""
+    return {"zip": f"pepr-report-{slug(experiment)}.zip", "tex": f"pepr-{slug(experiment)}.tex"}
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
 def _report(runs: pd.DataFrame, experiment: str, weights: tuple, normalization: str, alpha: float) -> Report:
     """The report for these choices, built once, not on every rerun of the page."""
@@ -41,11 +46,12 @@ def report_downloads(
     except PeprError as error:
         st.info(f"No report: {plain(error)}")
         return
+    names = download_names(experiment)
     left, right = st.columns(2)
     left.download_button(
         "Report: Markdown, LaTeX table, figures (zip)", data=lambda: report_zip(report),
-        file_name=f"pepr-report-{slug(experiment)}.zip", mime="application/zip", key="rp_zip",
+        file_name=names["zip"], mime="application/zip", key="rp_zip",
     )
     right.download_button(
-        "LaTeX table", data=report.latex, file_name=f"pepr-{slug}.tex", mime="text/x-tex", key="rp_tex",
+        "LaTeX table", data=report.latex, file_name=names["tex"], mime="text/x-tex", key="rp_tex",
     )

@@ -173,6 +173,13 @@ def test_report_downloads_offer_the_cli_report(crafted_db, tmp_path):
     assert "| 1 | tiny | 0.8000 |" in files.read("report.md").decode()
 
 
+def test_report_downloads_are_named_after_the_experiment():
+    from dashboard.report_panel import download_names
+
+    assert download_names("derma_pt f0.1/ü") == {"zip": "pepr-report-derma-pt-f0-1.zip", "tex": "pepr-derma-pt-f0-1.tex"}
+    assert download_names("//") == {"zip": "pepr-report-experiment.zip", "tex": "pepr-experiment.tex"}
+
+
 def test_a_failed_import_names_the_database_not_where_the_server_keeps_it(tmp_path):
     db = tmp_path / "mine.duckdb"
     db.write_bytes(b"not a database")  # refused when the import writes
