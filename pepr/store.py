@@ -20,7 +20,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import NamedTuple
 
@@ -30,18 +30,12 @@ import pandas as pd
 from pepr.errors import PeprError, StoreBusyError, StoreError, StoreWriteError
 from pepr.resources import COLUMNS as RESOURCE_COLUMNS
 from pepr.resources import ENERGY_PARTS
+from pepr.schema import now
 
 SCHEMA_VERSION = 4
 STALE_AFTER_S = 600.0  # a claim whose owner sent no heartbeat for this long is abandoned
 # Given a running row (run_id, host, pid, started_at, heartbeat_at), why its owner is gone, or None.
 OwnerCheck = Callable[[dict], "str | None"]
-INT32_MAX = 2**31 - 1  # the largest value of an INTEGER column (seeds, counts)
-INT64_MAX = 2**63 - 1  # of a BIGINT column (parameters, set sizes)
-
-
-def now() -> datetime:
-    """The time now as the store keeps it (TIMESTAMP columns): UTC, without a zone."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 # Schema 1, as created by migration 1 (never edit: files in the field have it).
 _RUN_COLUMNS_1: dict[str, str] = {
@@ -630,11 +624,9 @@ class RunStore:
     def silent_claims(self) -> int:
         """How many `running` rows had no heartbeat for STALE_AFTER_S: their agents are
         likely gone (a sweep over their jobs takes them over)."""
-        with self._read() as con:
-            return 0 if con is None else _exec(
-                con, "SELECT count(*) FROM runs WHERE status = 'running'"
-                     " AND coalesce(heartbeat_at, started_at, TIMESTAMP '1970-01-01') < ?",
-                [now() - timedelta(seconds=STALE_AFTER_S)])[0][0]
+        running = self.runs(status="running")  # read as the current schema, old files too
+        last_sign = running["heartbeat_at"].fillna(running["started_at"])
+        return int((last_sign.isna() | (last_sign < now() - timedelta(seconds=STALE_AFTER_S))).sum())
 
     def summary(self) -> pd.DataFrame:
         """Run counts per experiment, source and status."""

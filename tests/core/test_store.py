@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from pepr.errors import PeprError, StoreError
+from pepr.schema import now
 from pepr.store import MIGRATIONS, SCHEMA_VERSION, Merged, RunStore, is_estimate, job_key, merge
 
 
@@ -45,6 +46,12 @@ def test_a_schema_1_file_reads_as_the_current_schema_and_migrates_on_write(tmp_p
     _schema_1_file(path)
     store = RunStore(path)
     before = store.runs()  # read-only: not migrated, but shaped like the current schema
+    with duckdb.connect(str(path)) as con:  # a run killed mid-job, started two hours ago
+        con.execute("INSERT INTO runs (run_id, job_key, experiment, model, source, status, started_at)"
+                    " VALUES ('d', 'k2', 'exp', 'm', 'agent', 'running', ?)", [now() - dt.timedelta(hours=2)])
+    assert store.silent_claims() == 1  # schema 1 has no heartbeat_at: its start counts
+    with duckdb.connect(str(path)) as con:
+        con.execute("DELETE FROM runs WHERE run_id = 'd'")
     assert dict(zip(before["run_id"], before["amp"])) == {"a": "fp16", "b": "bf16", "c": "off"}
     assert "pue" in before and before["pue"].isna().all()
     store.ensure()

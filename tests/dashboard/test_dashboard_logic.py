@@ -214,6 +214,7 @@ def test_readable_units():
     assert format_value(2.5, memory) == "2.5 GB" and format_value(0.25, memory) == "250 MB"
     assert format_value(24.6e6, params) == "24.6M"
     assert format_value(5.2e6, energy) == "5200 MWh" and format_value(3e12, params) == "3000B"  # no 5.2e+03
+    assert format_value(0.9997, energy) == "1000 Wh" and format_value(-999.7e6, params) == "-1000M"  # no 1e+03
     assert format_value(float("nan"), energy) == "n/a"
     assert typical_unit(energy, [1e-5, 2e-5, 3e-5, None]) == ("mWh", 1e-6)
 
