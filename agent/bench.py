@@ -167,7 +167,8 @@ def bench(args) -> int:
     from agent.cli import checked_db, make_writable
     from agent.sweep import Interrupted, SignalGuard, one_line, software, write_patiently
     from agent.train import resolve_device, trainable_params
-    from pepr.store import job_key, now
+    from pepr.schema import now
+    from pepr.store import job_key
 
     from agent.plan import models_from_flags
 

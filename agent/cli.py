@@ -16,7 +16,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from pepr.cli_frame import Parser, label, run_command
 from pepr.errors import PeprError
-from pepr.store import INT32_MAX, now
+from pepr.schema import INT32_MAX, now
 
 AMP_MODES = ("off", "fp16", "bf16")
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from agent.plan import dataset_label
 from pepr.errors import DownloadError, PeprError, described
 from pepr.paper import URL_SCHEME
-from pepr.store import INT32_MAX
+from pepr.schema import INT32_MAX
 
 SPLITS = ("train", "val", "test")
 MEDMNIST_SIZES = (28, 64, 128, 224)
@@ -33,7 +33,7 @@ class Data:
     images: dict[str, torch.Tensor]  # split -> uint8 (N, C, S, S)
     labels: dict[str, torch.Tensor]  # split -> int64 (N,)
     num_classes: int
-    digest: str = ""  # of the images and labels as read, before resizing (see `content_digest`)
+    digest: str = ""  # of the images and labels as read (`content_digest`; a folder's are resized as read)
 
     @property
     def channels(self) -> int:

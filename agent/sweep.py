@@ -30,7 +30,8 @@ from agent.data import load
 from agent.plan import Job, dataset_label
 from agent.train import describe, run_job
 from pepr.errors import StoreBusyError, StoreError
-from pepr.store import STALE_AFTER_S, RunStore, now
+from pepr.schema import now
+from pepr.store import STALE_AFTER_S, RunStore
 
 
 class Interrupted(BaseException):

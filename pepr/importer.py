@@ -25,7 +25,8 @@ import pandas as pd
 from pepr.errors import PeprError, control_character, control_problem
 from pepr.paper import parse_csv, read_source, source_label, whole_number
 from pepr.resources import ENERGY_PARTS, RESOURCES, grams_per_kwh
-from pepr.store import INT32_MAX, INT64_MAX, RUN_COLUMNS, Imported, RunStore, job_key
+from pepr.schema import INT32_MAX, INT64_MAX
+from pepr.store import RUN_COLUMNS, Imported, RunStore, job_key
 
 # unit -> (multiply, divide): value * multiply / divide is the value in the column's unit.
 ENERGY_UNITS = {"J": (1, 3_600_000), "Wh": (1, 1000), "kWh": (1, 1)}

@@ -22,7 +22,8 @@ import pandas as pd
 
 from pepr.errors import DownloadError, PeprError, control_character, control_problem
 from pepr.resources import grams_per_kwh
-from pepr.store import INT64_MAX, Imported, RunStore, job_key
+from pepr.schema import INT64_MAX
+from pepr.store import Imported, RunStore, job_key
 
 PAPER_COMMIT = "ce087aafcdce4a5b636152d170475a6df5f4c3d7"
 _RAW = f"https://raw.githubusercontent.com/saintslab/PePR/{PAPER_COMMIT}/data"

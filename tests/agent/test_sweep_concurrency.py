@@ -19,7 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from agent.sweep import STALE_AFTER_S, owner_gone
-from pepr.store import Merged, RunStore, merge, now
+from pepr.schema import now
+from pepr.store import Merged, RunStore, merge
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ("--epochs", 1, "--batch-size", 8, "--image-size", 16, "--quiet")

@@ -7,7 +7,8 @@ from datetime import datetime, timedelta
 import pandas as pd
 
 from pepr.cli import main as pepr_main
-from pepr.store import STALE_AFTER_S, Merged, RunStore, merge, now
+from pepr.schema import now
+from pepr.store import STALE_AFTER_S, Merged, RunStore, merge
 
 T0 = datetime(2026, 1, 1, 12, 0, 0)
 
