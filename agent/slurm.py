@@ -206,6 +206,20 @@ def queued(scripts: Sequence[Path]) -> list[str]:
     return [row[0] for row in rows if len(row) == 2 and row[1].strip() in wanted]
 
 
+def left_queue(job: str) -> bool | None:
+    """Whether Slurm job `job` (`4242`, or an array task `4242_3`) has left the queue: ended,
+    cancelled or killed with its node. None where squeue cannot say (no Slurm here, no
+    answer)."""
+    try:
+        answer = subprocess.run(["squeue", "--noheader", "--format=%i", f"--jobs={job}"], capture_output=True,
+                                text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if answer.returncode == 0:
+        return not answer.stdout.strip()
+    return True if "Invalid job id" in answer.stderr else None  # ended long enough ago to be forgotten
+
+
 def _sbatch(*argv: str) -> str:
     """Submit; returns the job id."""
     try:

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from agent.data import load
 from agent.plan import Job, dataset_label
+from agent.slurm import left_queue
 from agent.train import describe, run_job
 from pepr.errors import StoreBusyError, StoreError
 from pepr.schema import now
@@ -155,7 +156,8 @@ def owner_gone(row: dict, *, host: str | None = None, at: datetime | None = None
     """Why the agent that holds this running row is gone, or None while it may still run.
 
     Same host: its process has exited (or the pid now names a process started later).
-    Another host: no heartbeat for STALE_AFTER_S seconds.
+    Another host: its Slurm job has left the queue (where squeue can say), or no heartbeat for
+    STALE_AFTER_S seconds.
     """
     host = host or socket.gethostname()
     pid = None if pd.isna(row["pid"]) else int(row["pid"])
@@ -166,9 +168,20 @@ def owner_gone(row: dict, *, host: str | None = None, at: datetime | None = None
         return None if _running(pid, started) else f"agent process gone (pid {pid} on {host})"
     beat = row["heartbeat_at"] if not pd.isna(row["heartbeat_at"]) else started
     if beat is not None and (at or now()) - pd.Timestamp(beat) < timedelta(seconds=STALE_AFTER_S):
+        job = slurm_job(row)
+        if job is not None and left_queue(job):  # killed with its node, or by the OOM killer
+            return f"Slurm job {job} has left the queue"
         return None
     when = "ever" if beat is None else f"{pd.Timestamp(beat):%Y-%m-%d %H:%M:%S} UTC"
     return f"no heartbeat since {when} from {row['host'] or 'an unknown host'}"
+
+
+def slurm_job(row: dict) -> str | None:
+    """The Slurm job of a run as squeue names it (`4242`, or `4242_3` for an array task)."""
+    job, task = row.get("slurm_job_id"), row.get("slurm_array_task_id")
+    if job is None or pd.isna(job):
+        return None
+    return str(job) if task is None or pd.isna(task) else f"{job}_{int(task)}"
 
 
 def _running(pid: int, started: pd.Timestamp | None) -> bool:

@@ -34,7 +34,8 @@ from pepr.schema import now
 
 SCHEMA_VERSION = 4
 STALE_AFTER_S = 600.0  # a claim whose owner sent no heartbeat for this long is abandoned
-# Given a running row (run_id, host, pid, started_at, heartbeat_at), why its owner is gone, or None.
+# Given a running row (run_id, host, pid, started_at, heartbeat_at, slurm_job_id,
+# slurm_array_task_id), why its owner is gone, or None.
 OwnerCheck = Callable[[dict], "str | None"]
 
 # Schema 1, as created by migration 1 (never edit: files in the field have it).
@@ -543,7 +544,7 @@ class RunStore:
     def _release(con, owner_gone: OwnerCheck, job_key: str | None = None) -> int:
         """Mark the running rows (of one job, or all) whose owner is gone `interrupted`."""
         running = con.execute(
-            "SELECT run_id, host, pid, started_at, heartbeat_at FROM runs"
+            "SELECT run_id, host, pid, started_at, heartbeat_at, slurm_job_id, slurm_array_task_id FROM runs"
             " WHERE status = 'running' AND ($key IS NULL OR job_key = $key)",
             {"key": job_key},
         ).df()

@@ -210,3 +210,32 @@ def test_a_sweep_on_slurm_leaves_every_job_ok_once_in_the_database(slurm, cli, t
     again = subprocess.run(command, cwd=ROOT, env=slurm, capture_output=True, text=True,
                            timeout=300)
     assert again.returncode == 0 and f"nothing to submit: every job is ok in {db}" in again.stdout
+
+
+def test_a_claim_whose_slurm_job_left_the_queue_is_taken_over_at_once(slurm, tmp_path, monkeypatch):
+    """A task killed with its node or by the OOM killer leaves a fresh claim; a resubmitted
+    task on another node skipped its job for the 10 minutes its heartbeat took to go stale."""
+    from agent.sweep import owner_gone
+    from pepr.schema import now
+
+    for name, value in slurm.items():
+        monkeypatch.setenv(name, value)
+    job = subprocess.run(["sbatch", "--parsable", "--time", "00:05:00", "--output", str(tmp_path / "out"),
+                          "--wrap", "sleep 300"], capture_output=True, text=True, timeout=60)
+    assert job.returncode == 0, job.stderr
+    job_id = job.stdout.strip().split(";")[0]
+    claim = {"host": "node-elsewhere", "pid": 4321, "started_at": now(), "heartbeat_at": now(),
+             "slurm_job_id": job_id, "slurm_array_task_id": None}
+    try:
+        assert owner_gone(claim) is None  # queued or running: alive, whatever its heartbeat
+    finally:
+        subprocess.run(["scancel", job_id], timeout=60, check=True)
+    deadline = time.monotonic() + 120
+    while owner_gone(claim) is None:  # until it has left the queue
+        assert time.monotonic() < deadline, "the cancelled job is still in the queue"
+        time.sleep(0.2)
+    assert owner_gone(claim) == f"Slurm job {job_id} has left the queue"
+    forgotten = {**claim, "slurm_job_id": "987654321", "slurm_array_task_id": 3}  # purged long ago
+    assert owner_gone(forgotten) == "Slurm job 987654321_3 has left the queue"
+    monkeypatch.setenv("PATH", str(tmp_path))  # no squeue: the heartbeat alone decides
+    assert owner_gone(forgotten) is None
