@@ -14,7 +14,7 @@ import sys
 from pepr import __version__
 from pepr.cli_frame import Parser, label, run_command
 from pepr.errors import PeprError, one_line
-from pepr.inference import attach_where_weighted
+from pepr.inference import NOISY_RATIO, architecture, attach_where_weighted, noisy_models
 from pepr.inference import summary as bench_summary
 from pepr.paper import PAPER_RESULTS_URL, import_paper
 from pepr.resources import RESOURCES
@@ -201,6 +201,12 @@ def _score(args) -> int:
     runs, device = attach_where_weighted(store, runs, weights, args.bench_device)
     if device:
         print(one_line(f"inference cost measured on: {device}"), file=sys.stderr)
+        noisy = [arch for arch in noisy_models(store.benchmarks(), device) if arch in set(runs["model"].map(architecture))]
+        if noisy:
+            named = ", ".join(noisy[:5]) + (f" and {len(noisy) - 5} more" if len(noisy) > 5 else "")
+            print(one_line(f"note: {len(noisy)} model(s) were benchmarked on a busy machine (p95 latency over "
+                           f"{NOISY_RATIO:g}x the median): {named}; bench them again on an idle one "
+                           "(pepr-agent bench --rebench)"), file=sys.stderr)
     check_measured(runs, weights, f"experiment {', '.join(args.experiment)}" if args.experiment else args.db)
     result = score(runs, weights, args.normalization, args.alpha)
     bench_columns = [RESOURCES[name].column for name in result.weights if RESOURCES[name].benchmarked]
@@ -259,7 +265,8 @@ def _bench_info(store: RunStore) -> None:
     benchmarks = bench_summary(store.benchmarks())
     for row in benchmarks.itertuples():
         failed = f", {row.models_failed} failed" if row.models_failed else ""
-        print(one_line(f"benchmarks on {row.device}: {row.models_ok} model(s) ok at {row.image_size} px{failed}, "
+        noisy = f" ({row.models_noisy} on a busy machine: p95 latency over {NOISY_RATIO:g}x the median)" if row.models_noisy else ""
+        print(one_line(f"benchmarks on {row.device}: {row.models_ok} model(s) ok{noisy} at {row.image_size} px{failed}, "
                        f"last {row.last:%Y-%m-%d}"))
 
 

@@ -42,21 +42,40 @@ def devices(benchmarks: pd.DataFrame) -> list[str]:
     return sorted(_choices(benchmarks).unique()) if len(benchmarks) else []
 
 
+NOISY_RATIO = 3.0  # a p95 latency this many times the median: the machine was busy
+
+
+def _noisy(rows: pd.DataFrame) -> pd.Series:
+    """Which ok benchmark rows timed a busy machine: p95 latency over NOISY_RATIO x the median."""
+    return (rows["status"] == "ok") & (rows["latency_p95_s"] > NOISY_RATIO * rows["latency_median_s"])
+
+
 def summary(benchmarks: pd.DataFrame) -> pd.DataFrame:
     """Per device choice: image size, models benchmarked ok (newest row of each model and batch
-    size), models whose newest benchmark failed, and when it was last benchmarked."""
-    columns = ["device", "image_size", "models_ok", "models_failed", "last"]
+    size), models whose newest benchmark failed, models timed on a busy machine (`_noisy`),
+    and when it was last benchmarked."""
+    columns = ["device", "image_size", "models_ok", "models_failed", "models_noisy", "last"]
     if benchmarks.empty:
         return pd.DataFrame(columns=columns)
     rows = benchmarks.assign(device=_choices(benchmarks), arch=benchmarks["model"].map(architecture))
     rows = _newest(rows, ["device", "arch", "batch_size"])
     failed = rows[rows["status"] != "ok"].groupby("device")["arch"].nunique()
+    noisy = rows[_noisy(rows)].groupby("device")["arch"].nunique()
     table = rows.groupby("device").agg(
         image_size=("image_size", "first"), models=("arch", "nunique"), last=("started_at", "max")
     )
     table["models_failed"] = failed.reindex(table.index, fill_value=0)
     table["models_ok"] = table["models"] - table["models_failed"]
+    table["models_noisy"] = noisy.reindex(table.index, fill_value=0)
     return table.reset_index()[columns]
+
+
+def noisy_models(benchmarks: pd.DataFrame, device: str) -> list[str]:
+    """The architectures whose newest benchmark on `device` (a `devices` choice) timed a busy
+    machine, at any batch size: their inference costs are as noisy as the machine was."""
+    rows = benchmarks.assign(arch=benchmarks["model"].map(architecture))[_choices(benchmarks) == device]
+    rows = _newest(rows, ["arch", "batch_size"])
+    return sorted(rows.loc[_noisy(rows), "arch"].unique())
 
 
 def choose_device(benchmarks: pd.DataFrame, name: str | None) -> str:

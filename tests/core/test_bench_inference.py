@@ -272,6 +272,27 @@ def test_info_lists_the_benchmarked_devices(db, tmp_path, capsys):
         f"{bench_only}: no runs", f"benchmarks on {LAPTOP}: 1 model(s) ok at 256 px, last 2026-11-26"]
 
 
+def test_benchmarks_of_a_busy_machine_are_pointed_out(tmp_path, capsys):
+    """Rows with a p95 latency 10 to 20 times the median were ranked as any other."""
+    path = tmp_path / "busy.duckdb"
+    RunStore(path).import_runs(runs_frame())
+    RunStore(path).append_benchmarks(pd.DataFrame([
+        bench("b1", "resnet18", 1, latency_median_s=0.05, latency_p95_s=0.9),  # busy, then benched again
+        bench("b2", "resnet18", 1, minutes=5, latency_median_s=0.04, latency_p95_s=0.05),
+        bench("b3", "vit_small_patch16_224", 1, latency_median_s=0.1, latency_p95_s=0.31),  # busy
+        bench("b4", "mobilenetv3_small_100", 1, latency_median_s=0.01, latency_p95_s=0.03),  # 3x: not yet
+    ]))
+    assert main(["info", "--db", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"benchmarks on {LAPTOP}: 3 model(s) ok (1 on a busy machine: p95 latency over 3x the median) "
+        "at 256 px, last 2026-11-26")
+    assert main(["score", "--db", str(path), "--weights", "infer_latency=1"]) == 0
+    assert ("note: 1 model(s) were benchmarked on a busy machine (p95 latency over 3x the median): "
+            "vit_small_patch16_224; bench them again on an idle one (pepr-agent bench --rebench)") in capsys.readouterr().err
+    assert main(["score", "--db", str(path), "--weights", "energy=1"]) == 0
+    assert "busy" not in capsys.readouterr().err
+
+
 def test_the_report_says_where_the_inference_costs_come_from(db, tmp_path):
     out = tmp_path / "report"
     assert main(["report", "--db", str(db), "--experiment", "derma", "--weights", "energy=1,infer_energy=1",
