@@ -458,16 +458,19 @@ class RunStore:
             )
             return _exec(con, "SELECT count(*) FROM benchmarks")[0][0] - before
 
-    def update_from(self, runs: pd.DataFrame, epochs: pd.DataFrame, replace: Sequence[str] = (),
-                    benchmarks: pd.DataFrame | None = None, replace_benchmarks: Sequence[str] = ()) -> Merged:
-        """Add the runs not stored yet, and replace those that `runs` has in a later stage
-        (see _STAGE) or, still running, with a newer heartbeat, and those in `replace` (run
-        ids) whatever their stage; each with its epochs. Add the benchmarks not stored yet, and
-        replace those in `replace_benchmarks` (bench ids). One transaction."""
-        run_frame = _frame(runs, RUN_COLUMNS, "run")
+    def update_from(self, changes: Callable[[pd.DataFrame, pd.DataFrame], Changes]) -> Merged:
+        """In one transaction: read the stored runs and benchmarks, ask `changes` what to write
+        given them (it may raise, and nothing is written), then add the runs not stored yet, and
+        replace those it has in a later stage (see _STAGE) or, still running, with a newer
+        heartbeat, and those in its `replace` (run ids) whatever their stage, each with its
+        epochs; add the benchmarks not stored yet, and replace those in `replace_benchmarks`."""
         with self._write() as con:
+            runs, epochs, replace, benchmarks, replace_benchmarks = changes(
+                con.execute("SELECT * FROM runs").df().pipe(_as_current_schema),
+                con.execute("SELECT * FROM benchmarks").df())
+            run_frame = _frame(runs, RUN_COLUMNS, "run")
             merged = Merged(0, 0) if run_frame.empty else self._update_runs(con, run_frame, epochs, replace)
-            if benchmarks is None or benchmarks.empty:
+            if benchmarks.empty:
                 return merged
             con.register("new_benchmarks", _frame(benchmarks, BENCH_COLUMNS, "benchmark"))
             con.register("forced_benches", pd.DataFrame({"bench_id": pd.Series(list(replace_benchmarks), dtype="string")}))
@@ -657,6 +660,16 @@ class Imported(NamedTuple):
         return f"added {self.added} run(s){kept}{replaced}"
 
 
+class Changes(NamedTuple):
+    """What a merge writes (see `RunStore.update_from`)."""
+
+    runs: pd.DataFrame
+    epochs: pd.DataFrame
+    replace: Sequence[str]  # run ids to replace whatever their stage
+    benchmarks: pd.DataFrame
+    replace_benchmarks: Sequence[str]  # bench ids
+
+
 class Merged(NamedTuple):
     added: int  # runs the target did not have
     updated: int  # runs the target had unfinished, brought up to date
@@ -696,29 +709,34 @@ def merge(sources: Sequence[str | Path], into: str | Path, prefer: str | Path | 
             benchmarks.append(_frame(store.benchmarks(), BENCH_COLUMNS, "benchmark").assign(_source=index))
         except PeprError as error:
             raise PeprError(f"{source}: {error}") from None
-    target_exists = target.exists()
-    runs = pd.concat([frame for frame in runs if not frame.empty] or [_empty(RUN_COLUMNS)])
-    conflicts, replace = _conflicts(pd.concat([(target.runs() if target_exists else _empty(RUN_COLUMNS)).assign(
-        _source=len(sources)), runs]), names, preferred)
-    if conflicts:  # the preferred copy only
-        runs = runs[~runs["run_id"].isin(conflicts) | (runs["_source"] == preferred)]
-    benchmarks = pd.concat([frame for frame in benchmarks if not frame.empty]
-                           or [_empty(BENCH_COLUMNS).assign(_source=pd.Series(dtype=int))])
-    bench_conflicts, bench_replace = _conflicts(pd.concat([(target.benchmarks() if target_exists else _empty(BENCH_COLUMNS)).assign(
-        _source=len(sources)), benchmarks]), names, preferred, "bench_id", _BENCH_RESULTS, "benchmark")
-    benchmarks = benchmarks[~benchmarks["bench_id"].isin(bench_conflicts) | (benchmarks["_source"] == preferred)]
-    latest = _empty(RUN_COLUMNS)
-    if not runs.empty:
-        # Where sources share a run, take its latest state: furthest on, then newest heartbeat.
-        latest = (runs.assign(_stage=runs["status"].map(_STAGES),
-                              _stamp=runs["heartbeat_at"].fillna(runs["started_at"]))
-                  .sort_values(["_stage", "_stamp"], na_position="first")
-                  .drop_duplicates("run_id", keep="last"))
-        epochs = pd.concat(epochs).merge(latest[["run_id", "_source"]], on=["run_id", "_source"])
-    else:
-        epochs = _empty(EPOCH_COLUMNS)
-    return target.update_from(latest[list(RUN_COLUMNS)], epochs[list(EPOCH_COLUMNS)], replace,
-                              benchmarks.drop_duplicates("bench_id")[list(BENCH_COLUMNS)], bench_replace)
+    source_runs = pd.concat([frame for frame in runs if not frame.empty] or [_empty(RUN_COLUMNS)])
+    source_benchmarks = pd.concat([frame for frame in benchmarks if not frame.empty]
+                                  or [_empty(BENCH_COLUMNS).assign(_source=pd.Series(dtype=int))])
+
+    def changes(stored_runs: pd.DataFrame, stored_benchmarks: pd.DataFrame) -> Changes:
+        """Given the target as it is within the write (another writer may have added to it)."""
+        conflicts, replace = _conflicts(pd.concat([stored_runs.assign(_source=len(sources)), source_runs]),
+                                        names, preferred)
+        runs = source_runs  # with the preferred copy alone of a run that differs
+        if conflicts:
+            runs = runs[~runs["run_id"].isin(conflicts) | (runs["_source"] == preferred)]
+        bench_conflicts, bench_replace = _conflicts(
+            pd.concat([stored_benchmarks.assign(_source=len(sources)), source_benchmarks]),
+            names, preferred, "bench_id", _BENCH_RESULTS, "benchmark")
+        benchmarks = source_benchmarks[~source_benchmarks["bench_id"].isin(bench_conflicts)
+                                       | (source_benchmarks["_source"] == preferred)]
+        latest, chosen_epochs = _empty(RUN_COLUMNS), _empty(EPOCH_COLUMNS)
+        if not runs.empty:
+            # Where sources share a run, take its latest state: furthest on, then newest heartbeat.
+            latest = (runs.assign(_stage=runs["status"].map(_STAGES),
+                                  _stamp=runs["heartbeat_at"].fillna(runs["started_at"]))
+                      .sort_values(["_stage", "_stamp"], na_position="first")
+                      .drop_duplicates("run_id", keep="last"))
+            chosen_epochs = pd.concat(epochs).merge(latest[["run_id", "_source"]], on=["run_id", "_source"])
+        return Changes(latest[list(RUN_COLUMNS)], chosen_epochs[list(EPOCH_COLUMNS)], replace,
+                       benchmarks.drop_duplicates("bench_id")[list(BENCH_COLUMNS)], bench_replace)
+
+    return target.update_from(changes)
 
 
 # What a finished run's copies must agree on: what it is, and what it measured.
