@@ -165,8 +165,9 @@ def bench(args) -> int:
     from tqdm import tqdm
 
     from agent.cli import checked_db, make_writable
-    from agent.sweep import Interrupted, SignalGuard, one_line, software, write_patiently
+    from agent.sweep import Interrupted, SignalGuard, software, write_patiently
     from agent.train import resolve_device, trainable_params
+    from pepr.errors import described_whole
     from pepr.schema import now
     from pepr.store import job_key
 
@@ -210,7 +211,7 @@ def bench(args) -> int:
                         device, memory_format=torch.channels_last if cuda else torch.preserve_format)
                     params = trainable_params(model)
                 except Exception as error:  # one model's failure must not end the bench
-                    build_error = one_line(error)
+                    build_error = described_whole(error)
                 for size in todo:
                     row = {**shared, "bench_id": uuid.uuid4().hex, "bench_key": job_key(configs[size]),
                            "model": model_name, "params": params, "batch_size": size,
@@ -222,7 +223,7 @@ def bench(args) -> int:
                             row.update(measure(model, device, args.image_size, size, args.seconds),
                                        status="ok")
                         except Exception as error:  # e.g. out of memory at this batch size
-                            row.update(status="failed", error=one_line(error))
+                            row.update(status="failed", error=described_whole(error))
                             if cuda:
                                 gc.collect()
                                 torch.cuda.empty_cache()

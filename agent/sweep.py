@@ -30,7 +30,7 @@ from agent.data import load
 from agent.plan import Job, dataset_label
 from agent.slurm import left_queue
 from agent.train import describe, run_job
-from pepr.errors import StoreBusyError, StoreError
+from pepr.errors import StoreBusyError, StoreError, described_whole
 from pepr.schema import now
 from pepr.store import STALE_AFTER_S, RunStore
 
@@ -219,11 +219,6 @@ class Heartbeat:
         self.thread.join()
 
 
-def one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
 def run_sweep(
     jobs: Sequence[Job],
     store: RunStore,
@@ -294,7 +289,7 @@ def run_sweep(
             except StoreError:
                 raise
             except Exception as error:  # one job's failure must not end the sweep
-                row.update(status="failed", error=one_line(error))
+                row.update(status="failed", error=described_whole(error))
                 stopped_early(row, error)
             row["ended_at"] = row["heartbeat_at"] = now()
             try:

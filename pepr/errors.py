@@ -66,3 +66,9 @@ def described(error: BaseException) -> str:
     """`OSError: the first line of its message`, or the error's type alone where it says nothing."""
     text = str(error).strip()
     return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def described_whole(error: BaseException) -> str:
+    """`described`, with the whole message on one line: what a failed run or benchmark records."""
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
