@@ -220,8 +220,8 @@ def _costs(runs: pd.DataFrame) -> str:
 
 
 RAM_FLOOR = ("**estimate**: CodeCarbon counts the memory used as 5 W modules, never fewer than two "
-             "(10 W; 3 W on ARM): a process under about 16 GB draws that floor, so this part follows "
-             "time, not memory")
+             "(10 W; 3 W on ARM): a process using up to 16 GB is counted at that floor, so this part "
+             "follows time, not memory")
 
 
 def _trust(method) -> str:
