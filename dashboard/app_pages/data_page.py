@@ -119,7 +119,9 @@ def own_results(view: View | None, problem: str | None, source) -> None:
     except ValueError as error:
         st.error(f"Import refused: {error}.")
         return
-    import_panel(str(where), on_imported=lambda: st.session_state.update(_o_target_next=sources.user_key(where)))
+    # Then open the new database, as after the paper's import, and import into it next.
+    import_panel(str(where), on_imported=lambda: st.session_state.update(
+        _o_target_next=sources.user_key(where), _switch_db=sources.user_key(where)))
 
 
 SECTIONS = [holdings, paper_import, own_results]

@@ -551,6 +551,7 @@ def test_data_page_imports_ones_own_table_into_a_user_database(app, user_dir):
     # was refused as a name already taken and the panel went away.
     at.selectbox(key="ip_unit_energy").set_value("kWh").run()
     assert at.selectbox(key="o_target").value == "user:own" and not at.error
+    assert at.selectbox(key="db").value == "user:own"  # the page goes on with it, as after the paper's import
     at.checkbox(key="ip_replace").check().run()
     at.button(key="ip_import").click().run()
     assert RunStore(user_dir / "own.duckdb").runs().set_index("model").loc["resnet18", "energy_kwh"] == 12.5
