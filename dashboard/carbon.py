@@ -35,10 +35,15 @@ def intensity(choice: str) -> float | None:
     return number(choice, 0.0, MAX_G_PER_KWH)
 
 
+WHAT_IF = "what-if: CO2 re-priced from the energy in the dashboard"
+
+
 def with_intensity(runs: pd.DataFrame, g_per_kwh: float | None) -> pd.DataFrame:
-    """Runs with CO2 recomputed from their energy at `g_per_kwh` (unchanged for None)."""
+    """Runs with CO2 recomputed from their energy at `g_per_kwh` (unchanged for None), saying
+    so in their intensity's source (which the report shows)."""
     if g_per_kwh is None:
         return runs
     return runs.assign(
-        co2_kg=co2_kg_at(runs["energy_kwh"], g_per_kwh), carbon_intensity=float(g_per_kwh)
+        co2_kg=co2_kg_at(runs["energy_kwh"], g_per_kwh), carbon_intensity=float(g_per_kwh),
+        carbon_intensity_source=WHAT_IF,
     )

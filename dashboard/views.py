@@ -262,6 +262,10 @@ def carbon_effect(measured_runs: pd.DataFrame, weights: Mapping[str, float], cho
     if "co2" not in weights:
         text = "CO2 is not weighted: the grid changes the CO2 figures, totals and caps, not the ranking."
         return Carbon(chosen, text, False)
+    if chosen == 0:
+        text = ("At 0 g CO2eq/kWh no run emits CO2, so its weight counts for nothing: the ranking follows "
+                "the other weights, and performance alone where CO2 is the only one.")
+        return Carbon(chosen, text, True)
     if not spans and not lopsided:
         text = (
             "Each experiment's runs emitted the same CO2 per kWh, so any single intensity "

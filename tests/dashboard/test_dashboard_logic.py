@@ -232,6 +232,7 @@ def test_carbon_intensity_choices():
     assert carbon.with_intensity(runs, None) is runs
     out = carbon.with_intensity(runs, 500.0)
     assert out["co2_kg"].iloc[0] == 1.0 and pd.isna(out["co2_kg"].iloc[1])
+    assert (out["carbon_intensity_source"] == carbon.WHAT_IF).all()  # the downloaded report says so
 
 
 LIVE_GRID = frame(
@@ -271,6 +272,13 @@ def test_a_run_with_energy_but_no_co2_can_enter_the_ranking_on_one_grid():
     assert "C" not in set(measured.models["model"])  # no CO2 as measured
     assert measured.carbon.changes_ranking and "1 run(s) have only one of energy and CO2" in measured.carbon.message
     assert view_of(lopsided, weights={"co2": 1.0}, intensity="FRA").models["model"].iloc[0] == "C"
+
+
+def test_a_grid_of_zero_says_co2_then_counts_for_nothing():
+    zero = view_of(LIVE_GRID.assign(performance=[0.9, 0.8, 0.95]), weights={"co2": 1.0}, intensity="0")
+    assert list(zero.models["model"]) == ["mid", "clean", "dirty"]  # by performance alone
+    assert zero.carbon.changes_ranking and "counts for nothing" in zero.carbon.message
+    assert "as energy does" not in zero.carbon.message
 
 
 def test_the_page_says_when_the_grid_cannot_change_the_ranking():
