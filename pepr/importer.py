@@ -388,6 +388,10 @@ def _check_values(runs: pd.DataFrame, frame: pd.DataFrame, maps: Mapping[str, Co
         row, spec = performance.idxmax(), maps["performance"]
         errors.append((row, f"{_where(name, row, spec.column)}: {_text(frame[spec.column])[row]} is the largest "
                             f"value, as a percentage at most 1 %: fractions? map it as {spec.column} without :%"))
+    elif maps["performance"].unit == "%" and performance.max() > 0.01 and (performance <= 0.01).any():
+        row, spec = (performance <= 0.01).idxmax(), maps["performance"]  # 0.89 among 91.2 and 93.1
+        errors.append((row, f"{_where(name, row, spec.column)}: {_text(frame[spec.column])[row]} % among percentages "
+                            f"up to {_text(frame[spec.column])[performance.idxmax()]}: a fraction? write it as a percentage"))
     for spec in maps.values():
         kind = FIELDS[spec.field]
         bad = kind.cost & (pd.to_numeric(runs[kind.column], errors="coerce") < 0)

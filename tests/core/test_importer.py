@@ -533,6 +533,12 @@ def test_fractions_mapped_as_percent_are_refused(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (f"pepr: {path}, row 3, column acc: 0.9 is the largest value, as a "
                                                "percentage at most 1 %: fractions? map it as acc without :%")
     assert not (tmp_path / "d.duckdb").exists()
+    path.write_text("name,acc\na,91.2\nb,93.1\nc,0.89\nd,88.5\n")  # one fraction among percentages
+    assert run("import", path, "--db", tmp_path / "d.duckdb", "--map", "model=name",
+               "--map", "performance=acc:%", "--experiment-name", "x") == 2
+    assert capsys.readouterr().err.strip() == (f"pepr: {path}, row 4, column acc: 0.89 % among percentages up "
+                                               "to 93.1: a fraction? write it as a percentage")
+    assert not (tmp_path / "d.duckdb").exists()
 
 
 def test_experiment_is_one_name_or_one_column(tmp_path, capsys):
