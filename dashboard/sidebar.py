@@ -170,6 +170,8 @@ def draw(offer: Offer, measured: set[str]) -> None:
             help="Each experiment is scored within itself; a model's figures are its mean over those chosen.",
         )
         sb.caption("; ".join(plain(offer.describe[e]) for e in experiments))
+    if not any(st.session_state.get(f"c_x:{dataset}") for dataset in offer.groups):
+        sb.warning(f"No experiment chosen: the pages show {plain(', '.join(offer.default))}, the default.")
     if offer.metrics:
         sb.selectbox("Performance metric", offer.metrics, key="c_m")
     if offer.best_val:

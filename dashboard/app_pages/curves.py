@@ -52,8 +52,11 @@ def page(view: View | None, problem: str | None, source) -> None:
     charts.show(left, charts.learning_curves(lines, x, title, factor), width="stretch")
     charts.show(right, charts.pepr_curves(lines, peaks), width="stretch")
     st.caption(
-        "R is the share of each run's total. Triangle: where the PePR curve peaks; beyond it "
-        "more resource buys too little performance."
+        "R is each epoch's cumulative cost as a share of the run's own total, not the ranking's "
+        "normalisation across models, so this PePR is not the ranking's. Triangle: where the PePR "
+        "curve peaks; beyond it each step of cost buys less performance than its share."
+        + (" With epochs standing in for the cost, every epoch costs the same, so an early peak "
+           "(often the first epoch) says little about the resource." if x == "epoch" else "")
     )
     st.dataframe(
         peaks[["label", "epoch", "performance", "pepr"]].rename(

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from pepr.store import RunStore
-from dashboard.text import ZERO_WIDTH
+from dashboard.text import ZERO_WIDTH, plain
 from tests.dashboard.conftest import goto, make_db
 
 PAGES = ["explorer", "sensitivity", "budget", "comparisons", "curves", "runs", "data"]
@@ -77,6 +77,9 @@ def test_make_dashboard_opens_the_paper_on_derma_with_its_provenance(app):
     assert "Selvan et al., NLDL 2025" in source and "Carbontracker (PUE 1.58" in source and "last epoch" in source
     assert "131 scored runs of 131 models" in " ".join(texts(at, "caption"))
     assert dict(at.query_params) == {}  # the default view has the shortest link
+    assert not any("No experiment chosen" in w for w in texts(at, "warning"))
+    at.multiselect(key="c_x:derma").set_value([]).run()  # the pages go on showing the default: said so
+    assert f"No experiment chosen: the pages show {plain('derma_pt')}, the default." in texts(at, "warning")
 
 
 def test_explorer_shows_what_matters(app, crafted_db):
@@ -306,6 +309,7 @@ def test_curves_offer_recorded_axes_mark_the_peak_and_follow_the_database(app, c
     # test 0.5, 0.75, 0.8, 0.81 at a quarter of the energy each: PePR peaks at epoch 2
     assert list(peaks["peak epoch"]) == [2, 2, 2]
     assert list(peaks["run"]) == ["tiny · exp", "mid · exp", "big · exp"]
+    assert not any("every epoch costs the same" in c for c in texts(at, "caption"))
     at.run()
     assert "r" not in link(at) and "ax" not in link(at)  # defaults stay out of the link
     mid = next(r for r in at.multiselect(key="k_runs").value if "mid" in r)
@@ -318,6 +322,7 @@ def test_curves_offer_recorded_axes_mark_the_peak_and_follow_the_database(app, c
     assert at.multiselect(key="k_runs").value == ["p1"]  # the default runs, picked again
     assert at.radio(key="k_x").options == ["epochs"]
     assert any("epochs stand in" in c for c in texts(at, "caption"))
+    assert any("every epoch costs the same, so an early peak" in c for c in texts(at, "caption"))  # said, not claimed
     assert list(at.dataframe[-1].value["run"]) == ["m1 · exp · seed 4"]
 
 
