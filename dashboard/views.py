@@ -581,5 +581,6 @@ def readable_table(frame: pd.DataFrame, units: Mapping[str, tuple[str, float]], 
                 frame[column].astype(float) / factor
             )
         elif column in labels:
-            out[labels[column]] = frame[column]
+            text = pd.api.types.is_string_dtype(frame[column]) or frame[column].dtype == object
+            out[labels[column]] = frame[column].astype(object).fillna("") if text else frame[column]  # not "None"
     return pd.DataFrame(out, index=frame.index)

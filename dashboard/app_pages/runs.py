@@ -38,6 +38,9 @@ def page(view: View | None, problem: str | None, source) -> None:
         runs = runs[runs["experiment"].isin(c.run_experiments)]
     if c.run_model:
         runs = runs[runs["model"].str.contains(c.run_model, case=False, regex=False, na=False)]
+    if runs.empty:
+        st.info("No run matches these filters.")
+        return
     counts = runs["status"].value_counts()
     st.caption(
         f"{len(runs)} runs: " + ", ".join(f"{n} {plain(s)}" for s, n in counts.items())

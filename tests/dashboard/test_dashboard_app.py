@@ -469,9 +469,12 @@ def test_runs_page_lists_every_status_in_readable_units(app, crafted_db):
     assert ok.loc["tiny", "energy estimated"].tolist() == pytest.approx([0.1, 0.1])
     assert ok.loc["big", "energy estimated"].tolist() == pytest.approx([0.01, 0.01])
     assert "CUDA out of memory" in set(table["error"].dropna())
+    assert "None" not in set(table["error"]) and "" in set(table["error"])  # no error: an empty cell
     at.multiselect(key="r_status").set_value(["failed"]).run()
     assert list(at.dataframe[-1].value["model"]) == ["broken"]
     assert link(at)["rs"] == ["failed"]
+    at.text_input(key="r_model").set_value("no such model").run()
+    assert "No run matches these filters." in texts(at, "info") and not at.exception
 
 
 def test_sensitivity_needs_a_second_weight(app, crafted_db):
