@@ -720,6 +720,7 @@ def merge(sources: Sequence[str | Path], into: str | Path, prefer: str | Path | 
         runs = source_runs  # with the preferred copy alone of a run that differs
         if conflicts:
             runs = runs[~runs["run_id"].isin(conflicts) | (runs["_source"] == preferred)]
+        _check_one_dataset(pd.concat([stored_runs.assign(_source=len(sources)), runs]), names)
         bench_conflicts, bench_replace = _conflicts(
             pd.concat([stored_benchmarks.assign(_source=len(sources)), source_benchmarks]),
             names, preferred, "bench_id", _BENCH_RESULTS, "benchmark")
@@ -748,6 +749,20 @@ _RESULTS = ("experiment", "model", "status", "performance",
 # What a benchmark's copies must agree on.
 _BENCH_RESULTS = ("model", "device", "image_size", "batch_size", "status", "latency_median_s",
                   "latency_p95_s", "throughput_ips", "energy_per_image_j", "energy_kwh")
+
+
+def _check_one_dataset(runs: pd.DataFrame, names: Sequence[str]) -> None:
+    """A PeprError where the ok runs of one experiment were trained on different data (their
+    `dataset_digest`, `_source` the index in `names`): merged, they would be ranked together."""
+    ok = runs[(runs["status"] == "ok") & runs["dataset_digest"].notna()]
+    mixed = ok.groupby("experiment")["dataset_digest"].nunique()
+    if (mixed > 1).any():
+        experiment = mixed[mixed > 1].index[0]
+        first, second = ok[ok["experiment"] == experiment].drop_duplicates("dataset_digest").head(2).to_dict("records")
+        raise PeprError(
+            f"experiment {experiment!r}: {names[first['_source']]} holds runs trained on other images or labels "
+            f"than {names[second['_source']]} (content digest {first['dataset_digest'][:12]}, "
+            f"{second['dataset_digest'][:12]}); nothing merged: runs on other data cannot be ranked together")
 
 
 def _position(database: str | Path, names: Sequence[str]) -> int:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pandas as pd
+import pytest
 
 from pepr.cli import main as pepr_main
+from pepr.errors import PeprError
 from pepr.schema import now
 from pepr.store import STALE_AFTER_S, Merged, RunStore, merge
 
@@ -134,3 +136,24 @@ def test_info_points_out_running_runs_whose_agents_went_silent(tmp_path, capsys)
     assert store.silent_claims() == 0
     assert pepr_main(["info", "--db", str(path)]) == 0
     assert "heartbeat" not in capsys.readouterr().out
+
+
+def test_a_merge_of_runs_trained_on_other_data_of_one_experiment_is_refused(tmp_path):
+    """A dataset rewritten while an array ran: each task checked only its own part file, and
+    the merge ranked runs on two versions of the data together."""
+    parts = [tmp_path / "runs.part-0-of-2.duckdb", tmp_path / "runs.part-1-of-2.duckdb"]
+    RunStore(parts[0]).record_run(run("r1", job="job-a", status="ok", dataset_digest="a" * 32))
+    RunStore(parts[1]).record_run(run("r2", job="job-b", status="ok", dataset_digest="b" * 32))
+    into = tmp_path / "runs.duckdb"
+    with pytest.raises(PeprError) as refused:
+        merge(parts, into)
+    assert str(refused.value) == (
+        f"experiment 'e': {parts[0]} holds runs trained on other images or labels than {parts[1]} "
+        f"(content digest {'a' * 12}, {'b' * 12}); nothing merged: runs on other data cannot be ranked together")
+    assert not into.exists()
+    same = tmp_path / "same.duckdb"
+    RunStore(same).record_run(run("r3", job="job-c", status="ok", dataset_digest="a" * 32))
+    assert merge([parts[0], same], into) == Merged(2, 0)
+    with pytest.raises(PeprError, match=f"{into} holds runs trained on other images or labels than {parts[1]}"):
+        merge([parts[1]], into)  # against what the target holds
+    assert set(RunStore(into).runs()["run_id"]) == {"r1", "r3"}
