@@ -236,7 +236,8 @@ def _sbatch(*argv: str) -> str:
 def command(args, argv: list[str]) -> int:
     """`pepr-agent slurm`: write the scripts, and submit them with --submit."""
     from agent.cli import checked_db, parse, plan_jobs
-    from agent.plan import check_protocol
+    from agent.data import load
+    from agent.plan import check_data, check_protocol
 
     flags = run_flags(argv[argv.index("slurm") + 1:])  # flags before the subcommand are not run's
     run_args = parse(["run", *flags])  # with the --config file's values
@@ -245,9 +246,17 @@ def command(args, argv: list[str]) -> int:
             raise PeprError(f"--{flag.replace('_', '-')}: not for pepr-agent slurm (it shards the plan "
                             "over --tasks, each task skipping the jobs ok in --db)")
     jobs = plan_jobs(run_args)
+    if args.tasks > len(jobs):
+        raise PeprError(f"--tasks {args.tasks}: more than the {len(jobs)} job(s) of this plan; "
+                        "the tasks beyond them would have nothing to do")
     db = Path(args.db).absolute()
     store = checked_db(db)
     check_protocol(jobs, store)
+    # A dataset file or folder rewritten since its runs: refused here, not in every task's log.
+    # (Named datasets are loaded where the tasks run, whose --data-dir may be theirs alone.)
+    files = [job for job in jobs if Path(job.dataset).exists()]
+    check_data({job.dataset: load(job.dataset, run_args.data_dir, run_args.image_size).digest for job in files},
+               files, store)
     folder = db.with_name(db.stem + ".slurm")
     try:
         (folder / "logs").mkdir(parents=True, exist_ok=True)

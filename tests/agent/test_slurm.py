@@ -74,7 +74,7 @@ def test_the_scripts_run_a_shard_and_merge_and_a_resubmission_asks_only_what_is_
 
 def test_gpu_and_scheduler_flags_go_into_the_script(cli, tmp_path):
     db = tmp_path / "runs.duckdb"
-    code, _, err = cli("slurm", "--models", "test_resnet", "--datasets", "digits", "--tasks", 4,
+    code, _, err = cli("slurm", "--models", "test_resnet", "--seeds", "0,1,2,3", "--datasets", "digits", "--tasks", 4,
                        "--gres", "gpu:1", "--partition", "gpu", "--time", "02:00:00",
                        "--cpus-per-task", 8, "--amp", "bf16", "--db", db)
     assert code == 0, err
@@ -83,7 +83,7 @@ def test_gpu_and_scheduler_flags_go_into_the_script(cli, tmp_path):
     assert {"--array=0-3", "--gres=gpu:1", "--partition=gpu", "--time=02:00:00",
             "--cpus-per-task=8"} <= set(directives)
     assert "export CUDA_VISIBLE_DEVICES" not in array  # Slurm sets it to the task's GPU
-    assert "--models test_resnet --datasets digits --amp bf16 \\" in array
+    assert "--models test_resnet --seeds 0,1,2,3 --datasets digits --amp bf16 \\" in array
     assert f'--db "{tmp_path}/runs.part-$SLURM_ARRAY_TASK_ID-of-4.duckdb"' in array
 
 
@@ -103,6 +103,7 @@ def test_array_ranges_are_written_as_sbatch_takes_them():
     (("--tasks", "2", "--gres", "gpu:1\n#SBATCH --mem=1T"), "--gres: expected one word of letters, digits"),
     (("--tasks", "2", "--partition", "gpu batch"), "--partition: expected one word"),
     (("--tasks", "2", "--time", "abc"), "--time: expected a Slurm time such as 90, 12:00:00 or 2-00:00:00"),
+    (("--tasks", "100000000", "--seeds", "0"), "--tasks 100000000: more than the 1 job(s) of this plan"),  # took 13 GB
 ])
 def test_bad_input_is_one_line_and_writes_nothing(cli, tmp_path, argv, message):
     config = tmp_path / "config" / "dry.toml"
@@ -239,3 +240,15 @@ def test_a_claim_whose_slurm_job_left_the_queue_is_taken_over_at_once(slurm, tmp
     assert owner_gone(forgotten) == "Slurm job 987654321_3 has left the queue"
     monkeypatch.setenv("PATH", str(tmp_path))  # no squeue: the heartbeat alone decides
     assert owner_gone(forgotten) is None
+
+
+def test_a_dataset_file_rewritten_since_its_runs_is_refused_at_submission(cli, make_npz, tmp_path):
+    """It said 'nothing to submit: every job is ok' though those runs learnt from other data,
+    and a new model's task failed in its log on the node."""
+    data, db = make_npz(tmp_path / "derm.npz"), tmp_path / "runs.duckdb"
+    RunStore(db).record_run({"run_id": "old", "job_key": "k", "experiment": "derm", "model": "test_resnet",
+                             "source": "agent", "status": "ok", "performance": 0.5, "dataset_digest": "0" * 32})
+    code, out, err = cli("slurm", "--models", "test_resnet", "--datasets", data, "--tasks", 1, "--db", db)
+    assert code == 2 and out == ""
+    assert err.startswith(f"pepr-agent: --datasets {data}: not the images and labels that experiment 'derm' in ")
+    assert not (tmp_path / "runs.slurm").exists()
