@@ -30,6 +30,9 @@ def page(view: View | None, problem: str | None, source) -> None:
     in_models = measured(models, CAPPED)
     present = [n for n in CAPPED if n in in_models]
     missing = [RESOURCES[n].label for n in CAPPED if n not in present]
+    unused = [RESOURCES[n].label for n in view.controls.caps if n not in present]
+    if unused:
+        st.warning(f"Ignored: the cap on {', '.join(unused)}, which no model here has measured.")
     st.caption(
         "Leave a cap empty for no limit. Scores stay relative to the whole experiment."
         + (f" Not measured here: {', '.join(missing)}." if missing else "")

@@ -23,6 +23,9 @@ def page(view: View | None, problem: str | None, source) -> None:
     ranked = view.scope.sort_values(["rank", "pepr", "model"], ascending=[True, False, True])
     labels = views.run_labels(ranked).to_dict()
     shown = view.curve_runs()  # the chosen runs still here, else the top three
+    gone = [r for r in view.controls.curve_runs if r not in set(ranked["run_id"])]
+    if gone:
+        st.warning(f"Ignored: r={plain(', '.join(gone))}, not a run in this view.")
     if not view.controls.curve_runs:
         st.session_state["_k_runs_auto"] = shown  # a default, not a choice: not written into the link
     st.session_state["k_runs"] = shown

@@ -613,3 +613,12 @@ def test_the_paper_ranked_by_latency_on_a_2_core_cpu_matches_the_cli(app):
     at = app(None, w="infer_latency:1").run()
     assert not at.exception and at.selectbox(key="c_d").value.endswith("2 threads")
     assert top_model(at) == ranked[0]["model"]
+
+
+def test_link_values_a_page_cannot_use_are_named_as_ignored(app, crafted_db):
+    """A cap on what no model measured, and a run not in the view, were dropped without a word."""
+    at = goto(app(crafted_db, x="exp", cap="energy:5,infer_latency:0.01").run(), "budget")
+    assert "Ignored: the cap on Inference latency per image (batch 1), which no model here has measured." in texts(at, "warning")
+    at = goto(app(crafted_db, x="exp", r="bogus").run(), "curves")
+    assert "Ignored: r=bogus, not a run in this view." in texts(at, "warning") and not at.exception
+    assert len(at.multiselect(key="k_runs").value) == 3  # the top three instead
