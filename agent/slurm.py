@@ -193,27 +193,28 @@ class SubmitError(PeprError):
     exit_code = 1
 
 
+def _squeue(*flags: str, timeout: float) -> subprocess.CompletedProcess | None:
+    """squeue's answer (no header), or None where it cannot be asked (no Slurm here, no answer)."""
+    try:
+        return subprocess.run(["squeue", "--noheader", *flags], capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
 def queued(scripts: Sequence[Path]) -> list[str]:
     """The ids of this user's jobs in the Slurm queue that run one of `scripts` (none where
     squeue cannot say)."""
-    try:
-        listed = subprocess.run(["squeue", "--me", "--noheader", "--format=%i %o"], capture_output=True,
-                                text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
+    listed = _squeue("--me", "--format=%i %o", timeout=60)
     wanted = {str(script) for script in scripts}
-    rows = [line.split(" ", 1) for line in listed.stdout.splitlines()] if listed.returncode == 0 else []
+    rows = [line.split(" ", 1) for line in listed.stdout.splitlines()] if listed and listed.returncode == 0 else []
     return [row[0] for row in rows if len(row) == 2 and row[1].strip() in wanted]
 
 
 def left_queue(job: str) -> bool | None:
     """Whether Slurm job `job` (`4242`, or an array task `4242_3`) has left the queue: ended,
-    cancelled or killed with its node. None where squeue cannot say (no Slurm here, no
-    answer)."""
-    try:
-        answer = subprocess.run(["squeue", "--noheader", "--format=%i", f"--jobs={job}"], capture_output=True,
-                                text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
+    cancelled or killed with its node. None where squeue cannot say."""
+    answer = _squeue("--format=%i", f"--jobs={job}", timeout=10)
+    if answer is None:
         return None
     if answer.returncode == 0:
         return not answer.stdout.strip()
@@ -255,8 +256,8 @@ def command(args, argv: list[str]) -> int:
     # A dataset file or folder rewritten since its runs: refused here, not in every task's log.
     # (Named datasets are loaded where the tasks run, whose --data-dir may be theirs alone.)
     files = [job for job in jobs if Path(job.dataset).exists()]
-    check_data({job.dataset: load(job.dataset, run_args.data_dir, run_args.image_size).digest for job in files},
-               files, store)
+    check_data({dataset: load(dataset, run_args.data_dir, run_args.image_size).digest  # each once
+                for dataset in dict.fromkeys(job.dataset for job in files)}, files, store)
     folder = db.with_name(db.stem + ".slurm")
     try:
         (folder / "logs").mkdir(parents=True, exist_ok=True)

@@ -384,14 +384,15 @@ def _check_values(runs: pd.DataFrame, frame: pd.DataFrame, maps: Mapping[str, Co
         row, spec = bad.idxmax(), maps["performance"]
         hint = " (a percentage? map it as COLUMN:%)" if spec.unit != "%" and 1 < performance[row] <= 100 else ""
         errors.append((row, f"{_where(name, row, spec.column)}: performance {performance[row]:g} is outside [0, 1]{hint}"))
-    elif maps["performance"].unit == "%" and performance.max() <= 0.01:  # 0.85 read as 0.85 %
-        row, spec = performance.idxmax(), maps["performance"]
-        errors.append((row, f"{_where(name, row, spec.column)}: {_text(frame[spec.column])[row]} is the largest "
-                            f"value, as a percentage at most 1 %: fractions? map it as {spec.column} without :%"))
-    elif maps["performance"].unit == "%" and performance.max() > 0.01 and (performance <= 0.01).any():
-        row, spec = (performance <= 0.01).idxmax(), maps["performance"]  # 0.89 among 91.2 and 93.1
-        errors.append((row, f"{_where(name, row, spec.column)}: {_text(frame[spec.column])[row]} % among percentages "
-                            f"up to {_text(frame[spec.column])[performance.idxmax()]}: a fraction? write it as a percentage"))
+    elif maps["performance"].unit == "%" and (performance <= 0.01).any():  # a fraction read as a percentage
+        spec, text, largest = maps["performance"], _text(frame[maps["performance"].column]), performance.idxmax()
+        if performance[largest] <= 0.01:  # 0.85 read as 0.85 %: all of them
+            errors.append((largest, f"{_where(name, largest, spec.column)}: {text[largest]} is the largest value, as "
+                                    f"a percentage at most 1 %: fractions? map it as {spec.column} without :%"))
+        else:  # 0.89 among 91.2 and 93.1
+            row = (performance <= 0.01).idxmax()
+            errors.append((row, f"{_where(name, row, spec.column)}: {text[row]} % among percentages up to "
+                                f"{text[largest]}: a fraction? write it as a percentage"))
     for spec in maps.values():
         kind = FIELDS[spec.field]
         bad = kind.cost & (pd.to_numeric(runs[kind.column], errors="coerce") < 0)

@@ -47,7 +47,8 @@ NOISY_RATIO = 3.0  # a p95 latency this many times the median: the machine was b
 
 def _noisy(rows: pd.DataFrame) -> pd.Series:
     """Which ok benchmark rows timed a busy machine: p95 latency over NOISY_RATIO x the median."""
-    return (rows["status"] == "ok") & (rows["latency_p95_s"] > NOISY_RATIO * rows["latency_median_s"])
+    p95 = rows.get("latency_p95_s", pd.Series(np.nan, index=rows.index))  # not timed: not known to be noisy
+    return (rows["status"] == "ok") & (p95 > NOISY_RATIO * rows["latency_median_s"])
 
 
 def summary(benchmarks: pd.DataFrame) -> pd.DataFrame:
@@ -69,13 +70,6 @@ def summary(benchmarks: pd.DataFrame) -> pd.DataFrame:
     table["models_noisy"] = noisy.reindex(table.index, fill_value=0)
     return table.reset_index()[columns]
 
-
-def noisy_models(benchmarks: pd.DataFrame, device: str) -> list[str]:
-    """The architectures whose newest benchmark on `device` (a `devices` choice) timed a busy
-    machine, at any batch size: their inference costs are as noisy as the machine was."""
-    rows = benchmarks.assign(arch=benchmarks["model"].map(architecture))[_choices(benchmarks) == device]
-    rows = _newest(rows, ["arch", "batch_size"])
-    return sorted(rows.loc[_noisy(rows), "arch"].unique())
 
 
 def choose_device(benchmarks: pd.DataFrame, name: str | None) -> str:
@@ -104,8 +98,9 @@ def choose_device(benchmarks: pd.DataFrame, name: str | None) -> str:
 def attach(runs: pd.DataFrame, benchmarks: pd.DataFrame, device: str) -> pd.DataFrame:
     """The runs with the inference costs of their model on `device` (a `devices` choice).
 
-    Adds `infer_latency_s`, `infer_energy_j`, `bench_device`, `bench_image_size` and
-    `bench_batch_size` (the throughput batch of the energy). The newest benchmark of each model
+    Adds `infer_latency_s`, `infer_energy_j`, `bench_device`, `bench_image_size`,
+    `bench_batch_size` (the throughput batch of the energy) and `bench_noisy` (one of its
+    benchmarks timed a busy machine, see `_noisy`). The newest benchmark of each model
     and batch size counts; a model whose newest benchmark failed, or that was not benchmarked,
     gets NULL (and `pepr.score` excludes its runs with that reason).
     """
@@ -127,6 +122,7 @@ def attach(runs: pd.DataFrame, benchmarks: pd.DataFrame, device: str) -> pd.Data
         "bench_device": np.where(benched, device, None),
         "bench_image_size": arch.map(largest["image_size"]).where(benched).astype("Int64"),
         "bench_batch_size": arch.map(largest["batch_size"]).where(benched).astype("Int64"),
+        "bench_noisy": arch.isin(rows.loc[_noisy(rows), "arch"]),
     })
 
 

@@ -180,8 +180,8 @@ def _compared(runs, table, excluded, experiment, weights, normalization, alpha, 
         f"- Score: {_variant(weights)}, PePR = alpha P / (alpha + sum_i w_i R_i) with alpha = {alpha:g}; "
         f"normalisation: {NORMALIZATION_TEXT[normalization]}.",
     ]
-    spans = grid_spans(runs)
-    if "co2" in weights and spans:
+    spans = grid_spans(runs) if "co2" in weights else {}
+    if spans:
         low, high = spans[experiment]
         lines.append(f"- **CO2 across grids**: the runs emitted {low:.0f} to {high:.0f} g CO2eq per kWh (other "
                      "grids or hours), so their CO2 ranks where they ran as well as what they used.")

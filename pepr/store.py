@@ -715,12 +715,12 @@ def merge(sources: Sequence[str | Path], into: str | Path, prefer: str | Path | 
 
     def changes(stored_runs: pd.DataFrame, stored_benchmarks: pd.DataFrame) -> Changes:
         """Given the target as it is within the write (another writer may have added to it)."""
-        conflicts, replace = _conflicts(pd.concat([stored_runs.assign(_source=len(sources)), source_runs]),
-                                        names, preferred)
+        stored_runs = stored_runs.assign(_source=len(sources))
+        conflicts, replace = _conflicts(pd.concat([stored_runs, source_runs]), names, preferred)
         runs = source_runs  # with the preferred copy alone of a run that differs
         if conflicts:
             runs = runs[~runs["run_id"].isin(conflicts) | (runs["_source"] == preferred)]
-        _check_one_dataset(pd.concat([stored_runs.assign(_source=len(sources)), runs]), names)
+        _check_one_dataset(pd.concat([stored_runs, runs]), names)
         bench_conflicts, bench_replace = _conflicts(
             pd.concat([stored_benchmarks.assign(_source=len(sources)), source_benchmarks]),
             names, preferred, "bench_id", _BENCH_RESULTS, "benchmark")
