@@ -50,8 +50,9 @@ def describe(device: torch.device) -> str:
     return f"cpu {cpu_model()}"
 
 
+@functools.cache
 def cpu_model() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform reports."""
+    """The CPU's model name (Linux: /proc/cpuinfo, read once), else what the platform reports."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
