@@ -68,10 +68,16 @@ def sbatch_word(text: str) -> str:
 
 
 def sbatch_time(text: str) -> str:
-    """An argparse type: a Slurm time limit (minutes, MM:SS, HH:MM:SS, D-HH[:MM[:SS]])."""
-    if not re.fullmatch(r"\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2}|unlimited|infinite", text, re.IGNORECASE):
-        raise argparse.ArgumentTypeError(f"expected a Slurm time such as 90, 12:00:00 or 2-00:00:00, got {text!r}")
-    return text
+    """An argparse type: a Slurm time limit (minutes, MM:SS, HH:MM:SS, D-HH[:MM[:SS]]), with
+    minutes and seconds under 60 and hours after days under 24."""
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+)((?::\d{1,2}){0,2})", text)
+    if match:
+        first, *rest = [int(match[2]), *map(int, match[3].split(":")[1:])]
+        if all(value < 60 for value in rest) and not (match[1] and first > 23):
+            return text
+    if text.lower() in ("unlimited", "infinite"):
+        return text
+    raise argparse.ArgumentTypeError(f"expected a Slurm time such as 90, 12:00:00 or 2-00:00:00, got {text!r}")
 
 
 def run_flags(argv: list[str]) -> list[str]:

@@ -207,8 +207,12 @@ def _score(args) -> int:
             print(one_line(f"note: {len(noisy)} model(s) were benchmarked on a busy machine (p95 latency over "
                            f"{NOISY_RATIO:g}x the median): {named}; bench them again on an idle one "
                            "(pepr-agent bench --rebench)"), file=sys.stderr)
-    check_measured(runs, weights, f"experiment {', '.join(args.experiment)}" if args.experiment else args.db)
+    scored = f"experiment {', '.join(args.experiment)}" if args.experiment else args.db
+    check_measured(runs, weights, scored)
     result = score(runs, weights, args.normalization, args.alpha)
+    if result.table.empty:  # as `pepr report` says it: exit 2, not an empty table
+        why = result.excluded["reason"].iloc[0] if len(result.excluded) else "it holds no runs"
+        raise PeprError(f"{scored}: no run can be scored ({why})")
     bench_columns = [RESOURCES[name].column for name in result.weights if RESOURCES[name].benchmarked]
     bench_columns += ["bench_image_size"] if bench_columns else []
     bench_columns += ["bench_batch_size"] if "infer_energy" in result.weights else []
@@ -221,7 +225,7 @@ def _score(args) -> int:
         print(json.dumps(records, indent=1))  # every digit (pandas' to_json keeps 10 decimals)
     else:
         shown = table.assign(**{c: table[c].map(_cell) for c in ("experiment", "model", "run_id")})
-        print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}") if len(table) else "no runs to score")
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if "co2" in result.weights:
         for experiment, (low, high) in grid_spans(runs).items():
             print(one_line(f"note: the runs of {experiment} emitted {low:.0f} to {high:.0f} g CO2eq per kWh (other "

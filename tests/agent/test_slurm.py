@@ -103,6 +103,8 @@ def test_array_ranges_are_written_as_sbatch_takes_them():
     (("--tasks", "2", "--gres", "gpu:1\n#SBATCH --mem=1T"), "--gres: expected one word of letters, digits"),
     (("--tasks", "2", "--partition", "gpu batch"), "--partition: expected one word"),
     (("--tasks", "2", "--time", "abc"), "--time: expected a Slurm time such as 90, 12:00:00 or 2-00:00:00"),
+    (("--tasks", "2", "--time", "12:75:00"), "--time: expected a Slurm time"),  # no minute 75
+    (("--tasks", "2", "--time", "1-30:00:00"), "--time: expected a Slurm time"),  # days, then hour 30
     (("--tasks", "100000000", "--seeds", "0"), "--tasks 100000000: more than the 1 job(s) of this plan"),  # took 13 GB
 ])
 def test_bad_input_is_one_line_and_writes_nothing(cli, tmp_path, argv, message):

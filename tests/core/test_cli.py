@@ -222,3 +222,19 @@ def test_sigterm_outside_a_sweep_ends_in_one_line_and_143(capsys):
     assert run_command("pepr-agent", body, []) == 143
     assert capsys.readouterr().err == "pepr-agent: interrupted by SIGTERM\n"
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+
+def test_nothing_to_score_is_refused_as_the_report_refuses_it(tmp_path):
+    """An empty table with exit 0 read as success to a script; `pepr report` said exit 2."""
+    path = tmp_path / "failed.duckdb"
+    RunStore(path).import_runs(pd.DataFrame([dict(
+        run_id="x1", model="broken", experiment="x", performance=None, energy_kwh=None, status="failed",
+        job_key="x1", source="agent")]))
+    result = pepr("score", "--db", path, "--weights", "energy=1")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == f"pepr: {path}: no run can be scored (status failed)\n"
+    empty = tmp_path / "empty.duckdb"
+    RunStore(empty).ensure()
+    result = pepr("score", "--db", empty)
+    assert (result.returncode, result.stderr) == (2, f"pepr: {empty}: no run can be scored (it holds no runs)\n")
