@@ -298,6 +298,20 @@ def make_writable(store, db) -> None:
     store.ensure()
 
 
+def check_local_data(jobs, args, stores) -> None:
+    """Refuse, before any work, a dataset file or folder here whose content is not what the ok
+    runs of its experiment in `stores` were trained on (`agent.plan.check_data`). Named
+    datasets are checked where they are loaded: a task's --data-dir may be its node's alone."""
+    from agent.data import load
+    from agent.plan import check_data
+
+    files = [job for job in jobs if Path(job.dataset).exists()]
+    digests = {dataset: load(dataset, args.data_dir, args.image_size).digest  # each once
+               for dataset in dict.fromkeys(job.dataset for job in files)}
+    for store in stores:
+        check_data(digests, files, store)
+
+
 def run(args) -> int:
     asked_at = now()  # before the imports below, which take seconds
     from agent.measure import check_country
@@ -310,8 +324,10 @@ def run(args) -> int:
     check_protocol(jobs, store)
     done_in = checked_db(args.done_in, "--done-in") if args.done_in else None
     done_elsewhere = done_in.ok_job_keys() if done_in else set()
-    if args.dry_run:
+    if args.dry_run:  # it refuses what the run would: no `ok` for runs on other data
         from agent.sweep import owner_gone
+
+        check_local_data(jobs, args, filter(None, (store, done_in)))
 
         statuses = store.job_statuses() if store.exists() else {}
         done = {key for key, status in statuses.items() if status == "ok"} | done_elsewhere  # read once

@@ -242,9 +242,8 @@ def _sbatch(*argv: str) -> str:
 
 def command(args, argv: list[str]) -> int:
     """`pepr-agent slurm`: write the scripts, and submit them with --submit."""
-    from agent.cli import checked_db, parse, plan_jobs
-    from agent.data import load
-    from agent.plan import check_data, check_protocol
+    from agent.cli import check_local_data, checked_db, parse, plan_jobs
+    from agent.plan import check_protocol
 
     flags = run_flags(argv[argv.index("slurm") + 1:])  # flags before the subcommand are not run's
     run_args = parse(["run", *flags])  # with the --config file's values
@@ -259,11 +258,7 @@ def command(args, argv: list[str]) -> int:
     db = Path(args.db).absolute()
     store = checked_db(db)
     check_protocol(jobs, store)
-    # A dataset file or folder rewritten since its runs: refused here, not in every task's log.
-    # (Named datasets are loaded where the tasks run, whose --data-dir may be theirs alone.)
-    files = [job for job in jobs if Path(job.dataset).exists()]
-    check_data({dataset: load(dataset, run_args.data_dir, run_args.image_size).digest  # each once
-                for dataset in dict.fromkeys(job.dataset for job in files)}, files, store)
+    check_local_data(jobs, run_args, [store])  # refused here, not in every task's log
     folder = db.with_name(db.stem + ".slurm")
     try:
         (folder / "logs").mkdir(parents=True, exist_ok=True)

@@ -269,6 +269,8 @@ def test_a_dataset_whose_contents_changed_is_refused_where_its_old_runs_are(cli,
     assert err.endswith(f", {digest[:12]} then); runs on other data cannot be ranked together: name another "
                         "with --experiment, or use another --db\n")
     pd.testing.assert_frame_equal(RunStore(db).runs(), before)
+    code, out, err = cli(*RUN[:-1], db, "--datasets", data, "--dry-run")  # it listed the old run as ok
+    assert code == 2 and out == "" and "not the images and labels that experiment 'derm'" in err
     # A Slurm task's empty part file: the merged database it skips done jobs by is checked too.
     db.rename(merged)
     code, _, err = cli(*RUN[:-1], db, "--datasets", data, "--done-in", merged)
