@@ -350,7 +350,7 @@ def run(args) -> int:
     if args.amp == "fp16" and device.type != "cuda":
         raise PeprError("--amp fp16 needs a CUDA device; on the CPU use --amp bf16")
     digests = {}
-    for dataset in dict.fromkeys(job.dataset for job in jobs):
+    for dataset in reversed(dict.fromkeys(job.dataset for job in jobs)):  # the sweep's first last: cached
         data = load(dataset, args.data_dir, args.image_size)
         digests[dataset], images = data.digest, len(data.labels["train"])
         fraction = min(job.train_fraction for job in jobs if job.dataset == dataset)  # a subset of the others

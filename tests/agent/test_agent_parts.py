@@ -420,3 +420,18 @@ def test_every_model_of_the_papers_study_takes_its_256_px_images(paper_dir):
         except RuntimeError as error:
             cannot[name] = str(error)
     assert cannot == {"gluon_xception65": "Unknown model (gluon_xception65)"}  # unknown to timm 1.0
+
+
+def test_a_sweep_of_two_datasets_reads_its_first_once(cli, make_npz, tmp_path, monkeypatch):
+    """The checks before the sweep read both, then the sweep read both again: one dataset is
+    kept in memory (a dataset may take gigabytes), and it was the wrong one."""
+    import agent.data
+
+    read = []
+    monkeypatch.setattr(agent.data, "_npz", lambda path, real=agent.data._npz: read.append(path.name) or real(path))
+    load.cache_clear()
+    one, two = make_npz(tmp_path / "one.npz"), make_npz(tmp_path / "two.npz")
+    code, _, err = cli("run", "--models", "test_resnet", "--datasets", f"{one},{two}", "--epochs", 1,
+                       "--image-size", 8, "--quiet", "--db", tmp_path / "runs.duckdb")
+    assert code == 0, err
+    assert read.count("one.npz") == 1 and read.count("two.npz") == 2
