@@ -15,7 +15,7 @@ import shlex
 import site
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -216,15 +216,20 @@ def queued(scripts: Sequence[Path]) -> list[str]:
     return [row[0] for row in rows if len(row) == 2 and row[1].strip() in wanted]
 
 
-def left_queue(job: str) -> bool | None:
-    """Whether Slurm job `job` (`4242`, or an array task `4242_3`) has left the queue: ended,
-    cancelled or killed with its node. None where squeue cannot say."""
-    answer = _squeue("--format=%i", f"--jobs={job}", timeout=10)
+def left_queue(jobs: Iterable[str]) -> set[str] | None:
+    """Which of the Slurm jobs `jobs` (`4242`, or an array task `4242_3`) have left the queue:
+    ended, cancelled or killed with their node. One squeue call for them all; None where
+    squeue cannot say."""
+    jobs = sorted(set(jobs))
+    if not jobs:
+        return set()
+    answer = _squeue("--array", "--format=%i", f"--jobs={','.join(jobs)}", timeout=10)
     if answer is None:
         return None
-    if answer.returncode == 0:
-        return not answer.stdout.strip()
-    return True if "Invalid job id" in answer.stderr else None  # ended long enough ago to be forgotten
+    if answer.returncode == 0:  # the jobs still queued, one a line (--array: a task a line)
+        return set(jobs) - set(answer.stdout.split())
+    # squeue refuses a lone job it no longer knows (ended long enough ago to be forgotten)
+    return set(jobs) if len(jobs) == 1 and "Invalid job id" in answer.stderr else None
 
 
 def _sbatch(*argv: str) -> str:

@@ -152,28 +152,56 @@ def gpu_uuid(device) -> str | None:
 HEARTBEAT_S = 30.0  # how often a training agent refreshes its claim's heartbeat_at
 
 
-def owner_gone(row: dict, *, host: str | None = None, at: datetime | None = None) -> str | None:
-    """Why the agent that holds this running row is gone, or None while it may still run.
+def owners_gone(rows: Sequence[dict], *, host: str | None = None, at: datetime | None = None) -> list[str | None]:
+    """For each running row, why the agent that holds it is gone, or None while it may still run.
 
     Same host: its process has exited (or the pid now names a process started later).
     Another host: its Slurm job has left the queue (where squeue can say), or no heartbeat for
-    STALE_AFTER_S seconds.
+    STALE_AFTER_S seconds. squeue is asked once for all the rows: a sweep may start on
+    hundreds of other tasks' claims, checked while it holds the database.
     """
-    host = host or socket.gethostname()
-    pid = None if pd.isna(row["pid"]) else int(row["pid"])
-    started = None if pd.isna(row["started_at"]) else pd.Timestamp(row["started_at"])
-    if row["host"] == host and pid is not None:
+    host, at = host or socket.gethostname(), at or now()
+    asked = [slurm_job(row) for row in rows if not _here(row, host) and _fresh(row, at)]
+    left = left_queue(filter(None, asked)) if any(asked) else set()
+    return [_why_gone(row, host, at, left) for row in rows]
+
+
+def owner_gone(row: dict, *, host: str | None = None, at: datetime | None = None) -> str | None:
+    """`owners_gone` of one row."""
+    return owners_gone([row], host=host, at=at)[0]
+
+
+def _why_gone(row: dict, host: str, at: datetime, left: set[str] | None) -> str | None:
+    """`owners_gone` of one row, given the Slurm jobs that have left the queue (None: unknown)."""
+    if _here(row, host):
+        pid = int(row["pid"])
         if pid == os.getpid():  # this process runs one sweep at a time: not its current job
             return "agent process gone (an earlier sweep of this process)"
+        started = None if pd.isna(row["started_at"]) else pd.Timestamp(row["started_at"])
         return None if _running(pid, started) else f"agent process gone (pid {pid} on {host})"
-    beat = row["heartbeat_at"] if not pd.isna(row["heartbeat_at"]) else started
-    if beat is not None and (at or now()) - pd.Timestamp(beat) < timedelta(seconds=STALE_AFTER_S):
+    if _fresh(row, at):
         job = slurm_job(row)
-        if job is not None and left_queue(job):  # killed with its node, or by the OOM killer
+        if job is not None and left is not None and job in left:  # killed with its node, or by the OOM killer
             return f"Slurm job {job} has left the queue"
         return None
-    when = "ever" if beat is None else f"{pd.Timestamp(beat):%Y-%m-%d %H:%M:%S} UTC"
+    beat = _last_beat(row)
+    when = "ever" if beat is None else f"{beat:%Y-%m-%d %H:%M:%S} UTC"
     return f"no heartbeat since {when} from {row['host'] or 'an unknown host'}"
+
+
+def _here(row: dict, host: str) -> bool:
+    """Whether the row's agent ran on this host, with a pid to look for."""
+    return row["host"] == host and not pd.isna(row["pid"])
+
+
+def _last_beat(row: dict) -> pd.Timestamp | None:
+    beat = row["heartbeat_at"] if not pd.isna(row["heartbeat_at"]) else row["started_at"]
+    return None if pd.isna(beat) else pd.Timestamp(beat)
+
+
+def _fresh(row: dict, at: datetime) -> bool:
+    beat = _last_beat(row)
+    return beat is not None and at - beat < timedelta(seconds=STALE_AFTER_S)
 
 
 def slurm_job(row: dict) -> str | None:
@@ -239,7 +267,7 @@ def run_sweep(
     another agent's attempt failed since). Raises Interrupted on a signal."""
     started = asked_at or now()
     writing = threading.Lock()  # the heartbeat thread and this one write in turn
-    store.release_abandoned(owner_gone)
+    store.release_abandoned(owners_gone)
     done = store.ok_job_keys() | done_elsewhere
     todo = [job for job in jobs if not job.done_in(done)]
     counts = {"skipped": len(jobs) - len(todo), "ok": 0, "failed": 0, "held": 0, "tried": 0}
@@ -255,7 +283,7 @@ def run_sweep(
             refused = "not asked"
             try:
                 with guard.hold(), writing:
-                    refused = store.claim(row, owner_gone, since=started)
+                    refused = store.claim(row, owners_gone, since=started)
                 if refused:  # done or held by another agent meanwhile, or it failed there
                     counts[{"ok": "skipped"}.get(refused, refused)] += 1
                     bar.update()

@@ -36,7 +36,7 @@ SCHEMA_VERSION = 4
 STALE_AFTER_S = 600.0  # a claim whose owner sent no heartbeat for this long is abandoned
 # Given a running row (run_id, host, pid, started_at, heartbeat_at, slurm_job_id,
 # slurm_array_task_id), why its owner is gone, or None.
-OwnerCheck = Callable[[dict], "str | None"]
+OwnerCheck = Callable[[list[dict]], "list[str | None]"]  # per row: why its owner is gone, or None
 
 # Schema 1, as created by migration 1 (never edit: files in the field have it).
 _RUN_COLUMNS_1: dict[str, str] = {
@@ -508,16 +508,16 @@ class RunStore:
 
     # -- claims: each job trained once, whoever asks -------------------------------------
 
-    def claim(self, run: Mapping, owner_gone: OwnerCheck, *, since=None) -> str | None:
+    def claim(self, run: Mapping, owners_gone: OwnerCheck, *, since=None) -> str | None:
         """Insert `run` (status running) as the claim on its job, in one transaction.
 
         Refused, with the reason returned, where the job is `ok` already, a `running` row of a
         live owner holds it (`held`), or another attempt began at or after `since` (`tried`).
-        Running rows whose owner is gone (`owner_gone(row)` returns why) are marked
+        Running rows whose owner is gone (`owners_gone(rows)` says why, row by row) are marked
         `interrupted` with that reason first. Returns None when the claim is made.
         """
         with self._write() as con:
-            self._release(con, owner_gone, run["job_key"])
+            self._release(con, owners_gone, run["job_key"])
             rows = _exec(
                 con,
                 "SELECT bool_or(status = 'ok'), bool_or(status = 'running'),"
@@ -532,10 +532,10 @@ class RunStore:
             _exec(con, "INSERT INTO runs BY NAME SELECT * FROM new_run")
         return None
 
-    def release_abandoned(self, owner_gone: OwnerCheck) -> int:
+    def release_abandoned(self, owners_gone: OwnerCheck) -> int:
         """Mark every `running` row whose owner is gone `interrupted`; returns how many."""
         with self._write() as con:
-            return self._release(con, owner_gone)
+            return self._release(con, owners_gone)
 
     def heartbeat(self, run_id: str, at) -> None:
         """Tell other agents the owner of this running row is alive."""
@@ -544,15 +544,15 @@ class RunStore:
                   [at, run_id])
 
     @staticmethod
-    def _release(con, owner_gone: OwnerCheck, job_key: str | None = None) -> int:
+    def _release(con, owners_gone: OwnerCheck, job_key: str | None = None) -> int:
         """Mark the running rows (of one job, or all) whose owner is gone `interrupted`."""
         running = con.execute(
             "SELECT run_id, host, pid, started_at, heartbeat_at, slurm_job_id, slurm_array_task_id FROM runs"
             " WHERE status = 'running' AND ($key IS NULL OR job_key = $key)",
             {"key": job_key},
         ).df()
-        gone = [(reason, row.run_id) for row in running.itertuples()
-                if (reason := owner_gone(row._asdict()))]
+        rows = running.to_dict("records")
+        gone = [(reason, row["run_id"]) for row, reason in zip(rows, owners_gone(rows)) if reason]
         for reason, run_id in gone:
             _exec(con, "UPDATE runs SET status = 'interrupted', error = ?,"
                   " ended_at = coalesce(heartbeat_at, started_at) WHERE run_id = ?",

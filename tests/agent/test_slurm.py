@@ -217,29 +217,48 @@ def test_a_sweep_on_slurm_leaves_every_job_ok_once_in_the_database(slurm, cli, t
 
 def test_a_claim_whose_slurm_job_left_the_queue_is_taken_over_at_once(slurm, tmp_path, monkeypatch):
     """A task killed with its node or by the OOM killer leaves a fresh claim; a resubmitted
-    task on another node skipped its job for the 10 minutes its heartbeat took to go stale."""
-    from agent.sweep import owner_gone
+    task on another node skipped its job for the 10 minutes its heartbeat took to go stale.
+    squeue is asked once for all the claims (it was asked once a claim, holding the database)."""
+    import agent.slurm
+    from agent.sweep import owner_gone, owners_gone
     from pepr.schema import now
 
     for name, value in slurm.items():
         monkeypatch.setenv(name, value)
-    job = subprocess.run(["sbatch", "--parsable", "--time", "00:05:00", "--output", str(tmp_path / "out"),
-                          "--wrap", "sleep 300"], capture_output=True, text=True, timeout=60)
-    assert job.returncode == 0, job.stderr
-    job_id = job.stdout.strip().split(";")[0]
-    claim = {"host": "node-elsewhere", "pid": 4321, "started_at": now(), "heartbeat_at": now(),
-             "slurm_job_id": job_id, "slurm_array_task_id": None}
+
+    def submit(*flags: str) -> str:
+        job = subprocess.run(["sbatch", "--parsable", "--time", "00:05:00", "--output", str(tmp_path / "out"),
+                              *flags, "--wrap", "sleep 300"], capture_output=True, text=True, timeout=60)
+        assert job.returncode == 0, job.stderr
+        return job.stdout.strip().split(";")[0]
+
+    def claim(job_id: str, task: int | None = None) -> dict:
+        return {"host": "node-elsewhere", "pid": 4321, "started_at": now(), "heartbeat_at": now(),
+                "slurm_job_id": job_id, "slurm_array_task_id": task}
+
+    asked = []
+    monkeypatch.setattr(agent.slurm, "_squeue", lambda *a, real=agent.slurm._squeue, **k: asked.append(a) or real(*a, **k))
+    job_id, array_id = submit(), submit("--array=0-1")  # on two CPUs the array's task 1 waits: listed too
+    claims = [claim(job_id), claim(array_id, 0), claim(array_id, 1)]
     try:
-        assert owner_gone(claim) is None  # queued or running: alive, whatever its heartbeat
+        assert owners_gone(claims) == [None, None, None]  # queued or running: alive, whatever their heartbeat
+        assert len(asked) == 1
     finally:
-        subprocess.run(["scancel", job_id], timeout=60, check=True)
-    deadline = time.monotonic() + 120
-    while owner_gone(claim) is None:  # until it has left the queue
-        assert time.monotonic() < deadline, "the cancelled job is still in the queue"
-        time.sleep(0.2)
-    assert owner_gone(claim) == f"Slurm job {job_id} has left the queue"
-    forgotten = {**claim, "slurm_job_id": "987654321", "slurm_array_task_id": 3}  # purged long ago
-    assert owner_gone(forgotten) == "Slurm job 987654321_3 has left the queue"
+        subprocess.run(["scancel", job_id, f"{array_id}_1"], timeout=60, check=True)
+    try:
+        deadline = time.monotonic() + 120
+        while owner_gone(claims[0]) is None:  # until it has left the queue
+            assert time.monotonic() < deadline, "the cancelled job is still in the queue"
+            time.sleep(0.2)
+        forgotten = claim("987654321", 3)  # purged long ago
+        asked.clear()
+        assert owners_gone([*claims, forgotten]) == [
+            f"Slurm job {job_id} has left the queue", None, f"Slurm job {array_id}_1 has left the queue",
+            "Slurm job 987654321_3 has left the queue"]
+        assert len(asked) == 1
+        assert owner_gone(forgotten) == "Slurm job 987654321_3 has left the queue"  # squeue refuses it alone
+    finally:
+        subprocess.run(["scancel", array_id], timeout=60, check=True)
     monkeypatch.setenv("PATH", str(tmp_path))  # no squeue: the heartbeat alone decides
     assert owner_gone(forgotten) is None
 

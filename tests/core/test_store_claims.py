@@ -21,8 +21,8 @@ def run(run_id: str, job: str = "job-a", status: str = "running", pid: int = 100
             **fields}
 
 
-def dead_if_pid_1(row: dict) -> str | None:
-    return "agent process gone" if row["pid"] == 1 else None
+def dead_if_pid_1(rows: list[dict]) -> list[str | None]:
+    return ["agent process gone" if row["pid"] == 1 else None for row in rows]
 
 
 def test_a_job_is_claimed_once_while_its_owner_lives(tmp_path):
