@@ -57,14 +57,20 @@ def keep_page_state() -> None:
             state[key] = state[key]
 
 
+# Link keys of the what-if choices that mean the same in any database: a switch keeps them.
+KEPT_ACROSS_DATABASES = ("w", "n", "a", "ci", "t", "cap", "bw", "bn", "ba", "k", "sn", "sc", "col", "rs")
+
+
 def seed(offer: Offer, dbs: list[str]) -> list[str]:
-    """Set every widget from the link, once per session and database; returns the link values
-    that were ignored, with why."""
+    """Set every widget from the link, once per session and database (a switch keeps the
+    choices of KEPT_ACROSS_DATABASES, the rest start anew); returns the link values that were
+    ignored, with why."""
     state = st.session_state
     if state.get("_seeded") == state.get("db"):
         return state.get("_ignored", [])
     first = "_seeded" not in state
-    params = {key: st.query_params.get_all(key) for key in st.query_params} if first else {}
+    params = {key: st.query_params.get_all(key) for key in st.query_params
+              if first or key in KEPT_ACROSS_DATABASES}
     start, ignored = from_query(params, offer.experiments, offer.metrics, offer.default, dbs, list(carbon.countries()),
                                  offer.devices, offer.best_val)
     for dataset, experiments in offer.groups.items():

@@ -316,10 +316,16 @@ def test_curves_offer_recorded_axes_mark_the_peak_and_follow_the_database(app, c
     at.multiselect(key="k_runs").set_value([mid]).run()
     at.radio(key="k_x").set_value("cum_time_s").run()
     assert link(at)["r"] == [mid] and link(at)["ax"] == ["cum_time_s"]  # choices go in
+    at.slider(key="c_w_co2").set_value(0.5).run()
+    at.number_input(key="c_a").set_value(2.0).run()
     at.selectbox(key="db").set_value("user:bare").run()
     goto(at, "curves")
     assert not at.exception
     assert at.multiselect(key="k_runs").value == ["p1"]  # the default runs, picked again
+    # The what-if choices mean the same in any database: kept (they were reset to the defaults).
+    assert (at.slider(key="c_w_energy").value, at.slider(key="c_w_co2").value) == (1.0, 0.5)
+    assert at.number_input(key="c_a").value == 2.0
+    assert not at.warning and not any("ignored" in t for t in texts(at, "caption"))
     assert at.radio(key="k_x").options == ["epochs"]
     assert any("epochs stand in" in c for c in texts(at, "caption"))
     assert any("every epoch costs the same, so an early peak" in c for c in texts(at, "caption"))  # said, not claimed
