@@ -55,15 +55,20 @@ class Terminated(BaseException):
     """SIGTERM arrived (outside a sweep, which handles it itself)."""
 
 
-def _terminated(signum, frame):
-    raise Terminated()
+_signalled: list[int] = []  # the signals that arrived during the current command
+
+
+def _on_signal(signum, frame):
+    _signalled.append(signum)
+    raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
 
 
 def run_command(prog: str, body: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> int:
     """Run `body(argv)` (argv defaults to the command line) and turn how it ends into an exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     main_thread = threading.current_thread() is threading.main_thread()  # where handlers go
-    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
+    previous = {signum: signal.signal(signum, _on_signal) for signum in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
+    _signalled.clear()
     try:
         code = body(argv)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
@@ -77,20 +82,25 @@ def run_command(prog: str, body: Callable[[list[str]], int], argv: Sequence[str]
         _say(prog, str(error))
         return error.exit_code
     except KeyboardInterrupt:
-        _say(prog, "interrupted")
-        return 130
+        return _interrupted(prog, signal.SIGINT)
     except Terminated:
-        _say(prog, "interrupted by SIGTERM")
-        return 128 + signal.SIGTERM
+        return _interrupted(prog, signal.SIGTERM)
     except Exception as error:  # a bug: one line, and exit 1
+        if _signalled:  # DuckDB turns a signal during a query into "Query interrupted"
+            return _interrupted(prog, _signalled[-1])
         if debugging(argv):
             traceback.print_exc()
         hint = "" if debugging(argv) else f" (rerun with {DEBUG_FLAG} for the traceback)"
         _say(prog, f"unexpected error: {type(error).__name__}: {error}{hint}")
         return 1
     finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _interrupted(prog: str, signum: int) -> int:
+    _say(prog, "interrupted" if signum == signal.SIGINT else "interrupted by SIGTERM")
+    return 128 + signum
 
 
 def _say(prog: str, message: str) -> None:

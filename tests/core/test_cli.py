@@ -238,3 +238,37 @@ def test_nothing_to_score_is_refused_as_the_report_refuses_it(tmp_path):
     RunStore(empty).ensure()
     result = pepr("score", "--db", empty)
     assert (result.returncode, result.stderr) == (2, f"pepr: {empty}: no run can be scored (it holds no runs)\n")
+
+
+@pytest.mark.parametrize("signum, code, said", [(2, 130, "interrupted"), (15, 143, "interrupted by SIGTERM")])
+def test_a_signal_during_a_database_write_is_an_interruption(capsys, signum, code, said):
+    """DuckDB turns a signal during a query into RuntimeError('Query interrupted'): an import
+    stopped with Ctrl-C or SIGTERM said 'unexpected error' with exit 1."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import duckdb
+
+    from pepr.cli_frame import run_command
+
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = true")  # so that query_progress() tells when it runs
+    con.execute("SET enable_progress_bar_print = false")
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+
+    def signal_once_running():
+        while con.query_progress() <= 0:  # until the write is under way
+            time.sleep(0.01)
+        os.kill(os.getpid(), signum)
+
+    def body(argv):
+        threading.Thread(target=signal_once_running, daemon=True).start()
+        con.execute("CREATE TABLE t AS SELECT i, hash(i) AS h FROM range(3000000000) r(i)")  # minutes
+        return 0
+
+    assert run_command("pepr", body, []) == code
+    assert capsys.readouterr().err == f"pepr: {said}\n"
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    assert con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 't'").fetchone() == (0,)
