@@ -14,7 +14,7 @@ import streamlit as st
 from dashboard import data
 from dashboard.text import plain, without_path
 from pepr.errors import PeprError
-from pepr.importer import FIELDS, ColumnMap, Table, detect_format, parse_table, preview
+from pepr.importer import FIELDS, FORMATS, ColumnMap, Table, detect_format, parse_table, preview
 from pepr.store import RunStore
 
 MAX_UPLOAD_MB = 50
@@ -91,7 +91,7 @@ def import_panel(target_db_path: str, on_imported: Callable[[], None] | None = N
         "file again adds nothing."
     )
     upload = st.file_uploader(
-        "Results table", type=["csv", "parquet", "pq", "jsonl", "ndjson", "json"],
+        "Results table", type=[suffix.lstrip(".") for suffix in FORMATS],
         key="ip_table", max_upload_size=MAX_UPLOAD_MB,
     )
     if upload is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -90,7 +91,7 @@ ENERGY_METHODS = (
     "gpu-energy-counter", "gpu-power-samples", "rapl", "power-gadget", "powermetrics", "pmic",
     "cpu-load-estimate", "tdp-estimate", "constant-estimate", "ram-estimate", "none", "imported",
 )
-FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+FORMATS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 
 # CodeCarbon's emissions.csv: its column -> the run column. CodeCarbon writes energies in kWh,
 # emissions in kg and duration in s, the store's units.
@@ -144,7 +145,7 @@ def detect_format(name: str) -> str:
     """csv, parquet or jsonl, from the file name's (or URL path's) extension."""
     suffix = PurePosixPath(urlparse(name).path if "://" in name else name).suffix.lower()
     if suffix not in FORMATS:
-        raise PeprError(f"{name}: unknown format {suffix or '(no extension)'!r}; use .csv, .parquet or .jsonl, or --format")
+        raise PeprError(f"{name}: unknown format {suffix or '(no extension)'!r}; use .csv, .tsv, .parquet or .jsonl, or --format")
     return FORMATS[suffix]
 
 
@@ -282,7 +283,7 @@ def _text(raw: pd.Series) -> pd.Series:
 
 def _numbers(text: pd.Series, column: str, name: str, errors: list, decimal_comma: bool = False) -> pd.Series:
     """Text as floats: '' is missing (NaN), anything else that is not a finite number an error;
-    `0,5` is a half with `decimal_comma`."""
+    `0,5` is a half with `decimal_comma`; -0 is 0."""
     missing = text == ""
     numbers = text.where(~missing)
     if decimal_comma:
@@ -313,7 +314,7 @@ def _numbers(text: pd.Series, column: str, name: str, errors: list, decimal_comm
         elif text[row].strip().lower() in ("na", "n/a", "nan", "null", "none", "-"):
             hint = " (leave the cell empty: an empty cell is not measured)"
         errors.append((row, f"{_where(name, row, column)}: not a number: {text[row]!r}{hint}"))
-    return values.where(~bad)
+    return values.where(~bad) + 0.0  # -0.0 + 0.0 is 0.0
 
 
 def _whole_numbers(text: pd.Series, values: pd.Series, column: str, name: str, errors: list,
@@ -384,13 +385,13 @@ def _check_values(runs: pd.DataFrame, frame: pd.DataFrame, maps: Mapping[str, Co
         row, spec = bad.idxmax(), maps["performance"]
         hint = " (a percentage? map it as COLUMN:%)" if spec.unit != "%" and 1 < performance[row] <= 100 else ""
         errors.append((row, f"{_where(name, row, spec.column)}: performance {performance[row]:g} is outside [0, 1]{hint}"))
-    elif maps["performance"].unit == "%" and (performance <= 0.01).any():  # a fraction read as a percentage
+    elif maps["performance"].unit == "%" and ((performance > 0) & (performance <= 0.01)).any():  # a fraction as a %?
         spec, text, largest = maps["performance"], _text(frame[maps["performance"].column]), performance.idxmax()
         if performance[largest] <= 0.01:  # 0.85 read as 0.85 %: all of them
             errors.append((largest, f"{_where(name, largest, spec.column)}: {text[largest]} is the largest value, as "
                                     f"a percentage at most 1 %: fractions? map it as {spec.column} without :%"))
-        else:  # 0.89 among 91.2 and 93.1
-            row = (performance <= 0.01).idxmax()
+        else:  # 0.89 among 91.2 and 93.1 (0 reads the same either way)
+            row = ((performance > 0) & (performance <= 0.01)).idxmax()
             errors.append((row, f"{_where(name, row, spec.column)}: {text[row]} % among percentages up to "
                                 f"{text[largest]}: a fraction? write it as a percentage"))
     for spec in maps.values():
@@ -412,10 +413,22 @@ def _repeat(values: pd.Series) -> tuple | None:
 
 
 def _content_ids(parts: Sequence[pd.DataFrame], experiment: pd.Series) -> pd.Series:
-    """A stable run id from each row's raw content and its experiment: same row, same id."""
+    """A stable run id from each row's raw content and its experiment: the same row, however a
+    re-export spells it (91.50 or 91.5, 120 or 120.0, an empty column more or fewer, the
+    columns in another order), the same id; a mapping or a unit changed, the same id too."""
     records = pd.concat([part.apply(_text) for part in parts], axis=1).to_dict("index")
-    ids = ["import-" + job_key({**records[row], "experiment": experiment[row]}) for row in experiment.index]
+    ids = ["import-" + job_key({**{column: _canonical(cell) for column, cell in records[row].items() if cell != ""},
+                                "experiment": experiment[row]}) for row in experiment.index]
     return pd.Series(ids, index=experiment.index, dtype=object)
+
+
+def _canonical(cell: str) -> str:
+    """A cell's text as content ids read it: a finite number in one spelling."""
+    try:
+        number = float(cell)
+    except ValueError:
+        return cell
+    return repr(number) if math.isfinite(number) else cell
 
 
 def convert(

@@ -246,9 +246,11 @@ def _download(url: str) -> bytes:
 
 
 def _csv_delimiter(text: str) -> str:
-    """`,`; or `;` or a tab where the header line (the first of `text`) has no comma."""
-    header = text.lstrip("\r\n").split("\n", 1)[0]
-    return next((mark for mark in ",;\t" if mark in header), ",")
+    """Of `,`, `;` and a tab, the one that splits the header line (the first of `text`, ended
+    by CR, LF or both) into the most fields, quotes respected; `,` where none splits it."""
+    header = re.split(r"\r\n?|\n", text.lstrip("\r\n"), maxsplit=1)[0]
+    fields = {mark: len(next(csv.reader([header], delimiter=mark), [])) for mark in ",;\t"}
+    return max(fields, key=fields.get)  # a tie: the first, a comma before the others
 
 
 def parse_csv(data: bytes, name: str, required: list[str]) -> pd.DataFrame:
@@ -258,7 +260,7 @@ def parse_csv(data: bytes, name: str, required: list[str]) -> pd.DataFrame:
     try:
         text = data.decode("utf-8-sig")
         delimiter = _csv_delimiter(text)
-        reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)  # CR, LF or CRLF lines
         rows, lines, end = [], [], 0
         for row in reader:  # blank lines are skipped, but counted: rows are named by their line
             start, end = end + 1, reader.line_num

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from pepr.errors import PeprError, StoreBusyError, StoreError, StoreWriteError
@@ -804,9 +805,13 @@ def _conflicts(rows: pd.DataFrame, names: Sequence[str], preferred: int | None, 
 
 def _differences(first: pd.DataFrame, second: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """Row by row (aligned), where two frames' `columns` differ: missing against a value, or
-    two values not equal as Python objects (1000 equals 1000.0 whatever the dtypes)."""
+    two values not equal as Python objects (1000 equals 1000.0 whatever the dtypes), floats
+    not within a relative 1e-12 (98.659 % is 0.9865900000000001, the same as 0.98659)."""
     def unequal(a: pd.Series, b: pd.Series) -> pd.Series:
-        return (a.isna() != b.isna()) | (a.notna() & b.notna() & (a.astype(object) != b.astype(object)))
+        differ = a.notna() & b.notna() & (a.astype(object) != b.astype(object))
+        if pd.api.types.is_float_dtype(a) and pd.api.types.is_float_dtype(b):
+            differ &= ~np.isclose(a, b, rtol=1e-12, atol=0)
+        return (a.isna() != b.isna()) | differ
 
     return pd.DataFrame({c: unequal(first[c], second[c]) for c in columns})
 

@@ -182,6 +182,35 @@ def test_content_ids_are_stable_and_tell_rows_apart(tmp_path):
     assert set(once).isdisjoint(other)  # the same row in another experiment is another run
 
 
+def test_a_re_export_of_the_same_results_adds_nothing(tmp_path, capsys):
+    """91.50 for 91.5, 120.0 for 120 or an empty column more gave new ids: the runs were
+    added again and counted twice; a corrected unit keeps the id, so it is named, not added."""
+    db, maps = tmp_path / "d.duckdb", ["--map", "model=arch", "--map", "performance=acc:%", "--map", "energy=e:Wh"]
+    exports = {"first": "arch,acc,e\nresnet,91.5,120\nvit,93,400\n",
+               "reformatted": "arch,acc,e\r\nresnet,91.50,120.0\r\nvit,93.0,4e2\r\n",
+               "wider": "notes,e,arch,acc\n,120,resnet,91.5\n,400,vit,93\n"}
+    for name, text in exports.items():
+        (tmp_path / f"{name}.csv").write_text(text)
+        assert run("import", tmp_path / f"{name}.csv", "--db", db, *maps, "--experiment-name", "x") == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [f"{db}: added 0 run(s); 2 already there (same run_id "
+                                                        "and results), left as they were"] * 2
+    assert len(RunStore(db).runs()) == 2
+    assert run("import", tmp_path / "first.csv", "--db", db, *maps[:4], "--map", "energy=e:J",
+               "--experiment-name", "x") == 2  # the unit corrected: the same runs, other values
+    assert "is stored with other values (energy_kwh)" in capsys.readouterr().err
+    # The same value in another unit is the same result (98.659 / 100 is 0.9865900000000001 in floats).
+    (tmp_path / "percent.csv").write_text("run,arch,acc\nr1,m,98.659\n")
+    (tmp_path / "fraction.csv").write_text("run,arch,acc\nr1,m,0.98659\n")
+    for name, unit in (("percent", ":%"), ("fraction", "")):
+        assert run("import", tmp_path / f"{name}.csv", "--db", db, "--map", "run_id=run", "--map", "model=arch",
+                   "--map", f"performance=acc{unit}", "--experiment-name", "y") == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith("added 0 run(s); 1 already there (same run_id and "
+                                                             "results), left as they were")
+    (tmp_path / "twice.csv").write_text("arch,acc,e\nresnet,91.5,120\nresnet,91.50,120\n")
+    assert run("import", tmp_path / "twice.csv", "--db", db, *maps, "--experiment-name", "x") == 2
+    assert "row 3, column (whole row): repeats row 2" in capsys.readouterr().err
+
+
 def test_a_wandb_export_through_the_real_command(tmp_path):
     """A W&B runs-table export (Name, State, Runtime, config and summary columns), imported,
     scored and reported with the three commands the README shows."""
@@ -340,14 +369,19 @@ def test_codecarbon_join_errors(emissions_csv, results_csv, tmp_path, capsys):
 
 
 
-@pytest.mark.parametrize("content, energy", [
-    ("model;acc;energy\nm1;0,5;1,25\nm2;0,75;2\n", [1.25, 2.0]),  # a spreadsheet's European export
-    ("model\tacc\tenergy\nm1\t0.5\t1.25\nm2\t0.75\t2\n", [1.25, 2.0]),
+@pytest.mark.parametrize("content, energy, suffix", [
+    ("model;acc;energy\nm1;0,5;1,25\nm2;0,75;2\n", [1.25, 2.0], "csv"),  # a spreadsheet's European export
+    ("model\tacc\tenergy\nm1\t0.5\t1.25\nm2\t0.75\t2\n", [1.25, 2.0], "csv"),
+    ("model\tacc\tenergy\nm1\t0.5\t1.25\nm2\t0.75\t2\n", [1.25, 2.0], "tsv"),  # was an unknown format
+    ("model,acc,energy\rm1,0.5,1.25\rm2,0.75,2\r", [1.25, 2.0], "csv"),  # classic Mac lines: refused
+    ("model;acc;energy\rm1;0,5;1,25\rm2;0,75;2\r", [1.25, 2.0], "csv"),
+    ('model;"acc (top-1, fraction)";energy\nm1;0,5;1,25\nm2;0,75;2\n', [1.25, 2.0], "csv"),  # read as commas
 ])
-def test_semicolon_and_tab_separated_files_read_as_their_spreadsheet_meant(content, energy, tmp_path):
-    path = tmp_path / "r.csv"
-    path.write_text(content)
-    result = convert(read_table(path), [ColumnMap("model", "model"), ColumnMap("performance", "acc"),
+def test_semicolon_and_tab_separated_files_read_as_their_spreadsheet_meant(content, energy, suffix, tmp_path):
+    path = tmp_path / f"r.{suffix}"
+    path.write_bytes(content.encode())
+    acc = "acc (top-1, fraction)" if "top-1" in content else "acc"
+    result = convert(read_table(path), [ColumnMap("model", "model"), ColumnMap("performance", acc),
                                         ColumnMap("energy", "energy")], experiment="x")
     assert result.errors == []
     assert result.runs["performance"].tolist() == [0.5, 0.75] and result.runs["energy_kwh"].tolist() == energy
@@ -539,6 +573,11 @@ def test_fractions_mapped_as_percent_are_refused(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (f"pepr: {path}, row 4, column acc: 0.89 % among percentages up "
                                                "to 93.1: a fraction? write it as a percentage")
     assert not (tmp_path / "d.duckdb").exists()
+    path.write_text("name,acc,e\na,91.2,1\ndiverged,0,-0\n")  # 0 reads the same either way; -0 is 0
+    assert run("import", path, "--db", tmp_path / "d.duckdb", "--map", "model=name", "--map", "energy=e",
+               "--map", "performance=acc:%", "--experiment-name", "x") == 0
+    stored = RunStore(tmp_path / "d.duckdb").runs().set_index("model")
+    assert stored.loc["diverged", "performance"] == 0 and str(stored.loc["diverged", "energy_kwh"]) == "0.0"
 
 
 def test_experiment_is_one_name_or_one_column(tmp_path, capsys):
@@ -566,7 +605,7 @@ def test_identical_rows_are_refused(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name, data, message", [
-    ("r.xlsx", b"x", "unknown format '.xlsx'; use .csv, .parquet or .jsonl"),
+    ("r.xlsx", b"x", "unknown format '.xlsx'; use .csv, .tsv, .parquet or .jsonl"),
     ("r.jsonl", b'{"a": 1}\n[1, 2]\n', "r.jsonl, row 2: not a JSON object"),
     ("r.jsonl", b'{"a": 1}\n\n{"a": \n', "r.jsonl, row 3: not JSON"),
     ("r.parquet", b"PAR1 not really", "r.parquet: not a readable Parquet file"),
