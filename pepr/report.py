@@ -74,7 +74,7 @@ def _amount(name: str, value: float) -> str:
     return format_value(value, RESOURCES[name])
 
 
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|~&$])")  # & starts an entity, $ math
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|~&$#^])")  # & an entity, $ math, # ends a heading, ^ Pandoc's superscript
 
 
 def markdown_text(text) -> str:
@@ -370,7 +370,7 @@ def performance_vs_resource(table: pd.DataFrame, weights) -> alt.LayerChart:
     })
     data["front"] = pareto_front(data["performance"], data["x"])
     x = alt.X("x:Q", title=x_title)
-    y = alt.Y("performance:Q", title="performance", scale=alt.Scale(zero=False))
+    y = alt.Y("performance:Q", title="performance", scale=alt.Scale(zero=False, padding=16))  # no mark on an axis
     points = alt.Chart(data).mark_circle(size=50, opacity=0.7, color="#1f77b4").encode(x=x, y=y)
     front = (
         alt.Chart(data[data["front"]].sort_values("x"))
@@ -379,9 +379,13 @@ def performance_vs_resource(table: pd.DataFrame, weights) -> alt.LayerChart:
     )
     best = data.iloc[[0]]
     star = alt.Chart(best).mark_point(shape="diamond", size=220, filled=True, color="#2ca02c").encode(x=x, y=y)
+    middle = data[["x", "performance"]].min() / 2 + data[["x", "performance"]].max() / 2
+    low = best["performance"].iloc[0] < middle["performance"]  # in the lower half: label above, off the axis
+    right = best["x"].iloc[0] > middle["x"]  # in the right half: label to its left, inside the plot
     label = (
         alt.Chart(best.assign(text="best PePR: " + best["model"]))
-        .mark_text(align="left", baseline="top", dx=10, dy=8, fontWeight="bold", color="#2ca02c")
+        .mark_text(align="right" if right else "left", baseline="bottom" if low else "top",
+                   dx=-10 if right else 10, dy=-8 if low else 8, fontWeight="bold", color="#2ca02c")
         .encode(x=x, y=y, text="text:N")
     )
     return alt.layer(points, front, star, label).properties(
@@ -391,7 +395,7 @@ def performance_vs_resource(table: pd.DataFrame, weights) -> alt.LayerChart:
 
 def pepr_ranking(table: pd.DataFrame, top: int = 15) -> alt.LayerChart:
     """PePR of the top models as bars, their performance as ticks: the gap is the resource cost."""
-    head = table.head(top).assign(model=lambda d: d["model"].astype(str) + " (#" + d["rank"].astype(str) + ")")
+    head = table.head(top).assign(model=lambda d: "#" + d["rank"].astype(str) + " " + d["model"].astype(str))  # a long name cut keeps its rank
     order = list(head["model"])
     y = alt.Y("model:N", sort=order, title=None)
     bars = alt.Chart(head).mark_bar(color="#2ca02c").encode(

@@ -136,9 +136,11 @@ def test_names_from_data_stay_text(report):
     assert latex_text("<b>|`") == r"\textless{}b\textgreater{}\textbar{}\textasciigrave{}"
 
 
-@pytest.mark.parametrize("name", ["&amp; &lt;i&gt;", "<b>x</b>", "$\\frac{a}{b}$", "e`x|p", "`a``", "[l](http://e) *b*", " x "])
+@pytest.mark.parametrize("name", ["&amp; &lt;i&gt;", "<b>x</b>", "$\\frac{a}{b}$", "e`x|p", "`a``", "[l](http://e) *b*", " x ",
+                                  "exp x #", "a ## b"])
 def test_markdown_shows_names_from_data_as_the_same_text(name):
-    """Rendered by a CommonMark parser, an escaped name and a code span read as the name."""
+    """Rendered by a CommonMark parser, an escaped name and a code span read as the name, in a
+    paragraph and in the report's heading (where a closing ' #' was eaten)."""
     import html
 
     from markdown_it import MarkdownIt
@@ -146,6 +148,7 @@ def test_markdown_shows_names_from_data_as_the_same_text(name):
     render = MarkdownIt("commonmark").render
     if name == name.strip():  # a paragraph drops the spaces at its ends; a code span keeps them
         assert html.unescape(render(markdown_text(name))) == f"<p>{name}</p>\n"
+        assert html.unescape(render(f"# PePR report: {markdown_text(name)}")) == f"<h1>PePR report: {name}</h1>\n"
     assert html.unescape(render(markdown_code(name))) == f"<p><code>{name}</code></p>\n"
 
 
@@ -223,3 +226,25 @@ def test_a_report_that_fails_half_way_leaves_no_folder_it_made(db, tmp_path, cap
 def test_report_of_a_missing_database(tmp_path, capsys):
     assert main(["report", "--db", str(tmp_path / "no.duckdb"), "--experiment", "x", "--out", str(tmp_path / "o")]) == 2
     assert "no such database file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("performance, costs, alpha, placed", [
+    # the cheapest, worst model wins: its name above it, off the x axis
+    ([0.79, 0.81, 0.80, 0.84], [0.4, 1.2, 1.3, 2.9], 1, ("left", "bottom")),
+    # costs all but ignored, the dearest, best one wins: its name left of it and below
+    ([0.84, 0.80, 0.81, 0.79], [3.0, 2.0, 2.5, 0.1], 1e6, ("right", "top")),
+])
+def test_the_best_pepr_label_stays_inside_the_plot(performance, costs, alpha, placed):
+    """It was always below and right of the model, so over the axis' numbers where that model
+    performs worst (the common case: the cheapest wins)."""
+    from pepr.report import pepr_ranking, performance_vs_resource
+    from pepr.score import score
+
+    runs = pd.DataFrame({"model": ["a_net", "b_net", "c_net", "d_net"], "experiment": "x", "status": "ok",
+                         "performance": performance, "energy_kwh": costs})
+    table = score(runs, {"energy": 1}, alpha=alpha).table.sort_values("rank")
+    assert table["model"].iloc[0] == "a_net"
+    label = performance_vs_resource(table, {"energy": 1}).to_dict()["layer"][3]["mark"]
+    assert (label["align"], label["baseline"]) == placed
+    bars = pepr_ranking(table).to_dict()["layer"][0]
+    assert bars["encoding"]["y"]["sort"][0] == "#1 a_net"  # a name cut short keeps its rank
