@@ -94,9 +94,9 @@ def format_value(value, resource: Resource, unit: tuple[str, float] | None = Non
 
 
 def three_digits(value: float) -> str:
-    """Three significant digits, with no exponent from 1000 up (`5000`, not `5e+03`; 999.7 is
-    `1000`)."""
-    return f"{value:.0f}" if abs(float(f"{value:.3g}")) >= 1000 else f"{value:.3g}"
+    """Three significant digits, with no exponent from 1000 to a million (`5000`, not `5e+03`;
+    999.7 is `1000`); beyond, one (`3.2e+09`, not ten digits, or three hundred)."""
+    return f"{value:.0f}" if 1000 <= abs(float(f"{value:.3g}")) < 1e6 else f"{value:.3g}"
 
 
 def grams_per_kwh(co2_kg, energy_kwh):

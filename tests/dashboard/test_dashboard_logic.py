@@ -215,6 +215,7 @@ def test_readable_units():
     assert format_value(24.6e6, params) == "24.6M"
     assert format_value(5.2e6, energy) == "5200 MWh" and format_value(3e12, params) == "3000B"  # no 5.2e+03
     assert format_value(0.9997, energy) == "1000 Wh" and format_value(-999.7e6, params) == "-1000M"  # no 1e+03
+    assert format_value(1e307, energy) == "1e+304 MWh" and format_value(3.2e18, params) == "3.2e+09B"  # not 300 digits
     assert format_value(float("nan"), energy) == "n/a"
     assert typical_unit(energy, [1e-5, 2e-5, 3e-5, None]) == ("mWh", 1e-6)
 
