@@ -193,9 +193,14 @@ def _parse_json_lines(data: bytes, name: str) -> pd.DataFrame:
             raise PeprError(f"{name}, row {number}: not a JSON object")
         return value
 
+    def parse(text: str):
+        """JSON, with NaN and Infinity (not JSON, but Python writes them) kept as text: refused
+        where a number belongs, as a CSV's are, not read as empty (not measured)."""
+        return json.loads(text, parse_constant=str)
+
     if text.lstrip().startswith("["):
         try:
-            rows = [(number, record(number, value)) for number, value in enumerate(json.loads(text), start=1)]
+            rows = [(number, record(number, value)) for number, value in enumerate(parse(text), start=1)]
         except json.JSONDecodeError as error:
             raise PeprError(f"{name}: not JSON ({error.msg}, line {error.lineno})") from None
     else:
@@ -203,7 +208,7 @@ def _parse_json_lines(data: bytes, name: str) -> pd.DataFrame:
         for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 try:
-                    value = json.loads(line)
+                    value = parse(line)
                 except json.JSONDecodeError as error:
                     raise PeprError(f"{name}, row {number}: not JSON ({error.msg})") from None
                 rows.append((number, record(number, value)))

@@ -636,6 +636,18 @@ def test_a_json_array_of_records_reads_as_json_lines_do(tmp_path):
         read_table(path)
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity"])
+def test_a_json_nan_or_infinity_is_refused_as_a_csvs_is(constant, tmp_path, capsys):
+    """Python's json.dumps writes NaN for a float nan: it was read as an empty cell, the energy
+    as not measured and the performance as missing."""
+    path = tmp_path / "runs.jsonl"
+    path.write_text(f'{{"name": "a", "acc": 0.5, "e": 1}}\n{{"name": "b", "acc": 0.6, "e": {constant}}}\n')
+    assert run("import", path, "--db", tmp_path / "d.duckdb", "--map", "model=name", "--map", "performance=acc",
+               "--map", "energy=e", "--experiment-name", "x") == 2
+    assert capsys.readouterr().err.startswith(f"pepr: {path}, row 2, column e: not a number: '{constant}'")
+    assert not (tmp_path / "d.duckdb").exists()
+
+
 def test_jsonl_nested_keys_become_dotted_columns():
     table = parse_table(b'{"config": {"model": "m1"}, "summary": {"acc": 0.5}}\n', "w.jsonl", "jsonl")
     result = convert(table, [ColumnMap("model", "config.model"), ColumnMap("performance", "summary.acc")], experiment="x")
