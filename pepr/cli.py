@@ -18,7 +18,7 @@ from pepr.inference import NOISY_RATIO, architecture, attach_where_weighted
 from pepr.inference import summary as bench_summary
 from pepr.paper import PAPER_RESULTS_URL, import_paper
 from pepr.resources import RESOURCES
-from pepr.score import NORMALIZATIONS, check_alpha, check_measured, grid_spans, parse_weights, score
+from pepr.score import NORMALIZATIONS, check_alpha, check_measured, grid_span_text, grid_spans, parse_weights, score
 from pepr.store import STALE_AFTER_S, RunStore, merge
 
 FORMATS = ("table", "csv", "json")
@@ -227,9 +227,8 @@ def _score(args) -> int:
         shown = table.assign(**{c: table[c].map(_cell) for c in ("experiment", "model", "run_id")})
         print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if "co2" in result.weights:
-        for experiment, (low, high) in grid_spans(runs).items():
-            print(one_line(f"note: the runs of {experiment} emitted {low:.0f} to {high:.0f} g CO2eq per kWh (other "
-                           "grids or hours): their CO2 ranks where they ran as well as what they used"), file=sys.stderr)
+        for experiment, span in grid_spans(runs).items():
+            print(one_line(f"note: the runs of {experiment} {grid_span_text(*span)}"), file=sys.stderr)
     for row in result.excluded.itertuples():
         print(one_line(f"excluded: {row.run_id} ({row.model} in {row.experiment}): {row.reason}"), file=sys.stderr)
     return 0

@@ -22,7 +22,7 @@ from pepr import __version__
 from pepr.errors import PeprError
 from pepr.inference import attach_where_weighted
 from pepr.resources import ENERGY_PARTS, RESOURCES, format_value, three_digits, typical_unit
-from pepr.score import check_measured, grid_spans, normalize_weights, pareto_front, score, strongest
+from pepr.score import check_measured, grid_span_text, grid_spans, normalize_weights, pareto_front, score, strongest
 from pepr.store import RunStore, is_estimate
 
 FIGURE_FORMATS = ("svg", "png", "pdf")
@@ -182,9 +182,7 @@ def _compared(runs, table, excluded, experiment, weights, normalization, alpha, 
     ]
     spans = grid_spans(runs) if "co2" in weights else {}
     if spans:
-        low, high = spans[experiment]
-        lines.append(f"- **CO2 across grids**: the runs emitted {low:.0f} to {high:.0f} g CO2eq per kWh (other "
-                     "grids or hours), so their CO2 ranks where they ran as well as what they used.")
+        lines.append(f"- **CO2 across grids**: the runs {grid_span_text(*spans[experiment])}.")
     if len(excluded):
         reasons = excluded.groupby("reason").size()
         lines.append("- Not scored: " + "; ".join(f"{n} run(s): {markdown_text(r)}" for r, n in reasons.items()) + ".")

@@ -105,6 +105,12 @@ def grid_spans(runs: pd.DataFrame) -> dict[str, tuple[float, float]]:
     return {experiment: (row["min"], row["max"]) for experiment, row in spans[differ].iterrows()}
 
 
+def grid_span_text(low: float, high: float) -> str:
+    """What a span of `grid_spans` means for a CO2 ranking, after "the runs (of X)"."""
+    return (f"emitted {low:.0f} to {high:.0f} g CO2eq per kWh (other grids or hours): their CO2 ranks where "
+            "they ran as well as what they used")
+
+
 def check_alpha(alpha: float) -> float:
     """alpha itself, if in the paper's range: a finite number >= 1."""
     if not (np.isfinite(alpha) and alpha >= 1):

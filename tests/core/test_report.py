@@ -156,8 +156,8 @@ def test_a_co2_report_across_grids_says_so(db):
     runs = RunStore(db).runs()
     assert "CO2 across grids" not in build_report(runs, "exp", {"co2": 1}).markdown  # all at 200 g/kWh
     runs.loc[runs["run_id"] == "r1", "co2_kg"] *= 2
-    assert ("- **CO2 across grids**: the runs emitted 200 to 400 g CO2eq per kWh (other grids or hours), "
-            "so their CO2 ranks where they ran as well as what they used.") in build_report(runs, "exp", {"co2": 1}).markdown
+    assert ("- **CO2 across grids**: the runs emitted 200 to 400 g CO2eq per kWh (other grids or hours): "
+            "their CO2 ranks where they ran as well as what they used.") in build_report(runs, "exp", {"co2": 1}).markdown
     assert "CO2 across grids" not in build_report(runs, "exp", {"energy": 1}).markdown
 
 
