@@ -241,7 +241,7 @@ def test_nothing_to_score_is_refused_as_the_report_refuses_it(tmp_path):
 
 
 @pytest.mark.parametrize("signum, code, said", [(2, 130, "interrupted"), (15, 143, "interrupted by SIGTERM")])
-def test_a_signal_during_a_database_write_is_an_interruption(capsys, signum, code, said):
+def test_a_signal_during_a_database_write_is_an_interruption(capsys, tmp_path, signum, code, said):
     """DuckDB turns a signal during a query into RuntimeError('Query interrupted'): an import
     stopped with Ctrl-C or SIGTERM said 'unexpected error' with exit 1."""
     import os
@@ -253,19 +253,27 @@ def test_a_signal_during_a_database_write_is_an_interruption(capsys, signum, cod
 
     from pepr.cli_frame import run_command
 
-    con = duckdb.connect()
-    con.execute("SET enable_progress_bar = true")  # so that query_progress() tells when it runs
-    con.execute("SET enable_progress_bar_print = false")
+    # Bounded, should the signal not land: it runs out of room in about a second (exit 1).
+    con = duckdb.connect(config={"memory_limit": "300MB", "temp_directory": str(tmp_path),
+                                 "max_temp_directory_size": "500MB"})
+    for setting in ("enable_progress_bar = true", "enable_progress_bar_print = false", "progress_bar_time = 0"):
+        con.execute(f"SET {setting}")  # so that query_progress() tells at once when the query runs
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    ended = threading.Event()
 
     def signal_once_running():
         while con.query_progress() <= 0:  # until the write is under way
-            time.sleep(0.01)
+            if ended.is_set():
+                return
+            time.sleep(0.005)
         os.kill(os.getpid(), signum)
 
     def body(argv):
         threading.Thread(target=signal_once_running, daemon=True).start()
-        con.execute("CREATE TABLE t AS SELECT i, hash(i) AS h FROM range(3000000000) r(i)")  # minutes
+        try:
+            con.execute("CREATE TABLE t AS SELECT i, hash(i) AS h FROM range(3000000000) r(i)")
+        finally:
+            ended.set()
         return 0
 
     assert run_command("pepr", body, []) == code
