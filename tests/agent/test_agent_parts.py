@@ -51,6 +51,20 @@ def test_job_key_is_stable_and_sees_every_setting():
     assert job.key not in changed and len(set(changed)) == len(changed)
 
 
+def test_job_keys_of_older_databases_stay_the_same():
+    """A key is the hash of the job's settings as first written: amp off as false, and settings
+    added later left out at their defaults. Else a resumed sweep retrains every finished job."""
+    import hashlib
+    import json
+
+    (job,) = plan.expand(["m"], ["digits"], [False], [1.0], [0], **SETTINGS)
+    first = {"model": "m", "dataset": "digits", "pretrained": False, "train_fraction": 1.0, "seed": 0,
+             "epochs": 2, "batch_size": 8, "learning_rate": 5e-4, "image_size": 16, "amp": False,
+             "experiment": "digits", "optimizer": "adam", "metric": "test_accuracy"}
+    text = json.dumps(first, sort_keys=True, separators=(",", ":"))
+    assert job.key == hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 @pytest.mark.parametrize("count", [1, 2, 3, 7])
 def test_shards_partition_the_plan(count):
     jobs = plan.expand([f"m{i}" for i in range(5)], ["digits"], [False, True], [1.0], [0, 1],

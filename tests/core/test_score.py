@@ -271,8 +271,26 @@ def test_pepr_curve_peaks_at_diminishing_returns():
 
 
 def test_pepr_curve_ties_go_to_the_smallest_resource():
-    curve = pepr_curve([2.0, 1.0, 3.0], [0.5, 0.5, 0.5], normalization="minmax", alpha=1e9)
-    assert curve.peak == 1
+    curve = pepr_curve([2.0, 1.0, 3.0], [0.0, 0.0, 0.0], normalization="minmax")  # PePR 0 at every epoch
+    assert (curve.pepr == 0).all() and curve.peak == 1
+
+
+def test_a_resource_only_failed_runs_measured_is_refused_by_name():
+    """The ok runs are what is scored: a failed run's energy does not make energy measured."""
+    from pepr.score import check_measured
+
+    runs = pd.DataFrame({"model": ["a", "b", "c"], "experiment": "x", "status": ["ok", "ok", "failed"],
+                         "performance": [0.5, 0.6, None], "energy_kwh": [None, None, 0.2]})
+    with pytest.raises(PeprError, match="^--weights: energy measured in no run of x; weight what was measured$"):
+        check_measured(runs, {"energy": 1}, "x")
+
+
+def test_carbon_intensity_needs_energy_above_zero():
+    """A CodeCarbon row with CO2 but 0 kWh has no intensity (NaN), not an infinite one."""
+    from pepr.resources import grams_per_kwh
+
+    intensity = grams_per_kwh(pd.Series([0.5, 0.5, 0.0]), pd.Series([2.0, 0.0, 0.0]))
+    assert intensity[0] == 250.0 and np.isnan(intensity[1:]).all()
 
 
 def test_split_by_params_and_group_comparison():

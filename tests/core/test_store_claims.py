@@ -105,6 +105,7 @@ def test_a_merge_keeps_the_latest_state_whatever_the_order_of_the_sources(tmp_pa
     RunStore(tmp_path / "later.duckdb").record_run(run("r9", heartbeat_at=T0 + timedelta(minutes=1)))
     merge([tmp_path / "late.duckdb"], target)
     assert merge([tmp_path / "later.duckdb"], target) == Merged(0, 1)
+    assert merge([tmp_path / "later.duckdb"], target) == Merged(0, 0)  # the same heartbeat: nothing new
 
 
 def test_pepr_merge_prints_what_it_added_and_updated(tmp_path, capsys):
@@ -127,6 +128,9 @@ def test_info_points_out_running_runs_whose_agents_went_silent(tmp_path, capsys)
     store.record_run(run("alive", job="job-b", heartbeat_at=now()))
     store.record_run(run("never", job="job-c", started_at=now() - timedelta(hours=2), heartbeat_at=None))
     assert store.silent_claims() == 2
+    store.record_run(run("no-sign", job="job-d", started_at=None, heartbeat_at=None))  # no sign of life at all
+    assert store.silent_claims() == 3
+    store.heartbeat("no-sign", now())
     assert pepr_main(["info", "--db", str(path)]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
         "2 running run(s) with no heartbeat for over 10 minutes: their agents are likely gone; "

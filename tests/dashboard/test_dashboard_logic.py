@@ -218,6 +218,7 @@ def test_readable_units():
     assert format_value(1e307, energy) == "1e+304 MWh" and format_value(3.2e18, params) == "3.2e+09B"  # not 300 digits
     assert format_value(float("nan"), energy) == "n/a"
     assert typical_unit(energy, [1e-5, 2e-5, 3e-5, None]) == ("mWh", 1e-6)
+    assert typical_unit(energy, [1e-5, 2e-3, 3e-3, 0, None]) == ("Wh", 1e-3)  # the median's, not the smallest's
 
 
 # -- carbon intensity -----------------------------------------------------------------------
@@ -314,6 +315,17 @@ def test_view_ranks_headline_and_threshold():
     assert top["saved"] == {"energy": 10.0, "co2": 10.0, "gpu_memory": 20.0}
     assert view.threshold == pytest.approx((3e6 + 20e6) / 2)  # the median model
     assert view_of(CRAFTED, threshold_m=5.0).threshold == 5e6
+
+
+def test_models_alike_in_mean_pepr_share_their_rank():
+    """Ranks by model as the CLI ranks runs: ties share the smaller rank (not 1 and 2 by name)."""
+    from dashboard.views import by_model
+
+    table = pd.DataFrame({"model": ["b", "a", "c"], "experiment": "x", "performance": [0.8, 0.8, 0.9],
+                          "pepr": [0.5, 0.5, 0.4], "resource": [0.6, 0.6, 1.25]})
+    models = by_model(table).set_index("model")
+    assert models["rank"].to_dict() == {"a": 1, "b": 1, "c": 3}
+    assert models["perf_rank"].to_dict() == {"a": 2, "b": 2, "c": 1}
 
 
 def test_alpha_below_one_is_said_and_not_used():
