@@ -17,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from agent.sweep import STALE_AFTER_S, owner_gone
 from pepr.schema import now
@@ -229,3 +230,49 @@ def test_a_job_another_agent_failed_since_this_sweep_was_asked_for_is_not_tried_
                        log=io.StringIO(), quiet=True, asked_at=asked)
     assert counts == {"skipped": 0, "ok": 0, "failed": 0, "held": 0, "tried": 1}  # counted as failed, not done
     assert store.runs()["run_id"].tolist() == ["theirs"]
+
+
+def test_a_signal_during_a_refused_claim_writes_no_row_for_the_job(tmp_path, tiny_npz, monkeypatch):
+    """A job another live agent holds is not this agent's to mark `interrupted`, however the
+    signal lands."""
+    import io
+
+    from agent.plan import expand
+    from agent.sweep import Interrupted, run_sweep
+    from agent.train import resolve_device
+
+    (job,) = expand(["test_resnet"], [str(tiny_npz)], [False], [1.0], [0], epochs=1, batch_size=8,
+                    learning_rate=1e-3, image_size=16, amp="off")
+    store = RunStore(tmp_path / "runs.duckdb")
+    holder = dict(run_id="theirs", job_key=job.key, experiment=job.experiment, model=job.model, source="agent",
+                  status="running", host=socket.gethostname(), pid=os.getppid(), started_at=now(), heartbeat_at=now())
+    store.record_run(holder)  # our parent process: alive, started before its claim
+
+    def claim_then_signal(self, *args, **kwargs):
+        refused = claim(self, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)  # held back until the claim's write is done
+        return refused
+
+    claim = RunStore.claim
+    monkeypatch.setattr(RunStore, "claim", claim_then_signal)
+    with pytest.raises(Interrupted):
+        run_sweep([job], store, device=resolve_device("cpu"), data_dir=str(tmp_path), country="DNK",
+                  log=io.StringIO(), quiet=True)
+    assert store.runs()[["run_id", "status"]].values.tolist() == [["theirs", "running"]]
+
+
+def test_jobs_ok_in_another_database_are_skipped(tmp_path, tiny_npz):
+    """`--done-in`: a Slurm task skips what the merged database holds `ok`, writing nothing."""
+    import io
+
+    from agent.plan import expand
+    from agent.sweep import run_sweep
+    from agent.train import resolve_device
+
+    (job,) = expand(["test_resnet"], [str(tiny_npz)], [False], [1.0], [0], epochs=1, batch_size=8,
+                    learning_rate=1e-3, image_size=16, amp="off")
+    store = RunStore(tmp_path / "part.duckdb")
+    counts = run_sweep([job], store, device=resolve_device("cpu"), data_dir=str(tmp_path), country="DNK",
+                       log=io.StringIO(), quiet=True, done_elsewhere={job.key})
+    assert counts == {"skipped": 1, "ok": 0, "failed": 0, "held": 0, "tried": 0}
+    assert store.runs().empty
