@@ -14,8 +14,7 @@ import streamlit as st
 from dashboard import data
 from dashboard.text import plain, without_path
 from pepr.errors import PeprError
-from pepr.importer import FIELDS, FORMATS, ColumnMap, Table, detect_format, parse_table, preview
-from pepr.store import RunStore
+from pepr.importer import FIELDS, FORMATS, ColumnMap, Table, detect_format, import_converted, parse_table, preview
 
 MAX_UPLOAD_MB = 50
 NONE = "(none)"
@@ -142,7 +141,7 @@ def import_panel(target_db_path: str, on_imported: Callable[[], None] | None = N
                  disabled=bool(result.errors) or not result.count):
         try:
             Path(target_db_path).parent.mkdir(parents=True, exist_ok=True)
-            imported = RunStore(target_db_path).import_runs(result.runs, replace=replace)  # the runs checked above
+            imported = import_converted(result, target_db_path, replace)  # the runs checked above
         except PeprError as error:
             st.error(plain(without_path(error, target_db_path)))
         else:

@@ -10,13 +10,14 @@ problem is one line naming the file, the row and the column.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
-import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import PurePosixPath
 from urllib.parse import urlparse
 
@@ -136,6 +137,7 @@ class Preview:
     runs: pd.DataFrame
     errors: list[str]
     count: int = 0  # how many runs in all (`runs` may be the first few)
+    earlier_ids: Callable[[], pd.Series] | None = None  # the runs' content ids before re-exports kept theirs
 
 
 # -- reading -------------------------------------------------------------------------------
@@ -317,7 +319,7 @@ def _numbers(text: pd.Series, column: str, name: str, errors: list, decimal_comm
         elif DECIMAL_COMMA.fullmatch(text[row]) and not decimal_comma:
             hint = " (decimal commas are read in ';'-separated files only)"
         elif text[row].strip().lower() in ("na", "n/a", "nan", "null", "none", "-"):
-            hint = " (leave the cell empty: an empty cell is not measured)"
+            hint = " (leave the cell empty, or null in JSON: an empty cell is not measured)"
         errors.append((row, f"{_where(name, row, column)}: not a number: {text[row]!r}{hint}"))
     return values.where(~bad) + 0.0  # -0.0 + 0.0 is 0.0
 
@@ -417,23 +419,32 @@ def _repeat(values: pd.Series) -> tuple | None:
     return row, values.index[(values == values[row]).to_numpy()][0]
 
 
-def _content_ids(parts: Sequence[pd.DataFrame], experiment: pd.Series) -> pd.Series:
-    """A stable run id from each row's raw content and its experiment: the same row, however a
-    re-export spells it (91.50 or 91.5, 120 or 120.0, an empty column more or fewer, the
-    columns in another order), the same id; a mapping or a unit changed, the same id too."""
-    records = pd.concat([part.apply(_text) for part in parts], axis=1).to_dict("index")
-    ids = ["import-" + job_key({**{column: _canonical(cell) for column, cell in records[row].items() if cell != ""},
-                                "experiment": experiment[row]}) for row in experiment.index]
+def _content_ids(texts: pd.DataFrame, experiment: pd.Series, decimal_comma: bool = False) -> pd.Series:
+    """A stable run id from each row's raw content (`texts`) and its experiment: the same row,
+    however a re-export spells it (91.50 or 91.5, 120 or 120.0, an empty column more or fewer,
+    the columns in another order), the same id; a mapping or a unit changed, the same id too."""
+    spelt = texts.apply(lambda column: column.map({cell: _canonical(cell, decimal_comma) for cell in column.unique()}))
+    ids = ["import-" + job_key({**{k: v for k, v in row.items() if v != ""}, "experiment": name})
+           for row, name in zip(spelt.to_dict("records"), experiment)]
     return pd.Series(ids, index=experiment.index, dtype=object)
 
 
-def _canonical(cell: str) -> str:
-    """A cell's text as content ids read it: a finite number in one spelling."""
+def _earlier_ids(texts: pd.DataFrame, experiment: pd.Series) -> pd.Series:
+    """The content ids pepr gave before re-exports kept theirs (the raw text as it is), which
+    a database may hold; in the order of the runs."""
+    return pd.Series(["import-" + job_key({**row, "experiment": name})
+                      for row, name in zip(texts.to_dict("records"), experiment)], dtype=object)
+
+
+def _canonical(cell: str, decimal_comma: bool) -> str:
+    """A cell's text as content ids read it: a number in one exact spelling (91.50, 91.5 and,
+    in a ';' file, 91,5 are 183/2; 120.0 is 120), other text as it is."""
+    if decimal_comma and (DECIMAL_COMMA.fullmatch(cell) or GROUPED_DECIMAL_COMMA.fullmatch(cell)):
+        cell = cell.replace(".", "").replace(",", ".")
     try:
-        number = float(cell)
-    except ValueError:
+        return str(Fraction(cell))
+    except (ValueError, ZeroDivisionError):  # not a number (nan, inf, a name)
         return cell
-    return repr(number) if math.isfinite(number) else cell
 
 
 def convert(
@@ -478,8 +489,11 @@ def convert(
     _check_values(runs, frame, fields, table.name, errors)
 
     raw_parts = [frame] + ([pd.DataFrame(matched["raw"].tolist(), index=frame.index)] if matched is not None else [])
+    earlier = None
     if "run_id" not in runs:
-        runs["run_id"] = _content_ids(raw_parts, runs["experiment"])
+        texts = pd.concat([part.apply(_text) for part in raw_parts], axis=1)
+        runs["run_id"] = _content_ids(texts, runs["experiment"], table.decimal_comma)
+        earlier = functools.partial(_earlier_ids, texts, runs["experiment"].copy())
     repeat = _repeat(runs["run_id"].where(runs["run_id"].notna()))
     if repeat:
         row, first = repeat
@@ -493,7 +507,7 @@ def convert(
 
     _describe(runs, table, emissions, fields, energy_tool, energy_methods or {})
     errors.sort(key=lambda item: item[0])
-    return Preview(runs.reset_index(drop=True), [message for _, message in errors], len(runs))
+    return Preview(runs.reset_index(drop=True), [message for _, message in errors], len(runs), earlier)
 
 
 # CodeCarbon's columns that describe its energy reading, and those that describe its CO2.
@@ -524,7 +538,7 @@ def preview(table: Table, maps: Sequence[ColumnMap], rows: int | None = 5, **opt
         result = convert(table, maps, **options)
     except PeprError as error:
         return Preview(pd.DataFrame(), [str(error)], 0)
-    return result if rows is None else Preview(result.runs.head(rows), result.errors, result.count)
+    return result if rows is None else Preview(result.runs.head(rows), result.errors, result.count)  # to show, not import
 
 
 def _describe(runs, table, emissions, fields, energy_tool, methods) -> None:
@@ -548,7 +562,7 @@ def _describe(runs, table, emissions, fields, energy_tool, methods) -> None:
         runs[column] = current.where(current.notna(), declared or "imported").where(measured, None)
     if methods:
         provenance += "; parts: " + ", ".join(f"{part} {method}" for part, method in methods.items())
-    runs["job_key"] = [job_key({"source": "import", "run": run_id}) for run_id in runs["run_id"]]
+    runs["job_key"] = runs["run_id"].map(_import_key)
     runs["config"] = json.dumps(origin, sort_keys=True)
     runs["provenance"] = provenance
     runs["source"] = "import"
@@ -639,6 +653,25 @@ def _join_emissions(frame: pd.DataFrame, emissions: Table, join, name: str, erro
 # -- importing -----------------------------------------------------------------------------
 
 
+def _import_key(run_id: str) -> str:
+    """The job key of an imported run."""
+    return job_key({"source": "import", "run": run_id})
+
+
+def import_converted(result: Preview, db, replace: bool = False) -> Imported:
+    """Add the converted runs of `result` (no errors) to `db` (RunStore.import_runs), each
+    under the id an earlier pepr gave it where `db` holds that one: a file imported before
+    re-exports kept their ids is not added again."""
+    store, runs = RunStore(db), result.runs
+    if result.earlier_ids is not None and store.exists():
+        held = set(store.runs(experiments=sorted(runs["experiment"].unique()))["run_id"]) - set(runs["run_id"])
+        if any(run_id.startswith("import-") for run_id in held):  # imported before: perhaps under those ids
+            earlier = result.earlier_ids()
+            ids = earlier.where(earlier.isin(held)).fillna(runs["run_id"])
+            runs = runs.assign(run_id=ids, job_key=ids.map(_import_key))
+    return store.import_runs(runs, replace=replace)
+
+
 def import_table(
     source,
     db,
@@ -666,4 +699,4 @@ def import_table(
     )
     if result.errors:
         raise PeprError(result.errors[0])
-    return RunStore(db).import_runs(result.runs, replace=replace)
+    return import_converted(result, db, replace)

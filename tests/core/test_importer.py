@@ -188,12 +188,13 @@ def test_a_re_export_of_the_same_results_adds_nothing(tmp_path, capsys):
     db, maps = tmp_path / "d.duckdb", ["--map", "model=arch", "--map", "performance=acc:%", "--map", "energy=e:Wh"]
     exports = {"first": "arch,acc,e\nresnet,91.5,120\nvit,93,400\n",
                "reformatted": "arch,acc,e\r\nresnet,91.50,120.0\r\nvit,93.0,4e2\r\n",
-               "wider": "notes,e,arch,acc\n,120,resnet,91.5\n,400,vit,93\n"}
+               "wider": "notes,e,arch,acc\n,120,resnet,91.5\n,400,vit,93\n",
+               "semicolons": "arch;acc;e\nresnet;91,50;120\nvit;93;400,0\n"}  # another locale's export
     for name, text in exports.items():
         (tmp_path / f"{name}.csv").write_text(text)
         assert run("import", tmp_path / f"{name}.csv", "--db", db, *maps, "--experiment-name", "x") == 0
     assert capsys.readouterr().out.splitlines()[1:] == [f"{db}: added 0 run(s); 2 already there (same run_id "
-                                                        "and results), left as they were"] * 2
+                                                        "and results), left as they were"] * 3
     assert len(RunStore(db).runs()) == 2
     assert run("import", tmp_path / "first.csv", "--db", db, *maps[:4], "--map", "energy=e:J",
                "--experiment-name", "x") == 2  # the unit corrected: the same runs, other values
@@ -206,9 +207,39 @@ def test_a_re_export_of_the_same_results_adds_nothing(tmp_path, capsys):
                    "--map", f"performance=acc{unit}", "--experiment-name", "y") == 0
     assert capsys.readouterr().out.splitlines()[-1].endswith("added 0 run(s); 1 already there (same run_id and "
                                                              "results), left as they were")
+    (tmp_path / "steps.csv").write_text("arch,acc,e,step\nm,90,1,12345678901234567\nm,90,1,12345678901234568\n")
+    assert run("import", tmp_path / "steps.csv", "--db", db, *maps, "--experiment-name", "z") == 0  # not one float
+    assert "added 2 run(s)" in capsys.readouterr().out
     (tmp_path / "twice.csv").write_text("arch,acc,e\nresnet,91.5,120\nresnet,91.50,120\n")
     assert run("import", tmp_path / "twice.csv", "--db", db, *maps, "--experiment-name", "x") == 2
     assert "row 3, column (whole row): repeats row 2" in capsys.readouterr().err
+
+
+def test_a_database_with_the_earlier_content_ids_is_not_imported_into_twice(tmp_path, capsys):
+    """Content ids read the raw text before re-exports kept theirs: the same file imported again
+    into a database of that time was added a second time."""
+    import hashlib
+
+    import duckdb
+
+    path, db = tmp_path / "runs.csv", tmp_path / "d.duckdb"
+    path.write_text("model,acc,energy_wh,notes\nresnet18,91.50,120,\nvit_tiny,88.2,80,ok\n")
+    maps = ["--map", "model=model", "--map", "performance=acc:%", "--map", "energy=energy_wh:Wh", "--experiment-name", "x"]
+    assert run("import", path, "--db", db, *maps) == 0
+
+    def earlier(row: dict) -> str:  # the id as pepr gave it then: every column's text, empty ones too
+        text = json.dumps({**row, "experiment": "x"}, sort_keys=True, separators=(",", ":"))
+        return "import-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    ids = {"resnet18": earlier({"model": "resnet18", "acc": "91.50", "energy_wh": "120", "notes": ""}),
+           "vit_tiny": earlier({"model": "vit_tiny", "acc": "88.2", "energy_wh": "80", "notes": "ok"})}
+    with duckdb.connect(str(db)) as con:  # as a database of that time holds them
+        for model, run_id in ids.items():
+            con.execute("UPDATE runs SET run_id = ? WHERE model = ?", [run_id, model])
+    capsys.readouterr()
+    assert run("import", path, "--db", db, *maps) == 0
+    assert "added 0 run(s); 2 already there" in capsys.readouterr().out
+    assert sorted(RunStore(db).runs()["run_id"]) == sorted(ids.values())
 
 
 def test_a_wandb_export_through_the_real_command(tmp_path):
@@ -373,7 +404,7 @@ def test_codecarbon_join_errors(emissions_csv, results_csv, tmp_path, capsys):
     ("model;acc;energy\nm1;0,5;1,25\nm2;0,75;2\n", [1.25, 2.0], "csv"),  # a spreadsheet's European export
     ("model\tacc\tenergy\nm1\t0.5\t1.25\nm2\t0.75\t2\n", [1.25, 2.0], "csv"),
     ("model\tacc\tenergy\nm1\t0.5\t1.25\nm2\t0.75\t2\n", [1.25, 2.0], "tsv"),  # was an unknown format
-    ("model,acc,energy\rm1,0.5,1.25\rm2,0.75,2\r", [1.25, 2.0], "csv"),  # classic Mac lines: refused
+    ("model,acc,energy\rm1,0.5,1.25\rm2,0.75,2\r", [1.25, 2.0], "csv"),  # classic Mac lines (were refused)
     ("model;acc;energy\rm1;0,5;1,25\rm2;0,75;2\r", [1.25, 2.0], "csv"),
     ('model;"acc (top-1, fraction)";energy\nm1;0,5;1,25\nm2;0,75;2\n', [1.25, 2.0], "csv"),  # read as commas
 ])
@@ -391,7 +422,7 @@ def test_semicolon_and_tab_separated_files_read_as_their_spreadsheet_meant(conte
     ('"0,5"', "decimal commas are read in ';'-separated files only"),
     ('"1,234"', "a thousands separator? write numbers without one; decimal commas are read in ';'-separated files only"),
     ('"1,234.5"', "a thousands separator? write numbers without one; decimal commas are read in ';'-separated files only"),
-    ("NA", "leave the cell empty: an empty cell is not measured"),
+    ("NA", "leave the cell empty, or null in JSON: an empty cell is not measured"),
 ])
 def test_a_number_written_otherwise_is_refused_with_a_hint(cell, hint, tmp_path):
     path = tmp_path / "r.csv"
@@ -664,7 +695,7 @@ def test_preview_shows_first_rows_and_every_problem_before_writing(tmp_path):
     shown = preview(table, maps, rows=1, experiment="x")
     assert shown.count == 2 and len(shown.runs) == 1 and shown.runs["performance"][0] == 0.875
     assert shown.errors == ["up.csv, row 2, column c_g: co2 -1 is negative",
-                            "up.csv, row 3, column e_Wh: not a number: 'n/a' (leave the cell empty: an empty cell is not measured)"]
+                            "up.csv, row 3, column e_Wh: not a number: 'n/a' (leave the cell empty, or null in JSON: an empty cell is not measured)"]
     broken = preview(table, [ColumnMap("model", "nope")], experiment="x")
     assert broken.count == 0 and "no column 'nope'" in broken.errors[0]
 
