@@ -324,7 +324,7 @@ def run(args) -> int:
     check_protocol(jobs, store)
     done_in = checked_db(args.done_in, "--done-in") if args.done_in else None
     done_elsewhere = done_in.ok_job_keys() if done_in else set()
-    if args.dry_run:  # it refuses what the run would: no `ok` for runs on other data
+    if args.dry_run:  # no `ok` for runs on data rewritten since
         from agent.sweep import owners_gone
 
         check_local_data(jobs, args, filter(None, (store, done_in)))
@@ -332,7 +332,7 @@ def run(args) -> int:
         statuses = store.job_statuses() if store.exists() else {}
         done = {key for key, status in statuses.items() if status == "ok"} | done_elsewhere  # read once
         running = store.runs(status="running").to_dict("records") if store.exists() else []
-        abandoned = {row["job_key"] for row, gone in zip(running, owners_gone(running)) if gone}  # the sweep takes these over
+        abandoned = {row["job_key"] for row, gone in zip(running, owners_gone(running), strict=True) if gone}  # the sweep takes these over
         for job in jobs:
             regime = "pretrained" if job.pretrained else "scratch"
             status = ("ok" if job.done_in(done) else "abandoned" if job.key in abandoned

@@ -166,11 +166,6 @@ def owners_gone(rows: Sequence[dict], *, host: str | None = None, at: datetime |
     return [_why_gone(row, host, at, left) for row in rows]
 
 
-def owner_gone(row: dict, *, host: str | None = None, at: datetime | None = None) -> str | None:
-    """`owners_gone` of one row."""
-    return owners_gone([row], host=host, at=at)[0]
-
-
 def _why_gone(row: dict, host: str, at: datetime, left: set[str] | None) -> str | None:
     """`owners_gone` of one row, given the Slurm jobs that have left the queue (None: unknown)."""
     if _here(row, host):

@@ -220,7 +220,7 @@ def test_a_claim_whose_slurm_job_left_the_queue_is_taken_over_at_once(slurm, tmp
     task on another node skipped its job for the 10 minutes its heartbeat took to go stale.
     squeue is asked once for all the claims (it was asked once a claim, holding the database)."""
     import agent.slurm
-    from agent.sweep import owner_gone, owners_gone
+    from agent.sweep import owners_gone
     from pepr.schema import now
 
     for name, value in slurm.items():
@@ -247,7 +247,7 @@ def test_a_claim_whose_slurm_job_left_the_queue_is_taken_over_at_once(slurm, tmp
         subprocess.run(["scancel", job_id, f"{array_id}_1"], timeout=60, check=True)
     try:
         deadline = time.monotonic() + 120
-        while owner_gone(claims[0]) is None:  # until it has left the queue
+        while owners_gone(claims[:1]) == [None]:  # until it has left the queue
             assert time.monotonic() < deadline, "the cancelled job is still in the queue"
             time.sleep(0.2)
         forgotten = claim("987654321", 3)  # purged long ago
@@ -256,11 +256,11 @@ def test_a_claim_whose_slurm_job_left_the_queue_is_taken_over_at_once(slurm, tmp
             f"Slurm job {job_id} has left the queue", None, f"Slurm job {array_id}_1 has left the queue",
             "Slurm job 987654321_3 has left the queue"]
         assert len(asked) == 1
-        assert owner_gone(forgotten) == "Slurm job 987654321_3 has left the queue"  # squeue refuses it alone
+        assert owners_gone([forgotten]) == ["Slurm job 987654321_3 has left the queue"]  # squeue refuses it alone
     finally:
         subprocess.run(["scancel", array_id], timeout=60, check=True)
     monkeypatch.setenv("PATH", str(tmp_path))  # no squeue: the heartbeat alone decides
-    assert owner_gone(forgotten) is None
+    assert owners_gone([forgotten]) == [None]
 
 
 def test_a_dataset_file_rewritten_since_its_runs_is_refused_at_submission(cli, make_npz, tmp_path):

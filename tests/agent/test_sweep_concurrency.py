@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from agent.sweep import STALE_AFTER_S, owner_gone
+from agent.sweep import STALE_AFTER_S, owners_gone
 from pepr.schema import now
 from pepr.store import Merged, RunStore, merge
 
@@ -129,6 +129,10 @@ def test_merging_a_file_while_an_agent_writes_it_converges(tmp_path, tiny_npz, a
 def claim_row(**fields) -> dict:
     return {"host": socket.gethostname(), "pid": None, "started_at": now(),
             "heartbeat_at": None, **fields}
+
+
+def owner_gone(row: dict, **options) -> str | None:
+    return owners_gone([row], **options)[0]
 
 
 def test_owner_gone_by_process_on_this_host_and_by_heartbeat_from_another():
