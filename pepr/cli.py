@@ -18,7 +18,7 @@ from pepr.inference import NOISY_RATIO, architecture, attach_where_weighted
 from pepr.inference import summary as bench_summary
 from pepr.paper import PAPER_RESULTS_URL, import_paper
 from pepr.resources import RESOURCES
-from pepr.score import NORMALIZATIONS, check_alpha, check_measured, grid_span_text, grid_spans, parse_weights, score
+from pepr.score import NORMALIZATIONS, check_alpha, check_measured, grid_span_text, grid_spans, nothing_to_score, parse_weights, score
 from pepr.store import STALE_AFTER_S, RunStore, merge
 
 FORMATS = ("table", "csv", "json")
@@ -211,8 +211,7 @@ def _score(args) -> int:
     check_measured(runs, weights, scored)
     result = score(runs, weights, args.normalization, args.alpha)
     if result.table.empty:  # as `pepr report` says it: exit 2, not an empty table
-        why = result.excluded["reason"].iloc[0] if len(result.excluded) else "it holds no runs"
-        raise PeprError(f"{scored}: no run can be scored ({why})")
+        raise nothing_to_score(scored, result.excluded)
     bench_columns = [RESOURCES[name].column for name in result.weights if RESOURCES[name].benchmarked]
     bench_columns += ["bench_image_size"] if bench_columns else []
     bench_columns += ["bench_batch_size"] if "infer_energy" in result.weights else []

@@ -22,7 +22,7 @@ from pepr import __version__
 from pepr.errors import PeprError
 from pepr.inference import attach_where_weighted
 from pepr.resources import ENERGY_PARTS, RESOURCES, format_value, three_digits, typical_unit
-from pepr.score import check_measured, grid_span_text, grid_spans, normalize_weights, pareto_front, score, strongest
+from pepr.score import check_measured, grid_span_text, grid_spans, nothing_to_score, normalize_weights, pareto_front, score, strongest
 from pepr.store import RunStore, is_estimate
 
 FIGURE_FORMATS = ("svg", "png", "pdf")
@@ -135,7 +135,7 @@ def build_report(
     result = score(runs, weights, normalization, alpha)
     table = result.table.sort_values(["rank", "model"]).reset_index(drop=True)
     if table.empty:
-        raise PeprError(f"{source or 'the runs'}: no run of {experiment!r} can be scored ({result.excluded['reason'].iloc[0]})")
+        raise nothing_to_score(f"{source or 'the runs'}, experiment {experiment!r}", result.excluded)
     weights = result.weights
     sections = [
         f"# PePR report: {markdown_text(experiment)}",

@@ -105,6 +105,13 @@ def grid_spans(runs: pd.DataFrame) -> dict[str, tuple[float, float]]:
     return {experiment: (row["min"], row["max"]) for experiment, row in spans[differ].iterrows()}
 
 
+def nothing_to_score(scope: str, excluded: pd.DataFrame) -> PeprError:
+    """The error where no run of `scope` can be scored: each reason, with how many runs it left out."""
+    reasons = excluded.groupby("reason", sort=False).size()
+    why = "; ".join(f"{count} run(s): {reason}" for reason, count in reasons.items()) or "there are no runs"
+    return PeprError(f"{scope}: no run can be scored ({why})")
+
+
 def grid_span_text(low: float, high: float) -> str:
     """What a span of `grid_spans` means for a CO2 ranking, after "the runs (of X)"."""
     return (f"emitted {low:.0f} to {high:.0f} g CO2eq per kWh (other grids or hours): their CO2 ranks where "

@@ -228,16 +228,18 @@ def test_sigterm_outside_a_sweep_ends_in_one_line_and_143(capsys):
 def test_nothing_to_score_is_refused_as_the_report_refuses_it(tmp_path):
     """An empty table with exit 0 read as success to a script; `pepr report` said exit 2."""
     path = tmp_path / "failed.duckdb"
-    RunStore(path).import_runs(pd.DataFrame([dict(
-        run_id="x1", model="broken", experiment="x", performance=None, energy_kwh=None, status="failed",
-        job_key="x1", source="agent")]))
+    broken = dict(model="broken", experiment="x", performance=None, energy_kwh=None, status="failed", source="agent")
+    RunStore(path).import_runs(pd.DataFrame([
+        {**broken, "run_id": "x1", "job_key": "x1"}, {**broken, "run_id": "x2", "job_key": "x2"},
+        {**broken, "run_id": "x3", "job_key": "x3", "status": "ok", "energy_kwh": 0.1}]))
     result = pepr("score", "--db", path, "--weights", "energy=1")
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr == f"pepr: {path}: no run can be scored (status failed)\n"
+    assert result.stderr == (f"pepr: {path}: no run can be scored (2 run(s): status failed; "
+                             "1 run(s): no performance)\n")
     empty = tmp_path / "empty.duckdb"
     RunStore(empty).ensure()
     result = pepr("score", "--db", empty)
-    assert (result.returncode, result.stderr) == (2, f"pepr: {empty}: no run can be scored (it holds no runs)\n")
+    assert (result.returncode, result.stderr) == (2, f"pepr: {empty}: no run can be scored (there are no runs)\n")
 
 
 @pytest.mark.parametrize("signum, code, said", [(2, 130, "interrupted"), (15, 143, "interrupted by SIGTERM")])

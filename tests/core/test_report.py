@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from pepr.cli import main
+from pepr.errors import PeprError
 from pepr.report import build_report, latex_text, markdown_code, markdown_text
 from pepr.store import RunStore
 
@@ -248,3 +249,10 @@ def test_the_best_pepr_label_stays_inside_the_plot(performance, costs, alpha, pl
     assert (label["align"], label["baseline"]) == placed
     bars = pepr_ranking(table).to_dict()["layer"][0]
     assert bars["encoding"]["y"]["sort"][0] == "#1 a_net"  # a name cut short keeps its rank
+
+
+def test_a_report_with_nothing_to_score_says_why_with_counts():
+    runs = pd.DataFrame({"run_id": ["a", "b"], "model": ["m", "n"], "experiment": "x", "status": "failed",
+                         "performance": [None, None], "energy_kwh": [None, None]})
+    with pytest.raises(PeprError, match=r"^runs.duckdb, experiment 'x': no run can be scored \(2 run\(s\): status failed\)$"):
+        build_report(runs, "x", {}, source="runs.duckdb")
