@@ -255,8 +255,9 @@ def _csv_delimiter(text: str) -> str:
 
 def parse_csv(data: bytes, name: str, required: list[str]) -> pd.DataFrame:
     """CSV content as a table of strings, every row as long as the header, `required` present.
-    Fields are separated by commas, or by semicolons or tabs where the header has no comma (as
-    spreadsheets save CSV where the comma is the decimal mark); `.attrs["delimiter"]` says which."""
+    Fields are separated by commas, semicolons or tabs, whichever splits the header most (as
+    spreadsheets save CSV where the comma is the decimal mark: semicolons); lines end in LF,
+    CRLF or CR; `.attrs["delimiter"]` says which."""
     try:
         text = data.decode("utf-8-sig")
         delimiter = _csv_delimiter(text)
