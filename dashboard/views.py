@@ -414,6 +414,7 @@ class Comparison:
     left_out: list[str]  # experiments not compared, with why
     paired: bool  # the same models on both sides
     note: str = ""
+    one_side: list[str] = field(default_factory=list)  # paired: the models with no counterpart
 
 
 _PAIRS = {
@@ -426,8 +427,10 @@ def comparisons(
     table: pd.DataFrame, scope: pd.DataFrame, found: Offer, threshold: float | None,
     units: Mapping[str, tuple[str, float]],
 ) -> list[Comparison]:
-    """Pretrained vs scratch and full vs reduced data over every experiment of the database
-    (paired by model), and small vs large models in the chosen experiments (unpaired)."""
+    """Pretrained vs scratch and full vs reduced data over every experiment of the database,
+    one comparison per dataset and other setting (effects may run opposite ways in two
+    datasets: pooled, they cancel), paired by model; small vs large models in the chosen
+    experiments (unpaired). Every test is on model means: n counts models, not runs."""
     result: list[Comparison] = []
     if table.empty:
         return result
@@ -447,20 +450,22 @@ def comparisons(
             missing = [k for k in (column, *keys) if k in sample and sample[k].isna().all()]
             why = f"{_KNOWN[missing[0]]} not recorded" if missing else "no counterpart on the other side"
             left.append(f"{experiment} ({why})")
-        group = rows[column].astype(bool).map(labels)
-        rows = rows.assign(group=pd.Categorical(group, list(labels.values())))
-        pairs = rows.pivot_table(index=[*[k for k in keys], "model"], columns=column, values=["performance", "pepr", "energy_kwh"], aggfunc="mean", dropna=False)
-        result.append(
-            Comparison(
-                title=title,
-                frame=rows,
-                stats=_stats(rows, pairs, list(labels), units),
-                costs=_costs(rows, units),
-                left_out=left,
-                paired=True,
-                note="Across every experiment of the database, each scored within itself.",
+        for stratum, part in rows.groupby(keys, sort=True):
+            group = part[column].astype(bool).map(labels)
+            part = part.assign(group=pd.Categorical(group, list(labels.values())))
+            sides = part.groupby("model")["group"].nunique()
+            result.append(
+                Comparison(
+                    title=f"{title}: {_stratum(dict(zip(keys, stratum)))}",
+                    frame=part,
+                    stats=_stats(part, True, units),
+                    costs=_costs(part, units),
+                    left_out=left,
+                    paired=True,
+                    note="Each run scored within its own experiment; tests on model means (over seeds).",
+                    one_side=sorted(sides.index[sides < 2]),
+                )
             )
-        )
     sized = scope.dropna(subset=["params"])
     if len(sized) and threshold is not None:
         labels, cut = split_by_params(sized["params"], threshold)
@@ -470,38 +475,49 @@ def comparisons(
                 Comparison(
                     title=f"Small vs large models (threshold {format_value(cut, RESOURCES['params'])} parameters)",
                     frame=rows,
-                    stats=_stats(rows, None, None, units),
+                    stats=_stats(rows, False, units),
                     costs=_costs(rows, units),
                     left_out=[],
                     paired=False,
-                    note="In the chosen experiments; different models on each side, so unpaired tests only.",
+                    note="In the chosen experiments; different models on each side, so unpaired tests only, "
+                         "on model means (over seeds and experiments).",
                 )
             )
     return result
+
+
+def _stratum(values: Mapping) -> str:
+    """`derma, full data` or `lidc, pretrained`: the dataset and the setting both sides share."""
+    words = [str(values["dataset"])]
+    if "train_fraction" in values:
+        words.append("full data" if values["train_fraction"] >= 1 else f"fraction {values['train_fraction']:g}")
+    if "pretrained" in values:
+        words.append("pretrained" if values["pretrained"] else "from scratch")
+    return ", ".join(words)
 
 
 _KNOWN = {"pretrained": "pretraining", "train_fraction": "training-data fraction", "full_data": "training-data fraction", "dataset": "dataset"}
 MEASURES = {"performance": "performance", "pepr": "PePR", "energy_kwh": "energy"}
 
 
-def _stats(rows: pd.DataFrame, pairs: pd.DataFrame | None, sides: list | None,
-           units: Mapping[str, tuple[str, float]]) -> pd.DataFrame:
-    """Per measure: n and median per group, the paper's unpaired t-test, Welch and
-    Mann-Whitney, and for paired samples the Wilcoxon signed-rank and paired t-tests. Energy
-    medians in the readable unit of the view (named in the measure)."""
+def _stats(rows: pd.DataFrame, paired: bool, units: Mapping[str, tuple[str, float]]) -> pd.DataFrame:
+    """Per measure, on each model's mean over its runs (seeds, experiments: n counts models):
+    n and median per group, the paper's unpaired t-test, Welch and Mann-Whitney, and where
+    `paired` (the same models on both sides) the Wilcoxon signed-rank and paired t-tests over
+    the models on both. Energy medians in the readable unit of the view (named in the measure)."""
     a, b = rows["group"].cat.categories
+    measured = [column for column in MEASURES if column in rows and rows[column].notna().any()]
+    models = rows.groupby(["model", "group"], observed=True)[measured].mean().reset_index()
+    pairs = models.pivot(index="model", columns="group", values=measured) if paired else None
     out = []
-    for column, label in MEASURES.items():
-        if column not in rows or rows[column].isna().all():
-            continue
-        entry = {"measure": label, **compare_groups(rows[column], rows["group"].astype(str), a, b)}
+    for column in measured:
+        entry = {"measure": MEASURES[column], **compare_groups(models[column], models["group"].astype(str), a, b)}
         if pairs is not None:
-            paired = compare_paired(pairs[(column, sides[0])], pairs[(column, sides[1])])
-            entry.update(paired)
+            entry.update(compare_paired(pairs[(column, a)], pairs[(column, b)]))
         resource = COLUMNS.get(column)
         if resource is not None:  # a cost: in the view's readable unit
             unit, factor = units.get(resource.name, (resource.unit, 1.0))
-            entry["measure"] = f"{label} ({unit})"
+            entry["measure"] = f"{MEASURES[column]} ({unit})"
             for key in ("median_a", "median_b", "median_diff"):
                 if entry.get(key) is not None:
                     entry[key] = entry[key] / factor
@@ -510,7 +526,8 @@ def _stats(rows: pd.DataFrame, pairs: pd.DataFrame | None, sides: list | None,
 
 
 def _costs(rows: pd.DataFrame, units: Mapping[str, tuple[str, float]]) -> pd.DataFrame:
-    """Per group: runs, and the median per run and the total of energy, CO2 and time."""
+    """Per group: runs, and the median per run and the total of energy, CO2 and time (the
+    time named as one epoch's where every run recorded only its last epoch's, as the paper's)."""
     out = []
     for group, part in rows.groupby("group", observed=True):
         entry = {"group": str(group), "runs": len(part)}
@@ -519,8 +536,10 @@ def _costs(rows: pd.DataFrame, units: Mapping[str, tuple[str, float]]) -> pd.Dat
             values = part[resource.column].dropna() if resource.column in part else pd.Series(dtype=float)
             if values.empty:
                 continue
-            entry[f"median {resource.noun} per run"] = format_value(values.median(), resource, units.get(name))
-            entry[f"total {resource.noun}"] = format_value(values.sum(), resource)
+            scopes = set(part.loc[values.index, "train_time_scope"]) if "train_time_scope" in part else set()
+            epoch = " (last epoch only)" if name == "train_time" and scopes == {"last-epoch"} else ""
+            entry[f"median {resource.noun} per run{epoch}"] = format_value(values.median(), resource, units.get(name))
+            entry[f"total {resource.noun}{epoch}"] = format_value(values.sum(), resource)
         out.append(entry)
     return pd.DataFrame(out)
 

@@ -33,10 +33,12 @@ def page(view: View | None, problem: str | None, source) -> None:
     )
     energy = RESOURCES["energy"]
     for comparison in found:
-        st.subheader(comparison.title)
+        st.subheader(plain(comparison.title))
         st.caption(comparison.note)
         if comparison.left_out:
             st.caption("Left out: " + "; ".join(plain(e) for e in comparison.left_out) + ".")
+        if comparison.one_side:
+            st.caption(f"On one side only, so in the unpaired tests alone: {', '.join(map(plain, comparison.one_side))}.")
         st.dataframe(comparison.costs, hide_index=True, width="stretch")
         st.dataframe(_readable(comparison.stats, comparison.paired), hide_index=True, width="stretch")
         left, middle, right = st.columns(3)
@@ -60,8 +62,8 @@ def _readable(table: pd.DataFrame, paired: bool) -> pd.DataFrame:
     a, b = table["a"].iloc[0], table["b"].iloc[0]
     out = {
         "measure": table["measure"],
-        f"n {a}": table["n_a"],
-        f"n {b}": table["n_b"],
+        f"models {a}": table["n_a"],
+        f"models {b}": table["n_b"],
         f"median {a}": table["median_a"].map(lambda v: f"{v:.4g}"),
         f"median {b}": table["median_b"].map(lambda v: f"{v:.4g}"),
         "paper's test: unpaired t p": table["student_p"].map(_p),

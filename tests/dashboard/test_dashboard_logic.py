@@ -426,9 +426,9 @@ def paired_study() -> pd.DataFrame:
 def test_comparisons_pair_by_model_name_left_out_and_show_costs():
     view = view_of(paired_study(), experiments=("pt",))
     by_title = {c.title: c for c in view.comparisons}
-    assert list(by_title)[:1] == ["Pretrained vs from scratch"]
+    assert list(by_title)[:1] == ["Pretrained vs from scratch: d, full data"]
     assert not any(t.startswith("Full vs reduced") for t in by_title)  # no full/reduced pair of known pretraining
-    pre = by_title["Pretrained vs from scratch"]
+    pre = by_title["Pretrained vs from scratch: d, full data"]
     assert set(pre.frame["experiment"]) == {"pt", "scratch"}
     assert pre.left_out == ["small (pretraining not recorded)", "smallest (pretraining not recorded)"]
     stats = pre.stats.set_index("measure")
@@ -438,7 +438,12 @@ def test_comparisons_pair_by_model_name_left_out_and_show_costs():
     assert stats.loc["performance", "wilcoxon_p"] == pytest.approx(0.0625)
     assert stats.loc["performance", "student_p"] is not None
     costs = pre.costs.set_index("group")
+    assert "median training time per run" not in costs  # not recorded
     assert costs.loc["pretrained", "median energy per run"] == "3.5 kWh"
+    timed = view_of(paired_study().assign(train_time_s=30.0, train_time_scope="last-epoch"), experiments=("pt",))
+    costs = timed.comparisons[0].costs.set_index("group")  # as the paper's CSV records it: one epoch
+    assert costs.loc["pretrained", "median training time per run (last epoch only)"] == "30 s"
+    assert costs.loc["pretrained", "total training time (last epoch only)"] == "2.5 min"
     assert costs.loc["from scratch", "total energy"] == "15 kWh"
     energy = stats.loc[f"energy ({view.units['energy'][0]})"]  # medians in the unit named
     pre_energy = pre.frame[pre.frame["experiment"] == "pt"]["energy_kwh"].median()
@@ -454,9 +459,39 @@ def test_comparisons_exist_only_where_pairs_do():
     assert titles == ["Small vs large models (threshold 10M parameters)"]
     full = runs.assign(pretrained=runs["pretrained"].fillna(True))
     titles = [c.title for c in view_of(full, experiments=("pt",)).comparisons]
-    assert titles[:2] == ["Pretrained vs from scratch", "Full vs reduced training data"]
+    assert titles[:2] == ["Pretrained vs from scratch: d, full data", "Full vs reduced training data: d, pretrained"]
     reduced = next(c for c in view_of(full, experiments=("pt",)).comparisons if c.title.startswith("Full"))
     assert reduced.left_out == ["smallest (training-data fraction not recorded)", "scratch (no counterpart on the other side)"]
+
+
+def test_comparisons_test_each_dataset_on_model_means_and_name_the_unpaired():
+    """Two datasets whose reduced data moved performance opposite ways were pooled into one
+    test, which found nothing; two seeds of a model counted as two samples; a model with no
+    counterpart was dropped from the paired tests without a word."""
+    rows = []
+    for dataset, sign in (("lidc", 1), ("pneumonia", -1)):
+        for fraction in (1.0, 0.1):
+            for i, model in enumerate(["m0", "m1", "m2", "m3", "m4", "m5"]):
+                if dataset == "pneumonia" and fraction == 0.1 and model == "m5":
+                    continue  # its reduced-data run is missing
+                for seed in (0, 1):
+                    gain = 0.1 * sign if fraction == 1.0 else 0.0
+                    experiment = f"{dataset}{'' if fraction == 1 else '_small'}"
+                    rows.append({"experiment": experiment, "run_id": f"{experiment}-{model}-{seed}", "dataset": dataset,
+                                 "model": model, "seed": seed, "pretrained": False, "train_fraction": fraction,
+                                 "performance": 0.6 + gain + 0.01 * i + 0.001 * seed, "energy_kwh": 1.0 + i})
+    runs = frame(rows)
+    runs["pretrained"] = runs["pretrained"].astype("boolean")
+    found = {c.title: c for c in view_of(runs, experiments=("lidc",)).comparisons if c.title.startswith("Full")}
+    assert list(found) == ["Full vs reduced training data: lidc, from scratch",
+                           "Full vs reduced training data: pneumonia, from scratch"]
+    lidc, pneumonia = (found[t].stats.set_index("measure").loc["performance"] for t in found)
+    assert (lidc["n_a"], lidc["n_b"], lidc["pairs"]) == (6, 6, 6)  # models, not their 12 runs
+    assert lidc["median_diff"] == pytest.approx(0.1) and pneumonia["median_diff"] == pytest.approx(-0.1)
+    assert lidc["wilcoxon_p"] < 0.05 and pneumonia["wilcoxon_p"] < 0.1
+    assert (pneumonia["n_a"], pneumonia["n_b"], pneumonia["pairs"]) == (6, 5, 5)
+    assert found["Full vs reduced training data: pneumonia, from scratch"].one_side == ["m5"]
+    assert found["Full vs reduced training data: lidc, from scratch"].one_side == []
 
 
 # -- curves, estimates, sensitivity -------------------------------------------------------
