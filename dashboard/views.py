@@ -168,8 +168,9 @@ class View:
         models = self.models
         energy = models["energy_kwh"] if "energy_kwh" in models else pd.Series(dtype=float)
         return {
-            "performance only": kendall_tau(models["pepr"], models["performance"]),
-            "energy only (least first)": kendall_tau(models["pepr"], -energy) if len(energy) and energy.notna().all() else None,
+            "the ranking by performance": kendall_tau(models["pepr"], models["performance"]),
+            "the ranking by raw energy (least first)":
+                kendall_tau(models["pepr"], -energy) if len(energy) and energy.notna().all() else None,
         }
 
     def curve_runs(self) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import streamlit as st
 
 from dashboard import charts
@@ -30,7 +32,8 @@ def page(view: View | None, problem: str | None, source) -> None:
     table = view.sensitivity
     st.caption(
         f"{view.controls.samples} weight vectors drawn from a Dirichlet centred on the current weights; "
-        "each ranks the models by mean PePR."
+        "each ranks the models by mean PePR. Each probability is an estimate from these draws, within "
+        f"about ±{1 / math.sqrt(view.controls.samples):.2f} (two standard errors at most)."
     )
     charts.show(st, charts.rank_probabilities(table), width="stretch")
     st.dataframe(

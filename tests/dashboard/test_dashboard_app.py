@@ -486,12 +486,15 @@ def test_runs_page_lists_every_status_in_readable_units(app, crafted_db):
 def test_sensitivity_needs_a_second_weight(app, crafted_db):
     at = goto(app(crafted_db, x="exp").run(), "sensitivity")
     assert [m.value for m in at.metric] == ["-1.00", "1.00"]
+    assert [m.label for m in at.metric] == ["Kendall tau vs the ranking by performance",
+                                            "Kendall tau vs the ranking by raw energy (least first)"]
     assert not at.get("vega_lite_chart") and any("nothing to vary" in i for i in texts(at, "info"))
     at = goto(app(crafted_db, x="exp", w="energy:0.5,co2:0.5", sn="200").run(), "sensitivity")
     table = at.dataframe[-1].value.set_index("model")
     assert table.loc["tiny", "P(rank 1)"] == 1.0  # cheapest in energy and CO2 alike
     assert table["P(top 5)"].tolist() == [1.0, 1.0, 1.0]  # only three models
     assert at.select_slider(key="s_n").value == 200
+    assert any("within about ±0.07 (two standard errors at most)" in c for c in texts(at, "caption"))  # 1/sqrt(200)
     assert at.get("vega_lite_chart")
 
 
