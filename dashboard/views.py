@@ -16,6 +16,7 @@ import pandas as pd
 
 from dashboard.carbon import intensity, with_intensity
 from dashboard.controls import CAPPED, WEIGHTED, Controls, default_experiments
+from pepr.inference import busy_bench_text
 from pepr.resources import COLUMNS, ENERGY_PARTS, RESOURCES, format_value, typical_unit
 from pepr.score import (
     compare_groups,
@@ -304,6 +305,9 @@ def provenance(runs: pd.DataFrame) -> list[str]:
             + (f", on {devices}" if devices else "")
             + (f"; training time covers the {'whole run' if scopes == ['run'] else ', '.join(scopes)}" if scopes else "")
         )
+    busy = busy_bench_text(runs[runs["status"] == "ok"])
+    if busy:  # a deployment device chosen, some of whose benchmarks timed a busy machine
+        lines.append(f"inference benchmarks: {busy}")
     return lines
 
 

@@ -51,6 +51,20 @@ def _noisy(rows: pd.DataFrame) -> pd.Series:
     return (rows["status"] == "ok") & (p95 > NOISY_RATIO * rows["latency_median_s"])
 
 
+def busy_bench_text(runs: pd.DataFrame) -> str | None:
+    """Which models of `runs` (as `attach` gives them) were benchmarked on a busy machine, in
+    words for a note; None where none was."""
+    if "bench_noisy" not in runs:
+        return None
+    noisy = sorted(runs.loc[runs["bench_noisy"].fillna(False).astype(bool), "model"].map(architecture).unique())
+    if not noisy:
+        return None
+    named = ", ".join(noisy[:5]) + (f" and {len(noisy) - 5} more" if len(noisy) > 5 else "")
+    return (f"{len(noisy)} model(s) were benchmarked on a busy machine (p95 latency over {NOISY_RATIO:g}x the "
+            f"median), so their inference costs may read high: {named}; bench them again on an idle one "
+            "(pepr-agent bench --rebench)")
+
+
 def summary(benchmarks: pd.DataFrame) -> pd.DataFrame:
     """Per device choice: image size, models benchmarked ok (newest row of each model and batch
     size), models whose newest benchmark failed, models timed on a busy machine (`_noisy`),

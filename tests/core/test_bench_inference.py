@@ -287,8 +287,8 @@ def test_benchmarks_of_a_busy_machine_are_pointed_out(tmp_path, capsys):
         f"benchmarks on {LAPTOP}: 3 model(s) ok (1 on a busy machine: p95 latency over 3x the median) "
         "at 256 px, last 2026-11-26")
     assert main(["score", "--db", str(path), "--weights", "infer_latency=1"]) == 0
-    assert ("note: 1 model(s) were benchmarked on a busy machine (p95 latency over 3x the median): "
-            "vit_small_patch16_224; bench them again on an idle one (pepr-agent bench --rebench)") in capsys.readouterr().err
+    assert ("note: 1 model(s) were benchmarked on a busy machine (p95 latency over 3x the median), so their "
+            "inference costs may read high: vit_small_patch16_224; bench them again on an idle one (pepr-agent bench --rebench)") in capsys.readouterr().err
     assert main(["score", "--db", str(path), "--weights", "energy=1"]) == 0
     assert "busy" not in capsys.readouterr().err
 

@@ -622,6 +622,8 @@ def test_the_paper_ranked_by_latency_on_a_2_core_cpu_matches_the_cli(app):
     at = app(None, w="infer_latency:1").run()
     assert not at.exception and at.selectbox(key="c_d").value.endswith("2 threads")
     assert top_model(at) == ranked[0]["model"]
+    busy = next(line for line in cli.stderr.splitlines() if "busy machine" in line).removeprefix("note: ")
+    assert f"Source: inference benchmarks: {busy}" in [unescape(c) for c in texts(at, "caption")]  # as the CLI says
 
 
 def test_link_values_a_page_cannot_use_are_named_as_ignored(app, crafted_db):
