@@ -436,15 +436,17 @@ def _earlier_ids(texts: pd.DataFrame, experiment: pd.Series) -> pd.Series:
                       for row, name in zip(texts.to_dict("records"), experiment)], dtype=object)
 
 
+# A plain decimal number, its exponent bounded (Fraction would write out 1e999999999 in full).
+PLAIN_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d{1,3})?")
+
+
 def _canonical(cell: str, decimal_comma: bool) -> str:
-    """A cell's text as content ids read it: a number in one exact spelling (91.50, 91.5 and,
-    in a ';' file, 91,5 are 183/2; 120.0 is 120), other text as it is."""
+    """A cell's text as content ids read it: a plain decimal number in one exact spelling
+    (91.50, 91.5 and, in a ';' file, 91,5 are 183/2; 120.0 is 120), other text (a date 12/06,
+    a name, 1e9999) as it is."""
     if decimal_comma and (DECIMAL_COMMA.fullmatch(cell) or GROUPED_DECIMAL_COMMA.fullmatch(cell)):
         cell = cell.replace(".", "").replace(",", ".")
-    try:
-        return str(Fraction(cell))
-    except (ValueError, ZeroDivisionError):  # not a number (nan, inf, a name)
-        return cell
+    return str(Fraction(cell)) if PLAIN_NUMBER.fullmatch(cell) else cell
 
 
 def convert(

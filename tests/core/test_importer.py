@@ -210,6 +210,9 @@ def test_a_re_export_of_the_same_results_adds_nothing(tmp_path, capsys):
     (tmp_path / "steps.csv").write_text("arch,acc,e,step\nm,90,1,12345678901234567\nm,90,1,12345678901234568\n")
     assert run("import", tmp_path / "steps.csv", "--db", db, *maps, "--experiment-name", "z") == 0  # not one float
     assert "added 2 run(s)" in capsys.readouterr().out
+    (tmp_path / "dates.csv").write_text("arch,acc,e,day\nm,90,1,12/06\nm,90,1,24/12\nm,90,1,06/03\n")
+    assert run("import", tmp_path / "dates.csv", "--db", db, *maps, "--experiment-name", "d") == 0  # not 2 = 2
+    assert "added 3 run(s)" in capsys.readouterr().out
     (tmp_path / "twice.csv").write_text("arch,acc,e\nresnet,91.5,120\nresnet,91.50,120\n")
     assert run("import", tmp_path / "twice.csv", "--db", db, *maps, "--experiment-name", "x") == 2
     assert "row 3, column (whole row): repeats row 2" in capsys.readouterr().err
