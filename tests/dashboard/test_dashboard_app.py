@@ -220,12 +220,14 @@ def test_carbon_intensity_re_prices_a_live_grid(app, db, rows):
 def test_names_from_data_are_shown_as_text(app, db, rows):
     run, _ = rows
     evil = "![p](http://host/pixel.png)"
-    path = db([run("a", evil, experiment=evil, performance=0.9), run("b", "other", experiment=evil, performance=0.5, energy_kwh=5)])
-    at = app(path).run()
+    path = db([run("a", evil, experiment=evil, dataset=evil, performance=0.9),
+               run("b", "other", experiment=evil, dataset=evil, performance=0.5, energy_kwh=5),
+               run("c", "other", experiment="scratch", dataset=evil, pretrained=False, performance=0.4)])
+    at = app(path).run()  # Comparisons: the dataset in a title, the model on one side only in a caption
     for page in PAGES:
         goto(at, page)
         assert not at.exception, page
-        for kind in ("markdown", "caption", "info", "warning", "success", "error"):
+        for kind in ("markdown", "caption", "info", "warning", "success", "error", "subheader"):
             for shown in texts(at, kind):
                 assert "![p](" not in shown, (page, kind, shown)
     goto(at, "explorer")
