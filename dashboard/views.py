@@ -455,13 +455,13 @@ def comparisons(
             missing = [k for k in (column, *keys) if k in sample and sample[k].isna().all()]
             why = f"{_KNOWN[missing[0]]} not recorded" if missing else "no counterpart on the other side"
             left.append(f"{experiment} ({why})")
-        for stratum, part in rows.groupby(keys, sort=True):
+        for (stratum, reduced), part in _strata(rows, column, keys):
             group = part[column].astype(bool).map(labels)
             part = part.assign(group=pd.Categorical(group, list(labels.values())))
             sides = part.groupby("model")["group"].nunique()
             result.append(
                 Comparison(
-                    title=f"{title}: {_stratum(dict(zip(keys, stratum)))}",
+                    title=f"{title}: {_stratum(dict(zip(keys, stratum)))}" + (f", reduced to {reduced:g}" if reduced else ""),
                     frame=part,
                     stats=_stats(part, True, units),
                     costs=_costs(part, units),
@@ -489,6 +489,18 @@ def comparisons(
                 )
             )
     return result
+
+
+def _strata(rows: pd.DataFrame, column: str, keys: list[str]):
+    """((key values, reduced fraction or None), runs) for each comparison of `rows`: one per
+    value of `keys`, and for full vs reduced data one per reduced fraction (full data against
+    0.1, against 0.5: a model's mean never mixes them)."""
+    for stratum, part in rows.groupby(keys, sort=True):
+        if column != "full_data":
+            yield (stratum, None), part
+            continue
+        for fraction in sorted(part.loc[~part["full_data"].astype(bool), "train_fraction"].unique(), reverse=True):
+            yield (stratum, fraction), part[part["full_data"].astype(bool) | (part["train_fraction"] == fraction)]
 
 
 def _stratum(values: Mapping) -> str:

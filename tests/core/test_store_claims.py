@@ -161,3 +161,14 @@ def test_a_merge_of_runs_trained_on_other_data_of_one_experiment_is_refused(tmp_
     with pytest.raises(PeprError, match=f"{into} holds runs trained on other images or labels than {parts[1]}"):
         merge([parts[1]], into)  # against what the target holds
     assert set(RunStore(into).runs()["run_id"]) == {"r1", "r3"}
+
+
+def test_a_merge_compares_copies_exactly_and_names_what_differs(tmp_path):
+    """Imports take floats within 1e-12 as the same result; a merge does not, and says which
+    column differs (a mixed rule named none)."""
+    one, two, target = (tmp_path / name for name in ("one.duckdb", "two.duckdb", "t.duckdb"))
+    RunStore(one).record_run(run("r1", status="ok", performance=0.98659))
+    RunStore(two).record_run(run("r1", status="ok", performance=98.659 / 100))  # 0.9865900000000001
+    with pytest.raises(PeprError, match=r"run r1 differs from .*one.duckdb's \(performance\); nothing merged"):
+        merge([one, two], target)
+    assert not target.exists()

@@ -459,7 +459,7 @@ def test_comparisons_exist_only_where_pairs_do():
     assert titles == ["Small vs large models (threshold 10M parameters)"]
     full = runs.assign(pretrained=runs["pretrained"].fillna(True))
     titles = [c.title for c in view_of(full, experiments=("pt",)).comparisons]
-    assert titles[:2] == ["Pretrained vs from scratch: d, full data", "Full vs reduced training data: d, pretrained"]
+    assert titles[:2] == ["Pretrained vs from scratch: d, full data", "Full vs reduced training data: d, pretrained, reduced to 0.1"]
     reduced = next(c for c in view_of(full, experiments=("pt",)).comparisons if c.title.startswith("Full"))
     assert reduced.left_out == ["smallest (training-data fraction not recorded)", "scratch (no counterpart on the other side)"]
 
@@ -483,15 +483,25 @@ def test_comparisons_test_each_dataset_on_model_means_and_name_the_unpaired():
     runs = frame(rows)
     runs["pretrained"] = runs["pretrained"].astype("boolean")
     found = {c.title: c for c in view_of(runs, experiments=("lidc",)).comparisons if c.title.startswith("Full")}
-    assert list(found) == ["Full vs reduced training data: lidc, from scratch",
-                           "Full vs reduced training data: pneumonia, from scratch"]
+    assert list(found) == ["Full vs reduced training data: lidc, from scratch, reduced to 0.1",
+                           "Full vs reduced training data: pneumonia, from scratch, reduced to 0.1"]
     lidc, pneumonia = (found[t].stats.set_index("measure").loc["performance"] for t in found)
     assert (lidc["n_a"], lidc["n_b"], lidc["pairs"]) == (6, 6, 6)  # models, not their 12 runs
     assert lidc["median_diff"] == pytest.approx(0.1) and pneumonia["median_diff"] == pytest.approx(-0.1)
     assert lidc["wilcoxon_p"] < 0.05 and pneumonia["wilcoxon_p"] < 0.1
     assert (pneumonia["n_a"], pneumonia["n_b"], pneumonia["pairs"]) == (6, 5, 5)
-    assert found["Full vs reduced training data: pneumonia, from scratch"].one_side == ["m5"]
-    assert found["Full vs reduced training data: lidc, from scratch"].one_side == []
+    assert found["Full vs reduced training data: pneumonia, from scratch, reduced to 0.1"].one_side == ["m5"]
+    assert found["Full vs reduced training data: lidc, from scratch, reduced to 0.1"].one_side == []
+    half = frame([{**row, "experiment": row["experiment"] + "_half", "run_id": row["run_id"] + "-half",
+                   "train_fraction": 0.5, "performance": row["performance"] - 0.2}
+                  for row in rows if row["dataset"] == "lidc" and row["train_fraction"] == 0.1])
+    half["pretrained"] = half["pretrained"].astype("boolean")
+    found = {c.title: c for c in view_of(pd.concat([runs, half], ignore_index=True), experiments=("lidc",)).comparisons
+             if c.title.startswith("Full vs reduced training data: lidc")}
+    assert list(found) == ["Full vs reduced training data: lidc, from scratch, reduced to 0.5",
+                           "Full vs reduced training data: lidc, from scratch, reduced to 0.1"]  # never one mean of both
+    medians = [c.stats.set_index("measure").loc["performance", "median_diff"] for c in found.values()]
+    assert medians == [pytest.approx(0.3), pytest.approx(0.1)]
 
 
 # -- curves, estimates, sensitivity -------------------------------------------------------
