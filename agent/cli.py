@@ -300,12 +300,21 @@ def make_writable(store, db) -> None:
 
 def check_local_data(jobs, args, stores) -> None:
     """Refuse, before any work, a dataset file or folder here whose content is not what the ok
-    runs of its experiment in `stores` were trained on (`agent.plan.check_data`). Named
-    datasets are checked where they are loaded: a task's --data-dir may be its node's alone."""
+    runs of its experiment in `stores` were trained on (`agent.plan.check_data`). A dataset is
+    read only where such runs recorded a digest to compare with (a new sweep reads nothing).
+    Named datasets are checked where they are loaded: a task's --data-dir may be its node's alone."""
     from agent.data import load
     from agent.plan import check_data
 
+    stores = [store for store in stores if store.exists()]
     files = [job for job in jobs if Path(job.dataset).exists()]
+    if not files or not stores:
+        return
+    digested = set()
+    for store in stores:
+        ok = store.runs(status="ok", experiments=sorted({job.experiment for job in files}))
+        digested |= set(ok.loc[ok["dataset_digest"].notna(), "experiment"])
+    files = [job for job in files if job.experiment in digested]
     digests = {dataset: load(dataset, args.data_dir, args.image_size).digest  # each once
                for dataset in dict.fromkeys(job.dataset for job in files)}
     for store in stores:

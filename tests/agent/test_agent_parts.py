@@ -449,3 +449,19 @@ def test_a_sweep_of_two_datasets_reads_its_first_once(cli, make_npz, tmp_path, m
                        "--image-size", 8, "--quiet", "--db", tmp_path / "runs.duckdb")
     assert code == 0, err
     assert read.count("one.npz") == 1 and read.count("two.npz") == 2
+
+
+def test_a_dry_run_reads_a_dataset_only_where_runs_recorded_its_digest(cli, make_npz, tmp_path, monkeypatch):
+    """Planning a new sweep read (and for an image folder, decoded) every dataset to compare
+    digests with runs that did not exist."""
+    import agent.data
+
+    read = []
+    monkeypatch.setattr(agent.data, "_npz", lambda path, real=agent.data._npz: read.append(path.name) or real(path))
+    load.cache_clear()
+    data, db = make_npz(tmp_path / "derm.npz"), tmp_path / "runs.duckdb"
+    plan = ("run", "--models", "test_resnet", "--datasets", data, "--epochs", 1, "--image-size", 8, "--quiet", "--db", db)
+    assert cli(*plan, "--dry-run")[0] == 0 and read == []  # no database yet: nothing to compare with
+    assert cli(*plan)[0] == 0 and read == ["derm.npz"]
+    load.cache_clear()
+    assert cli(*plan, "--dry-run")[0] == 0 and read == ["derm.npz"] * 2  # its runs recorded a digest: checked
