@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import re
@@ -306,19 +307,10 @@ def check_local_data(jobs, args, stores) -> None:
     from agent.data import load
     from agent.plan import check_data
 
-    stores = [store for store in stores if store.exists()]
     files = [job for job in jobs if Path(job.dataset).exists()]
-    if not files or not stores:
-        return
-    digested = set()
+    digest_of = functools.cache(lambda dataset: load(dataset, args.data_dir, args.image_size).digest)  # each once
     for store in stores:
-        ok = store.runs(status="ok", experiments=sorted({job.experiment for job in files}))
-        digested |= set(ok.loc[ok["dataset_digest"].notna(), "experiment"])
-    files = [job for job in files if job.experiment in digested]
-    digests = {dataset: load(dataset, args.data_dir, args.image_size).digest  # each once
-               for dataset in dict.fromkeys(job.dataset for job in files)}
-    for store in stores:
-        check_data(digests, files, store)
+        check_data(digest_of, files, store)
 
 
 def run(args) -> int:
@@ -372,7 +364,7 @@ def run(args) -> int:
             raise PeprError(f"--fractions {fraction:g}: keeps {len(kept)} of the {images} train images of "
                             f"{dataset}, none of class {unseen[0]}; every class needs train images")
     for checked in filter(None, (store, done_in)):
-        check_data(digests, jobs, checked)
+        check_data(digests.__getitem__, jobs, checked)
     try:
         log = open(args.log, "a") if args.log else sys.stdout
     except OSError as error:

@@ -10,7 +10,7 @@ import os
 import random
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -188,21 +188,25 @@ def check_protocol(jobs: Sequence[Job], store) -> None:
                 )
 
 
-def check_data(digests: Mapping[str, str], jobs: Sequence[Job], store) -> None:
-    """Refuse a sweep whose dataset holds other images or labels (`digests`: dataset ->
-    `agent.data.content_digest`) than the ok runs of its experiment in `store` were trained on:
-    their results and the new ones cannot be ranked together, nor the old ones count as done."""
-    if not store.exists():
+def check_data(digest_of: Callable[[str], str], jobs: Sequence[Job], store) -> None:
+    """Refuse a sweep whose dataset holds other images or labels (`digest_of(dataset)`:
+    `agent.data.content_digest`, asked only for the experiments whose ok runs in `store`
+    recorded one) than those runs were trained on: their results and the new ones cannot be
+    ranked together, nor the old ones count as done."""
+    if not store.exists() or not jobs:
         return
     experiments = {job.experiment: job.dataset for job in jobs}
     stored = store.runs(status="ok", experiments=sorted(experiments))
     for experiment, dataset in experiments.items():
-        theirs = stored.loc[stored["experiment"] == experiment, "dataset_digest"].dropna()
-        other = sorted(set(theirs) - {digests[dataset]})
+        theirs = set(stored.loc[stored["experiment"] == experiment, "dataset_digest"].dropna())
+        if not theirs:
+            continue
+        digest = digest_of(dataset)
+        other = sorted(theirs - {digest})
         if other:
             raise PeprError(
                 f"--datasets {dataset}: not the images and labels that experiment {experiment!r} in "
-                f"{store.path} was trained on (content digest {digests[dataset][:12]} now, "
+                f"{store.path} was trained on (content digest {digest[:12]} now, "
                 f"{other[0][:12]} then); runs on other data cannot be ranked together: "
                 "name another with --experiment, or use another --db")
 

@@ -422,9 +422,11 @@ class Comparison:
     one_side: list[str] = field(default_factory=list)  # paired: the models with no counterpart
 
 
+# title: (the column telling the sides apart, what both sides share, side labels, and the column
+# whose values on the False side are compared one at a time: full data against 0.1, against 0.5)
 _PAIRS = {
-    "Pretrained vs from scratch": ("pretrained", ["dataset", "train_fraction"], {True: "pretrained", False: "from scratch"}),
-    "Full vs reduced training data": ("full_data", ["dataset", "pretrained"], {True: "full data", False: "reduced data"}),
+    "Pretrained vs from scratch": ("pretrained", ["dataset", "train_fraction"], {True: "pretrained", False: "from scratch"}, None),
+    "Full vs reduced training data": ("full_data", ["dataset", "pretrained"], {True: "full data", False: "reduced data"}, "train_fraction"),
 }
 
 
@@ -440,7 +442,7 @@ def comparisons(
     if table.empty:
         return result
     frame = table.assign(full_data=table["train_fraction"].ge(1.0).astype("boolean").where(table["train_fraction"].notna()))
-    for title, (column, keys, labels) in _PAIRS.items():
+    for title, (column, keys, labels, each) in _PAIRS.items():
         known = frame.dropna(subset=[column, *keys])
         both = known.groupby(keys, dropna=False)[column].transform("nunique") == 2
         rows = known[both.to_numpy()]
@@ -455,7 +457,7 @@ def comparisons(
             missing = [k for k in (column, *keys) if k in sample and sample[k].isna().all()]
             why = f"{_KNOWN[missing[0]]} not recorded" if missing else "no counterpart on the other side"
             left.append(f"{experiment} ({why})")
-        for (stratum, reduced), part in _strata(rows, column, keys):
+        for (stratum, reduced), part in _strata(rows, column, keys, each):
             group = part[column].astype(bool).map(labels)
             part = part.assign(group=pd.Categorical(group, list(labels.values())))
             sides = part.groupby("model")["group"].nunique()
@@ -491,16 +493,14 @@ def comparisons(
     return result
 
 
-def _strata(rows: pd.DataFrame, column: str, keys: list[str]):
-    """((key values, reduced fraction or None), runs) for each comparison of `rows`: one per
-    value of `keys`, and for full vs reduced data one per reduced fraction (full data against
-    0.1, against 0.5: a model's mean never mixes them)."""
+def _strata(rows: pd.DataFrame, column: str, keys: list[str], each: str | None):
+    """((key values, value of `each` or None), runs) for each comparison of `rows`: one per
+    value of `keys`, and with `each`, one per its value on the False side of `column` (full
+    data against 0.1, against 0.5: a model's mean never mixes them)."""
     for stratum, part in rows.groupby(keys, sort=True):
-        if column != "full_data":
-            yield (stratum, None), part
-            continue
-        for fraction in sorted(part.loc[~part["full_data"].astype(bool), "train_fraction"].unique(), reverse=True):
-            yield (stratum, fraction), part[part["full_data"].astype(bool) | (part["train_fraction"] == fraction)]
+        side = part[column].astype(bool)
+        for value in [None] if each is None else sorted(part.loc[~side, each].unique(), reverse=True):
+            yield (stratum, value), part if value is None else part[side | (part[each] == value)]
 
 
 def _stratum(values: Mapping) -> str:

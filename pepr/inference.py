@@ -85,7 +85,6 @@ def summary(benchmarks: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()[columns]
 
 
-
 def choose_device(benchmarks: pd.DataFrame, name: str | None) -> str:
     """The device choice meant by `name` (exact, or a case-insensitive part of exactly one).
 
