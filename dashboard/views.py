@@ -247,7 +247,8 @@ def build_view(
         threshold=threshold,
         units=units,
         carbon=carbon_effect(unpriced, weights, chosen_g),
-        provenance=provenance(in_scope),
+        provenance=provenance(in_scope, priced=any(RESOURCES[name].benchmarked
+                                                   for name in (*scored.weights, *controls.caps))),
         notes=notes,
     )
 
@@ -287,8 +288,9 @@ def carbon_effect(measured_runs: pd.DataFrame, weights: Mapping[str, float], cho
     return Carbon(chosen, "; ".join(measured_as) + ": " + advice, True)
 
 
-def provenance(runs: pd.DataFrame) -> list[str]:
-    """One line per way the runs in view were measured."""
+def provenance(runs: pd.DataFrame, priced: bool = False) -> list[str]:
+    """One line per way the runs in view were measured; where an inference cost is weighted or
+    capped (`priced`), the models benchmarked on a busy machine, as `pepr score` names them."""
     lines = []
     for text in runs["provenance"].dropna().unique() if "provenance" in runs else []:
         lines.append(str(text))
@@ -305,8 +307,8 @@ def provenance(runs: pd.DataFrame) -> list[str]:
             + (f", on {devices}" if devices else "")
             + (f"; training time covers the {'whole run' if scopes == ['run'] else ', '.join(scopes)}" if scopes else "")
         )
-    busy = busy_bench_text(runs[runs["status"] == "ok"])
-    if busy:  # a deployment device chosen, some of whose benchmarks timed a busy machine
+    busy = busy_bench_text(runs[runs["status"] == "ok"]) if priced else None
+    if busy:
         lines.append(f"inference benchmarks: {busy}")
     return lines
 

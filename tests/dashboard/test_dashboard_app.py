@@ -626,6 +626,8 @@ def test_the_paper_ranked_by_latency_on_a_2_core_cpu_matches_the_cli(app):
     assert top_model(at) == ranked[0]["model"]
     busy = next(line for line in cli.stderr.splitlines() if "busy machine" in line).removeprefix("note: ")
     assert f"Source: inference benchmarks: {busy}" in [unescape(c) for c in texts(at, "caption")]  # as the CLI says
+    at = app(None).run()  # energy weighted, no cap on latency: as the CLI, no word of the benchmarks
+    assert not any("busy machine" in c for c in texts(at, "caption"))
 
 
 def test_link_values_a_page_cannot_use_are_named_as_ignored(app, crafted_db):
