@@ -13,7 +13,7 @@ import sys
 
 from pepr import __version__
 from pepr.cli_frame import Parser, label, run_command
-from pepr.errors import PeprError, one_line
+from pepr.errors import PeprError, one_line, spreadsheet_csv
 from pepr.inference import NOISY_RATIO, attach_where_weighted, busy_bench_text
 from pepr.inference import summary as bench_summary
 from pepr.paper import PAPER_RESULTS_URL, import_paper
@@ -215,7 +215,7 @@ def _score(args) -> int:
     columns = ["experiment", "model", "performance", *(f"R_{name}" for name in result.weights), *bench_columns, "pepr", "rank", "run_id"]
     table = result.table.sort_values(["experiment", "rank", "model"])[columns]
     if args.format == "csv":
-        table.to_csv(sys.stdout, index=False)
+        sys.stdout.write(spreadsheet_csv(table))
     elif args.format == "json":
         records = table.astype(object).where(table.notna(), None).to_dict("records")
         print(json.dumps(records, indent=1))  # every digit (pandas' to_json keeps 10 decimals)

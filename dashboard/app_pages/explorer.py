@@ -11,6 +11,7 @@ from dashboard.controls import COLOR_BY, NORMALIZATION_LABELS
 from dashboard.report_panel import report_downloads
 from dashboard.text import plain
 from dashboard.views import View, readable_table
+from pepr.errors import spreadsheet_csv
 from pepr.resources import RESOURCES, format_value
 
 
@@ -119,7 +120,7 @@ def ranking(view: View) -> None:
     labels["runs"] = "runs"
     shown = readable_table(models[columns], view.units, labels).round(4)
     st.dataframe(shown, hide_index=True, width="stretch")
-    st.download_button("Download CSV", shown.to_csv(index=False), "pepr-ranking.csv", "text/csv", key="e_download")
+    st.download_button("Download CSV", spreadsheet_csv(shown), "pepr-ranking.csv", "text/csv", key="e_download")
     c = view.controls
     if len(c.experiments) == 1:  # a report is of one experiment, as `pepr report` writes it
         report_downloads(view.in_scope, c.experiments[0], view.weights, c.normalization, c.alpha)

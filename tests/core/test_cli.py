@@ -61,6 +61,27 @@ def test_score_table_shows_long_and_crafted_names_on_one_line(tmp_path):
     assert long_name in whole.stdout and "e\x1b[31m" in whole.stdout  # machine formats: as stored
 
 
+def test_score_csv_keeps_names_from_starting_spreadsheet_formulas(tmp_path):
+    import csv
+    import io
+
+    path = tmp_path / "runs.duckdb"
+    names = ['=HYPERLINK("http://x.test","open")', "+1+cmd", "-2+3", "@SUM(A1)", "\tx", "plain-name"]
+    RunStore(path).import_runs(pd.DataFrame([
+        dict(run_id=f"r{i}", model=name, experiment="=e", performance=0.5 + i / 20, energy_kwh=1.0 + i)
+        for i, name in enumerate(names)
+    ]).assign(job_key=lambda f: f["run_id"], source="import", status="ok"))
+    result = pepr("score", "--db", path, "--format", "csv")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    shown = {row["model"] for row in rows}
+    assert shown == {"'" + name for name in names[:-1]} | {"plain-name"}
+    assert {row["experiment"] for row in rows} == {"'=e"}
+    assert {float(row["performance"]) for row in rows} == {0.5 + i / 20 for i in range(len(names))}  # numbers as they are
+    exact = json.loads(pepr("score", "--db", path, "--format", "json").stdout)
+    assert {row["model"] for row in exact} == set(names)  # json gives names as stored
+
+
 def test_score_json_with_weights_alpha_and_normalization(db):
     result = pepr(
         "score", "--db", db, "--experiment", "a", "--weights", "energy=1,co2=1",

@@ -583,6 +583,29 @@ def test_explorer_offers_the_report_of_the_one_experiment_in_view(app):
     assert "LaTeX table" in labels and any(label.startswith("Report:") for label in labels)
 
 
+def test_ranking_download_keeps_names_from_starting_spreadsheet_formulas(app, db, rows, monkeypatch):
+    import csv
+    import io
+
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    files = {}
+    keep = MemoryMediaFileStorage.load_and_get_id
+
+    def capture(self, data, mimetype, kind, filename=None):
+        files[filename] = data
+        return keep(self, data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", capture)
+    make, _ = rows
+    at = app(db([make("r1", '=HYPERLINK("http://x.test","open")', performance=0.8),
+                 make("r2", "fine", performance=0.9, energy_kwh=2.0)])).run()
+    assert not at.exception
+    ranking = list(csv.DictReader(io.StringIO(files["pepr-ranking.csv"].decode())))
+    assert [row["model"] for row in ranking] == ["'=HYPERLINK(\"http://x.test\",\"open\")", "fine"]
+    assert float(ranking[0]["PePR"]) == 0.8  # the cheaper model, R = 0
+
+
 def test_a_deployment_device_prices_inference_and_caps_latency(app, db, rows):
     """Benchmarks on two devices: the chosen one (in the link) ranks by latency per image."""
     make, _ = rows
