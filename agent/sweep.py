@@ -18,7 +18,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable, Sequence, Set
-from datetime import datetime, timedelta
+from datetime import datetime
 from importlib import metadata
 from typing import TextIO
 
@@ -32,7 +32,7 @@ from agent.slurm import left_queue
 from agent.train import describe, run_job
 from pepr.errors import StoreBusyError, StoreError, described_whole
 from pepr.schema import now
-from pepr.store import STALE_AFTER_S, RunStore
+from pepr.store import RunStore, stale_cutoff
 
 
 class Interrupted(BaseException):
@@ -196,7 +196,7 @@ def _last_beat(row: dict) -> pd.Timestamp | None:
 
 def _fresh(row: dict, at: datetime) -> bool:
     beat = _last_beat(row)
-    return beat is not None and at - beat < timedelta(seconds=STALE_AFTER_S)
+    return beat is not None and beat > stale_cutoff(at)
 
 
 def slurm_job(row: dict) -> str | None:

@@ -35,6 +35,14 @@ from pepr.schema import now
 
 SCHEMA_VERSION = 4
 STALE_AFTER_S = 600.0  # a claim whose owner sent no heartbeat for this long is abandoned
+
+
+def stale_cutoff(at):
+    """The time at or before which a running claim's last sign of life (its heartbeat, else its
+    start) says, at `at`, that its agent is likely gone: STALE_AFTER_S earlier."""
+    return at - timedelta(seconds=STALE_AFTER_S)
+
+
 # Given running rows (run_id, host, pid, started_at, heartbeat_at, slurm_job_id,
 # slurm_array_task_id), for each why its owner is gone, or None.
 OwnerCheck = Callable[[list[dict]], "list[str | None]"]
@@ -631,7 +639,7 @@ class RunStore:
         likely gone (a sweep over their jobs takes them over)."""
         running = self.runs(status="running")  # read as the current schema, old files too
         last_sign = running["heartbeat_at"].fillna(running["started_at"])
-        return int((last_sign.isna() | (last_sign < now() - timedelta(seconds=STALE_AFTER_S))).sum())
+        return int((last_sign.isna() | (last_sign <= stale_cutoff(now()))).sum())
 
     def summary(self) -> pd.DataFrame:
         """Run counts per experiment, source and status."""

@@ -19,9 +19,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from agent.sweep import STALE_AFTER_S, owners_gone
+from agent.sweep import owners_gone
 from pepr.schema import now
-from pepr.store import Merged, RunStore, merge
+from pepr.store import STALE_AFTER_S, Merged, RunStore, merge
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ("--epochs", 1, "--batch-size", 8, "--image-size", 16, "--quiet")
