@@ -45,7 +45,7 @@ Then `pepr score --db DB --weights infer_latency=1 --bench-device NAME` joins th
 the runs of the same models. Re-running the same command benches only what is not yet `ok`.
 
 exit status: 0 every benchmark ok, 1 some failed (recorded with its error), 2 bad input
-(nothing recorded), 130 interrupted (what finished is kept)."""
+(nothing recorded), 130/143 stopped by SIGINT/SIGTERM (what finished is kept)."""
 
 
 def add_parser(commands, positive, comma_list, param_range) -> None:
@@ -71,7 +71,7 @@ def add_parser(commands, positive, comma_list, param_range) -> None:
     how.add_argument("--batch-sizes", type=comma_list(positive(int)), default=[1, 32], metavar="1,32",
                      help="batch 1 gives the latency, the largest the throughput and energy "
                           "per image (default 1,32)")
-    how.add_argument("--threads", type=positive(int, len(os.sched_getaffinity(0))), metavar="T",
+    how.add_argument("--threads", type=positive(int, usable_cpus()), metavar="T",
                      help="torch's CPU threads (default: torch's choice, usually the physical cores)")
     how.add_argument("--seconds", type=positive(float), default=3.0, metavar="S",
                      help=f"time the passes of each batch size for about S seconds (at least "
@@ -82,6 +82,13 @@ def add_parser(commands, positive, comma_list, param_range) -> None:
     out.add_argument("--rebench", action="store_true",
                      help="bench again what is already ok here (adds newer rows; the newest counts)")
     out.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def usable_cpus() -> int:
+    """How many CPUs this process may run on (its affinity on Linux, else all of them)."""
+    if hasattr(os, "sched_getaffinity"):  # Linux; not macOS or Windows
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def device_name(device, threads: int) -> str:

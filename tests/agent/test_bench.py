@@ -93,6 +93,15 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(cli, tmp_path, args, m
     assert out == "" and not db.exists()
 
 
+def test_the_agent_parses_its_flags_where_cpu_affinity_is_unknown(cli, tmp_path, monkeypatch):
+    """macOS and Windows have no os.sched_getaffinity: --threads is bounded by the CPU count."""
+    monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    code, _, err = cli("bench", "--models", "test_resnet", "--threads", "7", "--db", tmp_path / "b.duckdb")
+    assert code == 2 and "--threads: expected a whole number from 1 to 6, got '7'" in err
+    assert cli("run", "--help")[0] == 0
+
+
 def test_sigterm_stops_the_bench_with_a_line_and_keeps_what_finished(agent_command, tmp_path):
     """scancel and timeout send SIGTERM: the bench ended by the signal itself, saying nothing."""
     import signal
