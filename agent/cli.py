@@ -35,9 +35,9 @@ examples:
   # a first run anywhere, no network needed: two tiny models on scikit-learn's digits
   pepr-agent run --models test_resnet,test_efficientnet --datasets digits --epochs 3
 
-  # the paper's protocol on MedMNIST Derma: 10 epochs, Adam 5e-4, batch 32, fine-tuned
+  # the paper's protocol on MedMNIST Derma: 10 epochs, Adam 5e-4, batch 32, 256 px, fine-tuned
   pepr-agent run --models-file models.txt --datasets dermamnist --regimes pretrained \\
-      --fractions 1,0.1 --image-size 224 --device cuda --amp bf16 --db results/derma.duckdb
+      --fractions 1,0.1 --image-size 256 --device cuda --db results/derma.duckdb
 
   # 20 models of 1M-25M parameters drawn from timm (seeded), shown but not run
   pepr-agent run --param-range 1e6:25e6 --sample 20 --regimes pretrained --dry-run
@@ -163,7 +163,7 @@ def parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     what.add_argument("--experiment", type=label, metavar="LABEL",
                       help="experiment label (normalisation group) for every job; default "
                            "DATASET[_pt][_fFRACTION], e.g. digits_pt_f0.1")
-    how = run.add_argument_group("how to train (defaults: the paper's protocol)")
+    how = run.add_argument_group("how to train (defaults: the paper's protocol, but 64 px: the paper's is 256)")
     how.add_argument("--epochs", type=positive(int), default=10, metavar="N",
                      help="default %(default)s")
     how.add_argument("--batch-size", type=positive(int), default=32, metavar="N",
@@ -257,6 +257,8 @@ def _config_value(action: argparse.Action, value, where: str):
         parsed = action.type(text) if action.type is not None else text
     except argparse.ArgumentTypeError as error:
         raise PeprError(f"{where}: {error}") from None
+    except (TypeError, ValueError):  # a plain type such as int, as argparse says it
+        raise PeprError(f"{where}: invalid {getattr(action.type, '__name__', 'value')} value: {value!r}") from None
     if action.choices is not None and parsed not in action.choices:
         raise PeprError(f"{where}: expected one of {', '.join(action.choices)}, got {value!r}")
     return parsed
