@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_import_parser(commands) -> None:
-    from pepr.importer import ENERGY_METHODS, FIELDS
+    from pepr.importer import FIELDS, IMPORTABLE_METHODS
 
     fields = ", ".join(f"{name} ({'/'.join(f.units)})" if f.units else name for name, f in FIELDS.items())
     ti = commands.add_parser(
@@ -126,7 +126,7 @@ def _add_import_parser(commands) -> None:
     ti.add_argument("--join", metavar="KEY|CC_COLUMN=SRC_COLUMN", help="the key linking --codecarbon rows to SRC rows, e.g. experiment_id=run")
     ti.add_argument("--energy-tool", type=label, metavar="NAME", help="what measured the energy, e.g. codecarbon, carbontracker")
     ti.add_argument("--energy-method", metavar="PART=METHOD,...",
-                    help=f"how each energy part was measured; PART cpu, gpu or ram; METHOD one of {', '.join(ENERGY_METHODS)}")
+                    help=f"how each energy part was measured; PART cpu, gpu or ram; METHOD one of {', '.join(IMPORTABLE_METHODS)}")
 
 
 def _import_table(args) -> int:

@@ -26,7 +26,7 @@ import pandas as pd
 
 from pepr.errors import PeprError, control_character, control_problem
 from pepr.paper import parse_csv, read_source, source_label, whole_number
-from pepr.resources import ENERGY_PARTS, RESOURCES, grams_per_kwh
+from pepr.resources import ENERGY_METHODS, ENERGY_PARTS, RESOURCES, grams_per_kwh
 from pepr.schema import INT32_MAX, INT64_MAX
 from pepr.store import RUN_COLUMNS, Imported, RunStore, job_key
 
@@ -88,10 +88,8 @@ DECIMAL_COMMA = re.compile(r"[-+]?\d+,\d+")
 GROUPED_DECIMAL_COMMA = re.compile(r"[-+]?[1-9]\d{0,2}(\.\d{3})+,\d+")
 POINT_GROUPS = re.compile(r"[-+]?[1-9]\d{0,2}(\.\d{3})+")
 REQUIRED = ("model", "performance")  # and an experiment: a column or one label for all rows
-ENERGY_METHODS = (
-    "gpu-energy-counter", "gpu-power-samples", "rapl", "power-gadget", "powermetrics", "pmic",
-    "cpu-load-estimate", "tdp-estimate", "constant-estimate", "ram-estimate", "none", "imported",
-)
+# What --energy-method takes: every method but `not-sampled`, which an import has no use for.
+IMPORTABLE_METHODS = tuple(method for method in ENERGY_METHODS if method != "not-sampled")
 FORMATS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 
 # CodeCarbon's emissions.csv: its column -> the run column. CodeCarbon writes energies in kWh,
@@ -261,10 +259,10 @@ def parse_energy_methods(text: str | None) -> dict[str, str]:
     methods = {}
     for item in filter(None, (part.strip() for part in (text or "").split(","))):
         part, _, method = item.partition("=")
-        if part not in ENERGY_PARTS or method not in ENERGY_METHODS:
+        if part not in ENERGY_PARTS or method not in IMPORTABLE_METHODS:
             raise PeprError(
                 f"--energy-method {item}: expected PART=METHOD, PART one of {', '.join(ENERGY_PARTS)}, "
-                f"METHOD one of {', '.join(ENERGY_METHODS)}"
+                f"METHOD one of {', '.join(IMPORTABLE_METHODS)}"
             )
         if part in methods:
             raise PeprError(f"--energy-method: {part} is given twice")

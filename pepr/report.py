@@ -21,22 +21,12 @@ import pandas as pd
 from pepr import __version__
 from pepr.errors import PeprError
 from pepr.inference import attach_where_weighted
-from pepr.resources import ENERGY_PARTS, RESOURCES, format_value, three_digits, typical_unit
+from pepr.resources import ENERGY_METHODS, ENERGY_PARTS, RESOURCES, format_value, three_digits, typical_unit
 from pepr.score import check_measured, grid_span_text, grid_spans, nothing_to_score, normalize_weights, pareto_front, score, strongest
 from pepr.store import RunStore, is_estimate
 
 FIGURE_FORMATS = ("svg", "png", "pdf")
 TOP = 5
-MEASURED = {
-    "gpu-energy-counter": "measured: the GPU's own energy counter",
-    "gpu-power-samples": "measured: GPU power sampled every second and integrated",
-    "rapl": "measured: RAPL energy counters",
-    "power-gadget": "measured: Intel Power Gadget",
-    "powermetrics": "measured: Apple powermetrics",
-    "pmic": "measured: the board's power chip",
-    "imported": "imported: how it was measured is not recorded",
-    "none": "no such part",
-}
 NORMALIZATION_TEXT = {
     "minmax": "min-max within the experiment, R = (r - r_min) / (r_max - r_min)",
     "max": "share of the maximum within the experiment, R = r / r_max",
@@ -217,17 +207,9 @@ def _costs(runs: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-RAM_FLOOR = ("**estimate**: CodeCarbon counts the memory used as 5 W modules, never fewer than two "
-             "(10 W; 3 W on ARM): a process using up to 16 GB is counted at that floor, so this part "
-             "follows time, not memory")
-
-
 def _trust(method) -> str:
-    if method == "ram-estimate":
-        return RAM_FLOOR
-    if is_estimate(method):
-        return "**estimate**: modelled, not measured; good for comparing runs on one machine, not absolute"
-    return MEASURED.get(method, "not recorded")
+    text = ENERGY_METHODS.get(method, "not recorded")
+    return "**estimate**" + text.removeprefix("estimate") if is_estimate(method) else text
 
 
 def _measurement(runs: pd.DataFrame) -> str:

@@ -31,6 +31,25 @@ class Resource:
 
 # The parts of a run's energy: each has energy_{part}_kwh, _method and _scope columns.
 ENERGY_PARTS = ("cpu", "gpu", "ram")
+_MODELLED = "estimate: modelled, not measured; good for comparing runs on one machine, not absolute"
+# How an energy part was measured (its _method column), in words; `-estimate` names a model.
+ENERGY_METHODS = {
+    "gpu-energy-counter": "measured: the GPU's own energy counter",
+    "gpu-power-samples": "measured: GPU power sampled every second and integrated",
+    "rapl": "measured: RAPL energy counters",
+    "power-gadget": "measured: Intel Power Gadget",
+    "powermetrics": "measured: Apple powermetrics",
+    "pmic": "measured: the board's power chip",
+    "cpu-load-estimate": _MODELLED,
+    "tdp-estimate": _MODELLED,
+    "constant-estimate": _MODELLED,
+    "ram-estimate": "estimate: CodeCarbon counts the memory used as 5 W modules, never fewer than two "
+                    "(10 W; 3 W on ARM): a process using up to 16 GB is counted at that floor, so this "
+                    "part follows time, not memory",
+    "imported": "imported: how it was measured is not recorded",
+    "none": "no such part",
+    "not-sampled": "not measured: the run ended before the meter's first reading",
+}
 
 RESOURCE_LIST: tuple[Resource, ...] = (
     Resource("energy", "energy_kwh", "Training energy", "kWh",

@@ -45,7 +45,7 @@ def db(tmp_path_factory):
     )
     frame.loc[3, ["source", "provenance", "energy_tool"]] = ["import", "imported from mine.csv (SHA-256 abc)", None]
     failed = dict(run_id="r5", job_key="r5", model="crashed", experiment="exp", source="agent", status="failed",
-                  energy_kwh=0.001)
+                  energy_kwh=None, energy_cpu_method="not-sampled")  # stopped before the meter's first reading
     RunStore(path).import_runs(pd.concat([frame, pd.DataFrame([failed])], ignore_index=True))
     return path
 
@@ -111,13 +111,14 @@ def test_report_numbers_equal_pepr_score(db, report):
 
 def test_markdown_states_cost_measurement_and_savings(report):
     text = (report / "report.md").read_text()
-    # Totals over all five runs, the failed one included: 23 Wh of energy, 4.4 g of CO2.
-    assert "| Training energy | 23 Wh |" in text and "| CO2eq emitted | 4.4 g |" in text
-    assert "5 of 5" in text and "DNK; carbon intensity 200 g CO2eq/kWh" in text
+    # Totals over the runs that measured them, of five (the failed one measured no energy): 22 Wh, 4.4 g.
+    assert "| Training energy | 22 Wh | 5 Wh | 4 of 5 |" in text and "| CO2eq emitted | 4.4 g |" in text
+    assert "DNK; carbon intensity 200 g CO2eq/kWh" in text
     assert "NVIDIA A100 (4 run(s))" in text
     assert "| CPU | tdp-estimate | 1 | **estimate**" in text and "| RAM | ram-estimate | 3 | **estimate**" in text
     assert "never fewer than two (10 W; 3 W on ARM)" in text  # the floor that most runs draw
     assert "| GPU | gpu-energy-counter | 3 | measured: the GPU's own energy counter |" in text
+    assert "| CPU | not-sampled | 1 | not measured: the run ended before the meter's first reading |" in text
     assert "imported from mine.csv (SHA-256 abc)" in text
     assert "Not scored: 1 run(s): status failed." in text
     # small_net (best PePR: 0.80 at 2 Wh) against odd_net&co (best performance: 0.90 at 10 Wh).
