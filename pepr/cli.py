@@ -13,13 +13,14 @@ import sys
 
 from pepr import __version__
 from pepr.cli_frame import Parser, label, run_command
-from pepr.errors import PeprError, one_line, spreadsheet_csv
+from pepr.errors import PeprError, one_line
 from pepr.inference import NOISY_RATIO, attach_where_weighted, busy_bench_text
 from pepr.inference import summary as bench_summary
 from pepr.paper import PAPER_RESULTS_URL, import_paper
 from pepr.resources import RESOURCES
 from pepr.score import NORMALIZATIONS, check_alpha, check_measured, grid_span_text, grid_spans, nothing_to_score, parse_weights, score
 from pepr.store import STALE_AFTER_S, RunStore, merge
+from pepr.text import spreadsheet_csv
 
 FORMATS = ("table", "csv", "json")
 REPLACE_HELP = ("replace runs the database holds with other values (as after a corrected unit); "

@@ -1,6 +1,4 @@
-"""Errors that reach a user as one line, never as a traceback; text from data printed as text."""
-
-from __future__ import annotations
+"""Errors that reach a user as one line, never as a traceback."""
 
 import unicodedata
 
@@ -62,22 +60,6 @@ def one_line(text: str) -> str:
         char.encode("unicode_escape").decode("ascii") if unicodedata.category(char) in _CONTROL_CATEGORIES else char
         for char in text
     )
-
-
-# A cell a spreadsheet would read as a formula (CSV injection): = + - @, tab and CR.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_csv(table) -> str:
-    """A pandas `table` as CSV in which no text from data starts a spreadsheet formula: such a cell is
-    prefixed with `'`, which spreadsheets show as text. Numbers are written as they are."""
-    text_columns = [c for c in table.columns if table[c].dtype.kind not in "biufc"]  # not numbers
-    safe = table.assign(**{c: table[c].map(_spreadsheet_cell) for c in text_columns})
-    return safe.to_csv(index=False)
-
-
-def _spreadsheet_cell(value):
-    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_START) else value
 
 
 def described(error: BaseException) -> str:

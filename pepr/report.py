@@ -24,6 +24,7 @@ from pepr.inference import attach_where_weighted
 from pepr.resources import ENERGY_METHODS, ENERGY_PARTS, RESOURCES, format_value, three_digits, typical_unit
 from pepr.score import check_measured, grid_span_text, grid_spans, nothing_to_score, normalize_weights, pareto_front, score, strongest
 from pepr.store import RunStore, is_estimate
+from pepr.text import latex_text, markdown_code, markdown_text
 
 FIGURE_FORMATS = ("svg", "png", "pdf")
 TOP = 5
@@ -62,36 +63,6 @@ def _number(value: float) -> str:
 
 def _amount(name: str, value: float) -> str:
     return format_value(value, RESOURCES[name])
-
-
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|~&$#^])")  # & an entity, $ math, # ends a heading, ^ Pandoc's superscript
-
-
-def markdown_text(text) -> str:
-    """Text from data shown as text in Markdown, never as markup."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text)).replace("\n", " ")
-
-
-def markdown_code(text) -> str:
-    """Text from data as a Markdown code span, fenced by more backticks than it holds."""
-    text = str(text).replace("\n", " ")
-    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
-    spaced = text.startswith(" ") and text.endswith(" ") and text.strip()  # one each side is eaten
-    pad = " " if text.startswith("`") or text.endswith("`") or spaced else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
-
-
-_LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-    # Characters the default OT1 font prints as others (< as ¡, | as a dash, ` as a quote).
-    "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}", "`": r"\textasciigrave{}",
-}
-
-
-def latex_text(text) -> str:
-    """Text from data, escaped for LaTeX."""
-    return "".join(_LATEX_SPECIAL.get(char, char) for char in str(text))
 
 
 def _lower(label: str) -> str:

@@ -11,8 +11,8 @@ from dashboard.controls import COLOR_BY, NORMALIZATION_LABELS
 from dashboard.report_panel import report_downloads
 from dashboard.text import plain
 from dashboard.views import View, readable_table
-from pepr.errors import spreadsheet_csv
 from pepr.resources import RESOURCES, format_value
+from pepr.text import spreadsheet_csv
 
 
 def page(view: View | None, problem: str | None, source) -> None:

@@ -15,7 +15,8 @@ import pytest
 
 from pepr.cli import main
 from pepr.errors import PeprError
-from pepr.report import build_report, latex_text, markdown_code, markdown_text
+from pepr.report import build_report
+from pepr.text import latex_text, markdown_text
 from pepr.store import RunStore
 
 # Energy in kWh, CO2 in kg. "odd_net&co" and "<b>bold</b>" test escaping.
@@ -132,26 +133,9 @@ def test_markdown_states_cost_measurement_and_savings(report):
 def test_names_from_data_stay_text(report):
     text = (report / "report.md").read_text()
     assert "<b>" not in text and r"\<b\>bold\</b\>" in text
-    assert markdown_text("[x](http://e)") == r"\[x\](http://e)"
     assert latex_text("a_b&c%d$e#f{g}h~i^j\\k") == (
         r"a\_b\&c\%d\$e\#f\{g\}h\textasciitilde{}i\textasciicircum{}j\textbackslash{}k")
     assert latex_text("<b>|`") == r"\textless{}b\textgreater{}\textbar{}\textasciigrave{}"
-
-
-@pytest.mark.parametrize("name", ["&amp; &lt;i&gt;", "<b>x</b>", "$\\frac{a}{b}$", "e`x|p", "`a``", "[l](http://e) *b*", " x ",
-                                  "exp x #", "a ## b"])
-def test_markdown_shows_names_from_data_as_the_same_text(name):
-    """Rendered by a CommonMark parser, an escaped name and a code span read as the name, in a
-    paragraph and in the report's heading (where a closing ' #' was eaten)."""
-    import html
-
-    from markdown_it import MarkdownIt
-
-    render = MarkdownIt("commonmark").render
-    if name == name.strip():  # a paragraph drops the spaces at its ends; a code span keeps them
-        assert html.unescape(render(markdown_text(name))) == f"<p>{name}</p>\n"
-        assert html.unescape(render(f"# PePR report: {markdown_text(name)}")) == f"<h1>PePR report: {name}</h1>\n"
-    assert html.unescape(render(markdown_code(name))) == f"<p><code>{name}</code></p>\n"
 
 
 def test_a_co2_report_across_grids_says_so(db):

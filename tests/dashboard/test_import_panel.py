@@ -126,7 +126,7 @@ def test_column_names_from_an_upload_are_shown_as_text_not_links(tmp_path):
     at.file_uploader(key="ip_table").set_value(("r.csv", b"model,http://evil.example/acc\nm,0.9\n", "text/csv"))
     at.run()
     (columns,) = [c.value for c in at.caption if "columns:" in c.value]
-    assert "http://" not in columns and "evil.example" not in columns  # no autolink can form
+    assert "http://" not in columns and "http\\:" in columns  # no autolink can form
     assert columns.endswith(plain("model, http://evil.example/acc"))
 
 

@@ -1,0 +1,63 @@
+"""Text from data shown as text, never as markup: in Markdown (the report, the dashboard),
+LaTeX and spreadsheets."""
+
+from __future__ import annotations
+
+import re
+
+# ASCII characters that start or end Markdown syntax anywhere in a line: CommonMark, GitHub's
+# tables, strikethrough and autolinks, Streamlit's colour directives, emoji and maths, Pandoc's
+# superscript. CommonMark lets a backslash escape any of them. `!`, `(` and `)` matter only
+# after `]`, which is escaped; `-`, `+`, `.` and `)` in a list marker only at the start.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]#|<>~$:&@^])")
+_LIST_MARKER = re.compile(r"^(?:\d{1,9}(?=[.)]))?[-+.)]")  # `- `, `+ `, `1. `, `1) `
+ZERO_WIDTH = "\u200b"  # invisible, but no autolink (http://, www., a@b) spans it
+
+
+def markdown_text(value) -> str:
+    """`value` as Markdown that shows it literally, wherever in a line it goes: no link, image,
+    HTML, maths, heading, list or colour directive. An escape alone does not stop GitHub
+    linking `a@b.c`, so a zero-width space follows each `:` and `@` and splits `www.`; runs of
+    white space become one space."""
+    escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
+    escaped = _LIST_MARKER.sub(lambda marker: marker[0][:-1] + "\\" + marker[0][-1], escaped)
+    escaped = escaped.replace("\\:", "\\:" + ZERO_WIDTH).replace("\\@", "\\@" + ZERO_WIDTH)
+    return re.sub(r"(?i)www\.", lambda www: www[0][:3] + ZERO_WIDTH + ".", escaped)
+
+
+def markdown_code(text) -> str:
+    """Text from data as a Markdown code span, fenced by more backticks than it holds."""
+    text = str(text).replace("\n", " ")
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    spaced = text.startswith(" ") and text.endswith(" ") and text.strip()  # one each side is eaten
+    pad = " " if text.startswith("`") or text.endswith("`") or spaced else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    # Characters the default OT1 font prints as others (< as ¡, | as a dash, ` as a quote).
+    "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}", "`": r"\textasciigrave{}",
+}
+
+
+def latex_text(text) -> str:
+    """Text from data, escaped for LaTeX."""
+    return "".join(_LATEX_SPECIAL.get(char, char) for char in str(text))
+
+
+# A cell a spreadsheet would read as a formula (CSV injection): = + - @, tab and CR.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_csv(table) -> str:
+    """A pandas `table` as CSV in which no text from data starts a spreadsheet formula: such a cell is
+    prefixed with `'`, which spreadsheets show as text. Numbers are written as they are."""
+    text_columns = [c for c in table.columns if table[c].dtype.kind not in "biufc"]  # not numbers
+    safe = table.assign(**{c: table[c].map(_spreadsheet_cell) for c in text_columns})
+    return safe.to_csv(index=False)
+
+
+def _spreadsheet_cell(value):
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_START) else value

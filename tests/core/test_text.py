@@ -1,0 +1,61 @@
+"""Text from data stays text: Markdown rendered by a CommonMark parser and by GitHub's own."""
+
+from __future__ import annotations
+
+import html
+
+import cmarkgfm
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from markdown_it import MarkdownIt
+
+from pepr.text import ZERO_WIDTH, markdown_code, markdown_text
+
+RENDER = {"commonmark": MarkdownIt("commonmark").render, "github": cmarkgfm.github_flavored_markdown_to_html}
+# Printable ASCII, where all Markdown syntax lives, with some letters beyond it.
+NAMES = st.text(st.characters(codec="ascii", categories=("L", "N", "P", "S", "Zs")) | st.sampled_from("éß€→"),
+                min_size=1, max_size=30).filter(str.strip)
+
+
+def shown(parser: str, markdown: str) -> str:
+    return html.unescape(RENDER[parser](markdown)).replace(ZERO_WIDTH, "")
+
+
+@pytest.mark.parametrize("parser", sorted(RENDER))
+@settings(max_examples=300, deadline=None)
+@given(name=NAMES)
+@example(name="http://evil.test/x")
+@example(name="see www.evil.test")
+@example(name="mail@evil.test")
+@example(name="~~gone~~")
+@example(name="![i](x.png)")
+@example(name="[l](http://e) *b*")
+@example(name="a | b")
+@example(name="- x")
+@example(name="12) x")
+@example(name="1. x")
+@example(name="exp x #")
+@example(name="---")
+@example(name="<b>x</b>")
+@example(name="&amp;")
+@example(name="$\\frac{a}{b}$")
+@example(name="e`x|p")
+def test_a_name_reads_as_itself_in_a_paragraph_a_table_cell_and_a_heading(parser, name):
+    text = " ".join(name.split())  # Markdown, like HTML, shows a run of white space as one space
+    assert shown(parser, markdown_text(name)) == f"<p>{text}</p>\n"
+    assert shown(parser, f"# PePR report: {markdown_text(name)}") == f"<h1>PePR report: {text}</h1>\n"
+    assert shown(parser, f"- Provenance: {markdown_text(name)}") == f"<ul>\n<li>Provenance: {text}</li>\n</ul>\n"
+    if parser == "github":
+        table = shown(parser, f"| model | x |\n| --- | --- |\n| {markdown_text(name)} | 1 |\n")
+        assert f"<td>{text}</td>" in table
+
+
+@pytest.mark.parametrize("parser", sorted(RENDER))
+@settings(max_examples=200, deadline=None)
+@given(name=NAMES)
+@example(name="`a``")
+@example(name=" x ")
+@example(name="http://evil.test")
+def test_a_name_reads_as_itself_in_a_code_span(parser, name):
+    assert shown(parser, markdown_code(name)) == f"<p><code>{name}</code></p>\n"
