@@ -18,6 +18,7 @@ from dashboard import data, sidebar, sources  # noqa: E402
 from dashboard.app_pages import budget, comparisons, curves, data_page, explorer, runs, sensitivity  # noqa: E402
 from dashboard.controls import WEIGHTED, to_query  # noqa: E402
 from dashboard.views import build_view  # noqa: E402
+from pepr.errors import StoreError  # noqa: E402
 from pepr.score import measured  # noqa: E402
 
 PAGES = [  # (module, title, icon, url path)
@@ -38,13 +39,17 @@ if source is not None:
     all_runs, problem = data.load(source.path)
     if all_runs is not None:
         path = str(source.path)
-        epochs = data.epochs(path)
-        offered = data.offered(path)
-        ignored = sidebar.seed(offered, list(found))
-        sidebar.keep_page_state()
-        linked = sidebar.controls(offered)  # as seeded, before the sidebar is drawn
-        if linked.device:  # inference cost on the chosen deployment device, by model name
-            all_runs = data.runs_on_device(path, linked.device)
+        try:  # the file may be locked, or replaced, since its runs were read
+            epochs = data.epochs(path)
+            offered = data.offered(path)
+            ignored = sidebar.seed(offered, list(found))
+            sidebar.keep_page_state()
+            linked = sidebar.controls(offered)  # as seeded, before the sidebar is drawn
+            if linked.device:  # inference cost on the chosen deployment device, by model name
+                all_runs = data.runs_on_device(path, linked.device)
+        except StoreError as error:
+            all_runs, problem = None, data.unreadable(error, path)
+    if all_runs is not None:
         scope = all_runs[all_runs["experiment"].isin(linked.experiments)]
         sidebar.draw(offered, measured(scope[scope["status"] == "ok"], WEIGHTED))
         controls = sidebar.controls(offered)  # drawn widgets (the grid's) have values only now

@@ -63,13 +63,30 @@ def load(path, read=runs) -> tuple[pd.DataFrame | None, str | None]:
         )
     try:
         found = read(str(path))
-    except StoreBusyError:
-        return None, "The database is being written by another process (the agent?)."
     except StoreError as error:
-        reason = without_path(error, path).split(": ", 1)[-1]
-        if "not a valid DuckDB database" in reason:
-            reason = "not a DuckDB database file"
-        return None, f"Cannot read this database ({reason.rstrip('.!')})."
+        return None, unreadable(error, path)
     if found.empty:
         return None, "This database holds no runs yet. Start the agent, or import the paper's results on the **Data** page."
     return found, None
+
+
+def recheck(path) -> str | None:
+    """What the reads that open the file would say of it now, read quickly and uncached: a
+    page waiting on a busy or broken file looks again."""
+    def read_all(path: str) -> pd.DataFrame:
+        store = RunStore(path, timeout=0.5)
+        store.epochs()
+        store.benchmarks()
+        return store.runs()
+
+    return load(path, read_all)[1]
+
+
+def unreadable(error: StoreError, path) -> str:
+    """Why the database at `path` cannot be read now, in words for the page."""
+    if isinstance(error, StoreBusyError):
+        return "The database is being written by another process (the agent?)."
+    reason = without_path(error, path).split(": ", 1)[-1]
+    if "not a valid DuckDB database" in reason:
+        reason = "not a DuckDB database file"
+    return f"Cannot read this database ({reason.rstrip('.!')})."

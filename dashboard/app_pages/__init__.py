@@ -7,7 +7,6 @@ import streamlit as st
 
 from dashboard import data
 from dashboard.text import plain
-from pepr.store import RunStore
 
 RETRY_S = 5
 
@@ -36,7 +35,7 @@ def ready(view, problem: str | None, source) -> bool:
 def _retry(path: str, problem: str | None) -> None:
     """Look again every few seconds (quickly, uncached); reload the app once it changed."""
     st.caption(f"Checking again every {RETRY_S} s.")
-    if data.load(path, lambda p: RunStore(p, timeout=0.5).runs())[1] != problem:
+    if data.recheck(path) != problem:
         data.refresh()
         st.rerun()
 
