@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pepr.errors import PeprError
+from pepr.errors import PeprError, described
 from pepr.store import job_key
 
 
@@ -308,14 +308,15 @@ def sample_models(
     pool = timm.list_models(pretrained=pretrained)
     pool = sorted({name.split(".")[0] for name in pool})
     random.Random(seed).shuffle(pool)
-    chosen = []
+    chosen, unbuilt = [], []
     # Building each architecture takes a fraction of a second: a narrow range may take minutes.
     bar = dict(delay=PROGRESS_DELAY_S, leave=False, file=sys.stderr, disable=quiet,
                mininterval=0.1 if sys.stderr.isatty() else 60)  # a log file (Slurm's) gets a line a minute
     for name in tqdm(pool, desc="counting parameters", unit="model", **bar):
         try:
             params = counter(name)
-        except Exception:  # an architecture that does not build by default is skipped
+        except Exception as error:  # an architecture that does not build by default is skipped
+            unbuilt.append(f"{name}: {described(error)}")
             continue
         if low <= params <= high:
             chosen.append(name)
@@ -324,6 +325,7 @@ def sample_models(
     raise PeprError(
         f"--param-range: only {len(chosen)} of timm's {len(pool)} architectures have {low:g} to "
         f"{high:g} parameters, {count} asked for"
+        + (f"; {len(unbuilt)} could not be built, e.g. {unbuilt[0]}" if unbuilt else "")
     )
 
 

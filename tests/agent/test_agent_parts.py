@@ -110,6 +110,16 @@ def test_a_range_no_model_fits_says_so_after_showing_progress(monkeypatch, capsy
     assert "counting parameters" in capsys.readouterr().err
 
 
+def test_a_draw_where_models_do_not_build_says_why(monkeypatch):
+    """A broken install fails every build: the error says so, not only that none fitted."""
+    def broken(name):
+        raise ImportError("libcudnn.so.9: cannot open shared object file")
+
+    with pytest.raises(PeprError, match=r"only 0 of timm's (\d+) architectures have 1e\+06 to 2e\+06 parameters, 3 "
+                                        r"asked for; \1 could not be built, e.g. \w+: ImportError: libcudnn.so.9"):
+        plan.sample_models(1e6, 2e6, 3, seed=0, pretrained=False, counter=broken, quiet=True)
+
+
 def test_digits_split_is_fixed_and_resized():
     data = load("digits", "unused", 12)
     assert {s: len(y) for s, y in data.labels.items()} == {"train": 1077, "val": 360, "test": 360}
