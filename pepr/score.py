@@ -37,10 +37,11 @@ class Scored:
 
 
 def parse_weights(text: str) -> dict[str, float]:
-    """Parse `energy=1,co2=0.5` into a mapping (checked by `normalize_weights`)."""
+    """Parse `energy=1,co2=0.5` into a mapping (checked by `normalize_weights`); `energy:1`,
+    as a dashboard link writes it, reads the same."""
     weights: dict[str, float] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
-        name, sep, value = item.partition("=")
+        name, sep, value = item.replace(":", "=", 1).partition("=")
         name = name.strip()
         try:
             if not sep:

@@ -78,6 +78,7 @@ def test_weights_are_rescaled_to_sum_one():
     assert normalize_weights({"energy": 2, "co2": 6}) == {"energy": 0.25, "co2": 0.75}
     assert normalize_weights({"energy": 0, "co2": 3}) == {"co2": 1.0}
     assert parse_weights("energy=1, co2=0.5") == {"energy": 1.0, "co2": 0.5}
+    assert parse_weights("energy:1,co2:0.5") == {"energy": 1.0, "co2": 0.5}  # as a dashboard link has them
     frame = runs([0.5, 0.5], [1.0, 2.0], co2_kg=[4.0, 2.0])
     scaled = score(frame, {"energy": 2, "co2": 6}).table
     plain = score(frame, {"energy": 0.25, "co2": 0.75}).table
