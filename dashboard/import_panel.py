@@ -14,14 +14,16 @@ import streamlit as st
 from dashboard import data
 from dashboard.text import plain, without_path
 from pepr.errors import PeprError
-from pepr.importer import FIELDS, FORMATS, ColumnMap, Table, detect_format, import_converted, parse_table, preview
+from pepr.importer import CODECARBON_NUMBERS, FIELDS, FORMATS, ColumnMap, Table, detect_format, import_converted, parse_table, preview
 
 MAX_UPLOAD_MB = 50
 NONE = "(none)"
 SHOWN = ["run_id", "experiment", "model", "performance"]
 SHOWN_ROWS = 5
 COMMON = ("model", "performance", "run_id", "energy", "co2", "train_time", "gpu_memory", "params", "dataset")
-FROM_EMISSIONS = ("energy", "co2", "train_time", "country")  # what CodeCarbon's file gives
+# The fields CodeCarbon's emissions file gives: not guessed from the results table beside it.
+FROM_EMISSIONS = {name for name, field in FIELDS.items()
+                  if field.column in {*CODECARBON_NUMBERS.values(), "country"}}
 
 
 def _guess(field: str, columns: list[str]) -> int:
@@ -70,6 +72,15 @@ def _choosers(names: list[str], columns: list[str], with_emissions: bool) -> lis
     return maps
 
 
+def _follow_emissions(file_id: str | None) -> None:
+    """Where CodeCarbon's file comes or goes, the choosers of what it gives start again from
+    their defaults: (none) with the file, so that its values are taken, else the column guessed."""
+    if st.session_state.get("ip_emissions_seen") != file_id:
+        st.session_state["ip_emissions_seen"] = file_id
+        for name in FROM_EMISSIONS:
+            st.session_state.pop(f"ip_col_{name}", None)
+
+
 def _mapping(table: Table, with_emissions: bool) -> list[ColumnMap]:
     """The common fields in view, the others in an expander."""
     columns = list(table.frame.columns)
@@ -102,6 +113,7 @@ def import_panel(target_db_path: str, on_imported: Callable[[], None] | None = N
 
     carbon = st.file_uploader("CodeCarbon's emissions.csv (optional)", type=["csv"], key="ip_emissions")
     emissions = _read(carbon, "ip_emissions_parsed", "csv") if carbon is not None else None
+    _follow_emissions(None if emissions is None else carbon.file_id)
     join = None
     if emissions is not None:
         left, right = st.columns(2)

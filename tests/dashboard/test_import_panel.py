@@ -138,10 +138,12 @@ def test_codecarbon_upload_joins(tmp_path):
     }).to_csv(index=False).encode()
     db = str(tmp_path / "cc.duckdb")
     at = AppTest.from_function(panel_script, args=(db,), default_timeout=60).run()
-    at.file_uploader(key="ip_table").set_value(("results.csv", b"run,arch,acc\nw1,a,0.9\nw2,b,0.8\n", "text/csv"))
+    table = b"run,arch,acc,energy_cpu,co2\nw1,a,0.9,5,1\nw2,b,0.8,7,1\n"  # costs CodeCarbon's file gives too
+    at.file_uploader(key="ip_table").set_value(("results.csv", table, "text/csv"))
     at.run()
     at.file_uploader(key="ip_emissions").set_value(("emissions.csv", emissions, "text/csv"))
     at.run()
+    assert at.selectbox(key="ip_col_energy_cpu").value == at.selectbox(key="ip_col_co2").value == "(none)"
     assert at.selectbox(key="ip_join_emissions").value == "project_name"  # CodeCarbon's experiment_id is one for all
     at.selectbox(key="ip_join_results").set_value("run")
     at.text_input(key="ip_exp_name").set_value("cc")
@@ -150,6 +152,7 @@ def test_codecarbon_upload_joins(tmp_path):
     at.button(key="ip_import").click().run()
     runs = RunStore(db).runs().set_index("model")
     assert runs.loc["b", "energy_kwh"] == 0.006 and runs.loc["b", "co2_kg"] == 0.002 and runs.loc["b", "country"] == "DNK"
+    assert runs.loc["b", "energy_cpu_kwh"] == 0.004  # CodeCarbon's, not the table's
 
 
 def report_script(db: str) -> None:
