@@ -5,7 +5,8 @@ benchmark of an architecture on a device (`pepr-agent bench`) prices every run o
 paper's or the user's own. `infer_latency` is the median seconds per image at batch 1;
 `infer_energy` the joules per image at the largest batch size benchmarked (the throughput
 batch). A choice of device is one device at one image size: a device benchmarked at several
-sizes is offered once per size, as `DEVICE @ SIZE px`. Every function here is pure.
+sizes is offered once per size, as `DEVICE @ SIZE px`. Every function here is pure but
+`attach_where_weighted`, which reads the store's benchmarks where they are needed.
 """
 
 from __future__ import annotations
