@@ -22,6 +22,7 @@ from pepr.score import (
     compare_groups,
     compare_paired,
     grid_spans,
+    holm,
     measured,
     normalize_weights,
     pareto_front,
@@ -492,7 +493,17 @@ def comparisons(
                          "on model means (over seeds and experiments).",
                 )
             )
-    return result
+    return _adjusted(result)
+
+
+def _adjusted(found: list[Comparison]) -> list[Comparison]:
+    """Each comparison's stats with `holm_p`: its sound test's p-value (paired Wilcoxon where
+    the same models are on both sides, else Mann-Whitney), Holm-adjusted over every such
+    p-value of the page, where many tests make a low p by chance likely."""
+    sound = [c.stats["wilcoxon_p" if c.paired else "mannwhitney_p"].tolist() for c in found]
+    adjusted = iter(holm([p for ps in sound for p in ps]))
+    return [dataclasses.replace(c, stats=c.stats.assign(holm_p=[next(adjusted) for _ in ps]))
+            for c, ps in zip(found, sound)]
 
 
 def _strata(rows: pd.DataFrame, column: str, keys: list[str], each: str | None):

@@ -25,11 +25,14 @@ def page(view: View | None, problem: str | None, source) -> None:
             "full and reduced training data, or models on both sides of the size threshold."
         )
         return
+    tests = sum(c.stats["holm_p"].notna().sum() for c in found)
     st.caption(
         "PePR is relative to each run's own experiment, under the sidebar's weights. "
         "p-values: the paper's unpaired Student t-test (scipy ttest_ind), Welch and Mann-Whitney; "
         "where the same models are on both sides, the paired Wilcoxon signed-rank and paired t-tests, "
-        "the sound ones for such samples."
+        f"the sound ones for such samples. With {tests} sound tests on this page, some p below 0.05 "
+        "come by chance alone: the Holm-adjusted p of each (Wilcoxon where paired, else Mann-Whitney) "
+        "below 0.05 keeps the chance of any false finding among them all under 5%."
     )
     energy = RESOURCES["energy"]
     for comparison in found:
@@ -75,4 +78,5 @@ def _readable(table: pd.DataFrame, paired: bool) -> pd.DataFrame:
         out[f"median paired difference ({a} - {b})"] = table["median_diff"].map(lambda v: "n/a" if v is None or pd.isna(v) else f"{v:.4g}")
         out["paired: Wilcoxon p"] = table["wilcoxon_p"].map(_p)
         out["paired: t p"] = table["paired_t_p"].map(_p)
+    out["Holm-adjusted p (" + ("Wilcoxon" if paired else "Mann-Whitney") + ")"] = table["holm_p"].map(_p)
     return pd.DataFrame(out)

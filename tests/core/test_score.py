@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from pepr.errors import PeprError
 from pepr.score import (
     compare_groups,
+    holm,
     normalize,
     normalize_weights,
     parse_weights,
@@ -309,6 +310,13 @@ def test_split_by_params_and_group_comparison():
     # Welch's t: difference 0.6, each variance 0.01, so t = 0.6 / sqrt(0.01/3 * 2) = 7.35, df = 4.
     assert result["welch_p"] == pytest.approx(0.00183, abs=1e-4)
     assert result["mannwhitney_p"] == pytest.approx(0.1)
+
+
+def test_holm_adjusts_step_down_and_keeps_missing_values():
+    # Sorted: 0.005 x 4 = 0.02; 0.01 x 3 = 0.03; 0.03 x 2 = 0.06; 0.04 x 1 = 0.04, raised to the 0.06 before it.
+    assert holm([0.01, 0.04, None, 0.03, 0.005]) == pytest.approx([0.03, 0.06, None, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == [1.0, 1.0]  # capped at 1
+    assert holm([]) == [] and holm([None]) == [None]
 
 
 def test_group_comparison_with_too_few_values_has_no_p_values():

@@ -538,7 +538,8 @@ def test_comparisons_label_the_papers_test_and_the_paired_one(app, crafted_db):
     at = goto(app(crafted_db, x="exp").run(), "comparisons")
     headers = [list(frame.value.columns) for frame in at.dataframe]
     stats = next(h for h in headers if "paper's test: unpaired t p" in h)
-    assert "paired: Wilcoxon p" in stats and "pairs (same model)" in stats
+    assert "paired: Wilcoxon p" in stats and "pairs (same model)" in stats and "Holm-adjusted p (Wilcoxon)" in stats
+    assert any("sound tests on this page" in c.value for c in at.caption)
     costs = at.dataframe[0].value.set_index("group")
     assert costs.loc["pretrained", "median energy per run"] == "5 kWh"
     assert costs.loc["from scratch", "total energy"] == "16 kWh"

@@ -490,6 +490,17 @@ def test_comparisons_test_each_dataset_on_model_means_and_name_the_unpaired():
     assert lidc["median_diff"] == pytest.approx(0.1) and pneumonia["median_diff"] == pytest.approx(-0.1)
     assert lidc["wilcoxon_p"] < 0.05 and pneumonia["wilcoxon_p"] < 0.1
     assert (pneumonia["n_a"], pneumonia["n_b"], pneumonia["pairs"]) == (6, 5, 5)
+    # Holm over the page's sound tests: each comparison's Wilcoxon p per measure, all at once.
+    every = view_of(runs, experiments=("lidc",)).comparisons
+    sound = [(c.title, m, p) for c in every for m, p in zip(c.stats["measure"], c.stats["wilcoxon_p" if c.paired else "mannwhitney_p"])]
+    known = sorted((p, t, m) for t, m, p in sound if p is not None and p == p)
+    expected, floor = {}, 0.0
+    for rank, (p, title, measure) in enumerate(known):
+        floor = max(floor, min(1.0, (len(known) - rank) * p))
+        expected[title, measure] = floor
+    shown = {(c.title, m): p for c in every for m, p in zip(c.stats["measure"], c.stats["holm_p"]) if p is not None and p == p}
+    assert len(known) >= 4 and shown == pytest.approx(expected)
+    assert lidc["holm_p"] > lidc["wilcoxon_p"]  # several tests: each p counts for less
     assert found["Full vs reduced training data: pneumonia, from scratch, reduced to 0.1"].one_side == ["m5"]
     assert found["Full vs reduced training data: lidc, from scratch, reduced to 0.1"].one_side == []
     half = frame([{**row, "experiment": row["experiment"] + "_half", "run_id": row["run_id"] + "-half",
