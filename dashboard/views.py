@@ -470,12 +470,13 @@ def comparisons(
                     frame=part,
                     stats=_stats(part, True, units),
                     costs=_costs(part, units),
-                    left_out=left,
+                    left_out=left,  # said once, under the first of its comparisons
                     paired=True,
                     note="Each run scored within its own experiment; tests on model means (over seeds).",
                     one_side=sorted(sides.index[sides < 2]),
                 )
             )
+            left = []
     sized = scope.dropna(subset=["params"])
     if len(sized) and threshold is not None:
         labels, cut = split_by_params(sized["params"], threshold)

@@ -480,6 +480,7 @@ def test_comparisons_test_each_dataset_on_model_means_and_name_the_unpaired():
                     rows.append({"experiment": experiment, "run_id": f"{experiment}-{model}-{seed}", "dataset": dataset,
                                  "model": model, "seed": seed, "pretrained": False, "train_fraction": fraction,
                                  "performance": 0.6 + gain + 0.01 * i + 0.001 * seed, "energy_kwh": 1.0 + i})
+    rows.append({**rows[0], "experiment": "other", "run_id": "o1", "dataset": "other"})  # full data only
     runs = frame(rows)
     runs["pretrained"] = runs["pretrained"].astype("boolean")
     found = {c.title: c for c in view_of(runs, experiments=("lidc",)).comparisons if c.title.startswith("Full")}
@@ -503,6 +504,7 @@ def test_comparisons_test_each_dataset_on_model_means_and_name_the_unpaired():
     assert lidc["holm_p"] > lidc["wilcoxon_p"]  # several tests: each p counts for less
     assert found["Full vs reduced training data: pneumonia, from scratch, reduced to 0.1"].one_side == ["m5"]
     assert found["Full vs reduced training data: lidc, from scratch, reduced to 0.1"].one_side == []
+    assert [c.left_out for c in found.values()] == [["other (no counterpart on the other side)"], []]  # said once
     half = frame([{**row, "experiment": row["experiment"] + "_half", "run_id": row["run_id"] + "-half",
                    "train_fraction": 0.5, "performance": row["performance"] - 0.2}
                   for row in rows if row["dataset"] == "lidc" and row["train_fraction"] == 0.1])
