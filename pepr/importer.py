@@ -53,7 +53,8 @@ class Field:
 
 
 def _in(units: Mapping[str, tuple[int, int]], default: str) -> dict[str, tuple[int, int]]:
-    """`units` with `default` first."""
+    """`units` with `default` first: the registry's unit, the store's (its factor is 1)."""
+    assert units[default] == (1, 1), f"{default} is not the store's unit"
     return {default: units[default], **units}
 
 
@@ -66,13 +67,13 @@ FIELDS: dict[str, Field] = {
     "model": Field("model", "text"),
     "experiment": Field("experiment", "text"),
     "performance": Field("performance", "number", PERFORMANCE_UNITS),
-    "energy": _cost("energy", "number", _in(ENERGY_UNITS, "kWh")),
-    **{f"energy_{part}": Field(f"energy_{part}_kwh", "number", _in(ENERGY_UNITS, "kWh"), cost=True)
+    "energy": _cost("energy", "number", _in(ENERGY_UNITS, RESOURCES["energy"].unit)),
+    **{f"energy_{part}": Field(f"energy_{part}_kwh", "number", _in(ENERGY_UNITS, RESOURCES["energy"].unit), cost=True)
        for part in ENERGY_PARTS},
-    "co2": _cost("co2", "number", _in(CO2_UNITS, "kg")),
+    "co2": _cost("co2", "number", _in(CO2_UNITS, RESOURCES["co2"].unit)),
     "train_time": _cost("train_time", "number", TIME_UNITS),
     "infer_time": _cost("infer_time", "number", TIME_UNITS),
-    "gpu_memory": _cost("gpu_memory", "number", _in(MEMORY_UNITS, "GB")),
+    "gpu_memory": _cost("gpu_memory", "number", _in(MEMORY_UNITS, RESOURCES["gpu_memory"].unit)),
     "params": _cost("params", "integer"),
     "train_size": _cost("train_size", "integer"),
     "run_id": Field("run_id", "text"),
