@@ -79,6 +79,22 @@ PROVENANCE = {
 }
 
 
+def measured_as(data: bytes, name: str) -> dict:
+    """How the runs of a file in the paper's layout were measured: as published, for the
+    authors' own file (its SHA-256); for any other, not recorded, and the provenance says so."""
+    digest = hashlib.sha256(data).hexdigest()
+    if digest == PAPER_RESULTS_SHA256:
+        return {"device": PROTOCOL["device"], **PROVENANCE,
+                "config": json.dumps({"origin": "Selvan et al. NLDL 2025, data/all_results.csv"})}
+    return {
+        "train_time_scope": "last-epoch",  # what the layout's train_time is
+        "provenance": (f"{name} (SHA-256 {digest[:12]}), in the layout of the paper's all_results.csv but "
+                       "not the authors' published file: how it was measured is not recorded; train_time "
+                       "is read as the layout's, the last epoch's time"),
+        "config": json.dumps({"origin": f"a file in the layout of the paper's all_results.csv: {name}"}),
+    }
+
+
 def import_paper(
     source: str | Path | bytes | None,
     db: str | Path,
@@ -160,9 +176,7 @@ def load_paper_results(data: bytes, name: str) -> tuple[pd.DataFrame, pd.DataFra
             "infer_time_s": numbers["inf_time"],
             "gpu_mem_reserved_gb": numbers["memR"],
             "gpu_mem_peak_gb": numbers["memM"],
-            "device": PROTOCOL["device"],
-            "config": json.dumps({"origin": "Selvan et al. NLDL 2025, data/all_results.csv"}),
-            **PROVENANCE,
+            **measured_as(data, name),
             "source": "paper-import",
             "status": "ok",
         }

@@ -3,6 +3,7 @@
 import hashlib
 
 import duckdb
+import pandas as pd
 import pytest
 
 from pepr.errors import PeprError
@@ -57,6 +58,8 @@ def test_import_converts_units_and_maps_experiments(paper_db):
     assert epochs["test_metric"].iloc[0] == pytest.approx(0.599798387096774)
     assert epochs["test_metric"].iloc[-1] == pytest.approx(dla["performance"])
     assert epochs["train_accuracy"].iloc[-1] == pytest.approx(0.718561275364601)
+    assert (dla["device"], dla["energy_tool"], dla["pue"]) == ("NVIDIA GeForce RTX 3090 (as published)", "carbontracker", 1.58)
+    assert dla["provenance"].startswith("Selvan et al., NLDL 2025: the authors' published all_results.csv")
 
 
 # PePR by hand from the CSV: P = test_09, R = (r - r_min) / (r_max - r_min) over the experiment's
@@ -127,6 +130,21 @@ def test_blank_lines_are_skipped_and_rows_keep_their_line(tmp_path):
     assert runs.loc["net_b", "train_size"] == runs.loc["net_a", "train_size"] and bool(runs.loc["net_b", "pretrained"])
     with pytest.raises(PeprError, match=r"blank\.csv, row 4, column energy: not a number: 'lots'"):
         import_paper(text.replace(",0.03,", ",lots,").encode(), tmp_path / "other.duckdb", name="blank.csv")
+
+
+def test_another_file_in_the_papers_layout_is_not_called_the_authors(tmp_path):
+    """Only the authors' file (its SHA-256) is said to be measured on their RTX 3090 with
+    Carbontracker; a file of one's own in their layout says how it was measured is unknown."""
+    db = tmp_path / "runs.duckdb"
+    data = (HEADER + GOOD_ROW).encode()
+    assert import_paper(data, db, name="mine.csv") == (1, 0, 0)
+    run = RunStore(db).runs().iloc[0]
+    digest = hashlib.sha256(data).hexdigest()[:12]
+    assert run["provenance"].startswith(f"mine.csv (SHA-256 {digest}), in the layout of the paper's all_results.csv "
+                                        "but not the authors' published file: how it was measured is not recorded")
+    assert "Selvan" not in run["provenance"] and "3090" not in str(run["device"])
+    assert pd.isna(run["device"]) and pd.isna(run["energy_tool"]) and pd.isna(run["pue"]) and pd.isna(run["country"])
+    assert run["train_time_scope"] == "last-epoch"
 
 
 @pytest.mark.parametrize(
