@@ -19,6 +19,7 @@ from dashboard.controls import CAPPED, WEIGHTED, Controls, default_experiments
 from pepr.inference import busy_bench_text
 from pepr.resources import COLUMNS, ENERGY_PARTS, RESOURCES, format_value, typical_unit
 from pepr.score import (
+    by_model,
     compare_groups,
     compare_paired,
     grid_spans,
@@ -321,26 +322,6 @@ def with_best_validation(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFra
     best = rows.loc[rows.groupby("run_id")["val_metric"].idxmax(), ["run_id", "test_metric"]]
     performance = runs["run_id"].map(best.set_index("run_id")["test_metric"])
     return runs.assign(performance=performance.astype(float))
-
-
-def by_model(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per model: means over its scored runs (across the chosen experiments), ranked by
-    mean PePR (`rank`) and by mean performance (`perf_rank`)."""
-    if table.empty:
-        return pd.DataFrame(columns=["model", "rank", "perf_rank", "rank_change", "pepr", "performance", "resource", "params", "runs", "experiments"])
-    numeric = ["performance", "pepr", "resource", *(c for c in table if c.startswith(("R_", "loss_")))]
-    numeric += [r.column for r in RESOURCES.values() if r.column in table and r.column != "params"]
-    first = [c for c in ("params", "model_type", "efficient") if c in table]
-    models = table.groupby("model", sort=True).agg(
-        runs=("model", "size"),
-        experiments=("experiment", "nunique"),
-        **{c: (c, "mean") for c in dict.fromkeys(numeric)},
-        **{c: (c, "first") for c in first},
-    )
-    models["rank"] = models["pepr"].rank(method="min", ascending=False).astype(int)
-    models["perf_rank"] = models["performance"].rank(method="min", ascending=False).astype(int)
-    models["rank_change"] = models["perf_rank"] - models["rank"]
-    return models.reset_index().sort_values(["rank", "perf_rank", "model"], ignore_index=True)
 
 
 def headline(models: pd.DataFrame) -> dict | None:

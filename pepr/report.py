@@ -22,7 +22,7 @@ from pepr import __version__
 from pepr.errors import PeprError
 from pepr.inference import attach_where_weighted
 from pepr.resources import ENERGY_METHODS, ENERGY_PARTS, RESOURCES, format_value, three_digits, typical_unit
-from pepr.score import check_measured, grid_span_text, grid_spans, nothing_to_score, normalize_weights, pareto_front, score, strongest
+from pepr.score import by_model, check_measured, grid_span_text, grid_spans, nothing_to_score, normalize_weights, pareto_front, score, strongest
 from pepr.store import RunStore, is_estimate
 from pepr.text import latex_text, markdown_code, markdown_text
 
@@ -94,13 +94,13 @@ def build_report(
         raise PeprError(f"--experiment: {source or 'the runs'} has no experiment {experiment!r} (known: {known})")
     check_measured(runs, weights, f"experiment {experiment}")
     result = score(runs, weights, normalization, alpha)
-    table = result.table.sort_values(["rank", "model"]).reset_index(drop=True)
-    if table.empty:
+    if result.table.empty:
         raise nothing_to_score(f"{source or 'the runs'}, experiment {experiment!r}", result.excluded)
+    table = by_model(result.table)  # a model's runs (seeds) ranked by their means, as the dashboard does
     weights = result.weights
     sections = [
         f"# PePR report: {markdown_text(experiment)}",
-        _compared(runs, table, result.excluded, experiment, weights, normalization, alpha, source),
+        _compared(runs, result.table, result.excluded, experiment, weights, normalization, alpha, source),
         _costs(runs),
         _measurement(runs),
         _top(table, weights),
@@ -138,6 +138,8 @@ def _compared(runs, table, excluded, experiment, weights, normalization, alpha, 
         + f": {table['model'].nunique()} "
         f"model(s) in {len(table)} scored run(s); dataset: {datasets}; performance metric: {metrics} "
         f"(from {table['performance'].min():.4f} to {table['performance'].max():.4f}).",
+        *(["- A model with several scored runs (seeds) is ranked by their means: its performance, costs "
+           "and PePR below are means over its runs."] if table["model"].duplicated().any() else []),
         f"- Score: {_variant(weights)}, PePR = alpha P / (alpha + sum_i w_i R_i) with alpha = {alpha:g}; "
         f"normalisation: {NORMALIZATION_TEXT[normalization]}.",
     ]
@@ -241,7 +243,7 @@ def _savings(table: pd.DataFrame) -> str:
     best = table.iloc[0]
     top = strongest(table)
     lines = ["## What choosing by PePR saves", ""]
-    if best["run_id"] == top["run_id"]:
+    if best["model"] == top["model"]:
         lines.append(f"The best PePR model, {markdown_text(best['model'])}, is also the best performer: nothing to trade.")
         return "\n".join(lines)
     gap = top["performance"] - best["performance"]
@@ -282,7 +284,7 @@ def latex_table(table: pd.DataFrame, experiment: str, weights, normalization: st
     ]
     label = slug(experiment)
     caption = (
-        f"{latex_text(_variant(weights))} of {len(table)} runs in experiment \\texttt{{{latex_text(experiment)}}} "
+        f"{latex_text(_variant(weights))} of {len(table)} models in experiment \\texttt{{{latex_text(experiment)}}} "
         f"($\\alpha = {alpha:g}$, {'min-max' if normalization == 'minmax' else 'share-of-max'} normalisation)."
     )
     return "\n".join([

@@ -294,6 +294,26 @@ def score(
     return Scored(table=table, excluded=excluded, weights=weights)
 
 
+def by_model(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per model: means over its scored runs (across the chosen experiments), ranked by
+    mean PePR (`rank`) and by mean performance (`perf_rank`)."""
+    if table.empty:
+        return pd.DataFrame(columns=["model", "rank", "perf_rank", "rank_change", "pepr", "performance", "resource", "params", "runs", "experiments"])
+    numeric = ["performance", "pepr", "resource", *(c for c in table if c.startswith(("R_", "loss_")))]
+    numeric += [r.column for r in RESOURCES.values() if r.column in table and r.column != "params"]
+    first = [c for c in ("params", "model_type", "efficient") if c in table]
+    models = table.groupby("model", sort=True).agg(
+        runs=("model", "size"),
+        experiments=("experiment", "nunique"),
+        **{c: (c, "mean") for c in dict.fromkeys(numeric)},
+        **{c: (c, "first") for c in first},
+    )
+    models["rank"] = models["pepr"].rank(method="min", ascending=False).astype(int)
+    models["perf_rank"] = models["performance"].rank(method="min", ascending=False).astype(int)
+    models["rank_change"] = models["perf_rank"] - models["rank"]
+    return models.reset_index().sort_values(["rank", "perf_rank", "model"], ignore_index=True)
+
+
 def strongest(scored: pd.DataFrame) -> pd.Series:
     """The scored run (or model) with the best performance: ties go to the better PePR, then
     to the first model name."""

@@ -138,6 +138,25 @@ def test_names_from_data_stay_text(report):
     assert latex_text("<b>|`") == r"\textless{}b\textgreater{}\textbar{}\textasciigrave{}"
 
 
+def test_a_model_with_several_seeds_is_one_row_of_means_as_in_the_dashboard(tmp_path):
+    RunStore(tmp_path / "seeds.duckdb").import_runs(pd.DataFrame([
+        dict(run_id="a0", model="a", seed=0, performance=0.8, energy_kwh=1.0),
+        dict(run_id="a1", model="a", seed=1, performance=0.9, energy_kwh=3.0),
+        dict(run_id="b0", model="b", seed=0, performance=0.7, energy_kwh=2.0),
+    ]).assign(experiment="exp", status="ok", dataset="d", metric="test_accuracy", source="agent",
+              job_key=lambda f: f["run_id"]))
+    seeds = RunStore(tmp_path / "seeds.duckdb").runs()
+    report = build_report(seeds, "exp", {"energy": 1})
+    # Min-max over the runs' energy (1, 3, 2): R = 0, 1, 0.5; PePR = 0.8, 0.45, 0.7 / 1.5.
+    assert latex_rows(report.latex) == [["1", "a", "0.8500", "2", f"{(0.8 + 0.45) / 2:.4f}"],
+                                        ["2", "b", "0.7000", "2", f"{0.7 / 1.5:.4f}"]]
+    assert "of 2 models in experiment" in report.latex
+    assert "2 model(s) in 3 scored run(s)" in report.markdown
+    assert "is ranked by their means" in report.markdown
+    assert "also the best performer" in report.markdown  # a: best mean PePR and best mean performance
+    assert "is ranked by their means" not in build_report(seeds[seeds["seed"] == 0], "exp", {"energy": 1}).markdown
+
+
 def test_a_co2_report_across_grids_says_so(db):
     runs = RunStore(db).runs()
     assert "CO2 across grids" not in build_report(runs, "exp", {"co2": 1}).markdown  # all at 200 g/kWh

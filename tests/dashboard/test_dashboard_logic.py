@@ -319,7 +319,7 @@ def test_view_ranks_headline_and_threshold():
 
 def test_models_alike_in_mean_pepr_share_their_rank():
     """Ranks by model as the CLI ranks runs: ties share the smaller rank (not 1 and 2 by name)."""
-    from dashboard.views import by_model
+    from pepr.score import by_model
 
     table = pd.DataFrame({"model": ["b", "a", "c"], "experiment": "x", "performance": [0.8, 0.8, 0.9],
                           "pepr": [0.5, 0.5, 0.4], "resource": [0.6, 0.6, 1.25]})
