@@ -31,6 +31,7 @@ from agent.plan import Job, dataset_label
 from agent.slurm import left_queue
 from agent.train import describe, run_job
 from pepr.errors import StoreBusyError, StoreError, described_whole
+from pepr.resources import ENERGY_PARTS, is_estimate
 from pepr.schema import now
 from pepr.store import RunStore, stale_cutoff
 
@@ -373,5 +374,7 @@ SUMMARY_FIELDS = (
 
 
 def summary(row: dict) -> dict:
-    """The JSON line printed for a finished job."""
-    return {field: row.get(field) for field in SUMMARY_FIELDS}
+    """The JSON line printed for a finished job; `energy_estimated` names the energy parts
+    that were modelled, not measured (CodeCarbon's estimates)."""
+    estimated = [part for part in ENERGY_PARTS if is_estimate(row.get(f"energy_{part}_method"))]
+    return {**{field: row.get(field) for field in SUMMARY_FIELDS}, "energy_estimated": estimated}

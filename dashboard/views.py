@@ -17,7 +17,7 @@ import pandas as pd
 from dashboard.carbon import intensity, with_intensity
 from dashboard.controls import CAPPED, WEIGHTED, Controls, default_experiments
 from pepr.inference import busy_bench_text
-from pepr.resources import COLUMNS, ENERGY_PARTS, RESOURCES, format_value, typical_unit
+from pepr.resources import COLUMNS, ENERGY_PARTS, RESOURCES, format_value, is_estimate, typical_unit
 from pepr.score import (
     by_model,
     compare_groups,
@@ -34,7 +34,6 @@ from pepr.score import (
     unmeasured,
 )
 from pepr.sensitivity import kendall_tau, rank_stability, sample_weights
-from pepr.store import is_estimate
 
 SAVINGS = ("energy", "co2", "gpu_memory")
 COSTS = ("energy", "co2", "train_time")  # shown per group on the Comparisons page

@@ -18,7 +18,7 @@ from pepr.inference import NOISY_RATIO, attach_where_weighted, busy_bench_text
 from pepr.inference import summary as bench_summary
 from pepr.paper import PAPER_RESULTS_URL, import_paper
 from pepr.resources import RESOURCES
-from pepr.score import NORMALIZATIONS, check_alpha, check_measured, grid_span_text, grid_spans, nothing_to_score, parse_weights, score
+from pepr.score import NORMALIZATIONS, check_alpha, check_measured, estimated_energy_text, grid_span_text, grid_spans, nothing_to_score, parse_weights, score
 from pepr.store import STALE_AFTER_S, RunStore, merge
 from pepr.text import spreadsheet_csv
 
@@ -223,6 +223,9 @@ def _score(args) -> int:
     else:
         shown = table.assign(**{c: table[c].map(_cell) for c in ("experiment", "model", "run_id")})
         print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    estimated = estimated_energy_text(result.table, result.weights)
+    if estimated:
+        print(one_line(f"note: {estimated}"), file=sys.stderr)
     if "co2" in result.weights:
         for experiment, span in grid_spans(runs).items():
             print(one_line(f"note: the runs of {experiment} {grid_span_text(*span)}"), file=sys.stderr)

@@ -21,9 +21,9 @@ import pandas as pd
 from pepr import __version__
 from pepr.errors import PeprError
 from pepr.inference import attach_where_weighted
-from pepr.resources import ENERGY_METHODS, ENERGY_PARTS, RESOURCES, format_value, three_digits, typical_unit
-from pepr.score import by_model, check_measured, grid_span_text, grid_spans, nothing_to_score, normalize_weights, pareto_front, score, strongest
-from pepr.store import RunStore, is_estimate
+from pepr.resources import ENERGY_METHODS, ENERGY_PARTS, RESOURCES, format_value, is_estimate, three_digits, typical_unit
+from pepr.score import by_model, check_measured, estimated_energy_text, grid_span_text, grid_spans, nothing_to_score, normalize_weights, pareto_front, score, strongest
+from pepr.store import RunStore
 from pepr.text import latex_text, markdown_code, markdown_text
 
 FIGURE_FORMATS = ("svg", "png", "pdf")
@@ -109,7 +109,9 @@ def build_report(
         + "".join(f"- `{name}.svg`, `.png`, `.pdf`: {chart_title}\n" for name, chart_title in _FIGURE_TITLES.items())
         + "\n![Performance against resource](performance_vs_resource.svg)\n",
     ]
-    return Report("\n\n".join(sections), latex_table(table, experiment, weights, normalization, alpha), table, weights)
+    estimated = estimated_energy_text(result.table, weights) is not None
+    return Report("\n\n".join(sections), latex_table(table, experiment, weights, normalization, alpha, estimated),
+                  table, weights)
 
 
 _FIGURE_TITLES = {
@@ -273,8 +275,10 @@ def slug(experiment: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", experiment).strip("-") or "experiment"
 
 
-def latex_table(table: pd.DataFrame, experiment: str, weights, normalization: str, alpha: float) -> str:
-    """The ranking as a booktabs table, names escaped."""
+def latex_table(table: pd.DataFrame, experiment: str, weights, normalization: str, alpha: float,
+                estimated: bool = False) -> str:
+    """The ranking as a booktabs table, names escaped; `estimated`: the caption says that the
+    energy is in part modelled, not measured."""
     resources = _resource_columns(table, weights)
     header = ["Rank", "Model", "Performance", *(latex_text(RESOURCES[n].heading(u)) for n, u, _ in resources), "PePR"]
     body = [
@@ -286,6 +290,7 @@ def latex_table(table: pd.DataFrame, experiment: str, weights, normalization: st
     caption = (
         f"{latex_text(_variant(weights))} of {len(table)} models in experiment \\texttt{{{latex_text(experiment)}}} "
         f"($\\alpha = {alpha:g}$, {'min-max' if normalization == 'minmax' else 'share-of-max'} normalisation)."
+        + (" Energy in part estimated (modelled, not measured): comparable between these runs, not absolute." if estimated else "")
     )
     return "\n".join([
         f"% pepr {__version__} report: needs \\usepackage{{booktabs}}",

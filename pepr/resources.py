@@ -51,6 +51,11 @@ ENERGY_METHODS = {
     "not-sampled": "not measured: the run ended before the meter's first reading",
 }
 
+
+def is_estimate(method: str | None) -> bool:
+    """Whether an energy-part method names an estimate rather than a measurement."""
+    return bool(method) and str(method).endswith("-estimate")
+
 RESOURCE_LIST: tuple[Resource, ...] = (
     Resource("energy", "energy_kwh", "Training energy", "kWh",
              (("mWh", 1e-6), ("Wh", 1e-3), ("kWh", 1.0), ("MWh", 1e3)), noun="energy"),

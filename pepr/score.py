@@ -15,7 +15,7 @@ import pandas as pd
 from scipy import stats
 
 from pepr.errors import PeprError
-from pepr.resources import ENERGY_PARTS, RESOURCES, grams_per_kwh
+from pepr.resources import ENERGY_PARTS, RESOURCES, grams_per_kwh, is_estimate
 
 NORMALIZATIONS = ("minmax", "max")
 
@@ -117,6 +117,22 @@ def grid_span_text(low: float, high: float) -> str:
     """What a span of `grid_spans` means for a CO2 ranking, after "the runs (of X)"."""
     return (f"emitted {low:.0f} to {high:.0f} g CO2eq per kWh (other grids or hours): their CO2 ranks where "
             "they ran as well as what they used")
+
+
+def estimated_energy_text(runs: pd.DataFrame, weights: Mapping[str, float]) -> str | None:
+    """Where energy or CO2 is weighted and energy parts of `runs` were modelled, not measured:
+    how many runs and which parts, in words; else None."""
+    if not {"energy", "co2"} & set(weights):
+        return None
+    methods = {part: runs[f"energy_{part}_method"] for part in ENERGY_PARTS if f"energy_{part}_method" in runs}
+    flags = {part: column.map(is_estimate).astype(bool) for part, column in methods.items()}
+    estimated = np.logical_or.reduce([flag.to_numpy() for flag in flags.values()]) if flags else np.zeros(len(runs), bool)
+    if not estimated.any():
+        return None
+    kinds = ", ".join(f"{part}: {method}" for part, column in methods.items()
+                      for method in sorted(column[flags[part]].unique()))
+    return (f"the energy of {int(estimated.sum())} of {len(runs)} run(s) is in part an estimate ({kinds}), modelled "
+            "rather than measured: good for comparing runs measured alike, not as an absolute figure")
 
 
 def check_alpha(alpha: float) -> float:

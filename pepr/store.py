@@ -8,7 +8,7 @@ file open between calls: the agent can write while the dashboard reads.
 
 Energy provenance: each energy part (CPU, GPU, RAM) records how it was obtained, for example
 `gpu-energy-counter`, `rapl`, `imported`, `none` (no such part) or an estimate; the name of
-an estimated method always ends in `-estimate` (see `is_estimate`).
+an estimated method always ends in `-estimate` (see `pepr.resources.is_estimate`).
 """
 
 from __future__ import annotations
@@ -206,11 +206,6 @@ def job_key(config: Mapping) -> str:
     """A deterministic key for a job's configuration: same settings, same key."""
     canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-def is_estimate(method: str | None) -> bool:
-    """Whether an energy-part method names an estimate rather than a measurement."""
-    return bool(method) and str(method).endswith("-estimate")
 
 
 def _exec(con: duckdb.DuckDBPyConnection, sql: str, params=None) -> list[tuple]:

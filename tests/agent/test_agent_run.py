@@ -13,7 +13,8 @@ import pytest
 import timm
 
 from pepr.cli import main as pepr_main
-from pepr.store import RunStore, is_estimate
+from pepr.resources import is_estimate
+from pepr.store import RunStore
 
 COMMON = ("--epochs", 2, "--batch-size", 8, "--image-size", 16, "--quiet")
 KNOWN_METHODS = {
@@ -67,6 +68,8 @@ def test_real_run_records_one_measured_run(cli, tiny_npz, tmp_path):
     record = json.loads(line)
     assert record["status"] == "ok" and record["run_id"] == run.run_id
     assert record["performance"] == run.performance and record["energy_kwh"] == run.energy_kwh
+    expected = [part for part in ("cpu", "gpu", "ram") if is_estimate(run[f"energy_{part}_method"])]
+    assert record["energy_estimated"] == expected and "ram" in expected  # said where the number is
 
 
 def test_digits_end_to_end_through_the_cli_then_resume(tmp_path, run_agent):

@@ -8,7 +8,8 @@ import os
 import pytest
 import timm
 
-from pepr.store import RunStore, is_estimate
+from pepr.resources import is_estimate
+from pepr.store import RunStore
 
 FAST = ("--image-size", 16, "--batch-sizes", "1,4", "--seconds", 0.2, "--threads", 1, "--quiet")
 

@@ -82,6 +82,24 @@ def test_score_csv_keeps_names_from_starting_spreadsheet_formulas(tmp_path):
     assert {row["model"] for row in exact} == set(names)  # json gives names as stored
 
 
+def test_score_notes_energy_that_was_estimated(tmp_path):
+    path = tmp_path / "runs.duckdb"
+    RunStore(path).import_runs(pd.DataFrame([
+        dict(run_id="r1", model="m1", performance=0.8, energy_kwh=1.0, co2_kg=0.1,
+             energy_cpu_method="cpu-load-estimate", energy_gpu_method="none", energy_ram_method="ram-estimate"),
+        dict(run_id="r2", model="m2", performance=0.9, energy_kwh=2.0, co2_kg=0.2,
+             energy_cpu_method="rapl", energy_gpu_method="gpu-energy-counter", energy_ram_method="ram-estimate"),
+        dict(run_id="r3", model="m3", performance=0.7, energy_kwh=3.0, co2_kg=0.3,
+             energy_cpu_method="rapl", energy_gpu_method="gpu-energy-counter", energy_ram_method="none"),
+    ]).assign(job_key=lambda f: f["run_id"], experiment="e", source="agent", status="ok", train_time_s=10.0))
+    note = ("note: the energy of 2 of 3 run(s) is in part an estimate (cpu: cpu-load-estimate, ram: ram-estimate), "
+            "modelled rather than measured")
+    for weights in ("energy=1", "co2=1"):
+        result = pepr("score", "--db", path, "--weights", weights)
+        assert result.returncode == 0 and note in result.stderr
+    assert "estimate" not in pepr("score", "--db", path, "--weights", "train_time=1").stderr  # energy not scored
+
+
 def test_score_json_with_weights_alpha_and_normalization(db):
     result = pepr(
         "score", "--db", db, "--experiment", "a", "--weights", "energy=1,co2=1",

@@ -85,6 +85,8 @@ def test_latex_table_structure_and_escaping(report):
     assert len(rows) == 4 and all(len(row) == len(header) == len(columns) for row in rows)
     assert r"odd\_net\&co" in text and "odd_net&co" not in text
     assert header == ["Rank", "Model", "Performance", "Training energy (Wh)", "PePR"]
+    # The fixture's runs have tdp- and ram-estimates: a paper's table says so in its caption.
+    assert "Energy in part estimated (modelled, not measured)" in text
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no TeX installed: the table's structure is checked instead")
@@ -150,7 +152,7 @@ def test_a_model_with_several_seeds_is_one_row_of_means_as_in_the_dashboard(tmp_
     # Min-max over the runs' energy (1, 3, 2): R = 0, 1, 0.5; PePR = 0.8, 0.45, 0.7 / 1.5.
     assert latex_rows(report.latex) == [["1", "a", "0.8500", "2", f"{(0.8 + 0.45) / 2:.4f}"],
                                         ["2", "b", "0.7000", "2", f"{0.7 / 1.5:.4f}"]]
-    assert "of 2 models in experiment" in report.latex
+    assert "of 2 models in experiment" in report.latex and "estimated" not in report.latex  # no method recorded
     assert "2 model(s) in 3 scored run(s)" in report.markdown
     assert "is ranked by their means" in report.markdown
     assert "also the best performer" in report.markdown  # a: best mean PePR and best mean performance

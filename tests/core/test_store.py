@@ -11,7 +11,8 @@ import pytest
 
 from pepr.errors import PeprError, StoreError
 from pepr.schema import now
-from pepr.store import MIGRATIONS, SCHEMA_VERSION, Merged, RunStore, is_estimate, job_key, merge
+from pepr.resources import is_estimate
+from pepr.store import MIGRATIONS, SCHEMA_VERSION, Merged, RunStore, job_key, merge
 
 
 def run(run_id, **fields):
