@@ -88,10 +88,12 @@ def canonical_dataset(spec: str) -> str:
 
 
 def dataset_label(dataset: str) -> str:
-    """A short name for a dataset spec: `digits`, `dermamnist`, or a file or folder stem."""
+    """A short name for a dataset spec: `digits`, `dermamnist`, or a file or folder stem (the
+    working folder's for `.`)."""
     path = Path(dataset)
     if dataset.endswith(".npz") or "/" in dataset or path.is_dir():
-        return path.stem
+        stem = path.stem
+        return stem if stem.strip(".") else Path(os.path.abspath(dataset)).stem or "dataset"
     return dataset.lower()
 
 

@@ -38,7 +38,9 @@ class Parser(argparse.ArgumentParser):
 
 
 def label(text: str) -> str:
-    """An argparse type: a name given on the command line, with no control character."""
+    """An argparse type: a name given on the command line, not blank, with no control character."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"a label: empty ({text!r})")
     try:
         return check_name(text, "a label")
     except PeprError as error:

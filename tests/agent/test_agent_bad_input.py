@@ -155,6 +155,8 @@ FLAGS = [
     (["--regimes", "finetuned"], "argument --regimes: expected scratch and/or pretrained"),
     (["--experiment", "a\x00b"], "argument --experiment: a label: control character U+0000 in 'a\\x00b'"),
     (["--experiment", "x\ny"], "argument --experiment: a label: control character U+000A"),
+    (["--experiment", ""], "argument --experiment: a label: empty ('')"),
+    (["--experiment", "  "], "argument --experiment: a label: empty ('  ')"),
     (["--amp", "fp32"], "argument --amp: invalid choice: 'fp32'"),
     (["--device", "tpu"], "--device: expected auto, cpu, cuda or cuda:N, got 'tpu'"),
     (["--shard", "2/2"], "--shard: expected I/N with 0 <= I < N"),

@@ -120,6 +120,14 @@ def test_a_draw_where_models_do_not_build_says_why(monkeypatch):
         plan.sample_models(1e6, 2e6, 3, seed=0, pretrained=False, counter=broken, quiet=True)
 
 
+def test_a_dataset_given_as_the_working_folder_is_labelled_by_its_name(tmp_path, monkeypatch):
+    (tmp_path / "xray.2019" / "inner").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "xray.2019" / "inner")
+    assert plan.dataset_label(plan.canonical_dataset(".")) == "inner"  # was "", an experiment with no name
+    assert plan.dataset_label(plan.canonical_dataset("..")) == "xray"  # a folder's stem, as before
+    assert plan.dataset_label(plan.canonical_dataset("../inner")) == "inner"
+
+
 def test_digits_split_is_fixed_and_resized():
     data = load("digits", "unused", 12)
     assert {s: len(y) for s, y in data.labels.items()} == {"train": 1077, "val": 360, "test": 360}
