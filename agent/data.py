@@ -6,10 +6,14 @@ Every loader returns a `Data`: per split (`train`, `val`, `test`) uint8 images s
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import hashlib
 import math
+import os
+import sys
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -212,10 +216,13 @@ def _npz(path: Path) -> dict:
 
 
 def _folder(root: Path, image_size: int) -> dict:
-    """root/split/class/image; the classes are the train split's folder names.
+    """root/split/class/image; the classes are the train split's folder names (told apart as
+    Unicode-normalised text: a folder copied from a Mac may spell `ñ` in two code points).
 
     Images are resized on reading; a dataset whose images are all grey gets one channel, and
-    16-bit or float greyscale images are scaled to 8 bits together (see `_to_8_bits`).
+    16-bit or float greyscale images are scaled to 8 bits together (see `_to_8_bits`). Files
+    that are not read (other types, broken links, files outside a class folder) are counted
+    in a note on stderr.
     """
     from PIL import Image
 
@@ -227,21 +234,25 @@ def _folder(root: Path, image_size: int) -> dict:
         if not found:
             raise PeprError(f"{root}: missing the {split} split folder ({'/'.join(names)})")
         split_dirs[split] = found[0]
-    classes = _class_folders(split_dirs["train"])
+    classes = sorted(_class_folders(split_dirs["train"]))
     if len(classes) < 2:
         raise PeprError(f"{split_dirs['train']}: needs one folder per class, at least two")
-    arrays, deep = {}, set()
+    arrays, first_of_kind, skipped = {}, {}, collections.Counter()
     for split, folder in split_dirs.items():
-        unknown = sorted(set(_class_folders(folder)) - set(classes))
+        present = _class_folders(folder)
+        unknown = sorted(set(present) - set(classes))
         if unknown:
-            raise PeprError(f"{folder / unknown[0]}: class {unknown[0]!r} has no folder in "
+            raise PeprError(f"{folder / present[unknown[0]]}: class {unknown[0]!r} has no folder in "
                             f"{split_dirs['train']}, so it cannot be learnt")
+        skipped["outside a class folder"] += sum(1 for p in folder.iterdir() if not p.is_dir() and not p.name.startswith("."))
         items = []
         for label, name in enumerate(classes):
-            place = folder / name
-            files = _images_in(place) if place.is_dir() else []
+            place = folder / present.get(name, name)
+            files, left = _images_in(place) if place.is_dir() else ([], collections.Counter())
+            skipped += left
             if split == "train" and not files:
-                raise PeprError(f"{place}: no images; every class needs train images")
+                others = f" ({_counted(left)} not read; images are {', '.join(sorted(IMAGE_SUFFIXES))})" if left else ""
+                raise PeprError(f"{place}: no images{others}; every class needs train images")
             items += [(file, label) for file in files]
         if not items:
             raise PeprError(f"{folder}: no images in the class folders")
@@ -249,40 +260,73 @@ def _folder(root: Path, image_size: int) -> dict:
         for file, _ in items:
             try:
                 with Image.open(file) as image:
-                    deep.add(image.mode in DEEP_MODES)
-                    if image.mode in DEEP_MODES:  # kept exact (as floats) until scaled below
+                    kind = PIXEL_KINDS.get(image.mode, "8-bit")
+                    if kind != "8-bit":  # kept exact (as floats) until scaled below
                         pixels = image.convert("F").resize((image_size, image_size), Image.BILINEAR)
                     else:
                         pixels = image.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
-            except OSError as error:
+            except Image.DecompressionBombError as error:
+                raise PeprError(f"{file}: too large to read as an image ({error})") from None
+            except (OSError, ValueError) as error:
                 raise PeprError(f"{file}: not a readable image ({error})") from None
+            first_of_kind.setdefault(kind, file)
+            if len(first_of_kind) > 1:
+                other, example = next((k, f) for k, f in first_of_kind.items() if k != kind)
+                raise PeprError(f"{file}: {kind} pixels, where {example} and others have {other} ones: "
+                                f"{root} mixes kinds of image; convert them to one kind")
             images.append(np.asarray(pixels))
-            if len(deep) > 1:
-                raise PeprError(f"{file}: {root} mixes 8-bit images with 16-bit or float ones; "
-                                "convert them to one kind")
         arrays[f"{split}_images"] = np.stack(images)
         arrays[f"{split}_labels"] = np.array([label for _, label in items], dtype=np.int64)
-    if deep == {True}:
+    if +skipped:
+        print(f"note: {root}: {_counted(skipped)} not read as images", file=sys.stderr)
+    if "8-bit" not in first_of_kind:
         return _to_8_bits(arrays)
     if all((x[..., :1] == x).all() for k, x in arrays.items() if k.endswith("_images")):
         arrays.update({k: x[..., 0] for k, x in arrays.items() if k.endswith("_images")})
     return arrays
 
 
-# PIL modes of one-channel images deeper than 8 bits: 16-bit (X-ray, CT exports), 32-bit, float.
-DEEP_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
+# PIL modes of one-channel images deeper than 8 bits (X-ray, CT exports), by the kind of their
+# values: one linear map to 8 bits serves one kind, not integers and floats in [0, 1] together.
+PIXEL_KINDS = {"I;16": "16- or 32-bit", "I;16L": "16- or 32-bit", "I;16B": "16- or 32-bit",
+               "I;16N": "16- or 32-bit", "I": "16- or 32-bit", "F": "float"}
 
 
-def _images_in(folder: Path) -> list[Path]:
-    """The image files in a class folder and its subfolders, hidden ones left out (`._x.png`,
-    which macOS leaves beside each file it copies, and `.ipynb_checkpoints`)."""
-    return sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
-                  and not any(part.startswith(".") for part in f.relative_to(folder).parts))
+def _images_in(folder: Path) -> tuple[list[Path], collections.Counter]:
+    """The image files in a class folder and its subfolders (symbolic links followed), hidden
+    ones left out (`._x.png`, which macOS leaves beside each file it copies, and
+    `.ipynb_checkpoints`); and what else is there, counted by type (`.dcm`, `broken link`)."""
+    images, left, seen = [], collections.Counter(), set()
+    for place, subfolders, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(place)
+        if real in seen:  # a link back up the tree
+            subfolders.clear()
+            continue
+        seen.add(real)
+        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+        for name in files:
+            file = Path(place) / name
+            if name.startswith("."):
+                continue
+            if not file.exists():
+                left["broken link"] += 1
+            elif file.suffix.lower() in IMAGE_SUFFIXES:
+                images.append(file)
+            else:
+                left[file.suffix.lower() or "no extension"] += 1
+    return sorted(images), left
 
 
-def _class_folders(folder: Path) -> list[str]:
-    """The class folder names of a split folder, hidden ones (`.ipynb_checkpoints`) left out."""
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _counted(left: collections.Counter) -> str:
+    """`12 file(s): 10 .dcm, 2 broken link`."""
+    return f"{sum(left.values())} file(s): " + ", ".join(f"{n} {what}" for what, n in sorted(left.items()) if n)
+
+
+def _class_folders(folder: Path) -> dict[str, str]:
+    """The class folders of a split folder, by their name in Unicode's composed form (NFC) ->
+    their name on disk; hidden ones (`.ipynb_checkpoints`) left out."""
+    return {unicodedata.normalize("NFC", p.name): p.name
+            for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
 
 
 def _to_8_bits(arrays: dict) -> dict:

@@ -6,6 +6,7 @@ import dataclasses
 import socket
 import subprocess
 import sys
+import unicodedata
 
 import numpy as np
 import pandas as pd
@@ -201,8 +202,69 @@ def test_16_bit_images_keep_their_brightness(tmp_path):
     # (v - 1000) * 255 / 2500, from the train split's range; the others clipped to it
     assert scaled == {"train": [0, 255], "val": [51, 128], "test": [0, 255]}
     Image.new("L", (6, 6), 9).save(tmp_path / "xray" / "test" / "c0" / "8bit.png")
-    with pytest.raises(PeprError, match="mixes 8-bit images with 16-bit or float ones"):
+    with pytest.raises(PeprError) as refused:
         load(str(tmp_path / "xray"), "elsewhere", 6)  # another key: not the cached load
+    assert str(refused.value) == (f"{tmp_path}/xray/test/c0/8bit.png: 8-bit pixels, where {tmp_path}/xray/train/c0/0.png "
+                                  f"and others have 16- or 32-bit ones: {tmp_path}/xray mixes kinds of image; convert them to one kind")
+
+
+def test_float_and_16_bit_images_are_not_scaled_as_one(tmp_path):
+    """Floats in [0, 1] beside 16-bit values: one linear map made the floats black."""
+    for split in ("train", "val", "test"):
+        for label in (0, 1):
+            folder = tmp_path / "xr" / split / f"c{label}"
+            folder.mkdir(parents=True)
+            Image.fromarray(np.full((6, 6), 1000 + 2000 * label, dtype=np.uint16)).save(folder / "a.png")
+    Image.fromarray(np.full((6, 6), 0.7, dtype=np.float32)).save(tmp_path / "xr" / "val" / "c1" / "f.tif")
+    with pytest.raises(PeprError, match=r"xr/val/c1/f\.tif: float pixels, where .*xr/train/c0/a\.png and others have "
+                                        r"16- or 32-bit ones"):
+        load(str(tmp_path / "xr"), "unused", 6)
+
+
+def test_an_image_folder_says_what_it_did_not_read_and_follows_links(tmp_path, capsys):
+    root = tmp_path / "derm"
+    for split in ("train", "val", "test"):
+        for label, name in enumerate(["mälign ñevus", "benign"]):
+            # A Mac copy spells the test split's accented names decomposed (NFD): the same class.
+            spelt = unicodedata.normalize("NFD" if split == "test" else "NFC", name)
+            folder = root / split / spelt
+            folder.mkdir(parents=True)
+            Image.new("L", (8, 8), 60 + 100 * label).save(folder / "a.png")
+    extra = tmp_path / "more"
+    extra.mkdir()
+    Image.new("L", (8, 8), 60).save(extra / "b.png")
+    (root / "train" / "mälign ñevus" / "more").symlink_to(extra)  # a linked subfolder: read
+    (root / "train" / "benign" / "scan.dcm").write_bytes(b"DICM")
+    (root / "train" / "benign" / "gone.png").symlink_to(tmp_path / "absent.png")
+    Image.new("L", (8, 8), 60).save(root / "train" / "loose.png")  # in no class folder
+    data = load(str(root), "unused", 8)
+    assert data.num_classes == 2 and data.labels["train"].tolist() == [0, 1, 1]  # benign; mälign ñevus twice
+    assert data.labels["test"].tolist() == [0, 1]
+    assert capsys.readouterr().err == f"note: {root}: 3 file(s): 1 .dcm, 1 broken link, 1 outside a class folder not read as images\n"
+    for file in (root / "train" / "benign").iterdir():
+        if file.suffix == ".png" and file.exists():
+            file.unlink()
+    with pytest.raises(PeprError, match=r"benign: no images \(2 file\(s\): 1 \.dcm, 1 broken link not read; images are \.bmp"):
+        load(str(root), "elsewhere", 8)
+
+
+def test_an_image_too_large_to_decode_is_named(tmp_path):
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", 14000, 14000, 8, 0, 0, 0, 0)  # 196 million grey pixels, declared
+    for split in ("train", "val", "test"):
+        for label in (0, 1):
+            folder = tmp_path / "big" / split / f"c{label}"
+            folder.mkdir(parents=True)
+            Image.new("L", (8, 8), 9).save(folder / "a.png")
+    bomb = tmp_path / "big" / "train" / "c1" / "huge.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    with pytest.raises(PeprError, match=r"big/train/c1/huge\.png: too large to read as an image \(Image size \(196000000 pixels\)"):
+        load(str(tmp_path / "big"), "unused", 8)
 
 
 def test_16_bit_npz_images_are_scaled_as_an_image_folders_are(tmp_path, make_npz):
