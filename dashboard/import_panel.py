@@ -91,10 +91,10 @@ def _mapping(table: Table, with_emissions: bool) -> list[ColumnMap]:
     return maps
 
 
-def import_panel(target_db_path: str, on_imported: Callable[[], None] | None = None) -> None:
+def import_panel(target_db_path: str, on_imported: Callable[[str], None] | None = None) -> None:
     """Upload a results table (and optionally CodeCarbon's emissions.csv), map its columns,
-    check the converted rows and every problem, then import into `target_db_path` (and call
-    `on_imported`)."""
+    check the converted rows and every problem, then import into `target_db_path`; what it
+    added is said, or handed to `on_imported` (which may rerun the app to show it)."""
     st.caption(
         "A table exported from W&B, MLflow or a spreadsheet: CSV, Parquet or JSON (lines or an array). Units are "
         "converted exactly; rows without a run id get one from their content, so importing the same "
@@ -157,7 +157,9 @@ def import_panel(target_db_path: str, on_imported: Callable[[], None] | None = N
         except PeprError as error:
             st.error(plain(without_path(error, target_db_path)))
         else:
-            st.success(f"{plain(name)}: {imported}.")
             data.refresh()
-            if on_imported is not None:
-                on_imported()
+            said = f"{plain(name)}: {imported}."
+            if on_imported is None:
+                st.success(said)
+            else:
+                on_imported(said)

@@ -4,6 +4,8 @@ into `results/`). Each section is one function; add new ones to SECTIONS."""
 
 from __future__ import annotations
 
+import functools
+
 import streamlit as st
 
 from dashboard import data, sources
@@ -109,7 +111,7 @@ def own_results(view: View | None, problem: str | None, source) -> None:
                "map its columns, check the converted preview, then import (as `pepr import` does).")
     key, where = target("o")
     if key != NEW:
-        import_panel(str(where))
+        import_panel(str(where), on_imported=functools.partial(_imported, where))
         return
     if not str(where or "").strip():
         st.info("Name the new database to import into.")
@@ -119,9 +121,15 @@ def own_results(view: View | None, problem: str | None, source) -> None:
     except ValueError as error:
         st.error(f"Import refused: {error}.")
         return
-    # Then open the new database, as after the paper's import, and import into it next.
-    import_panel(str(where), on_imported=lambda: st.session_state.update(
-        _o_target_next=sources.user_key(where), _switch_db=sources.user_key(where)))
+    import_panel(str(where), on_imported=functools.partial(_imported, where))
+
+
+def _imported(path, said: str) -> None:
+    """After an import of one's own results: open the database it went into at once, as after
+    the paper's import (the page was drawn from the runs before it), and import into it next."""
+    st.session_state.update(d_message=("success", said), _o_target_next=sources.user_key(path),
+                            _switch_db=sources.user_key(path))
+    st.rerun()
 
 
 SECTIONS = [holdings, paper_import, own_results]

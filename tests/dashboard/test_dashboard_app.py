@@ -598,6 +598,9 @@ def test_data_page_imports_ones_own_table_into_a_user_database(app, user_dir):
     at.run()
     at.button(key="ip_import").click().run()
     assert not at.exception
+    # Opened at once, its runs in view: the sidebar had said the old database until the next click.
+    assert at.selectbox(key="db").value == "user:own" and "own: added 2 run(s)" in texts(at, "success")[0]
+    assert texts(at, "caption")[0].startswith("Source: imported from results.csv")  # the view is of it
     runs = RunStore(user_dir / "own.duckdb").runs().set_index("model")
     assert runs.loc["resnet18", "energy_kwh"] == 0.0125 and runs.loc["vit_tiny", "performance"] == 0.88
     assert {p: p.stat().st_mtime_ns for p in (ROOT / "results").glob("*.duckdb")} == shipped
@@ -609,6 +612,7 @@ def test_data_page_imports_ones_own_table_into_a_user_database(app, user_dir):
     at.checkbox(key="ip_replace").check().run()
     at.button(key="ip_import").click().run()
     assert RunStore(user_dir / "own.duckdb").runs().set_index("model").loc["resnet18", "energy_kwh"] == 12.5
+    assert "replaced 2 stored with other values" in texts(at, "success")[0] and at.selectbox(key="db").value == "user:own"
 
 
 def test_explorer_offers_the_report_of_the_one_experiment_in_view(app):
