@@ -80,6 +80,7 @@ FIELDS: dict[str, Field] = {
     "seed": Field("seed", "integer"),
     "dataset": Field("dataset", "text"),
     "pretrained": Field("pretrained", "flag"),
+    "train_fraction": Field("train_fraction", "number", PERFORMANCE_UNITS),  # of the training data used
     "metric": Field("metric", "text"),
     "country": Field("country", "text"),
 }
@@ -384,7 +385,8 @@ def _convert_column(raw: pd.Series, spec: ColumnMap, name: str, errors: list,
 
 
 def _check_values(runs: pd.DataFrame, frame: pd.DataFrame, maps: Mapping[str, ColumnMap], name: str, errors: list) -> None:
-    """Ranges: performance in [0, 1] after conversion, costs not negative."""
+    """Ranges: performance in [0, 1] after conversion, a training-data fraction in (0, 1], costs
+    not negative."""
     performance = pd.to_numeric(runs["performance"], errors="coerce")
     bad = (performance < 0) | (performance > 1)
     if bad.any():
@@ -400,6 +402,13 @@ def _check_values(runs: pd.DataFrame, frame: pd.DataFrame, maps: Mapping[str, Co
             row = ((performance > 0) & (performance <= 0.01)).idxmax()
             errors.append((row, f"{_where(name, row, spec.column)}: {text[row]} % among percentages up to "
                                 f"{text[largest]}: a fraction? write it as a percentage"))
+    if "train_fraction" in maps:
+        fraction, spec = pd.to_numeric(runs["train_fraction"], errors="coerce"), maps["train_fraction"]
+        bad = (fraction <= 0) | (fraction > 1)
+        if bad.any():
+            row = bad.idxmax()
+            errors.append((row, f"{_where(name, row, spec.column)}: train_fraction {_text(frame[spec.column])[row]} is "
+                                "outside (0, 1]: the share of the training data used (map a percentage as COLUMN:%)"))
     for spec in maps.values():
         kind = FIELDS[spec.field]
         bad = kind.cost & (pd.to_numeric(runs[kind.column], errors="coerce") < 0)

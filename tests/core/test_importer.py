@@ -154,6 +154,16 @@ def test_a_corrected_unit_is_refused_until_replace_is_given(tmp_path, capsys):
     assert RunStore(db).runs().set_index("model").loc["resnet18", "energy_kwh"] == 1.5
 
 
+def test_the_training_data_fraction_is_imported_as_the_comparisons_pair_runs(tmp_path):
+    path = tmp_path / "r.csv"
+    write(pd.DataFrame(TABLE), path)
+    db = tmp_path / "runs.duckdb"
+    assert run("import", path, "--db", db, *BASE, "--experiment-name", "x", "--map", "train_fraction=acc_pct:%",
+               "--map", "pretrained=pretrained", "--map", "dataset=name") == 0
+    runs = RunStore(db).runs().set_index("model")
+    assert runs["train_fraction"].to_dict() == {"resnet18": 0.875, "vit_tiny": 0.8}
+
+
 def test_run_ids_come_from_the_table_when_mapped(tmp_path):
     path = tmp_path / "r.csv"
     write(pd.DataFrame(TABLE).assign(run=["w1", "w2"]), path)
@@ -538,6 +548,8 @@ VALUES = [
     ("pretrained", "maybe", ["--map", "pretrained=pretrained"], "row 3, column pretrained: 'maybe' is not true/false"),
     ("n_params", "1e20", ["--map", "params=n_params"], "row 3, column n_params: 1e20 is not a whole number of at most 9223372036854775807"),
     ("n_params", "-5", ["--map", "params=n_params"], "row 3, column n_params: -5 is negative"),
+    ("acc", "1.5", ["--map", "train_fraction=acc"], "row 3, column acc: train_fraction 1.5 is outside (0, 1]"),
+    ("acc", "0", ["--map", "train_fraction=acc"], "row 3, column acc: train_fraction 0 is outside (0, 1]"),
     ("seed", "99999999999", ["--map", "seed=seed"], "row 3, column seed: 99999999999 is not a whole number of at most 2147483647"),
     ("t_h", "1e308", ["--map", "train_time=t_h:h"], "row 3, column t_h: 1e308 h is too large to store"),
     ("name", "res\u202enet", [], "row 3, column name: control character U+202E"),
