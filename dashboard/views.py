@@ -155,6 +155,10 @@ class View:
     def comparisons(self) -> list[Comparison]:
         return comparisons(self.table, self.scope, self.offer, self.threshold, self.units)
 
+    @property
+    def uncompared(self) -> list[str]:
+        return uncompared(self.table, self.offer)
+
     @functools.cached_property
     def sensitivity(self) -> pd.DataFrame | None:
         """P(rank 1) and P(top 5) per model, None where fewer than two resources are weighted."""
@@ -424,22 +428,12 @@ def comparisons(
     result: list[Comparison] = []
     if table.empty:
         return result
-    frame = table.assign(full_data=table["train_fraction"].ge(1.0).astype("boolean").where(table["train_fraction"].notna()))
+    frame = _with_full_data(table)
     for title, (column, keys, labels, each) in _PAIRS.items():
-        known = frame.dropna(subset=[column, *keys])
-        both = known.groupby(keys, dropna=False)[column].transform("nunique") == 2
-        rows = known[both.to_numpy()]
+        rows = _pairable(frame, column, keys)
         if rows.empty:
             continue
-        used = set(rows["experiment"])
-        left = []
-        for experiment in found.experiments:
-            if experiment in used:
-                continue
-            sample = frame[frame["experiment"] == experiment]
-            missing = [k for k in (column, *keys) if k in sample and sample[k].isna().all()]
-            why = f"{_KNOWN[missing[0]]} not recorded" if missing else "no counterpart on the other side"
-            left.append(f"{experiment} ({why})")
+        left = _left_out(frame, found, column, keys, set(rows["experiment"]))
         for (stratum, reduced), part in _strata(rows, column, keys, each):
             group = part[column].astype(bool).map(labels)
             part = part.assign(group=pd.Categorical(group, list(labels.values())))
@@ -485,6 +479,44 @@ def _adjusted(found: list[Comparison]) -> list[Comparison]:
     adjusted = iter(holm([p for ps in sound for p in ps]))
     return [dataclasses.replace(c, stats=c.stats.assign(holm_p=[next(adjusted) for _ in ps]))
             for c, ps in zip(found, sound)]
+
+
+def uncompared(table: pd.DataFrame, found: Offer) -> list[str]:
+    """For each paired comparison that pairs nothing in `table`, why, where experiments do not
+    record what it pairs by (an imported table without a training-data fraction)."""
+    frame = _with_full_data(table)
+    notes = []
+    for title, (column, keys, _, _) in _PAIRS.items():
+        if table.empty or not _pairable(frame, column, keys).empty:
+            continue
+        unknown = [why for why in _left_out(frame, found, column, keys, set()) if why.endswith("not recorded)")]
+        if unknown:
+            notes.append(f"{title}: none, as {', '.join(unknown)}.")
+    return notes
+
+
+def _with_full_data(table: pd.DataFrame) -> pd.DataFrame:
+    return table.assign(full_data=table["train_fraction"].ge(1.0).astype("boolean").where(table["train_fraction"].notna()))
+
+
+def _pairable(frame: pd.DataFrame, column: str, keys: list[str]) -> pd.DataFrame:
+    """The runs whose `keys` are shared by runs on both sides of `column`."""
+    known = frame.dropna(subset=[column, *keys])
+    both = known.groupby(keys, dropna=False)[column].transform("nunique") == 2
+    return known[both.to_numpy()]
+
+
+def _left_out(frame: pd.DataFrame, found: Offer, column: str, keys: list[str], used: set) -> list[str]:
+    """`experiment (why)` for each experiment of the database not among those `used`."""
+    left = []
+    for experiment in found.experiments:
+        if experiment in used:
+            continue
+        sample = frame[frame["experiment"] == experiment]
+        missing = [k for k in (column, *keys) if k in sample and sample[k].isna().all()]
+        why = f"{_KNOWN[missing[0]]} not recorded" if missing else "no counterpart on the other side"
+        left.append(f"{experiment} ({why})")
+    return left
 
 
 def _strata(rows: pd.DataFrame, column: str, keys: list[str], each: str | None):

@@ -18,6 +18,8 @@ def page(view: View | None, problem: str | None, source) -> None:
     if not ready(view, problem, source):
         return
     provenance(view)
+    for note in view.uncompared:
+        st.caption(plain(note))
     found = view.comparisons
     if not found:
         st.info(

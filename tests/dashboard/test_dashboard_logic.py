@@ -452,6 +452,18 @@ def test_comparisons_pair_by_model_name_left_out_and_show_costs():
     assert not small.paired and set(small.frame["experiment"]) == {"pt"}
 
 
+def test_comparisons_say_why_imported_runs_without_a_fraction_pair_nothing():
+    runs = paired_study()
+    runs = runs[runs["experiment"].isin(["pt", "scratch"])].assign(train_fraction=None)  # an import's
+    runs["pretrained"] = runs["pretrained"].astype("boolean")
+    view = view_of(runs, experiments=("pt",))
+    assert not any(c.title.startswith("Pretrained") for c in view.comparisons)
+    why = "pt (training-data fraction not recorded), scratch (training-data fraction not recorded)."
+    assert view.uncompared == [f"Pretrained vs from scratch: none, as {why}", f"Full vs reduced training data: none, as {why}"]
+    assert view_of(paired_study(), experiments=("pt",)).uncompared == [  # pretrained vs scratch pairs: not named
+        "Full vs reduced training data: none, as small (pretraining not recorded), smallest (training-data fraction not recorded)."]
+
+
 def test_comparisons_exist_only_where_pairs_do():
     runs = paired_study()
     only_pt = runs[runs["experiment"] == "pt"]
