@@ -177,7 +177,7 @@ def rank_probabilities(table: pd.DataFrame, top: int = 15) -> dict:
         id_vars="model", value_vars=["p_first", "p_top5"], var_name="event", value_name="p"
     ).replace({"event": {"p_first": "rank 1", "p_top5": "top 5"}})
     return {
-        "height": max(120, 34 * len(head)),
+        "height": {"step": 17},  # per bar: the axis and the legend below take room of their own
         "datasets": {"probabilities": long},
         "data": {"name": "probabilities"},
         "mark": {"type": "bar"},
@@ -227,13 +227,24 @@ def distributions(frame: pd.DataFrame, value: str, title: str, max_dots: int = 6
 
 
 def _run_colour() -> dict:
-    return _category("label", "run", legend={"orient": "bottom", "columns": 1, "labelLimit": NO_LIMIT})
+    return _category("label", "run", legend={"orient": "bottom", "columns": 1, "labelLimit": NO_LIMIT,
+                                             "symbolType": "circle", "symbolSize": 64})  # one line's height
+
+
+CURVE_PLOT_PX = 320
+LEGEND_ROW_PX = 28  # a legend entry's line below the plot, as drawn
+
+
+def _with_run_legend(curves: pd.DataFrame) -> int:
+    """A curves chart's height: the plot's, and a line below it per run and for the legend's
+    title (the dashboard fits a chart's whole height to it: a long legend squeezed the plot)."""
+    return CURVE_PLOT_PX + LEGEND_ROW_PX * (curves["label"].nunique() + 1)
 
 
 def learning_curves(curves: pd.DataFrame, x: str, x_title: str, scale: float = 1.0) -> dict:
     """Performance per epoch against cumulative resource (divided by `scale`), one line per run."""
     return {
-        "height": 320,
+        "height": _with_run_legend(curves),
         "datasets": {"curves": curves.assign(**{x: curves[x].astype(float) / scale})},
         "data": {"name": "curves"},
         "mark": {"type": "line", "point": True},
@@ -251,7 +262,7 @@ def pepr_curves(curves: pd.DataFrame, peaks: pd.DataFrame) -> dict:
     """The PePR curve of each run, its peak (the point of diminishing returns) marked."""
     x, y = _quantity("R", "normalised cumulative resource R"), _quantity("pepr", "PePR", scale={"zero": False})
     return {
-        "height": 320,
+        "height": _with_run_legend(curves),
         "datasets": {"curves": curves, "peaks": peaks},
         "layer": [
             _layer("curves", {"type": "line"}, x=x, y=y, color=_run_colour(),

@@ -22,6 +22,9 @@ def page(view: View | None, problem: str | None, source) -> None:
     cols = st.columns(len(view.taus))
     for col, (label, tau) in zip(cols, view.taus.items()):
         col.metric(f"Kendall tau vs {label}", "n/a" if tau is None else f"{tau:.2f}")
+    if len(view.models) < 2:
+        st.info("One model in view: it ranks first under any weights. Choose experiments with more models.")
+        return
     if len(view.weights) < 2:
         what = "All weights are zero: PePR is the performance" if not view.weights else "Only one resource is weighted: every weight sample is that one resource"
         st.info(f"{what}, so there is nothing to vary. Weigh a second resource in the sidebar to see how robust the ranking is.")

@@ -519,6 +519,13 @@ def test_runs_page_lists_every_status_in_readable_units(app, crafted_db):
     assert "No run matches these filters." in texts(at, "info") and not at.exception
 
 
+def test_sensitivity_of_one_model_says_so_instead_of_an_empty_chart(app, db, rows):
+    make, _ = rows
+    at = goto(app(db([make("r1", "lonely")]), w="energy:0.5,co2:0.5").run(), "sensitivity")
+    assert not at.exception and not at.get("vega_lite_chart")
+    assert any("One model in view" in i for i in texts(at, "info"))
+
+
 def test_sensitivity_needs_a_second_weight(app, crafted_db):
     at = goto(app(crafted_db, x="exp").run(), "sensitivity")
     assert [m.value for m in at.metric] == ["-1.00", "1.00"]

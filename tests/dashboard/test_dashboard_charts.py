@@ -101,6 +101,7 @@ def test_rank_probabilities_show_full_names():
     assert {"field": "model", "type": "nominal"}.items() <= spec["encoding"]["tooltip"][0].items()
     values = {(r["model"], r["event"]): r["p"] for r in layer_data(spec)}
     assert values[("mobilenetv3_small_100", "rank 1")] == 0.9
+    assert spec["height"] == {"step": 17}  # per bar: a fixed height left two models a 1-px strip
 
 
 def test_distributions_box_per_group():
@@ -135,3 +136,8 @@ def test_curves_chart_marks_the_peak_the_view_found_and_keeps_seeds_in_the_legen
     learn = charts.learning_curves(lines, "cum_energy_kwh", "cumulative energy (Wh)", scale=1e-3)
     assert learn["encoding"]["x"]["title"] == "cumulative energy (Wh)"
     assert [row["cum_energy_kwh"] for row in layer_data(learn)][:3] == [1000, 2000, 3000]
+    # The dashboard fits a chart's whole height, legend included: each run's legend line adds
+    # to it, so six runs did not squeeze the plot to a strip (checked in Chromium).
+    one = charts.learning_curves(lines[lines["run_id"] == "a"], "cum_energy_kwh", "energy")
+    assert learn["height"] - one["height"] == charts.LEGEND_ROW_PX == spec["height"] - charts.pepr_curves(
+        lines[lines["run_id"] == "a"], peaks)["height"]
