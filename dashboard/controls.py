@@ -188,6 +188,9 @@ def from_query(
         intensity = intensity.upper()
     statuses = tuple(many("rs"))
     run_experiments = tuple(e for e in many("rx") if e in experiments)
+    unknown_runs = [e for e in many("rx") if e not in experiments]
+    if unknown_runs:
+        ignored.append(f"rx: no experiment {', '.join(map(repr, unknown_runs))} in this database")
     controls = Controls(
         db=pick("db", dbs, dbs[0] if dbs else "") if dbs else "",
         experiments=picked,

@@ -32,8 +32,9 @@ def page(view: View | None, problem: str | None, source) -> None:
     middle.multiselect("Experiment", view.offer.experiments, key="r_exp", placeholder="all")
     right.text_input("Model contains", key="r_model")
     c = view.controls
-    if c.run_status:
-        runs = runs[runs["status"].isin(c.run_status)]
+    statuses = set(c.run_status) & set(runs["status"])  # a status kept from another database may be absent
+    if statuses:
+        runs = runs[runs["status"].isin(statuses)]
     if c.run_experiments:
         runs = runs[runs["experiment"].isin(c.run_experiments)]
     if c.run_model:

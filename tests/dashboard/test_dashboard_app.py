@@ -199,7 +199,7 @@ def test_a_bad_link_value_is_named_and_changes_nothing(app, crafted_db, query, s
     assert not at.exception
     (warning,) = texts(at, "warning")
     assert unescape(warning).startswith(f"Ignored: {shown}")
-    assert "![" not in warning and "](" not in warning  # shown as text, never as an image
+    assert re.search(r"(?<!\\)[\[\]]", warning) is None  # every bracket escaped: text, never an image or link
     assert top_model(at) == "tiny"  # the defaults: PePR-E on `exp`
     pd.testing.assert_frame_equal(RunStore(crafted_db).runs(), before)
 
@@ -517,6 +517,11 @@ def test_runs_page_lists_every_status_in_readable_units(app, crafted_db):
     assert link(at)["rs"] == ["failed"]
     at.text_input(key="r_model").set_value("no such model").run()
     assert "No run matches these filters." in texts(at, "info") and not at.exception
+    # A status this database has no run of (kept from another, or in a link): all runs, as the
+    # filter shows "all"; an unknown experiment is named as ignored.
+    at = goto(app(crafted_db, rs="running", rx="nope").run(), "runs")
+    assert len(at.dataframe[-1].value) == 8 and not at.info
+    assert "Ignored: rx: no experiment 'nope' in this database" in unescape(" ".join(texts(at, "warning")))
 
 
 def test_sensitivity_of_one_model_says_so_instead_of_an_empty_chart(app, db, rows):
