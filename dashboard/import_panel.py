@@ -127,7 +127,9 @@ def import_panel(target_db_path: str, on_imported: Callable[[str], None] | None 
     by_column = mode.radio("Experiment", ["one name for all rows", "from a column"], key="ip_exp_mode")
     experiment, maps = None, []
     if by_column == "from a column":
-        maps.append(ColumnMap("experiment", choice.selectbox("experiment column", list(table.frame.columns), key="ip_exp_col")))
+        columns = list(table.frame.columns)
+        guessed = max(_guess("experiment", columns) - 1, 0)  # a column named so, else the first
+        maps.append(ColumnMap("experiment", choice.selectbox("experiment column", columns, index=guessed, key="ip_exp_col")))
     else:
         experiment = choice.text_input("experiment name", value="", key="ip_exp_name").strip() or None
     maps += _mapping(table, emissions is not None)

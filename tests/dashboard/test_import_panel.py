@@ -130,6 +130,14 @@ def test_column_names_from_an_upload_are_shown_as_text_not_links(tmp_path):
     assert columns.endswith(plain("model, http://evil.example/acc"))
 
 
+def test_the_experiment_column_is_guessed_by_its_name(tmp_path):
+    at = AppTest.from_function(panel_script, args=(str(tmp_path / "x.duckdb"),), default_timeout=60).run()
+    at.file_uploader(key="ip_table").set_value(("r.csv", b"model,acc,Experiment\nm,0.9,e1\n", "text/csv"))
+    at.run()
+    at.radio(key="ip_exp_mode").set_value("from a column").run()
+    assert at.selectbox(key="ip_exp_col").value == "Experiment"  # not the first column, model
+
+
 def test_codecarbon_upload_joins(tmp_path):
     emissions = pd.DataFrame({
         "run_id": ["u1", "u2"], "project_name": ["w1", "w2"], "experiment_id": ["x", "x"], "duration": [10.0, 20.0], "emissions": [0.001, 0.002],
