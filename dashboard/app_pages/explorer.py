@@ -39,9 +39,11 @@ def notes(view: View) -> None:
             st.dataframe(view.excluded, hide_index=True, width="stretch")
     single = view.scope.groupby("experiment")["model"].nunique().loc[lambda s: s == 1]
     if len(single):
+        pooled = view.scope["experiment"].nunique() > 1
         st.info(
             f"Only one model in {', '.join(plain(e) for e in single.index)}: nothing to compare it with, so its "
-            "PePR equals its performance."
+            "PePR equals its performance" + (", free of any cost: beside the other experiments' models it ranks "
+                                             "higher than its cost warrants." if pooled else ".")
         )
     if view.carbon.chosen is not None or "co2" in view.weights:
         st.caption(f"Grid carbon intensity: {view.carbon.message}")

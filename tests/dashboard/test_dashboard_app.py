@@ -524,6 +524,17 @@ def test_runs_page_lists_every_status_in_readable_units(app, crafted_db):
     assert "Ignored: rx: no experiment 'nope' in this database" in unescape(" ".join(texts(at, "warning")))
 
 
+def test_a_lone_model_pooled_with_other_experiments_is_flagged(app, db, rows):
+    make, _ = rows
+    path = db([make("r1", "lonely", "solo", performance=0.7, energy_kwh=50.0),
+               make("r2", "a", performance=0.9, energy_kwh=1.0), make("r3", "b", performance=0.8, energy_kwh=2.0)])
+    at = app(path, x=["solo", "exp"]).run()
+    (note,) = [i for i in texts(at, "info") if "Only one model" in i]
+    assert "solo" in note and "ranks higher than its cost warrants" in note
+    at = app(path, x="solo").run()
+    assert "cost warrants" not in " ".join(texts(at, "info"))  # alone in view: nothing is skewed
+
+
 def test_sensitivity_of_one_model_says_so_instead_of_an_empty_chart(app, db, rows):
     make, _ = rows
     at = goto(app(db([make("r1", "lonely")]), w="energy:0.5,co2:0.5").run(), "sensitivity")
