@@ -75,7 +75,7 @@ def pepr_vs_params(
     """PePR against parameter count (log x over the models' own range), the small-model region
     shaded and named in the title (paper, Fig. 3d)."""
     labels, colours = GROUPS[color]
-    data, tips = readable(models.dropna(subset=["params"]), units or {})
+    data, tips = readable(models[models["params"] > 0], units or {})  # a log axis has no place for 0
     data = data.assign(group=data[color].map(lambda v: labels.get(v if not pd.isna(v) else None, "unknown")))
     data = data[["model", "params", "performance", "pepr", "rank", "group", *(c for c in data if c.startswith("show_"))]]
     low = float(data["params"].min()) if len(data) else 1e6

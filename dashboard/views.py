@@ -226,7 +226,7 @@ def build_view(
     scope = scored.table
     excluded = scored.excluded
     models = by_model(scope)
-    sized = models["params"].dropna() if "params" in models else pd.Series(dtype=float)
+    sized = models["params"].loc[lambda p: p > 0] if "params" in models else pd.Series(dtype=float)
     threshold = None
     if len(sized):
         given = None if controls.threshold_m is None else controls.threshold_m * 1e6

@@ -62,6 +62,9 @@ def test_pepr_vs_params_log_x_over_the_models_range_small_region_in_the_title():
     tips = {t["title"]: t["field"] for t in points["encoding"]["tooltip"]}
     assert tips["Training energy (mWh)"] == "show_energy"
     assert [row["show_energy"] for row in layer_data(spec, 2)] == pytest.approx([10, 50, 100])
+    zero = pd.concat([MODELS, MODELS.head(1).assign(model="frozen", params=0)], ignore_index=True)
+    kept = charts.pepr_vs_params(zero, threshold=20e6, units=UNITS)  # 0 has no place on a log axis
+    assert "frozen" not in {row["model"] for row in layer_data(kept, 2)} and kept["layer"][2]["encoding"]["x"]["scale"] == scale
 
 
 def test_colour_by_efficient_is_labelled_in_two_distinct_colours():
