@@ -270,7 +270,9 @@ def score(
     problems = [(status != "ok").to_numpy(), np.isnan(performance),
                 *(~np.isfinite(cost) | (cost < 0) for cost in costs.values())]
     dropped = np.logical_or.reduce(problems)
-    reasons = ["status " + status[dropped].astype(str).to_numpy(dtype=object), "no performance"]
+    rerun = _rerun_ok(frame, status)[dropped]
+    reasons = ["status " + status[dropped].astype(str).to_numpy(dtype=object) + np.where(rerun, ", rerun ok", ""),
+               "no performance"]
     reasons += [_not_measured(frame.loc[dropped], name, cost[dropped]) for name, cost in costs.items()]
     excluded = frame.loc[dropped, [c for c in ("run_id", group_by, "model") if c in frame]]
     excluded = excluded.assign(
@@ -328,6 +330,15 @@ def by_model(table: pd.DataFrame) -> pd.DataFrame:
     models["perf_rank"] = models["performance"].rank(method="min", ascending=False).astype(int)
     models["rank_change"] = models["perf_rank"] - models["rank"]
     return models.reset_index().sort_values(["rank", "perf_rank", "model"], ignore_index=True)
+
+
+def _rerun_ok(frame: pd.DataFrame, status: pd.Series) -> np.ndarray:
+    """Which runs did not finish ok but their job did, in a later run (a sweep resumed after an
+    interruption): left out as the rest are, and said to be."""
+    if "job_key" not in frame:
+        return np.zeros(len(frame), dtype=bool)
+    done = set(frame.loc[status == "ok", "job_key"].dropna())
+    return ((status != "ok") & frame["job_key"].isin(done)).to_numpy()
 
 
 def strongest(scored: pd.DataFrame) -> pd.Series:

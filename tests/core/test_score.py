@@ -169,6 +169,10 @@ def test_runs_missing_a_weighted_resource_are_excluded_with_a_reason():
     }
     # A resource with weight 0 does not exclude anyone.
     assert score(frame, {"co2": 1}).table["run_id"].tolist() == ["r0", "r1"]
+    # An interrupted attempt of a job that a resumed sweep then finished says so.
+    frame = frame.assign(job_key=["k0", "k1", "k2", "k0"])
+    assert score(frame, {"energy": 1}).excluded.set_index("run_id")["reason"].to_dict() == {
+        "r1": "energy not measured", "r3": "status failed, rerun ok"}
 
 
 
