@@ -257,7 +257,7 @@ def _info(args) -> int:
     print(table.assign(experiment=table["experiment"].map(_cell), source=table["source"].map(_cell)).to_string(index=False))
     silent = store.silent_claims()
     if silent:
-        print(f"{silent} running run(s) with no heartbeat for over {STALE_AFTER_S / 60:g} minutes: their agents "
+        print(f"{silent} running run(s) with no heartbeat for {STALE_AFTER_S / 60:g} minutes or more: their agents "
               "are likely gone; the next sweep over their jobs takes them over")
     _bench_info(store)
     return 0

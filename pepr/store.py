@@ -629,12 +629,13 @@ class RunStore:
         with self._read() as con:
             return set() if con is None else {key for (key,) in _exec(con, "SELECT DISTINCT job_key FROM runs WHERE status = 'ok'")}
 
-    def silent_claims(self) -> int:
-        """How many `running` rows had no heartbeat for STALE_AFTER_S: their agents are
-        likely gone (a sweep over their jobs takes them over)."""
+    def silent_claims(self, at=None) -> int:
+        """How many `running` rows had no heartbeat for STALE_AFTER_S at `at` (now): their
+        agents are likely gone (a sweep over their jobs takes them over)."""
         running = self.runs(status="running")  # read as the current schema, old files too
-        last_sign = running["heartbeat_at"].fillna(running["started_at"])
-        return int((last_sign.isna() | (last_sign <= stale_cutoff(now()))).sum())
+        heartbeat, started = (pd.to_datetime(running[c]).astype("datetime64[us]") for c in ("heartbeat_at", "started_at"))
+        last_sign = heartbeat.fillna(started)  # one type: an old file's heartbeat_at is all NULL
+        return int((last_sign.isna() | (last_sign <= stale_cutoff(at or now()))).sum())
 
     def summary(self) -> pd.DataFrame:
         """Run counts per experiment, source and status."""

@@ -157,6 +157,22 @@ def test_owner_gone_by_process_on_this_host_and_by_heartbeat_from_another():
         f"no heartbeat since {stale:%Y-%m-%d %H:%M:%S} UTC from node9")
 
 
+
+def test_the_sweep_and_pepr_info_agree_on_a_claim_silent_for_exactly_the_limit(tmp_path):
+    """Both ask pepr.store.stale_cutoff: at exactly STALE_AFTER_S a claim is abandoned for both
+    (the sweep took it over while info still called it running)."""
+    at = now().replace(microsecond=0)
+    store = RunStore(tmp_path / "runs.duckdb")
+    for name, silent_for in (("edge", STALE_AFTER_S), ("inside", STALE_AFTER_S - 1)):
+        beat = at - timedelta(seconds=silent_for)
+        store.record_run({"run_id": name, "job_key": name, "experiment": "e", "model": "m", "source": "agent",
+                          "status": "running", "host": "node9", "pid": 1, "started_at": beat, "heartbeat_at": beat})
+    rows = store.runs(status="running").sort_values("run_id").to_dict("records")  # edge, inside
+    gone = owners_gone(rows, at=at)
+    assert gone[0].startswith("no heartbeat since") and gone[1] is None
+    assert store.silent_claims(at=at) == 1
+
+
 def test_the_heartbeat_refreshes_a_running_claim_until_stopped(tmp_path, monkeypatch):
     from agent import sweep
 

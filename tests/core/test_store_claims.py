@@ -133,7 +133,7 @@ def test_info_points_out_running_runs_whose_agents_went_silent(tmp_path, capsys)
     store.heartbeat("no-sign", now())
     assert pepr_main(["info", "--db", str(path)]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
-        "2 running run(s) with no heartbeat for over 10 minutes: their agents are likely gone; "
+        "2 running run(s) with no heartbeat for 10 minutes or more: their agents are likely gone; "
         "the next sweep over their jobs takes them over")
     store.heartbeat("silent", now())
     store.heartbeat("never", now())
