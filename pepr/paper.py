@@ -79,14 +79,19 @@ PROVENANCE = {
 }
 
 
-def measured_as(data: bytes, name: str) -> dict:
-    """How the runs of a file in the paper's layout were measured: as published, for the
-    authors' own file (its SHA-256); for any other, not recorded, and the provenance says so."""
+def _origin(data: bytes, name: str) -> tuple[str, dict]:
+    """The run id prefix and how the runs of a file in the paper's layout were made: by the
+    paper's protocol and measured as published, for the authors' own file (its SHA-256); for
+    any other, only what the layout says (10 epochs, the last one's time), its own run ids (the
+    authors' runs stay apart), and a provenance that says so."""
     digest = hashlib.sha256(data).hexdigest()
     if digest == PAPER_RESULTS_SHA256:
-        return {"device": PROTOCOL["device"], **PROVENANCE,
-                "config": json.dumps({"origin": "Selvan et al. NLDL 2025, data/all_results.csv"})}
-    return {
+        return "paper-", {
+            **{key: PROTOCOL[key] for key in ("epochs", "batch_size", "learning_rate", "optimizer", "image_size", "device")},
+            **PROVENANCE, "config": json.dumps({"origin": "Selvan et al. NLDL 2025, data/all_results.csv"}),
+        }
+    return f"paper-{digest[:12]}-", {
+        "epochs": len(EPOCH_COLUMNS),
         "train_time_scope": "last-epoch",  # what the layout's train_time is
         "provenance": (f"{name} (SHA-256 {digest[:12]}), in the layout of the paper's all_results.csv but "
                        "not the authors' published file: how it was measured is not recorded; train_time "
@@ -148,7 +153,8 @@ def load_paper_results(data: bytes, name: str) -> tuple[pd.DataFrame, pd.DataFra
     split_size = pd.Series(dataset, index=table.index, dtype=object).map(TRAIN_SPLIT_SIZES).astype(float)
     train_fraction = pd.Series(fraction, index=table.index, dtype=float)  # labelled by line, as the table
     energy, co2_g = numbers["energy"], numbers["co2"]
-    run_ids = "paper-" + labels + "-" + table["model"]
+    prefix, origin = _origin(data, name)
+    run_ids = prefix + labels + "-" + table["model"]
     runs = pd.DataFrame(
         {
             "run_id": run_ids,
@@ -162,8 +168,6 @@ def load_paper_results(data: bytes, name: str) -> tuple[pd.DataFrame, pd.DataFra
             "params": params,
             "model_type": _optional_text(table, "type"),
             "efficient": _optional_flag(table, "efficient", name),
-            **{key: PROTOCOL[key] for key in ("epochs", "batch_size", "learning_rate", "optimizer")},
-            "image_size": PROTOCOL["image_size"],
             "metric": "test_accuracy",
             "performance": scores["test_09"],
             "energy_kwh": energy,
@@ -176,7 +180,7 @@ def load_paper_results(data: bytes, name: str) -> tuple[pd.DataFrame, pd.DataFra
             "infer_time_s": numbers["inf_time"],
             "gpu_mem_reserved_gb": numbers["memR"],
             "gpu_mem_peak_gb": numbers["memM"],
-            **measured_as(data, name),
+            **origin,
             "source": "paper-import",
             "status": "ok",
         }

@@ -144,7 +144,9 @@ def test_another_file_in_the_papers_layout_is_not_called_the_authors(tmp_path):
                                         "but not the authors' published file: how it was measured is not recorded")
     assert "Selvan" not in run["provenance"] and "3090" not in str(run["device"])
     assert pd.isna(run["device"]) and pd.isna(run["energy_tool"]) and pd.isna(run["pue"]) and pd.isna(run["country"])
-    assert run["train_time_scope"] == "last-epoch"
+    assert run["train_time_scope"] == "last-epoch" and run["epochs"] == 10  # what the layout says, no more
+    assert pd.isna(run["batch_size"]) and pd.isna(run["image_size"]) and pd.isna(run["learning_rate"])
+    assert run["run_id"] == f"paper-{digest}-derma_pt-net_a"  # never the authors' run of that model
 
 
 @pytest.mark.parametrize(
