@@ -272,7 +272,7 @@ def _folder(root: Path, image_size: int) -> dict:
             first_of_kind.setdefault(kind, file)
             if len(first_of_kind) > 1:
                 other, example = next((k, f) for k, f in first_of_kind.items() if k != kind)
-                raise PeprError(f"{file}: {kind} pixels, where {example} and others have {other} ones: "
+                raise PeprError(f"{file}: {kind} pixels, where {example} has {other} ones: "
                                 f"{root} mixes kinds of image; convert them to one kind")
             images.append(np.asarray(pixels))
         arrays[f"{split}_images"] = np.stack(images)
@@ -297,7 +297,7 @@ def _images_in(folder: Path) -> tuple[list[Path], collections.Counter]:
     ones left out (`._x.png`, which macOS leaves beside each file it copies, and
     `.ipynb_checkpoints`); and what else is there, counted by type (`.dcm`, `broken link`)."""
     images, left, seen = [], collections.Counter(), set()
-    for place, subfolders, files in os.walk(folder, followlinks=True):
+    for place, subfolders, files in os.walk(folder, followlinks=True, onerror=lambda _: left.update(["unreadable folder"])):
         real = os.path.realpath(place)
         if real in seen:  # a link back up the tree
             subfolders.clear()
@@ -325,8 +325,15 @@ def _counted(left: collections.Counter) -> str:
 def _class_folders(folder: Path) -> dict[str, str]:
     """The class folders of a split folder, by their name in Unicode's composed form (NFC) ->
     their name on disk; hidden ones (`.ipynb_checkpoints`) left out."""
-    return {unicodedata.normalize("NFC", p.name): p.name
-            for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    names: dict[str, str] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_dir() and not path.name.startswith("."):
+            key = unicodedata.normalize("NFC", path.name)
+            if key in names:
+                raise PeprError(f"{folder}: class folders {names[key]!r} and {path.name!r} are one name spelt "
+                                "two ways (Unicode); merge them into one")
+            names[key] = path.name
+    return names
 
 
 def _to_8_bits(arrays: dict) -> dict:

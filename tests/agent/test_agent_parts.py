@@ -205,7 +205,7 @@ def test_16_bit_images_keep_their_brightness(tmp_path):
     with pytest.raises(PeprError) as refused:
         load(str(tmp_path / "xray"), "elsewhere", 6)  # another key: not the cached load
     assert str(refused.value) == (f"{tmp_path}/xray/test/c0/8bit.png: 8-bit pixels, where {tmp_path}/xray/train/c0/0.png "
-                                  f"and others have 16- or 32-bit ones: {tmp_path}/xray mixes kinds of image; convert them to one kind")
+                                  f"has 16- or 32-bit ones: {tmp_path}/xray mixes kinds of image; convert them to one kind")
 
 
 def test_float_and_16_bit_images_are_not_scaled_as_one(tmp_path):
@@ -216,7 +216,7 @@ def test_float_and_16_bit_images_are_not_scaled_as_one(tmp_path):
             folder.mkdir(parents=True)
             Image.fromarray(np.full((6, 6), 1000 + 2000 * label, dtype=np.uint16)).save(folder / "a.png")
     Image.fromarray(np.full((6, 6), 0.7, dtype=np.float32)).save(tmp_path / "xr" / "val" / "c1" / "f.tif")
-    with pytest.raises(PeprError, match=r"xr/val/c1/f\.tif: float pixels, where .*xr/train/c0/a\.png and others have "
+    with pytest.raises(PeprError, match=r"xr/val/c1/f\.tif: float pixels, where .*xr/train/c0/a\.png has "
                                         r"16- or 32-bit ones"):
         load(str(tmp_path / "xr"), "unused", 6)
 
@@ -246,6 +246,10 @@ def test_an_image_folder_says_what_it_did_not_read_and_follows_links(tmp_path, c
             file.unlink()
     with pytest.raises(PeprError, match=r"benign: no images \(2 file\(s\): 1 \.dcm, 1 broken link not read; images are \.bmp"):
         load(str(root), "elsewhere", 8)
+    Image.new("L", (8, 8), 160).save(root / "train" / "benign" / "a.png")
+    (root / "val" / unicodedata.normalize("NFD", "mälign ñevus")).mkdir()  # beside its NFC twin
+    with pytest.raises(PeprError, match=r"val: class folders .* are one name spelt two ways \(Unicode\); merge them"):
+        load(str(root), "third", 8)
 
 
 def test_an_image_too_large_to_decode_is_named(tmp_path):
