@@ -177,7 +177,7 @@ def rank_probabilities(table: pd.DataFrame, top: int = 15) -> dict:
         id_vars="model", value_vars=["p_first", "p_top5"], var_name="event", value_name="p"
     ).replace({"event": {"p_first": "rank 1", "p_top5": "top 5"}})
     return {
-        "height": {"step": 17},  # per bar: the axis and the legend below take room of their own
+        "height": {"step": 17},  # per model's two bars; the axis and the legend below take room of their own
         "datasets": {"probabilities": long},
         "data": {"name": "probabilities"},
         "mark": {"type": "bar"},

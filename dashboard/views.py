@@ -451,7 +451,7 @@ def comparisons(
                 )
             )
             left = []
-    sized = scope.dropna(subset=["params"])
+    sized = scope[scope["params"] > 0]  # as the threshold is: a count of 0 says nothing of size
     if len(sized) and threshold is not None:
         labels, cut = split_by_params(sized["params"], threshold)
         if len(set(labels)) == 2:
@@ -514,7 +514,10 @@ def _left_out(frame: pd.DataFrame, found: Offer, column: str, keys: list[str], u
             continue
         sample = frame[frame["experiment"] == experiment]
         missing = [k for k in (column, *keys) if k in sample and sample[k].isna().all()]
-        why = f"{_KNOWN[missing[0]]} not recorded" if missing else "no counterpart on the other side"
+        if sample.empty:
+            why = "no scored runs"
+        else:
+            why = f"{_KNOWN[missing[0]]} not recorded" if missing else "no counterpart on the other side"
         left.append(f"{experiment} ({why})")
     return left
 

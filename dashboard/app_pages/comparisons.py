@@ -32,9 +32,10 @@ def page(view: View | None, problem: str | None, source) -> None:
         "PePR is relative to each run's own experiment, under the sidebar's weights. "
         "p-values: the paper's unpaired Student t-test (scipy ttest_ind), Welch and Mann-Whitney; "
         "where the same models are on both sides, the paired Wilcoxon signed-rank and paired t-tests, "
-        f"the sound ones for such samples. With {tests} sound tests on this page, some p below 0.05 "
-        "come by chance alone: the Holm-adjusted p of each (Wilcoxon where paired, else Mann-Whitney) "
-        "below 0.05 keeps the chance of any false finding among them all under 5%."
+        "the sound ones for such samples."
+        + (f" With {tests} sound tests on this page, some p below 0.05 come by chance alone: the Holm-adjusted "
+           "p of each (Wilcoxon where paired, else Mann-Whitney) below 0.05 keeps the chance of any false "
+           "finding among them all under 5%." if tests > 1 else "")
     )
     energy = RESOURCES["energy"]
     for comparison in found:

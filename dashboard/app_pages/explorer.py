@@ -39,7 +39,7 @@ def notes(view: View) -> None:
             st.dataframe(view.excluded, hide_index=True, width="stretch")
     single = view.scope.groupby("experiment")["model"].nunique().loc[lambda s: s == 1]
     if len(single):
-        pooled = view.scope["experiment"].nunique() > 1
+        pooled = bool(view.weights) and view.scope["experiment"].nunique() > 1
         st.info(
             f"Only one model in {', '.join(plain(e) for e in single.index)}: nothing to compare it with, so its "
             "PePR equals its performance" + (", free of any cost: beside the other experiments' models it ranks "
@@ -85,6 +85,10 @@ def charts_row(view: View) -> None:
         st.radio("Colour by", list(COLOR_BY), format_func=COLOR_BY.get, horizontal=True, key="e_color")
         if view.threshold is not None:
             charts.show(st, charts.pepr_vs_params(models, view.threshold, view.controls.color, view.units), width="stretch")
+            unsized = models.loc[models["params"] <= 0, "model"]
+            if len(unsized):
+                st.caption(f"Not drawn, recorded with 0 parameters (a log axis has no place for 0): "
+                           f"{', '.join(map(plain, unsized))}.")
         else:
             st.info("No parameter counts recorded for these models.")
     with right:

@@ -533,6 +533,14 @@ def test_a_lone_model_pooled_with_other_experiments_is_flagged(app, db, rows):
     assert "solo" in note and "ranks higher than its cost warrants" in note
     at = app(path, x="solo").run()
     assert "cost warrants" not in " ".join(texts(at, "info"))  # alone in view: nothing is skewed
+    at = app(path, x=["solo", "exp"], w="none").run()
+    assert "cost warrants" not in " ".join(texts(at, "info"))  # no cost weighted: PePR is performance for all
+
+
+def test_a_model_with_0_parameters_is_named_where_the_size_chart_leaves_it_out(app, db, rows):
+    make, _ = rows
+    at = app(db([make("r1", "frozen", params=0), make("r2", "a", energy_kwh=2.0), make("r3", "b", energy_kwh=3.0)])).run()
+    assert any(c.startswith("Not drawn, recorded with 0 parameters") and "frozen" in c for c in texts(at, "caption"))
 
 
 def test_sensitivity_of_one_model_says_so_instead_of_an_empty_chart(app, db, rows):

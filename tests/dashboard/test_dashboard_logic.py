@@ -455,6 +455,8 @@ def test_comparisons_pair_by_model_name_left_out_and_show_costs():
 def test_comparisons_say_why_imported_runs_without_a_fraction_pair_nothing():
     runs = paired_study()
     runs = runs[runs["experiment"].isin(["pt", "scratch"])].assign(train_fraction=None)  # an import's
+    failed = runs[runs["experiment"] == "pt"].assign(experiment="crashed", status="failed", run_id=lambda f: "x" + f["run_id"])
+    runs = pd.concat([runs, failed], ignore_index=True)  # no scored run: not said to lack a fraction
     runs["pretrained"] = runs["pretrained"].astype("boolean")
     view = view_of(runs, experiments=("pt",))
     assert not any(c.title.startswith("Pretrained") for c in view.comparisons)
