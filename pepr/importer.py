@@ -407,8 +407,9 @@ def _check_values(runs: pd.DataFrame, frame: pd.DataFrame, maps: Mapping[str, Co
         bad = (fraction <= 0) | (fraction > 1)
         if bad.any():
             row = bad.idxmax()
+            hint = " (map a percentage as COLUMN:%)" if spec.unit != "%" else ""
             errors.append((row, f"{_where(name, row, spec.column)}: train_fraction {_text(frame[spec.column])[row]} is "
-                                "outside (0, 1]: the share of the training data used (map a percentage as COLUMN:%)"))
+                                f"outside (0, 1]: the share of the training data used{hint}"))
     for spec in maps.values():
         kind = FIELDS[spec.field]
         bad = kind.cost & (pd.to_numeric(runs[kind.column], errors="coerce") < 0)

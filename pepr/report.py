@@ -183,8 +183,10 @@ def _costs(runs: pd.DataFrame) -> str:
 
 
 def _trust(method) -> str:
-    text = ENERGY_METHODS.get(method, "not recorded")
-    return "**estimate**" + text.removeprefix("estimate") if is_estimate(method) else text
+    if not is_estimate(method):
+        return ENERGY_METHODS.get(method, "not recorded")
+    text = ENERGY_METHODS.get(method, ENERGY_METHODS["cpu-load-estimate"])  # a model of some kind
+    return "**estimate**" + text.removeprefix("estimate")
 
 
 def _measurement(runs: pd.DataFrame) -> str:

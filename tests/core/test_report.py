@@ -122,6 +122,8 @@ def test_markdown_states_cost_measurement_and_savings(report):
     assert "never fewer than two (10 W; 3 W on ARM)" in text  # the floor that most runs draw
     assert "| GPU | gpu-energy-counter | 3 | measured: the GPU's own energy counter |" in text
     assert "| CPU | not-sampled | 1 | not measured: the run ended before the meter's first reading |" in text
+    from pepr.report import _trust
+    assert _trust("gpu-fan-estimate").startswith("**estimate**: modelled, not measured")  # a name of a newer agent
     assert "imported from mine.csv (SHA-256 abc)" in text
     assert "Not scored: 1 run(s): status failed." in text
     # small_net (best PePR: 0.80 at 2 Wh) against odd_net&co (best performance: 0.90 at 10 Wh).
