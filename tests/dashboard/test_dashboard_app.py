@@ -279,31 +279,11 @@ def test_hard_states_show_a_message(app, db, rows, tmp_path, state, message):
     assert not at.exception and at.button(key="d_fetch")
 
 
-def test_locked_database_says_busy(app, crafted_db, monkeypatch):
-    import dashboard.data
-
-    monkeypatch.setattr(dashboard.data, "READ_TIMEOUT_S", 0.3)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", f"import duckdb,sys; c=duckdb.connect({crafted_db!r}); print('x', flush=True); sys.stdin.read()"],
-        stdout=subprocess.PIPE, stdin=subprocess.PIPE,
-    )
-    try:
-        holder.stdout.readline()  # the lock is held
-        at = app(crafted_db).run()
-        assert not at.exception
-        assert any("being written by another process" in i for i in texts(at, "info"))
-    finally:
-        holder.stdin.close()  # the holder exits and releases the lock
-        holder.wait(timeout=30)
-    dashboard.data.refresh()
-    at.run()  # the retry: readable again
-    assert top_model(at) == "tiny"
-
-
-@pytest.mark.parametrize("read", ["epochs", "benchmarks"])
-def test_a_database_locked_after_its_runs_were_read_says_busy(app, crafted_db, monkeypatch, read):
-    """Another process takes the lock after the runs were read, before the epochs or the
-    benchmarks are: the page says the file is busy, as for the first read, and recovers."""
+@pytest.mark.parametrize("read", [None, "epochs", "benchmarks"])
+def test_a_locked_database_says_busy_whichever_read_meets_the_lock(app, crafted_db, monkeypatch, read):
+    """Another process holds the lock from before the first read (None), or takes it after the
+    runs were read, before the epochs or the benchmarks are: the page says the file is busy (a
+    traceback, but for the first read) and recovers once it is released."""
     import dashboard.data
 
     monkeypatch.setattr(dashboard.data, "READ_TIMEOUT_S", 0.3)
@@ -311,17 +291,24 @@ def test_a_database_locked_after_its_runs_were_read_says_busy(app, crafted_db, m
         [sys.executable, "-c", f"import duckdb,sys; sys.stdin.readline(); c=duckdb.connect({crafted_db!r}); print('x', flush=True); sys.stdin.read()"],
         stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True,
     )
-    original = getattr(dashboard.data, read)
 
-    def lock_then_read(path):
+    def lock() -> None:
         if holder.poll() is None and not getattr(holder, "locked", False):
             holder.stdin.write("lock\n")
             holder.stdin.flush()
             holder.locked = holder.stdout.readline() == "x\n"  # the lock is held
-        return original(path)
 
-    lock_then_read.clear = original.clear  # dashboard.data.refresh clears every cached read
-    monkeypatch.setattr(dashboard.data, read, lock_then_read)
+    if read is None:
+        lock()
+    else:
+        original = getattr(dashboard.data, read)
+
+        def lock_then_read(path):
+            lock()
+            return original(path)
+
+        lock_then_read.clear = original.clear  # dashboard.data.refresh clears every cached read
+        monkeypatch.setattr(dashboard.data, read, lock_then_read)
     try:
         at = app(crafted_db).run()
         assert holder.locked and not at.exception
