@@ -234,7 +234,8 @@ def _folder(root: Path, image_size: int) -> dict:
         if not found:
             raise PeprError(f"{root}: missing the {split} split folder ({'/'.join(names)})")
         split_dirs[split] = found[0]
-    classes = sorted(_class_folders(split_dirs["train"]))
+    in_train = _class_folders(split_dirs["train"])
+    classes = sorted(in_train, key=in_train.get)  # labels in the order of the names on disk, as always
     if len(classes) < 2:
         raise PeprError(f"{split_dirs['train']}: needs one folder per class, at least two")
     arrays, first_of_kind, skipped = {}, {}, collections.Counter()

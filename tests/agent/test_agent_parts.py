@@ -252,6 +252,18 @@ def test_an_image_folder_says_what_it_did_not_read_and_follows_links(tmp_path, c
         load(str(root), "third", 8)
 
 
+def test_class_labels_keep_the_order_of_the_names_on_disk(tmp_path):
+    """Decomposed `é` (e + accent, as a Mac writes it) sorts before `f` on disk, composed after:
+    the labels, and so the digest of a dataset already trained on, stay as they were."""
+    for split in ("train", "val", "test"):
+        for value, name in ((60, unicodedata.normalize("NFD", "é")), (160, "f")):
+            folder = tmp_path / "acc" / split / name
+            folder.mkdir(parents=True)
+            Image.new("L", (8, 8), value).save(folder / "a.png")
+    data = load(str(tmp_path / "acc"), "unused", 8)
+    assert data.images["train"][data.labels["train"] == 0].unique().tolist() == [60]  # é is class 0
+
+
 def test_an_image_too_large_to_decode_is_named(tmp_path):
     import struct
     import zlib
