@@ -14,7 +14,7 @@ import sys
 from pepr import __version__
 from pepr.cli_frame import Parser, label, run_command
 from pepr.errors import PeprError, one_line
-from pepr.inference import NOISY_RATIO, attach_where_weighted, busy_bench_text
+from pepr.inference import NOISY_RATIO, attach_where_weighted, busy_bench_text, size_gap_text
 from pepr.inference import summary as bench_summary
 from pepr.paper import PAPER_RESULTS_URL, import_paper
 from pepr.resources import RESOURCES
@@ -202,9 +202,9 @@ def _score(args) -> int:
     runs, device = attach_where_weighted(store, runs, weights, args.bench_device)
     if device:
         print(one_line(f"inference cost measured on: {device}"), file=sys.stderr)
-        busy = busy_bench_text(runs)
-        if busy:
-            print(one_line(f"note: {busy}"), file=sys.stderr)
+        for note in (busy_bench_text(runs), size_gap_text(runs)):
+            if note:
+                print(one_line(f"note: {note}"), file=sys.stderr)
     scored = f"experiment {', '.join(args.experiment)}" if args.experiment else args.db
     check_measured(runs, weights, scored)
     result = score(runs, weights, args.normalization, args.alpha)

@@ -52,6 +52,20 @@ def _noisy(rows: pd.DataFrame) -> pd.Series:
     return (rows["status"] == "ok") & (p95 > NOISY_RATIO * rows["latency_median_s"])
 
 
+def size_gap_text(runs: pd.DataFrame) -> str | None:
+    """Where runs (as `attach` gives them) were trained at other image sizes than their models
+    were benchmarked at, both sizes in words for a note; None where all agree or one is unknown."""
+    if "bench_image_size" not in runs or "image_size" not in runs:
+        return None
+    both = runs.dropna(subset=["bench_image_size", "image_size"])
+    trained = sorted(set(both["image_size"].astype(int)) - set(both["bench_image_size"].astype(int)))
+    if not trained:
+        return None
+    benched = ", ".join(f"{size} px" for size in sorted(set(both["bench_image_size"].astype(int))))
+    return (f"the inference costs were benchmarked at {benched}, and runs were trained at "
+            f"{', '.join(f'{size} px' for size in trained)}: a model's cost grows with its input")
+
+
 def busy_bench_text(runs: pd.DataFrame) -> str | None:
     """Which models of `runs` (as `attach` gives them) were benchmarked on a busy machine, in
     words for a note; None where none was."""
