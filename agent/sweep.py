@@ -119,10 +119,7 @@ def base_row(job: Job, run_id: str, device) -> dict:
         "device": describe(device),
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        # In a job array, SLURM_JOB_ID differs per task; the array's id with the task id is
-        # what squeue and sacct show (e.g. 4242_3).
-        "slurm_job_id": os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID"),
-        "slurm_array_task_id": _int_or_none(os.environ.get("SLURM_ARRAY_TASK_ID")),
+        **slurm_ids(),
         "gpu_uuid": gpu_uuid(device),
         "software": software(),
         "config": json.dumps(job.config(), sort_keys=True),
@@ -177,12 +174,26 @@ def _why_gone(row: dict, host: str, at: datetime, left: set[str] | None) -> str 
         return None if _running(pid, started) else f"agent process gone (pid {pid} on {host})"
     if _fresh(row, at):
         job = slurm_job(row)
+        if job is not None and job == _this_slurm_task():  # requeued after its node failed: it is us now
+            return f"Slurm job {job} was requeued (this is its next attempt)"
         if job is not None and left is not None and job in left:  # killed with its node, or by the OOM killer
             return f"Slurm job {job} has left the queue"
         return None
     beat = _last_beat(row)
     when = "ever" if beat is None else f"{beat:%Y-%m-%d %H:%M:%S} UTC"
     return f"no heartbeat since {when} from {row['host'] or 'an unknown host'}"
+
+
+def slurm_ids() -> dict:
+    """This process's Slurm job as a run records it. In a job array SLURM_JOB_ID differs per
+    task; the array's id with the task id is what squeue and sacct show (e.g. 4242_3)."""
+    return {"slurm_job_id": os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID"),
+            "slurm_array_task_id": _int_or_none(os.environ.get("SLURM_ARRAY_TASK_ID"))}
+
+
+def _this_slurm_task() -> str | None:
+    """This process's own Slurm job, as `slurm_job` names a run's."""
+    return slurm_job(slurm_ids())
 
 
 def _here(row: dict, host: str) -> bool:

@@ -158,6 +158,20 @@ def test_owner_gone_by_process_on_this_host_and_by_heartbeat_from_another():
 
 
 
+def test_a_requeued_slurm_task_takes_over_its_own_claim_from_the_dead_node(monkeypatch):
+    """Slurm requeues a task whose node died under the same job id: its claim, fresh and from
+    a job still in the queue (the task itself), held it, and the task ended having trained nothing."""
+    at = now()
+    row = claim_row(host="dead-node", pid=4242, heartbeat_at=at - timedelta(seconds=30),
+                    slurm_job_id="50", slurm_array_task_id=0)
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "50")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    assert owner_gone(row, at=at) is None  # another task of the array: it may still run (squeue says)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "0")
+    assert owner_gone(row, at=at) == "Slurm job 50_0 was requeued (this is its next attempt)"
+
+
+
 def test_the_sweep_and_pepr_info_agree_on_a_claim_silent_for_exactly_the_limit(tmp_path):
     """Both ask pepr.store.stale_cutoff: at exactly STALE_AFTER_S a claim is abandoned for both
     (the sweep took it over while info still called it running)."""
