@@ -9,6 +9,7 @@ not all `ok` yet (in RUNS or the task's part file), and a merge.
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import re
 import shlex
@@ -130,7 +131,10 @@ def _directives(name: str, output: Path, args, **extra) -> str:
 
 def scripts(args, flags: list[str], db: Path) -> tuple[str, str]:
     """The text of the array's sbatch script and of the merge job's."""
-    tasks, python = args.tasks, shlex.quote(os.path.abspath(sys.executable))
+    tasks = args.tasks
+    # -P: the submit folder is not on the module path, so a user's own `agent/` or `pepr/` there
+    # cannot stand in for pepr's (Python 3.11+).
+    python = shlex.quote(os.path.abspath(sys.executable)) + (" -P" if sys.version_info >= (3, 11) else "")
     logs = db.with_name(db.stem + ".slurm") / "logs"
     name = f"pepr-{db.stem}"
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -174,6 +178,18 @@ def scripts(args, flags: list[str], db: Path) -> tuple[str, str]:
         + f'exec {python} -m pepr merge "${{parts[@]}}" --into {shlex.quote(str(db))}\n'
     )
     return array, merge
+
+
+def unmerged_parts(db: Path, tasks: int) -> list[Path]:
+    """The part files of a plan split over another number of tasks that hold ok runs the
+    database lacks: tasks of this plan do not read them, so they would train those jobs again."""
+    from pepr.store import RunStore
+
+    merged = RunStore(db).ok_job_keys()
+    others = sorted(db.parent.glob(f"{glob.escape(db.stem)}.part-*-of-*{glob.escape(db.suffix)}"))
+    pattern = re.compile(rf"{re.escape(db.stem)}\.part-\d+-of-(\d+){re.escape(db.suffix)}")
+    return [part for part in others if (match := pattern.fullmatch(part.name)) and int(match[1]) != tasks
+            and RunStore(part).ok_job_keys() - merged]
 
 
 def unfinished(jobs, db: Path, tasks: int) -> tuple[list[int], bool]:
@@ -264,6 +280,11 @@ def command(args, argv: list[str]) -> int:
     store = checked_db(db)
     check_protocol(jobs, store)
     check_local_data(jobs, run_args, [store])  # refused here, not in every task's log
+    stray = unmerged_parts(db, args.tasks)
+    if stray:
+        raise PeprError(f"{stray[0]}: ok runs not merged into {db.name}, from tasks of another --tasks, which "
+                        f"these tasks would train again: merge the parts first (pepr merge "
+                        f"{shlex.quote(str(db.with_name(db.stem + '.part-')))}*{db.suffix} --into {shlex.quote(str(db))})")
     folder = db.with_name(db.stem + ".slurm")
     try:
         (folder / "logs").mkdir(parents=True, exist_ok=True)
@@ -292,7 +313,12 @@ def command(args, argv: list[str]) -> int:
                           "(squeue --me), or scancel them, then submit again")
     if todo:
         array_id = _sbatch(*array, str(array_path))
-        merge_id = _sbatch(f"--dependency=afterany:{array_id}", str(merge_path))
+        try:
+            merge_id = _sbatch(f"--dependency=afterany:{array_id}", str(merge_path))
+        except SubmitError as refused:
+            raise SubmitError(f"submitted job array {array_id} (tasks {ranges(todo)}), but the merge job was "
+                              f"refused ({refused}): once it can run, sbatch --dependency=afterany:{array_id} "
+                              f"{shlex.quote(str(merge_path))}") from None
         print(f"submitted job array {array_id} (tasks {ranges(todo)}) and merge job {merge_id}, "
               "which runs after it")
     else:

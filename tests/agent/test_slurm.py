@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pepr.store import RunStore
+from pepr.store import RunStore, merge
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ("--epochs", 1, "--batch-size", 8, "--image-size", 16)
@@ -37,14 +37,18 @@ def test_the_scripts_run_a_shard_and_merge_and_a_resubmission_asks_only_what_is_
     array = (folder / "array.sbatch").read_text()
     assert "#SBATCH --array=0-1\n" in array and "#SBATCH --gres" not in array
     assert "export CUDA_VISIBLE_DEVICES=\n" in array  # no GPU asked for, none used
-    assert f"exec {sys.executable} -m agent run" in array
+    assert f"exec {sys.executable} -P -m agent run" in array
     assert out.splitlines()[1:] == [
         "submit them with:",
         f"  jobid=$(sbatch --parsable {folder / 'array.sbatch'})",
         f"  sbatch --dependency=afterany:${{jobid%%;*}} {folder / 'merge.sbatch'}",
     ]
 
-    # Task 1 as Slurm would start it, then the merge job: each a plain bash script.
+    # Task 1 as Slurm would start it, then the merge job: each a plain bash script, started in a
+    # folder with a package of the user's own named agent (it ran instead of pepr's).
+    (tmp_path / "agent").mkdir()
+    (tmp_path / "agent" / "__init__.py").write_text("")
+    (tmp_path / "agent" / "__main__.py").write_text("print('not pepr')\n")
     task = subprocess.run(["bash", folder / "array.sbatch"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=300, env={**os.environ, "SLURM_ARRAY_TASK_ID": "1"})
     assert task.returncode == 0, task.stderr
@@ -128,6 +132,36 @@ def test_a_refused_submission_says_why(cli, tmp_path, monkeypatch):
     code, _, err = cli("slurm", "--models", "test_resnet", "--tasks", 1, "--db",
                        tmp_path / "runs.duckdb", "--submit")
     assert code == 1 and err == "pepr-agent: sbatch: error: invalid partition specified: gpu\n"
+
+
+def test_a_refused_merge_job_names_the_array_already_submitted(cli, tmp_path, monkeypatch):
+    """A site policy refuses the merge job after the array went in: the array's id was lost."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    (tmp_path / "sbatch").write_text('#!/bin/sh\ncase "$*" in *merge.sbatch*) echo "sbatch: error: '
+                                     'partition gpu requires --gres" >&2; exit 1;; esac\necho 77\n')
+    (tmp_path / "sbatch").chmod(0o755)
+    (tmp_path / "squeue").write_text("#!/bin/sh\nexit 0\n")
+    (tmp_path / "squeue").chmod(0o755)
+    code, _, err = cli("slurm", "--models", "test_resnet", "--tasks", 1, "--db", tmp_path / "runs.duckdb", "--submit")
+    assert code == 1 and err.startswith("pepr-agent: submitted job array 77 (tasks 0), but the merge job was "
+                                        "refused (sbatch: error: partition gpu requires --gres): once it can run, "
+                                        "sbatch --dependency=afterany:77 ")
+
+
+def test_parts_of_another_task_count_are_merged_before_a_new_split(cli, tmp_path):
+    """Two tasks ran, their merge did not; resubmitted over three tasks, every job was trained
+    again (the tasks read only parts of three), and each then counted twice."""
+    db = tmp_path / "runs.duckdb"
+    part = tmp_path / "runs.part-0-of-2.duckdb"
+    RunStore(part).record_run({"run_id": "r1", "job_key": "k1", "experiment": "digits", "model": "test_resnet",
+                               "source": "agent", "status": "ok", "performance": 0.5})
+    code, _, err = cli("slurm", "--models", "test_resnet", "--seeds", "0,1,2", "--tasks", 3, "--db", db)
+    assert code == 2 and err == (f"pepr-agent: {part}: ok runs not merged into runs.duckdb, from tasks of another "
+                                 f"--tasks, which these tasks would train again: merge the parts first (pepr merge "
+                                 f"{tmp_path}/runs.part-*.duckdb --into {db})\n")
+    assert cli("slurm", "--models", "test_resnet", "--seeds", "0,1,2", "--tasks", 2, "--db", db)[0] == 0  # its own split
+    merge([part], into=db)
+    assert cli("slurm", "--models", "test_resnet", "--seeds", "0,1,2", "--tasks", 3, "--db", db)[0] == 0
 
 
 # -- a real cluster ----------------------------------------------------------------------
