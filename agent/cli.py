@@ -196,6 +196,10 @@ def parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     where.add_argument("--done-in", metavar="FILE",
                        help="skip also the jobs ok in this database, read only (pepr-agent slurm's "
                             "tasks pass the merged one: a changed plan moves jobs between shards)")
+    where.add_argument("--plan-digest", metavar="HEX",
+                       help="refuse to run unless the whole plan (before --shard) is this one, as "
+                            "pepr-agent slurm's tasks do: a models file or --config edited after "
+                            "submission would move jobs between tasks")
     where.add_argument("--log", metavar="FILE", help="append the JSON lines here, not to stdout")
     where.add_argument("--quiet", action="store_true", help="no progress bars")
     where.add_argument("--dry-run", action="store_true", help="print the planned jobs and stop")
@@ -276,6 +280,9 @@ def plan_jobs(args):
         image_size=args.image_size, amp=args.amp, experiment=args.experiment,
         cudnn_benchmark=args.cudnn_benchmark, deterministic=args.deterministic,
     )
+    if args.plan_digest and plan.digest(jobs) != args.plan_digest:
+        raise PeprError(f"--plan-digest: the plan ({len(jobs)} job(s)) is not the one submitted: a models file, "
+                        "--config or --param-range draw changed since; run pepr-agent slurm again")
     return plan.shard(jobs, *shard) if shard else jobs
 
 

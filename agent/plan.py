@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import hashlib
 import json
 import os
 import random
@@ -70,6 +71,11 @@ class Job:
     def done_in(self, ok_keys: set[str]) -> bool:
         """Whether one of its keys is among the keys of `ok` runs."""
         return not ok_keys.isdisjoint(self.keys)
+
+
+def digest(jobs: Sequence[Job]) -> str:
+    """A short digest of a whole plan: its jobs' keys, in order."""
+    return hashlib.sha256("\n".join(job.key for job in jobs).encode()).hexdigest()[:16]
 
 
 def canonical_dataset(spec: str) -> str:

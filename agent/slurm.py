@@ -129,8 +129,9 @@ def _directives(name: str, output: Path, args, **extra) -> str:
     return "".join(f"#SBATCH {shlex.quote(line)}\n" for line in lines)
 
 
-def scripts(args, flags: list[str], db: Path) -> tuple[str, str]:
-    """The text of the array's sbatch script and of the merge job's."""
+def scripts(args, flags: list[str], db: Path, plan_digest: str) -> tuple[str, str]:
+    """The text of the array's sbatch script and of the merge job's; each task refuses to run
+    a plan other than the one of `plan_digest` (a models file edited after submission)."""
     tasks = args.tasks
     # -P: the submit folder is not on the module path, so a user's own `agent/` or `pepr/` there
     # cannot stand in for pepr's (Python 3.11+).
@@ -153,7 +154,7 @@ def scripts(args, flags: list[str], db: Path) -> tuple[str, str]:
            "export CUDA_VISIBLE_DEVICES=\n")
     command = " \\\n    ".join(
         [f"exec {python} -m agent run", shlex.join(flags),
-         f'--shard "$SLURM_ARRAY_TASK_ID/{tasks}" --done-in {shlex.quote(str(db))} --db {part}'])
+         f'--shard "$SLURM_ARRAY_TASK_ID/{tasks}" --plan-digest {plan_digest} --done-in {shlex.quote(str(db))} --db {part}'])
     array = (
         "#!/bin/bash\n"
         f"# A pepr sweep as a Slurm job array, written by `pepr-agent slurm` on {stamp}.\n"
@@ -174,7 +175,7 @@ def scripts(args, flags: list[str], db: Path) -> tuple[str, str]:
         + f"for part in {parts}; do\n"
         + '  if [ -e "$part" ]; then parts+=("$part"); fi\n'
         + "done\n"
-        + 'if [ ${#parts[@]} -eq 0 ]; then echo "no part file: no task started" >&2; exit 1; fi\n'
+        + f'if [ ${{#parts[@]}} -eq 0 ]; then echo "no part file: no task recorded a run (see {_quoted(str(logs))})" >&2; exit 1; fi\n'
         + f'exec {python} -m pepr merge "${{parts[@]}}" --into {shlex.quote(str(db))}\n'
     )
     return array, merge
@@ -264,7 +265,7 @@ def _sbatch(*argv: str) -> str:
 def command(args, argv: list[str]) -> int:
     """`pepr-agent slurm`: write the scripts, and submit them with --submit."""
     from agent.cli import check_local_data, checked_db, parse, plan_jobs
-    from agent.plan import check_protocol
+    from agent.plan import check_protocol, digest
 
     flags = run_flags(argv[argv.index("slurm") + 1:])  # flags before the subcommand are not run's
     run_args = parse(["run", *flags])  # with the --config file's values
@@ -289,7 +290,7 @@ def command(args, argv: list[str]) -> int:
     try:
         (folder / "logs").mkdir(parents=True, exist_ok=True)
         array_path, merge_path = folder / "array.sbatch", folder / "merge.sbatch"
-        for path, text in zip((array_path, merge_path), scripts(args, flags, db)):
+        for path, text in zip((array_path, merge_path), scripts(args, flags, db, digest(jobs))):
             path.write_text(text)
     except OSError as error:
         raise PeprError(f"--db: {args.db}: cannot write the scripts: {error.strerror}") from None

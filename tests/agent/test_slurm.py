@@ -134,6 +134,22 @@ def test_a_refused_submission_says_why(cli, tmp_path, monkeypatch):
     assert code == 1 and err == "pepr-agent: sbatch: error: invalid partition specified: gpu\n"
 
 
+def test_a_task_refuses_a_plan_changed_since_submission(cli, tmp_path):
+    """A models file edited while tasks wait in the queue moved jobs between tasks: some jobs
+    were trained twice and others never. Each task now checks the whole plan's digest."""
+    models = tmp_path / "models.txt"
+    models.write_text("test_resnet\ntest_efficientnet\n")
+    db = tmp_path / "runs.duckdb"
+    assert cli("slurm", "--models-file", models, "--datasets", "digits", *TINY, "--tasks", 2, "--db", db)[0] == 0
+    models.write_text("test_resnet\ntest_efficientnet\ntest_convnext\n")
+    task = subprocess.run(["bash", tmp_path / "runs.slurm" / "array.sbatch"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "SLURM_ARRAY_TASK_ID": "1"})
+    assert task.returncode == 2 and task.stderr == (
+        "pepr-agent: --plan-digest: the plan (3 job(s)) is not the one submitted: a models file, --config or "
+        "--param-range draw changed since; run pepr-agent slurm again\n")
+    assert not (tmp_path / "runs.part-1-of-2.duckdb").exists()
+
+
 def test_a_refused_merge_job_names_the_array_already_submitted(cli, tmp_path, monkeypatch):
     """A site policy refuses the merge job after the array went in: the array's id was lost."""
     monkeypatch.setenv("PATH", str(tmp_path))
