@@ -273,6 +273,11 @@ def command(args, argv: list[str]) -> int:
         if getattr(run_args, flag):
             raise PeprError(f"--{flag.replace('_', '-')}: not for pepr-agent slurm (it shards the plan "
                             "over --tasks, each task skipping the jobs ok in --db)")
+    gpu_asked = bool(args.gres) and "gpu" in args.gres
+    if run_args.device.startswith("cuda") and not gpu_asked:
+        raise PeprError(f"--device {run_args.device}: the tasks get no GPU without --gres (e.g. --gres gpu:1)")
+    if gpu_asked and run_args.device == "auto":  # where CUDA fails, auto would train on the CPU, unsaid
+        flags = [*flags, "--device", "cuda"]
     jobs = plan_jobs(run_args)
     if args.tasks > len(jobs):
         raise PeprError(f"--tasks {args.tasks}: more than the {len(jobs)} job(s) of this plan; "

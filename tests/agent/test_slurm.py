@@ -87,7 +87,8 @@ def test_gpu_and_scheduler_flags_go_into_the_script(cli, tmp_path):
     assert {"--array=0-3", "--gres=gpu:1", "--partition=gpu", "--time=02:00:00",
             "--cpus-per-task=8"} <= set(directives)
     assert "export CUDA_VISIBLE_DEVICES" not in array  # Slurm sets it to the task's GPU
-    assert "--models test_resnet --seeds 0,1,2,3 --datasets digits --amp bf16 \\" in array
+    # A GPU asked for: cuda, not auto (which trains on the CPU, unsaid, where CUDA fails).
+    assert "--models test_resnet --seeds 0,1,2,3 --datasets digits --amp bf16 --device cuda \\" in array
     assert f'--db "{tmp_path}/runs.part-$SLURM_ARRAY_TASK_ID-of-4.duckdb"' in array
 
 
@@ -106,6 +107,7 @@ def test_array_ranges_are_written_as_sbatch_takes_them():
     (("--models", "test_resnet"), "the following arguments are required: --tasks"),
     (("--tasks", "2", "--gres", "gpu:1\n#SBATCH --mem=1T"), "--gres: expected one word of letters, digits"),
     (("--tasks", "2", "--partition", "gpu batch"), "--partition: expected one word"),
+    (("--tasks", "2", "--device", "cuda"), "--device cuda: the tasks get no GPU without --gres (e.g. --gres gpu:1)"),
     (("--tasks", "2", "--time", "abc"), "--time: expected a Slurm time such as 90, 12:00:00 or 2-00:00:00"),
     (("--tasks", "2", "--time", "12:75:00"), "--time: expected a Slurm time"),  # no minute 75
     (("--tasks", "2", "--time", "1-30:00:00"), "--time: expected a Slurm time"),  # days, then hour 30
