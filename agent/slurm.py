@@ -121,7 +121,10 @@ def _quoted(text: str) -> str:
 
 
 def _directives(name: str, output: Path, args, **extra) -> str:
+    """`#SBATCH` lines; stdout (a task's JSON lines) to `output`, stderr (progress bars,
+    messages) beside it in `.err`: one file mixed them, and the JSON lines did not parse."""
     lines = [f"--job-name={name}", f"--chdir={os.getcwd()}", f"--output={output}",
+             f"--error={output.with_suffix('.err')}",
              *(f"--{key}={value}" for key, value in extra.items())]
     for flag in ("partition", "time"):
         if getattr(args, flag):

@@ -260,6 +260,10 @@ def test_a_sweep_on_slurm_leaves_every_job_ok_once_in_the_database(slurm, cli, t
     assert len(planned) == 2 and set(runs.job_key) == planned, logs
     assert runs.job_key.is_unique and (runs.status == "ok").all()
     assert (runs.slurm_job_id == ids[1]).all() and sorted(runs.slurm_array_task_id) == [0, 1]
+    # A task's .out holds its JSON lines alone (progress bars go to its .err): they parse.
+    outs = sorted((tmp_path / "runs.slurm" / "logs").glob("task-*.out"))
+    assert len(outs) == 2 and sorted(json.loads(line)["run_id"] for out in outs
+                                     for line in out.read_text().splitlines()) == sorted(runs.run_id)
     assert f"{db}: added 2 run(s)" in logs
 
     again = subprocess.run(command, cwd=ROOT, env=slurm, capture_output=True, text=True,
