@@ -164,9 +164,12 @@ def test_a_requeued_slurm_task_takes_over_its_own_claim_from_the_dead_node(monke
     at = now()
     row = claim_row(host="dead-node", pid=4242, heartbeat_at=at - timedelta(seconds=30),
                     slurm_job_id="50", slurm_array_task_id=0)
+    from agent import sweep
+
+    monkeypatch.setattr(sweep, "left_queue", lambda jobs: set())  # squeue: every job still queued
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "50")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
-    assert owner_gone(row, at=at) is None  # another task of the array: it may still run (squeue says)
+    assert owner_gone(row, at=at) is None  # another task of the array, still in the queue: it may run
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "0")
     assert owner_gone(row, at=at) == "Slurm job 50_0 was requeued (this is its next attempt)"
 
