@@ -184,25 +184,25 @@ def scripts(args, flags: list[str], db: Path, plan_digest: str) -> tuple[str, st
     return array, merge
 
 
-def unmerged_parts(db: Path, tasks: int) -> list[Path]:
+def unmerged_parts(db: Path, tasks: int, merged: set[str]) -> list[Path]:
     """The part files of a plan split over another number of tasks that hold ok runs the
-    database lacks: tasks of this plan do not read them, so they would train those jobs again."""
+    database lacks (`merged`: its ok job keys): tasks of this plan do not read them, so they
+    would train those jobs again."""
     from pepr.store import RunStore
 
-    merged = RunStore(db).ok_job_keys()
     others = sorted(db.parent.glob(f"{glob.escape(db.stem)}.part-*-of-*{glob.escape(db.suffix)}"))
     pattern = re.compile(rf"{re.escape(db.stem)}\.part-\d+-of-(\d+){re.escape(db.suffix)}")
     return [part for part in others if (match := pattern.fullmatch(part.name)) and int(match[1]) != tasks
             and RunStore(part).ok_job_keys() - merged]
 
 
-def unfinished(jobs, db: Path, tasks: int) -> tuple[list[int], bool]:
-    """The tasks with a job not `ok` in the database nor in their part file, and whether the
-    database lacks a job that a part has `ok` (so a merge alone would add it)."""
+def unfinished(jobs, db: Path, tasks: int, merged: set[str]) -> tuple[list[int], bool]:
+    """The tasks with a job not `ok` in the database (`merged`: its ok job keys) nor in their
+    part file, and whether the database lacks a job that a part has `ok` (so a merge alone
+    would add it)."""
     from agent.plan import shard
     from pepr.store import RunStore
 
-    merged = RunStore(db).ok_job_keys()
     todo, unmerged = [], False
     for index in range(tasks):
         mine = shard(jobs, index, tasks)
@@ -289,7 +289,8 @@ def command(args, argv: list[str]) -> int:
     store = checked_db(db)
     check_protocol(jobs, store)
     check_local_data(jobs, run_args, [store])  # refused here, not in every task's log
-    stray = unmerged_parts(db, args.tasks)
+    merged = store.ok_job_keys()  # read once, for both checks
+    stray = unmerged_parts(db, args.tasks, merged)
     if stray:
         raise PeprError(f"{stray[0]}: ok runs not merged into {db.name}, from tasks of another --tasks, which "
                         f"these tasks would train again: merge the parts first (pepr merge "
@@ -302,7 +303,7 @@ def command(args, argv: list[str]) -> int:
             path.write_text(text)
     except OSError as error:
         raise PeprError(f"--db: {args.db}: cannot write the scripts: {error.strerror}") from None
-    todo, unmerged = unfinished(jobs, db, args.tasks)
+    todo, unmerged = unfinished(jobs, db, args.tasks, merged)
     print(f"wrote {array_path} ({args.tasks} task(s), {len(jobs)} job(s)) and {merge_path}")
     if not todo and not unmerged:
         print(f"nothing to submit: every job is ok in {db}")

@@ -161,11 +161,13 @@ def owners_gone(rows: Sequence[dict], *, host: str | None = None, at: datetime |
     host, at = host or socket.gethostname(), at or now()
     asked = [slurm_job(row) for row in rows if not _here(row, host) and _fresh(row, at)]
     left = left_queue(filter(None, asked)) if any(asked) else set()
-    return [_why_gone(row, host, at, left) for row in rows]
+    own = _this_slurm_task()
+    return [_why_gone(row, host, at, left, own) for row in rows]
 
 
-def _why_gone(row: dict, host: str, at: datetime, left: set[str] | None) -> str | None:
-    """`owners_gone` of one row, given the Slurm jobs that have left the queue (None: unknown)."""
+def _why_gone(row: dict, host: str, at: datetime, left: set[str] | None, own: str | None) -> str | None:
+    """`owners_gone` of one row, given the Slurm jobs that have left the queue (None: unknown)
+    and this process's own Slurm job (`own`)."""
     if _here(row, host):
         pid = int(row["pid"])
         if pid == os.getpid():  # this process runs one sweep at a time: not its current job
@@ -174,7 +176,7 @@ def _why_gone(row: dict, host: str, at: datetime, left: set[str] | None) -> str 
         return None if _running(pid, started) else f"agent process gone (pid {pid} on {host})"
     if _fresh(row, at):
         job = slurm_job(row)
-        if job is not None and job == _this_slurm_task():  # requeued after its node failed: it is us now
+        if job is not None and job == own:  # requeued after its node failed: it is us now
             return f"Slurm job {job} was requeued (this is its next attempt)"
         if job is not None and left is not None and job in left:  # killed with its node, or by the OOM killer
             return f"Slurm job {job} has left the queue"

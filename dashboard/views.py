@@ -155,7 +155,7 @@ class View:
     def comparisons(self) -> list[Comparison]:
         return comparisons(self.table, self.scope, self.offer, self.threshold, self.units)
 
-    @property
+    @functools.cached_property
     def uncompared(self) -> list[str]:
         return uncompared(self.table, self.offer)
 
@@ -484,10 +484,12 @@ def _adjusted(found: list[Comparison]) -> list[Comparison]:
 def uncompared(table: pd.DataFrame, found: Offer) -> list[str]:
     """For each paired comparison that pairs nothing in `table`, why, where experiments do not
     record what it pairs by (an imported table without a training-data fraction)."""
+    if table.empty:
+        return []
     frame = _with_full_data(table)
     notes = []
     for title, (column, keys, _, _) in _PAIRS.items():
-        if table.empty or not _pairable(frame, column, keys).empty:
+        if not _pairable(frame, column, keys).empty:
             continue
         unknown = [why for why in _left_out(frame, found, column, keys, set()) if why.endswith("not recorded)")]
         if unknown:
@@ -514,10 +516,8 @@ def _left_out(frame: pd.DataFrame, found: Offer, column: str, keys: list[str], u
             continue
         sample = frame[frame["experiment"] == experiment]
         missing = [k for k in (column, *keys) if k in sample and sample[k].isna().all()]
-        if sample.empty:
-            why = "no scored runs"
-        else:
-            why = f"{_KNOWN[missing[0]]} not recorded" if missing else "no counterpart on the other side"
+        why = ("no scored runs" if sample.empty else f"{_KNOWN[missing[0]]} not recorded" if missing
+               else "no counterpart on the other side")
         left.append(f"{experiment} ({why})")
     return left
 
