@@ -333,6 +333,41 @@ def train_step(model, prepare, optimizer, scaler, xb, yb, device, amp: str):
     return out, loss
 
 
+TALLY_EVERY = 32  # training steps between reductions of the epoch's loss and accuracy
+
+
+def train_epoch(model, prepare, optimizer, scaler, feed, device, amp: str) -> tuple[float, float, int]:
+    """Train on every batch of `feed`; returns the mean training loss, the training accuracy
+    and the number of images, with one host sync at the end.
+
+    A small model's step is bound by kernel launches, so the loss and accuracy are not tallied
+    each step (five more launches): the outputs are kept and reduced every `TALLY_EVERY` steps.
+    The loss is recomputed from them, the same per-image cross-entropy the step took the mean of.
+    """
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+    seen = 0
+
+    def tally() -> None:
+        outs = torch.cat([out for out, _ in pending]).float()
+        labels = torch.cat([yb for _, yb in pending])
+        loss_sum.add_(F.cross_entropy(outs, labels, reduction="sum"))
+        correct.add_((outs.argmax(1) == labels).sum())
+        pending.clear()
+
+    for xb, yb in feed:
+        out, _ = train_step(model, prepare, optimizer, scaler, xb, yb, device, amp)
+        pending.append((out.detach(), yb))
+        seen += len(yb)
+        if len(pending) == TALLY_EVERY:
+            tally()
+    if pending:
+        tally()
+    return loss_sum.item() / seen, correct.item() / seen, seen
+
+
 def warm_up(model, prepare, xb, yb, job: Job, device: torch.device, steps: int) -> None:
     """Run one-off work (CUDA context and kernels, cuDNN choices, first allocations) before
     the measured span, then restore the weights and random state: what the model learns is
@@ -453,23 +488,14 @@ def run_job(
             for epoch in range(1, job.epochs + 1):
                 sync(device)
                 began = time.perf_counter()
-                model.train()
-                loss_sum = torch.zeros((), device=device)
-                correct = torch.zeros((), dtype=torch.long, device=device)
-                seen = 0
-                with closing(batches(x_train, y_train, job.batch_size, device, generator)) as epoch_batches:
-                    for xb, yb in epoch_batches:
-                        out, loss = train_step(model, prepare, optimizer, scaler, xb, yb, device, amp)
-                        loss_sum.add_(loss.detach(), alpha=len(yb))
-                        correct += (out.detach().argmax(1) == yb).sum()
-                        seen += len(yb)
-                train_loss = loss_sum.item() / seen
+                with closing(batches(x_train, y_train, job.batch_size, device, generator)) as feed:
+                    train_loss, train_accuracy, _ = train_epoch(model, prepare, optimizer, scaler, feed, device, amp)
                 if not math.isfinite(train_loss):
                     raise FloatingPointError(f"training loss is {train_loss} in epoch {epoch}")
                 row = {
                     "epoch": epoch,
                     "train_loss": train_loss,
-                    "train_accuracy": correct.item() / seen,
+                    "train_accuracy": train_accuracy,
                     "val_metric": evaluate("val"),
                     "test_metric": evaluate("test"),
                 }

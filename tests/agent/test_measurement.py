@@ -14,7 +14,8 @@ import torch
 from agent.data import load
 from agent.measure import POWER_SAMPLE_SECS, EnergyMeter, NullMeter, energy_from_totals
 from agent.plan import expand
-from agent.train import Prepare, run_job, train_step
+from agent import train
+from agent.train import Prepare, run_job, train_epoch, train_step
 from pepr.store import RunStore
 
 CPU = torch.device("cpu")
@@ -52,6 +53,34 @@ def test_the_clock_leaves_out_the_bookkeeping_between_epochs(tiny_data):
     assert fields["train_time_s"] == epochs[-1]["cum_time_s"] > 0
     second_epoch_s = epochs[1]["cum_time_s"] - epochs[0]["cum_time_s"]
     assert second_epoch_s <= (calls[1] - calls[0]) - pause_s / 2  # the pause is between the calls
+
+
+def test_an_epochs_loss_and_accuracy_are_those_of_its_steps(tiny_data, monkeypatch):
+    """The tallies kept every few steps equal the steps' own losses (weighted by batch size)
+    and hits, batches of unequal size and a tally left over at the end included."""
+    monkeypatch.setattr(train, "TALLY_EVERY", 2)
+    x, y = tiny_data.images["train"], tiny_data.labels["train"]
+    feed = [(x[i:i + 5], y[i:i + 5]) for i in range(0, 24, 5)]  # 5, 5, 5, 5, 4 images
+
+    def model_and_optimizer():
+        torch.manual_seed(0)
+        model = timm.create_model("test_resnet", num_classes=3, in_chans=1)
+        return model, Prepare(model, 1, CPU, channels_last=False), torch.optim.Adam(model.parameters())
+
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    model, prepare, optimizer = model_and_optimizer()
+    loss, accuracy, seen = train_epoch(model, prepare, optimizer, scaler, feed, CPU, "off")
+
+    model, prepare, optimizer = model_and_optimizer()
+    model.train()
+    loss_sum = hits = 0.0
+    for xb, yb in feed:
+        out, step_loss = train_step(model, prepare, optimizer, scaler, xb, yb, CPU, "off")
+        loss_sum += step_loss.item() * len(yb)
+        hits += (out.argmax(1) == yb).sum().item()
+    assert seen == 24
+    assert loss == pytest.approx(loss_sum / 24, rel=1e-5)
+    assert accuracy == hits / 24
 
 
 def test_amp_bf16_changes_what_runs_on_the_cpu(tiny_data):
