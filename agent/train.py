@@ -334,6 +334,7 @@ def train_step(model, prepare, optimizer, scaler, xb, yb, device, amp: str):
 
 
 TALLY_EVERY = 32  # training steps between reductions of the epoch's loss and accuracy
+TALLY_OUTPUTS = 1 << 20  # or fewer, once the outputs kept reach this many numbers (4 MB in fp32)
 
 
 def train_epoch(model, prepare, optimizer, scaler, feed, device, amp: str) -> tuple[float, float, int]:
@@ -341,14 +342,15 @@ def train_epoch(model, prepare, optimizer, scaler, feed, device, amp: str) -> tu
     and the number of images, with one host sync at the end.
 
     A small model's step is bound by kernel launches, so the loss and accuracy are not tallied
-    each step (five more launches): the outputs are kept and reduced every `TALLY_EVERY` steps.
-    The loss is recomputed from them, the same per-image cross-entropy the step took the mean of.
+    each step (five more launches): the outputs are kept and reduced every `TALLY_EVERY` steps,
+    or sooner where many classes would make them weigh on the GPU memory peak. The loss is
+    recomputed from them, the same per-image cross-entropy the step took the mean of.
     """
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     pending: list[tuple[torch.Tensor, torch.Tensor]] = []
-    seen = 0
+    kept = seen = 0  # numbers in the pending outputs; images
 
     def tally() -> None:
         outs = torch.cat([out for out, _ in pending]).float()
@@ -361,8 +363,10 @@ def train_epoch(model, prepare, optimizer, scaler, feed, device, amp: str) -> tu
         out, _ = train_step(model, prepare, optimizer, scaler, xb, yb, device, amp)
         pending.append((out.detach(), yb))
         seen += len(yb)
-        if len(pending) == TALLY_EVERY:
+        kept += out.numel()
+        if len(pending) == TALLY_EVERY or kept >= TALLY_OUTPUTS:
             tally()
+            kept = 0
     if pending:
         tally()
     return loss_sum.item() / seen, correct.item() / seen, seen

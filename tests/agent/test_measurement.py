@@ -55,10 +55,12 @@ def test_the_clock_leaves_out_the_bookkeeping_between_epochs(tiny_data):
     assert second_epoch_s <= (calls[1] - calls[0]) - pause_s / 2  # the pause is between the calls
 
 
-def test_an_epochs_loss_and_accuracy_are_those_of_its_steps(tiny_data, monkeypatch):
-    """The tallies kept every few steps equal the steps' own losses (weighted by batch size)
-    and hits, batches of unequal size and a tally left over at the end included."""
-    monkeypatch.setattr(train, "TALLY_EVERY", 2)
+@pytest.mark.parametrize("every, outputs", [(2, 1 << 20), (32, 16)])  # 15 outputs a step: by count
+def test_an_epochs_loss_and_accuracy_are_those_of_its_steps(tiny_data, monkeypatch, every, outputs):
+    """The tallies kept every few steps (or outputs) equal the steps' own losses (weighted by
+    batch size) and hits, batches of unequal size and a tally left over at the end included."""
+    monkeypatch.setattr(train, "TALLY_EVERY", every)
+    monkeypatch.setattr(train, "TALLY_OUTPUTS", outputs)
     x, y = tiny_data.images["train"], tiny_data.labels["train"]
     feed = [(x[i:i + 5], y[i:i + 5]) for i in range(0, 24, 5)]  # 5, 5, 5, 5, 4 images
 
