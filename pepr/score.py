@@ -163,8 +163,9 @@ def performance_for(score_value, resource, alpha: float = 1.0):
 def normalize(values, method: str = "minmax", groups=None) -> np.ndarray:
     """Resource costs scaled to [0, 1] within each group (one group if `groups` is None).
 
-    `minmax`: (r - min) / (max - min); `max`: r / max. A degenerate range (all equal, or a
-    max of 0) gives 0, so a lone model scores its performance under either.
+    `minmax`: (r - min) / (max - min), 0 where all are equal (a lone model, too: it scores its
+    performance, the paper's rule); `max`: r / max, the share of the dearest (the same model is
+    its own dearest: 1), 0 where the max is 0.
     """
     _check_normalization(method)
     values = np.asarray(values, dtype=float)
@@ -179,11 +180,10 @@ def _normalize_codes(values: np.ndarray, codes: np.ndarray, method: str) -> np.n
     np.maximum.at(high, codes, values)
     low = np.full(n_groups, np.inf)
     np.minimum.at(low, codes, values)
-    degenerate = high <= low  # all equal (a single model, too): R = 0, PePR = P
-    if method == "max":
+    if method == "max":  # r_min = 0: continuous as costs come together, 2.0 and 2.000001 alike
         low = np.zeros(n_groups)
     span = (high - low)[codes]
-    return np.divide(values - low[codes], span, out=np.zeros(len(values)), where=(span > 0) & ~degenerate[codes])
+    return np.divide(values - low[codes], span, out=np.zeros(len(values)), where=span > 0)
 
 
 def _rank_descending(values: np.ndarray, codes: np.ndarray) -> np.ndarray:

@@ -40,11 +40,15 @@ def notes(view: View) -> None:
     single = view.scope.groupby("experiment")["model"].nunique().loc[lambda s: s == 1]
     if len(single):
         pooled = bool(view.weights) and view.scope["experiment"].nunique() > 1
-        st.info(
-            f"Only one model in {', '.join(plain(e) for e in single.index)}: nothing to compare it with, so its "
-            "PePR equals its performance" + (", free of any cost: beside the other experiments' models it ranks "
-                                             "higher than its cost warrants." if pooled else ".")
-        )
+        lone = f"Only one model in {', '.join(plain(e) for e in single.index)}: nothing to compare it with, so "
+        if view.weights and view.controls.normalization == "max":
+            st.info(lone + "under share of max it is its own dearest (R = 1): its PePR is half its performance"
+                    + (", whatever it cost: beside the other experiments' models its rank says nothing of "
+                       "its cost." if pooled else "."))
+        else:
+            st.info(lone + "its PePR equals its performance" + (
+                ", free of any cost: beside the other experiments' models it ranks higher than its cost "
+                "warrants." if pooled else "."))
     if view.carbon.chosen is not None or "co2" in view.weights:
         st.caption(f"Grid carbon intensity: {view.carbon.message}")
 

@@ -38,9 +38,8 @@ def runs(performance, energy, experiment="e", **columns) -> pd.DataFrame:
     )
 
 
-@pytest.mark.parametrize("normalization", ["minmax", "max"])
-def test_single_model_scores_its_performance(normalization):
-    table = score(runs([0.7], [5.0]), {"energy": 1}, normalization).table
+def test_single_model_scores_its_performance():
+    table = score(runs([0.7], [5.0]), {"energy": 1}).table
     assert table["pepr"].tolist() == [0.7]
 
 
@@ -109,11 +108,21 @@ def test_all_zero_weights_ignore_resources():
 
 def test_degenerate_ranges_give_zero_resource():
     assert normalize([3.0, 3.0, 3.0]).tolist() == [0, 0, 0]
-    assert normalize([3.0, 3.0, 3.0], "max").tolist() == [0, 0, 0]
     assert normalize([0.0, 0.0], "max").tolist() == [0, 0]
-    assert normalize([2.0, 2.0, 1.0, 4.0], "max", groups=["a", "a", "b", "b"]).tolist() == [0, 0, 0.25, 1]
     table = score(runs([0.4, 0.6], [2.0, 2.0]), {"energy": 1}).table
     assert table["pepr"].tolist() == [0.4, 0.6]
+
+
+def test_share_of_max_is_the_share_of_the_dearest_when_all_cost_the_same():
+    """R = r / r_max (r_min = 0): equal costs are each the dearest, R = 1, as they are a hair
+    apart; they had R = 0, so a millionth more energy halved every score."""
+    assert normalize([3.0, 3.0, 3.0], "max").tolist() == [1, 1, 1]
+    assert normalize([2.0, 2.0, 1.0, 4.0], "max", groups=["a", "a", "b", "b"]).tolist() == [1, 1, 0.25, 1]
+    equal = score(runs([0.6, 0.9], [2.0, 2.0]), {"energy": 1}, "max").table["pepr"]
+    apart = score(runs([0.6, 0.9], [2.0, 2.000001]), {"energy": 1}, "max").table["pepr"]
+    assert equal.tolist() == [0.3, 0.45]
+    assert apart.tolist() == pytest.approx(equal.tolist(), rel=1e-6)
+    assert score(runs([0.7], [5.0]), {"energy": 1}, "max").table["pepr"].tolist() == [0.35]
 
 
 def test_normalisation_is_within_each_experiment():
