@@ -283,9 +283,11 @@ def carbon_effect(measured_runs: pd.DataFrame, weights: Mapping[str, float], cho
         return Carbon(chosen, text, False)
     measured_as = []
     if spans:
-        low, high = min(low for low, _ in spans.values()), max(high for _, high in spans.values())
+        low, high = min(span[0] for span in spans.values()), max(span[1] for span in spans.values())
+        fallbacks = sum(span[2] for span in spans.values())
         measured_as.append(f"These runs' CO2 was measured at {low:.0f} to {high:.0f} "
-                           "g CO2eq/kWh of their energy (the grid of each run, recorded or not)")
+                           "g CO2eq/kWh of their energy (the grid of each run, recorded or not"
+                           + (f"; {fallbacks} at a fallback average, not their grid's" if fallbacks else "") + ")")
     if lopsided:
         measured_as.append(f"{lopsided} run(s) have only one of energy and CO2")
     advice = ("on one grid for all, CO2 ranks them as energy does." if chosen is not None

@@ -123,6 +123,11 @@ def three_digits(value: float) -> str:
     return f"{value:.0f}" if 1000 <= abs(float(f"{value:.3g}")) < 1e6 else f"{value:.3g}"
 
 
+# The carbon_intensity_source of a run priced at its tool's fallback average when the grid's
+# live figure failed (26 of the paper's runs, it seems), not its grid's.
+FALLBACK_SOURCE = "fallback-average"
+
+
 def grams_per_kwh(co2_kg, energy_kwh):
     """The carbon intensity (g CO2eq per kWh) of emitting `co2_kg` for `energy_kwh`; NaN where
     the energy is not positive. Numbers or aligned pandas Series."""

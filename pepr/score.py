@@ -15,7 +15,7 @@ import pandas as pd
 from scipy import stats
 
 from pepr.errors import PeprError
-from pepr.resources import ENERGY_PARTS, RESOURCES, grams_per_kwh, is_estimate
+from pepr.resources import ENERGY_PARTS, FALLBACK_SOURCE, RESOURCES, grams_per_kwh, is_estimate
 
 NORMALIZATIONS = ("minmax", "max")
 
@@ -95,15 +95,19 @@ def check_measured(runs: pd.DataFrame, weights: Mapping[str, float], scope: str)
         raise PeprError(f"--weights: {', '.join(missing)} measured in no run of {scope}; weight what was measured{hint}")
 
 
-def grid_spans(runs: pd.DataFrame) -> dict[str, tuple[float, float]]:
+def grid_spans(runs: pd.DataFrame) -> dict[str, tuple[float, float, int]]:
     """Per experiment whose finished runs emitted different CO2 per kWh of their energy (other
-    grids, or other hours of one grid): the lowest and highest, in g CO2eq/kWh. There a CO2
+    grids, or other hours of one grid): the lowest and highest, in g CO2eq/kWh, and how many
+    runs were priced at a fallback average, not their grid's (`FALLBACK_SOURCE`). There a CO2
     ranking rewards where and when a model ran as well as what it used."""
     ok = runs[runs["status"] == "ok"]
     per_kwh = pd.Series(grams_per_kwh(ok["co2_kg"], ok["energy_kwh"]), index=ok.index).dropna()
-    spans = per_kwh.groupby(ok.loc[per_kwh.index, "experiment"]).agg(["min", "max"])
+    experiments = ok.loc[per_kwh.index, "experiment"]
+    spans = per_kwh.groupby(experiments).agg(["min", "max"])
+    source = ok["carbon_intensity_source"] if "carbon_intensity_source" in ok else pd.Series(None, index=ok.index, dtype=object)
+    fallbacks = (source.loc[per_kwh.index] == FALLBACK_SOURCE).groupby(experiments).sum()
     differ = spans["max"] - spans["min"] > 1e-9 * spans["max"].abs()
-    return {experiment: (row["min"], row["max"]) for experiment, row in spans[differ].iterrows()}
+    return {experiment: (row["min"], row["max"], int(fallbacks[experiment])) for experiment, row in spans[differ].iterrows()}
 
 
 def nothing_to_score(scope: str, excluded: pd.DataFrame) -> PeprError:
@@ -113,10 +117,11 @@ def nothing_to_score(scope: str, excluded: pd.DataFrame) -> PeprError:
     return PeprError(f"{scope}: no run can be scored ({why})")
 
 
-def grid_span_text(low: float, high: float) -> str:
+def grid_span_text(low: float, high: float, fallbacks: int = 0) -> str:
     """What a span of `grid_spans` means for a CO2 ranking, after "the runs (of X)"."""
-    return (f"emitted {low:.0f} to {high:.0f} g CO2eq per kWh (other grids or hours): their CO2 ranks where "
-            "they ran as well as what they used")
+    fallback = f"; {fallbacks} run(s) at a fallback average, not their grid's" if fallbacks else ""
+    return (f"emitted {low:.0f} to {high:.0f} g CO2eq per kWh (other grids or hours{fallback}): their CO2 ranks "
+            "where they ran as well as what they used")
 
 
 def estimated_energy_text(runs: pd.DataFrame, weights: Mapping[str, float]) -> str | None:

@@ -62,6 +62,24 @@ def test_import_converts_units_and_maps_experiments(paper_db):
     assert dla["provenance"].startswith("Selvan et al., NLDL 2025: the authors' published all_results.csv")
 
 
+def test_runs_priced_at_carbontrackers_fallback_are_not_called_the_live_grid(paper_db, capsys):
+    """26 runs emitted exactly 475 g CO2eq/kWh, three times the next highest (PEPR.md: likely
+    Carbontracker's fallback world average); they were recorded as priced at the live grid."""
+    from pepr.cli import main
+
+    runs = paper_db.runs()
+    at_475 = (runs["co2_kg"] * 1000 / runs["energy_kwh"] - 475).abs() < 1e-6
+    fallback = runs[runs["carbon_intensity_source"] == "fallback-average"]
+    assert sorted(fallback["run_id"]) == sorted(runs.loc[at_475, "run_id"])
+    assert fallback.groupby("experiment").size().to_dict() == {"derma_smallest": 16, "pneumonia_small": 10}
+    assert set(runs.loc[~at_475, "carbon_intensity_source"]) == {"live-grid"}
+    pneumonia = runs[runs["experiment"] == "pneumonia_small"]
+    low = (pneumonia["co2_kg"] * 1000 / pneumonia["energy_kwh"]).min()
+    assert main(["score", "--db", str(paper_db.path), "--experiment", "pneumonia_small", "--weights", "co2=1"]) == 0
+    assert (f"note: the runs of pneumonia_small emitted {low:.0f} to 475 g CO2eq per kWh (other grids or hours; "
+            "10 run(s) at a fallback average, not their grid's)") in capsys.readouterr().err
+
+
 # PePR by hand from the CSV: P = test_09, R = (r - r_min) / (r_max - r_min) over the experiment's
 # 131 runs, PePR = P / (1 + R). The r_min and r_max below were read off the file's rows.
 HAND = [
