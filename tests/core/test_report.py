@@ -130,7 +130,7 @@ def test_markdown_states_cost_measurement_and_savings(report):
     assert "gives up 0.1000 of performance (10.00 points)" in text
     assert "saves 80.0% of training energy: 8 Wh (2 Wh instead of 10 Wh)" in text
     assert "saves 80.0% of training time: 4 min (1 min instead of 5 min)" in text
-    assert "costs 100.0% more GPU memory (reserved peak): 4 GB (8 GB instead of 4 GB)" in text  # not "100% of"
+    assert "costs 100.0% more GPU memory reserved: 4 GB (8 GB instead of 4 GB)" in text  # not "100% of"
     assert "By performance alone (the rank is still by PePR):" in text and "performance metric: test\\_accuracy" in text
 
 

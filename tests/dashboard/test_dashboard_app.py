@@ -92,7 +92,7 @@ def test_explorer_shows_what_matters(app, crafted_db):
     # the energy term takes off performance - PePR: 0.95 - 0.95 / 2 for `big`
     assert ranking.set_index("model").loc["big", "lowered by energy"] == pytest.approx(0.475)
     assert list(ranking["Training energy (kWh)"]) == [1.0, 5.0, 10.0]
-    assert list(ranking["GPU memory (reserved peak) (GB)"]) == [1.0, 8.0, 20.0]
+    assert list(ranking["GPU memory reserved (GB)"]) == [1.0, 8.0, 20.0]
     assert "of performance, and uses 10× less energy, 10× less CO2, 20× less GPU memory" in texts(at, "caption")
     assert "**15.0 points**" in texts(at, "markdown")
 
@@ -239,7 +239,7 @@ def test_unmeasured_resource_is_named_not_fatal(app, db, rows):
     path = db([run(f"r{i}", f"m{i}", gpu_mem_reserved_gb=None, performance=0.5 + i / 10) for i in range(3)])
     at = app(path, w="gpu_memory:1").run()
     assert at.slider(key="c_w_gpu_memory").disabled
-    assert "Not measured in these experiments (greyed out): GPU memory (reserved peak)." in texts(at, "caption")
+    assert "Not measured in these experiments (greyed out): GPU memory reserved." in texts(at, "caption")
     assert any("GPU memory" in w for w in texts(at, "warning"))
     assert top_model(at) == "m2"  # scored on performance alone
 

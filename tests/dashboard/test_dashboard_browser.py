@@ -130,7 +130,7 @@ def test_explorer_in_a_real_browser(serve, crafted_db):
             _no_errors(page)
             assert page.get_by_text("tiny", exact=True).first.is_visible()
             # the sidebar was restored from the link and mirrors it back
-            assert page.get_by_text("Training energy 67%, GPU memory (reserved peak) 33%").is_visible()
+            assert page.get_by_text("Training energy 67%, GPU memory reserved 33%").is_visible()
             assert "w=energy" in page.url
         finally:
             browser.close()

@@ -91,7 +91,7 @@ def test_performance_vs_resource_marks_the_top_pepr_model_and_labels_iso_lines()
     assert layer_data(spec, 5)[0]["model"] == "tiny" and marker["mark"]["shape"] == "diamond"
     assert layer_data(spec, 6)[0]["text"] == "top PePR: tiny"
     tips = [t.get("title") for t in points["encoding"]["tooltip"]]
-    assert "Training energy (mWh)" in tips and "GPU memory (reserved peak) (GB)" in tips
+    assert "Training energy (mWh)" in tips and "GPU memory reserved (GB)" in tips
 
 
 def test_rank_probabilities_show_full_names():

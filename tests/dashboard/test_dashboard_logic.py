@@ -341,7 +341,7 @@ def test_budget_caps_in_readable_units():
     assert view.units["energy"] == ("mWh", 1e-6)
     assert list(feasible["model"]) == ["tiny", "mid"]  # 30 mWh is within a 30 mWh cap
     reasons = dict(zip(excluded["model"], excluded["reason"]))
-    assert reasons == {"big": "Training energy 60 mWh > 30 mWh", "odd": "GPU memory (reserved peak): not measured"}
+    assert reasons == {"big": "Training energy 60 mWh > 30 mWh", "odd": "GPU memory reserved: not measured"}
 
 
 def test_baseline_shows_moved_entered_and_left():
