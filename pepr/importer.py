@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -137,7 +138,7 @@ class Preview:
     runs: pd.DataFrame
     errors: list[str]
     count: int = 0  # how many runs in all (`runs` may be the first few)
-    earlier_ids: Callable[[], pd.Series] | None = None  # the runs' content ids before re-exports kept theirs
+    earlier_ids: Callable[[], list[pd.Series]] | None = None  # the runs' ids as earlier pepr versions gave them
 
 
 # -- reading -------------------------------------------------------------------------------
@@ -428,21 +429,37 @@ def _repeat(values: pd.Series) -> tuple | None:
     return row, values.index[(values == values[row]).to_numpy()][0]
 
 
-def _content_ids(texts: pd.DataFrame, experiment: pd.Series, decimal_comma: bool = False) -> pd.Series:
-    """A stable run id from each row's raw content (`texts`) and its experiment: the same row,
-    however a re-export spells it (91.50 or 91.5, 120 or 120.0, an empty column more or fewer,
-    the columns in another order), the same id; a mapping or a unit changed, the same id too."""
+# What a row measured, not which run it is: a corrected value keeps the run's id.
+MEASURED_FIELDS = frozenset(name for name, spec in FIELDS.items() if spec.cost) | {"performance"}
+
+
+def _content_ids(texts: pd.DataFrame, experiment: pd.Series, decimal_comma: bool = False) -> list[str]:
+    """An id from each row's raw content (`texts`) and its experiment: the same row, however a
+    re-export spells it (91.50 or 91.5, 120 or 120.0, an empty column more or fewer, the columns
+    in another order), the same id; a mapping or a unit changed, the same id too."""
     spelt = texts.apply(lambda column: column.map({cell: _canonical(cell, decimal_comma) for cell in column.unique()}))
-    ids = ["import-" + job_key({**{k: v for k, v in row.items() if v != ""}, "experiment": name})
-           for row, name in zip(spelt.to_dict("records"), experiment)]
+    return ["import-" + job_key({**{k: v for k, v in row.items() if v != ""}, "experiment": name})
+            for row, name in zip(spelt.to_dict("records"), experiment)]
+
+
+def _row_ids(texts: pd.DataFrame, experiment: pd.Series, decimal_comma: bool) -> pd.Series:
+    """A stable run id from what each row says of its run (`texts`: its cells but those mapped
+    to results) and its experiment, spelt as `_content_ids` reads them: a re-export, or a
+    corrected result, keeps it. Rows alike but for their results (repeats with no seed column)
+    are told apart by their order among themselves."""
+    seen: Counter = Counter()
+    ids = []
+    for key in _content_ids(texts, experiment, decimal_comma):
+        seen[key] += 1
+        ids.append(key if seen[key] == 1 else "import-" + job_key({"row": key, "repeat": seen[key]}))
     return pd.Series(ids, index=experiment.index, dtype=object)
 
 
-def _earlier_ids(texts: pd.DataFrame, experiment: pd.Series) -> pd.Series:
-    """The content ids pepr gave before re-exports kept theirs (the raw text as it is), which
-    a database may hold; in the order of the runs."""
-    return pd.Series(["import-" + job_key({**row, "experiment": name})
-                      for row, name in zip(texts.to_dict("records"), experiment)], dtype=object)
+def _earlier_ids(texts: pd.DataFrame, experiment: pd.Series, decimal_comma: bool) -> list[pd.Series]:
+    """The ids earlier pepr versions gave the rows, which a database may hold, in the order of
+    the runs: from every cell's raw text, then from every cell as `_content_ids` spells it."""
+    raw = ["import-" + job_key({**row, "experiment": name}) for row, name in zip(texts.to_dict("records"), experiment)]
+    return [pd.Series(ids, dtype=object) for ids in (raw, _content_ids(texts, experiment, decimal_comma))]
 
 
 # A plain decimal number, its exponent bounded (Fraction would write out 1e999999999 in full).
@@ -501,11 +518,14 @@ def convert(
 
     raw_parts = [frame] + ([pd.DataFrame(matched["raw"].tolist(), index=frame.index)] if matched is not None else [])
     earlier = None
+    repeat_of = runs["run_id"].where(runs["run_id"].notna()) if "run_id" in runs else None
     if "run_id" not in runs:
         texts = pd.concat([part.apply(_text) for part in raw_parts], axis=1)
-        runs["run_id"] = _content_ids(texts, runs["experiment"], table.decimal_comma)
-        earlier = functools.partial(_earlier_ids, texts, runs["experiment"].copy())
-    repeat = _repeat(runs["run_id"].where(runs["run_id"].notna()))
+        measured = {spec.column for spec in maps if spec.field in MEASURED_FIELDS}
+        runs["run_id"] = _row_ids(frame.drop(columns=list(measured)).apply(_text), runs["experiment"], table.decimal_comma)
+        earlier = functools.partial(_earlier_ids, texts, runs["experiment"].copy(), table.decimal_comma)
+        repeat_of = pd.Series(_content_ids(texts, runs["experiment"], table.decimal_comma), index=frame.index)
+    repeat = _repeat(repeat_of)
     if repeat:
         row, first = repeat
         if "run_id" in fields:
@@ -677,8 +697,9 @@ def import_converted(result: Preview, db, replace: bool = False) -> Imported:
     if result.earlier_ids is not None and store.exists():
         held = set(store.runs(experiments=sorted(runs["experiment"].unique()))["run_id"]) - set(runs["run_id"])
         if any(run_id.startswith("import-") for run_id in held):  # imported before: perhaps under those ids
-            earlier = result.earlier_ids()
-            ids = earlier.where(earlier.isin(held)).fillna(runs["run_id"])
+            ids = runs["run_id"]
+            for earlier in result.earlier_ids():
+                ids = earlier.where(earlier.isin(held)).fillna(ids)
             runs = runs.assign(run_id=ids, job_key=ids.map(_import_key))
     return store.import_runs(runs, replace=replace)
 

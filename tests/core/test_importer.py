@@ -228,6 +228,65 @@ def test_a_re_export_of_the_same_results_adds_nothing(tmp_path, capsys):
     assert "row 3, column (whole row): repeats row 2" in capsys.readouterr().err
 
 
+def test_a_corrected_result_is_the_same_run_named_not_added(tmp_path, capsys):
+    """The id came from every cell, results too: a typo corrected in a lab's sheet and imported
+    again, even with --replace, added a second run of the model, scored beside the first."""
+    db, maps = tmp_path / "d.duckdb", ["--map", "model=arch", "--map", "performance=acc:%", "--map", "energy=e:Wh",
+                                       "--experiment-name", "x"]
+    sheet = tmp_path / "lab.csv"
+    sheet.write_text("arch,seed,acc,e\nresnet,0,91.5,152.4\nresnet,1,91.9,150\nvit,0,93,400\n")
+    assert run("import", sheet, "--db", db, *maps) == 0
+    ids = RunStore(db).runs().set_index(["model", "energy_kwh"])["run_id"]
+    sheet.write_text("arch,seed,acc,e\nresnet,0,91.5,1524\nresnet,1,91.9,150\nvit,0,93,400\n")
+    capsys.readouterr()
+    assert run("import", sheet, "--db", db, *maps) == 2
+    assert "is stored with other values (energy_kwh)" in capsys.readouterr().err
+    assert run("import", sheet, "--db", db, *maps, "--replace") == 0
+    assert "added 0 run(s)" in capsys.readouterr().out
+    runs = RunStore(db).runs().set_index("run_id")
+    assert len(runs) == 3 and runs.loc[ids[("resnet", 0.1524)], "energy_kwh"] == pytest.approx(1.524)
+
+
+def test_rows_alike_but_for_their_results_are_runs_in_their_order(tmp_path, capsys):
+    """Repeats with no seed column: each its own run, kept apart by their order among
+    themselves, so a corrected one is still named, not added."""
+    db, maps = tmp_path / "d.duckdb", ["--map", "model=arch", "--map", "performance=acc", "--experiment-name", "x"]
+    sheet = tmp_path / "repeats.csv"
+    sheet.write_text("arch,acc\nresnet,0.91\nresnet,0.92\nvit,0.93\n")
+    assert run("import", sheet, "--db", db, *maps) == 0
+    assert run("import", sheet, "--db", db, *maps) == 0
+    assert "added 0 run(s); 3 already there" in capsys.readouterr().out
+    sheet.write_text("arch,acc\nresnet,0.91\nresnet,0.95\nvit,0.93\n")
+    assert run("import", sheet, "--db", db, *maps, "--replace") == 0
+    assert sorted(RunStore(db).runs()["performance"]) == [0.91, 0.93, 0.95]
+
+
+def test_a_database_with_the_content_ids_of_every_cell_is_not_imported_into_twice(tmp_path, capsys):
+    """Ids read every cell, results too, before a corrected result kept its run's id."""
+    import hashlib
+
+    import duckdb
+
+    path, db = tmp_path / "runs.csv", tmp_path / "d.duckdb"
+    path.write_text("model,acc,energy_wh,notes\nresnet18,91.50,120,\nvit_tiny,88.2,80,ok\n")
+    maps = ["--map", "model=model", "--map", "performance=acc:%", "--map", "energy=energy_wh:Wh", "--experiment-name", "x"]
+    assert run("import", path, "--db", db, *maps) == 0
+
+    def then(row: dict) -> str:  # numbers in one spelling (91.50 is 183/2), empty cells left out
+        text = json.dumps({**row, "experiment": "x"}, sort_keys=True, separators=(",", ":"))
+        return "import-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    ids = {"resnet18": then({"model": "resnet18", "acc": "183/2", "energy_wh": "120"}),
+           "vit_tiny": then({"model": "vit_tiny", "acc": "441/5", "energy_wh": "80", "notes": "ok"})}
+    with duckdb.connect(str(db)) as con:  # as a database of that time holds them
+        for model, run_id in ids.items():
+            con.execute("UPDATE runs SET run_id = ? WHERE model = ?", [run_id, model])
+    capsys.readouterr()
+    assert run("import", path, "--db", db, *maps) == 0
+    assert "added 0 run(s); 2 already there" in capsys.readouterr().out
+    assert sorted(RunStore(db).runs()["run_id"]) == sorted(ids.values())
+
+
 def test_a_database_with_the_earlier_content_ids_is_not_imported_into_twice(tmp_path, capsys):
     """Content ids read the raw text before re-exports kept theirs: the same file imported again
     into a database of that time was added a second time."""
