@@ -287,6 +287,21 @@ def test_a_database_with_the_content_ids_of_every_cell_is_not_imported_into_twic
     assert sorted(RunStore(db).runs()["run_id"]) == sorted(ids.values())
 
 
+def test_a_name_in_two_unicode_spellings_is_one_model(tmp_path, capsys):
+    """Ü as one character (NFC) and as U with a combining diaeresis (NFD, as macOS may write
+    it) became two models that look alike, each ranked; and the same run imported again."""
+    db = tmp_path / "d.duckdb"
+    maps = ["--map", "model=arch", "--map", "seed=seed", "--map", "performance=acc", "--experiment-name", "M\u00fcnchen"]
+    (tmp_path / "a.csv").write_text("arch,seed,acc\n\u00dcnet,0,0.9\n\u00dcnet,1,0.8\n", encoding="utf-8")
+    (tmp_path / "b.csv").write_text("arch,seed,acc\nU\u0308net,0,0.9\nU\u0308net,1,0.8\n", encoding="utf-8")
+    assert run("import", tmp_path / "a.csv", "--db", db, *maps) == 0
+    nfd = [*maps[:-1], "Mu\u0308nchen"]
+    assert run("import", tmp_path / "b.csv", "--db", db, *nfd) == 0
+    assert "added 0 run(s); 2 already there" in capsys.readouterr().out
+    runs = RunStore(db).runs()
+    assert set(runs["model"]) == {"\u00dcnet"} and set(runs["experiment"]) == {"M\u00fcnchen"}
+
+
 def test_a_database_with_the_earlier_content_ids_is_not_imported_into_twice(tmp_path, capsys):
     """Content ids read the raw text before re-exports kept theirs: the same file imported again
     into a database of that time was added a second time."""
