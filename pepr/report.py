@@ -8,8 +8,10 @@ Every score comes from `pepr.score.score`; labels and readable units from `pepr.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,7 @@ from pepr.inference import attach_where_weighted
 from pepr.resources import ENERGY_METHODS, ENERGY_PARTS, RESOURCES, format_value, is_estimate, three_digits, typical_unit
 from pepr.score import by_model, check_measured, estimated_energy_text, grid_span_text, grid_spans, nothing_to_score, normalize_weights, pareto_front, score, strongest
 from pepr.store import RunStore
-from pepr.text import latex_text, markdown_code, markdown_text
+from pepr.text import latex_text, markdown_code, markdown_text, pdflatex_needs
 
 FIGURE_FORMATS = ("svg", "png", "pdf")
 TOP = 5
@@ -105,7 +107,8 @@ def build_report(
         _measurement(runs),
         _top(table, weights),
         _savings(table),
-        "## Files\n\n- `table.tex`: the ranking as a LaTeX table (needs `\\usepackage{booktabs}`)\n"
+        "## Files\n\n- `table.tex`: the ranking as a LaTeX table (needs `\\usepackage{booktabs}`"
+        + ("; its names need XeLaTeX or LuaLaTeX" if pdflatex_needs([experiment, *table["model"]]) else "") + ")\n"
         + "".join(f"- `{name}.svg`, `.png`, `.pdf`: {chart_title}\n" for name, chart_title in _FIGURE_TITLES.items())
         + "\n![Performance against resource](performance_vs_resource.svg)\n",
     ]
@@ -149,10 +152,18 @@ def _compared(runs, table, excluded, experiment, weights, normalization, alpha, 
     if spans:
         lines.append(f"- **CO2 across grids**: the runs {grid_span_text(*spans[experiment])}.")
     if len(excluded):
-        reasons = excluded.groupby("reason").size()
-        lines.append("- Not scored: " + "; ".join(f"{n} run(s): {markdown_text(r)}" for r, n in reasons.items()) + ".")
+        lines.append("- Not scored: " + "; ".join(
+            f"{len(models)} run(s), {_names(models)}: {markdown_text(reason)}"
+            for reason, models in excluded.groupby("reason")["model"]) + ".")
     lines.append(f"- Written by pepr {__version__} (Selvan et al., NLDL 2025).")
     return "\n".join(lines)
+
+
+def _names(models: pd.Series, most: int = 10) -> str:
+    """Model names as Markdown text, the first `most` of them and how many more."""
+    names = list(dict.fromkeys(models))
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(markdown_text(name) for name in names[:most]) + more
 
 
 def _costs(runs: pd.DataFrame) -> str:
@@ -273,8 +284,14 @@ def _savings(table: pd.DataFrame) -> str:
 
 
 def slug(experiment: str) -> str:
-    """An experiment's name as letters, digits and dashes, for a LaTeX label or a file name."""
-    return re.sub(r"[^A-Za-z0-9]+", "-", experiment).strip("-") or "experiment"
+    """An experiment's name as ASCII letters, digits, `_` and `-`, for a LaTeX label or a file
+    name: as it is where it has only those, else with accents dropped and a digest of the name,
+    so that `derma a/b` and `derma-a-b` stay apart."""
+    if re.fullmatch(r"\w+(-\w+)*", experiment, flags=re.ASCII):
+        return experiment
+    ascii_text = unicodedata.normalize("NFKD", experiment).encode("ascii", "ignore").decode()
+    stem = re.sub(r"[^A-Za-z0-9]+", "-", ascii_text).strip("-") or "experiment"
+    return f"{stem}-{hashlib.sha256(experiment.encode()).hexdigest()[:6]}"
 
 
 def latex_table(table: pd.DataFrame, experiment: str, weights, normalization: str, alpha: float,
@@ -294,8 +311,12 @@ def latex_table(table: pd.DataFrame, experiment: str, weights, normalization: st
         f"($\\alpha = {alpha:g}$, {'min-max' if normalization == 'minmax' else 'share-of-max'} normalisation)."
         + (" Energy in part estimated (modelled, not measured): comparable between these runs, not absolute." if estimated else "")
     )
+    unusual = pdflatex_needs([experiment, *table["model"]])
+    needs = (f"% Names hold characters pdflatex cannot typeset ({unusual[:20]}): compile with XeLaTeX or "
+             "LuaLaTeX, with a font that has them" if unusual else None)
     return "\n".join([
         f"% pepr {__version__} report: needs \\usepackage{{booktabs}}",
+        *filter(None, [needs]),
         r"\begin{table}[t]",
         r"\centering",
         f"\\caption{{{caption}}}",

@@ -47,6 +47,18 @@ def latex_text(text) -> str:
     return "".join(_LATEX_SPECIAL.get(char, char) for char in str(text))
 
 
+# What pdflatex typesets from UTF-8 out of the box: ASCII, Latin-1, Latin Extended-A, and
+# dashes, quotes and the ellipsis.
+_PDFLATEX_TEXT = re.compile(r"[\x00-\u017f\u2013\u2014\u2018\u2019\u201c\u201d\u2026]*")
+
+
+def pdflatex_needs(texts) -> str | None:
+    """The characters of `texts` that pdflatex cannot typeset without more packages (such as
+    α, 模 or a non-breaking hyphen), in order of appearance; None where there are none."""
+    found = dict.fromkeys(char for text in texts for char in str(text) if not _PDFLATEX_TEXT.fullmatch(char))
+    return "".join(found) or None
+
+
 # A cell a spreadsheet would read as a formula (CSV injection): = + - @, tab and CR.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 

@@ -125,7 +125,7 @@ def test_markdown_states_cost_measurement_and_savings(report):
     from pepr.report import _trust
     assert _trust("gpu-fan-estimate").startswith("**estimate**: modelled, not measured")  # a name of a newer agent
     assert "imported from mine.csv (SHA-256 abc)" in text
-    assert "Not scored: 1 run(s): status failed." in text
+    assert "Not scored: 1 run(s), crashed: status failed." in text  # which model, not only how many
     # small_net (best PePR: 0.80 at 2 Wh) against odd_net&co (best performance: 0.90 at 10 Wh).
     assert "gives up 0.1000 of performance (10.00 points)" in text
     assert "saves 80.0% of training energy: 8 Wh (2 Wh instead of 10 Wh)" in text
@@ -264,3 +264,22 @@ def test_a_report_with_nothing_to_score_says_why_with_counts():
                          "performance": [None, None], "energy_kwh": [None, None]})
     with pytest.raises(PeprError, match=r"^runs.duckdb, experiment 'x': no run can be scored \(2 run\(s\): status failed\)$"):
         build_report(runs, "x", {}, source="runs.duckdb")
+
+
+def test_names_pdflatex_cannot_typeset_are_said_and_labels_stay_apart(tmp_path):
+    """`ConvNeXt‑T α` (a non-breaking hyphen, a Greek letter) stopped pdflatex, while the file
+    said it needed booktabs alone; `derma a/b` and `derma-a-b` both got tab:pepr-derma-a-b."""
+    import hashlib
+
+    frame = pd.DataFrame({"run_id": ["a", "b", "c", "d"], "model": ["ConvNeXt\u2011T \u03b1", "R\u00e9sNet \u2013 50"] * 2,
+                          "experiment": ["derma a/b", "derma a/b", "derma-a-b", "derma-a-b"],
+                          "performance": [0.9, 0.8, 0.9, 0.8], "energy_kwh": [2.0, 1.0, 2.0, 1.0]})
+    RunStore(tmp_path / "r.duckdb").import_runs(frame.assign(job_key=frame["run_id"], status="ok", source="import"))
+    runs = RunStore(tmp_path / "r.duckdb").runs()
+    spaced = build_report(runs, "derma a/b", {"energy": 1})
+    dashed = build_report(runs[runs["model"] != "ConvNeXt\u2011T \u03b1"], "derma-a-b", {"energy": 1})
+    digest = hashlib.sha256("derma a/b".encode()).hexdigest()[:6]
+    assert f"\\label{{tab:pepr-derma-a-b-{digest}}}" in spaced.latex and "\\label{tab:pepr-derma-a-b}" in dashed.latex
+    assert "% Names hold characters pdflatex cannot typeset (\u2011\u03b1): compile with XeLaTeX or LuaLaTeX" in spaced.latex
+    assert "its names need XeLaTeX or LuaLaTeX" in spaced.markdown
+    assert "pdflatex" not in dashed.latex and "XeLaTeX" not in dashed.markdown  # é and – are pdflatex's own

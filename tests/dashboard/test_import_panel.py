@@ -187,8 +187,13 @@ def test_report_downloads_offer_the_cli_report(crafted_db, tmp_path):
 def test_report_downloads_are_named_after_the_experiment():
     from dashboard.report_panel import download_names
 
-    assert download_names("derma_pt f0.1/ü") == {"zip": "pepr-report-derma-pt-f0-1.zip", "tex": "pepr-derma-pt-f0-1.tex"}
-    assert download_names("//") == {"zip": "pepr-report-experiment.zip", "tex": "pepr-experiment.tex"}
+    import hashlib
+
+    digest = hashlib.sha256("derma_pt f0.1/ü".encode()).hexdigest()[:6]
+    assert download_names("derma_pt f0.1/ü") == {"zip": f"pepr-report-derma_pt-f0-1-u-{digest}.zip",
+                                                 "tex": f"pepr-derma_pt-f0-1-u-{digest}.tex"}
+    assert download_names("derma_pt") == {"zip": "pepr-report-derma_pt.zip", "tex": "pepr-derma_pt.tex"}
+    assert download_names("//")["tex"] == f"pepr-experiment-{hashlib.sha256(b'//').hexdigest()[:6]}.tex"
 
 
 def test_a_failed_import_names_the_database_not_where_the_server_keeps_it(tmp_path):
