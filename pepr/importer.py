@@ -91,6 +91,8 @@ DECIMAL_COMMA = re.compile(r"[-+]?\d+,\d+")
 # 12.500.000, which may group thousands or be a decimal point.
 GROUPED_DECIMAL_COMMA = re.compile(r"[-+]?[1-9]\d{0,2}(\.\d{3})+,\d+")
 POINT_GROUPS = re.compile(r"[-+]?[1-9]\d{0,2}(\.\d{3})+")
+# A model "name" that a spreadsheet's total or average row has.
+SUMMARY_ROW = re.compile(r"(grand )?(total|sum|mean|average|avg|median|overall)s?:?", re.IGNORECASE)
 REQUIRED = ("model", "performance")  # and an experiment: a column or one label for all rows
 # What --energy-method takes: every method but `not-sampled`, which an import has no use for.
 IMPORTABLE_METHODS = tuple(method for method in ENERGY_METHODS if method != "not-sampled")
@@ -176,6 +178,7 @@ def parse_table(data: bytes, name: str, fmt: str) -> Table:
         frame = _parse_json_lines(data, name)
     else:
         raise PeprError(f"{name}: unknown format {fmt!r}; use csv, parquet or jsonl")
+    frame = frame[~frame.apply(lambda column: column.map(_missing_or_blank)).all(axis=1)]  # a sheet's ",,,," rows
     if frame.empty:
         raise PeprError(f"{name}: no rows")
     frame.columns = [str(column).strip() for column in frame.columns]
@@ -283,6 +286,10 @@ def _where(name: str, row, column: str) -> str:
 
 def _missing(value) -> bool:
     return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and value != value)
+
+
+def _missing_or_blank(value) -> bool:
+    return _missing(value) or (isinstance(value, str) and not value.strip())
 
 
 def _text(raw: pd.Series) -> pd.Series:
@@ -394,7 +401,12 @@ def _convert_column(raw: pd.Series, spec: ColumnMap, name: str, errors: list,
 
 def _check_values(runs: pd.DataFrame, frame: pd.DataFrame, maps: Mapping[str, ColumnMap], name: str, errors: list) -> None:
     """Ranges: performance in [0, 1] after conversion, a training-data fraction in (0, 1], costs
-    not negative."""
+    not negative; and no model named like a spreadsheet's summary row."""
+    summary = runs["model"].fillna("").str.fullmatch(SUMMARY_ROW)
+    if summary.any():
+        row, spec = summary.idxmax(), maps["model"]
+        errors.append((row, f"{_where(name, row, spec.column)}: {runs['model'][row]!r} looks like a summary row, "
+                            "not a run: remove that row (its costs would set the scale of every other run's)"))
     performance = pd.to_numeric(runs["performance"], errors="coerce")
     bad = (performance < 0) | (performance > 1)
     if bad.any():

@@ -302,6 +302,26 @@ def test_a_name_in_two_unicode_spellings_is_one_model(tmp_path, capsys):
     assert set(runs["model"]) == {"\u00dcnet"} and set(runs["experiment"]) == {"M\u00fcnchen"}
 
 
+def test_a_spreadsheets_total_row_is_refused_and_its_empty_rows_skipped(tmp_path, capsys):
+    """A TOTAL row was imported as a model, the dearest of all, setting every other run's R; and
+    the rows of bare commas a spreadsheet exports were refused as empty models."""
+    db, maps = tmp_path / "d.duckdb", ["--map", "model=arch", "--map", "performance=acc", "--map", "energy=e",
+                                       "--experiment-name", "x"]
+    (tmp_path / "first.csv").write_text("arch,acc,e\nresnet,0.9,1\n")
+    assert run("import", tmp_path / "first.csv", "--db", db, *maps) == 0
+    before = db.read_bytes()
+    (tmp_path / "sheet.csv").write_text("arch,acc,e\nvit,0.93,4\nmlp,0.8,2\n,,\n  ,,\nTotal:,0.9,7\n,,\n")
+    capsys.readouterr()
+    assert run("import", tmp_path / "sheet.csv", "--db", db, *maps) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sheet.csv, row 6, column arch: 'Total:' looks like a summary row, not a run" in err
+    assert db.read_bytes() == before
+    (tmp_path / "sheet.csv").write_text("arch,acc,e\nvit,0.93,4\nmlp,0.8,2\n,,\n  ,,\n")
+    assert run("import", tmp_path / "sheet.csv", "--db", db, *maps) == 0
+    assert "added 2 run(s)" in capsys.readouterr().out
+    assert sorted(RunStore(db).runs()["model"]) == ["mlp", "resnet", "vit"]
+
+
 def test_a_database_with_the_earlier_content_ids_is_not_imported_into_twice(tmp_path, capsys):
     """Content ids read the raw text before re-exports kept theirs: the same file imported again
     into a database of that time was added a second time."""
