@@ -65,10 +65,11 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 def spreadsheet_csv(table) -> str:
     """A pandas `table` as CSV in which no text from data starts a spreadsheet formula: such a cell is
-    prefixed with `'`, which spreadsheets show as text. Numbers are written as they are."""
+    prefixed with `'`, which spreadsheets show as text. Numbers to 15 significant digits, as many
+    as a float keeps of a decimal: 93.1 % is 0.931, not 0.9309999999999999."""
     text_columns = [c for c in table.columns if table[c].dtype.kind not in "biufc"]  # not numbers
     safe = table.assign(**{c: table[c].map(_spreadsheet_cell) for c in text_columns})
-    return safe.to_csv(index=False)
+    return safe.to_csv(index=False, float_format="%.15g")
 
 
 def _spreadsheet_cell(value):

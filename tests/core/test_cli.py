@@ -68,7 +68,7 @@ def test_score_csv_keeps_names_from_starting_spreadsheet_formulas(tmp_path):
     path = tmp_path / "runs.duckdb"
     names = ['=HYPERLINK("http://x.test","open")', "+1+cmd", "-2+3", "@SUM(A1)", "\tx", "plain-name"]
     RunStore(path).import_runs(pd.DataFrame([
-        dict(run_id=f"r{i}", model=name, experiment="=e", performance=0.5 + i / 20, energy_kwh=1.0 + i)
+        dict(run_id=f"r{i}", model=name, experiment="=e", performance=(50 + 5 * i + 0.1) / 100, energy_kwh=1.0 + i)
         for i, name in enumerate(names)
     ]).assign(job_key=lambda f: f["run_id"], source="import", status="ok"))
     result = pepr("score", "--db", path, "--format", "csv")
@@ -77,7 +77,8 @@ def test_score_csv_keeps_names_from_starting_spreadsheet_formulas(tmp_path):
     shown = {row["model"] for row in rows}
     assert shown == {"'" + name for name in names[:-1]} | {"plain-name"}
     assert {row["experiment"] for row in rows} == {"'=e"}
-    assert {float(row["performance"]) for row in rows} == {0.5 + i / 20 for i in range(len(names))}  # numbers as they are
+    # Numbers as a float keeps a decimal: 93.1 % stored as 0.9309999999999999 is written 0.931.
+    assert sorted(row["performance"] for row in rows) == [f"0.{50 + 5 * i}1" for i in range(len(names))]
     exact = json.loads(pepr("score", "--db", path, "--format", "json").stdout)
     assert {row["model"] for row in exact} == set(names)  # json gives names as stored
 
