@@ -255,6 +255,15 @@ def test_one_grid_re_prices_co2_measured_on_a_live_grid():
     assert on_one.models.set_index("model")["co2_kg"].to_dict() == pytest.approx({"dirty": 0.8, "mid": 1.2, "clean": 1.6})
 
 
+def test_runs_priced_at_a_fallback_average_are_counted_in_the_grid_note():
+    """The paper's 26 runs at Carbontracker's fallback 475 g/kWh looked like a dirty live grid."""
+    fallback = LIVE_GRID.assign(carbon_intensity_source=["live-grid", "fallback-average", "live-grid"])
+    message = view_of(fallback, weights={"co2": 1.0}).carbon.message
+    assert "measured at 50 to 800 g CO2eq/kWh of their energy (the grid of each run, recorded or not; 1 at a fallback " \
+           "average, not their grid's)" in message
+    assert "fallback" not in view_of(LIVE_GRID, weights={"co2": 1.0}).carbon.message
+
+
 def test_co2_without_a_recorded_intensity_is_re_priced_as_it_was_measured():
     """Imported CO2 often comes without its grid: the CO2 per kWh still tells the grids apart
     (B, C, A as measured; on one grid, as energy ranks them: A, B, C)."""
