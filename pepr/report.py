@@ -26,7 +26,7 @@ from pepr.inference import attach_where_weighted
 from pepr.resources import ENERGY_METHODS, ENERGY_PARTS, RESOURCES, format_value, is_estimate, three_digits, typical_unit
 from pepr.score import by_model, check_measured, estimated_energy_text, grid_span_text, grid_spans, nothing_to_score, normalize_weights, pareto_front, score, strongest
 from pepr.store import RunStore
-from pepr.text import latex_text, markdown_code, markdown_text, pdflatex_needs
+from pepr.text import latex_needs, latex_text, markdown_code, markdown_text
 
 FIGURE_FORMATS = ("svg", "png", "pdf")
 TOP = 5
@@ -108,7 +108,8 @@ def build_report(
         _top(table, weights),
         _savings(table),
         "## Files\n\n- `table.tex`: the ranking as a LaTeX table (needs `\\usepackage{booktabs}`"
-        + ("; its names need XeLaTeX or LuaLaTeX" if pdflatex_needs([experiment, *table["model"]]) else "") + ")\n"
+        + "".join(f"; its names need {markdown_text(needs)}" for needs in filter(None, [latex_needs([experiment, *table["model"]])]))
+        + ")\n"
         + "".join(f"- `{name}.svg`, `.png`, `.pdf`: {chart_title}\n" for name, chart_title in _FIGURE_TITLES.items())
         + "\n![Performance against resource](performance_vs_resource.svg)\n",
     ]
@@ -311,12 +312,10 @@ def latex_table(table: pd.DataFrame, experiment: str, weights, normalization: st
         f"($\\alpha = {alpha:g}$, {'min-max' if normalization == 'minmax' else 'share-of-max'} normalisation)."
         + (" Energy in part estimated (modelled, not measured): comparable between these runs, not absolute." if estimated else "")
     )
-    unusual = pdflatex_needs([experiment, *table["model"]])
-    needs = (f"% Names hold characters pdflatex cannot typeset ({unusual[:20]}): compile with XeLaTeX or "
-             "LuaLaTeX, with a font that has them" if unusual else None)
+    needs = latex_needs([experiment, *table["model"]])
     return "\n".join([
         f"% pepr {__version__} report: needs \\usepackage{{booktabs}}",
-        *filter(None, [needs]),
+        *([f"% and, for its names, {needs}"] if needs else []),
         r"\begin{table}[t]",
         r"\centering",
         f"\\caption{{{caption}}}",

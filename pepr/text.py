@@ -47,16 +47,24 @@ def latex_text(text) -> str:
     return "".join(_LATEX_SPECIAL.get(char, char) for char in str(text))
 
 
-# What pdflatex typesets from UTF-8 out of the box: ASCII, Latin-1, Latin Extended-A, and
-# dashes, quotes and the ellipsis.
-_PDFLATEX_TEXT = re.compile(r"[\x00-\u017f\u2013\u2014\u2018\u2019\u201c\u201d\u2026]*")
+# What pdflatex typesets from UTF-8: ASCII, Latin-1 and Latin Extended-A, dashes, quotes and
+# the ellipsis, but for the letters below (found by compiling each, TeX Live 2022).
+_PDFLATEX_TEXT = re.compile(r"[\x00-\u017f\u2013\u2014\u2018\u2019\u201c\u201d\u2026]")
+_NOT_IN_T1 = set("\u0126\u0127\u0138\u013f\u0140\u0149\u0166\u0167\u017f")  # Ħħĸ Ŀŀŉ Ŧŧſ: not even with T1
+_T1_ONLY = set("\u00ab\u00bb\u00d0\u00de\u00f0\u00fe\u0104\u0105\u0110\u0111\u0118\u0119"
+               "\u012e\u012f\u014a\u014b\u0172\u0173")  # «»ÐÞðþ ĄąĐđĘę ĮįŊŋŲų: with T1 only
 
 
-def pdflatex_needs(texts) -> str | None:
-    """The characters of `texts` that pdflatex cannot typeset without more packages (such as
-    α, 模 or a non-breaking hyphen), in order of appearance; None where there are none."""
-    found = dict.fromkeys(char for text in texts for char in str(text) if not _PDFLATEX_TEXT.fullmatch(char))
-    return "".join(found) or None
+def latex_needs(texts) -> str | None:
+    """What a LaTeX document needs beyond booktabs to typeset `texts`, in words: `\\usepackage[T1]{fontenc}`
+    (for «, Ð or Ą), or XeLaTeX or LuaLaTeX with a font that has them (α, 模, a non-breaking
+    hyphen), naming the characters; None where plain pdflatex does."""
+    chars = dict.fromkeys(char for text in texts for char in str(text))
+    beyond = "".join(c for c in chars if not _PDFLATEX_TEXT.fullmatch(c) or c in _NOT_IN_T1)
+    if beyond:
+        return f"XeLaTeX or LuaLaTeX, with a font that has {beyond[:20]}"
+    t1 = "".join(c for c in chars if c in _T1_ONLY)
+    return f"\\usepackage[T1]{{fontenc}} for {t1}" if t1 else None
 
 
 # A cell a spreadsheet would read as a formula (CSV injection): = + - @, tab and CR.

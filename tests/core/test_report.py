@@ -280,6 +280,25 @@ def test_names_pdflatex_cannot_typeset_are_said_and_labels_stay_apart(tmp_path):
     dashed = build_report(runs[runs["model"] != "ConvNeXt\u2011T \u03b1"], "derma-a-b", {"energy": 1})
     digest = hashlib.sha256("derma a/b".encode()).hexdigest()[:6]
     assert f"\\label{{tab:pepr-derma-a-b-{digest}}}" in spaced.latex and "\\label{tab:pepr-derma-a-b}" in dashed.latex
-    assert "% Names hold characters pdflatex cannot typeset (\u2011\u03b1): compile with XeLaTeX or LuaLaTeX" in spaced.latex
+    assert "% and, for its names, XeLaTeX or LuaLaTeX, with a font that has \u2011\u03b1" in spaced.latex
     assert "its names need XeLaTeX or LuaLaTeX" in spaced.markdown
-    assert "pdflatex" not in dashed.latex and "XeLaTeX" not in dashed.markdown  # é and – are pdflatex's own
+    assert "its names" not in dashed.latex + dashed.markdown  # é and – are pdflatex's own
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no TeX installed: what a table needs is checked by name")
+def test_what_a_table_says_it_needs_is_what_pdflatex_needs(tmp_path):
+    """Each name compiled alone: plain pdflatex takes é and –; Ð only with T1, as the file says;
+    α not at all, where the file sends one to XeLaTeX or LuaLaTeX."""
+    from pepr.text import latex_needs
+
+    def compiles(name: str, preamble: str = "") -> bool:
+        body = f"\\documentclass{{article}}{preamble}\\begin{{document}}{latex_text(name)}\\end{{document}}\n"
+        (tmp_path / "n.tex").write_text(body)
+        return subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "n.tex"], cwd=tmp_path,
+                              capture_output=True, timeout=120).returncode == 0
+
+    assert latex_needs(["R\u00e9sNet \u2013 50"]) is None and compiles("R\u00e9sNet \u2013 50")
+    assert latex_needs(["\u00d0ata"]) == "\\usepackage[T1]{fontenc} for \u00d0"
+    assert not compiles("\u00d0ata") and compiles("\u00d0ata", "\\usepackage[T1]{fontenc}")
+    assert latex_needs(["\u03b1-net"]).startswith("XeLaTeX or LuaLaTeX")
+    assert not compiles("\u03b1-net", "\\usepackage[T1]{fontenc}")
