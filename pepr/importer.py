@@ -372,7 +372,8 @@ def _convert_column(raw: pd.Series, spec: ColumnMap, name: str, errors: list,
         if bad.any():
             row = bad.idxmax()
             errors.append((row, f"{_where(name, row, spec.column)}: {control_problem(text[row])}"))
-        return text.map(_nfc).where(~missing, None).astype(object)
+        spelt = text if spec.field == "run_id" else text.map(_nfc)  # a run id is a key: as written
+        return spelt.where(~missing, None).astype(object)
     if kind.kind == "flag":
         lowered = text.str.lower()
         values = lowered.map({"true": True, "yes": True, "1": True, "1.0": True,
@@ -448,8 +449,9 @@ def _repeat(values: pd.Series) -> tuple | None:
     return row, values.index[(values == values[row]).to_numpy()][0]
 
 
-# What a row measured, not which run it is: a corrected value keeps the run's id.
-MEASURED_FIELDS = frozenset(name for name, spec in FIELDS.items() if spec.cost) | {"performance"}
+# What a row measured, not which run it is (its model's size and its training data are): a
+# corrected value keeps the run's id.
+MEASURED_FIELDS = frozenset(name for name, spec in FIELDS.items() if spec.cost) - {"params", "train_size"} | {"performance"}
 
 
 def _content_ids(texts: pd.DataFrame, experiment: pd.Series, decimal_comma: bool = False) -> list[str]:
@@ -709,18 +711,18 @@ def _import_key(run_id: str) -> str:
 
 
 def import_converted(result: Preview, db, replace: bool = False) -> Imported:
-    """Add the converted runs of `result` (no errors) to `db` (RunStore.import_runs), each
-    under the id an earlier pepr gave it where `db` holds that one: a file imported before
-    re-exports kept their ids is not added again."""
+    """Add the converted runs of `result` (no errors) to `db` (RunStore.import_runs). A run
+    `db` holds under the id an earlier pepr gave its row takes the row's id now, so that the
+    file is not added again, and a result corrected later is that run's."""
     store, runs = RunStore(db), result.runs
+    renamed = {}
     if result.earlier_ids is not None and store.exists():
         held = set(store.runs(experiments=sorted(runs["experiment"].unique()))["run_id"]) - set(runs["run_id"])
         if any(run_id.startswith("import-") for run_id in held):  # imported before: perhaps under those ids
-            ids = runs["run_id"]
             for earlier in result.earlier_ids():
-                ids = earlier.where(earlier.isin(held)).fillna(ids)
-            runs = runs.assign(run_id=ids, job_key=ids.map(_import_key))
-    return store.import_runs(runs, replace=replace)
+                found = earlier.isin(held) & ~runs["run_id"].isin(renamed.values())
+                renamed |= dict(zip(earlier[found], runs["run_id"][found]))
+    return store.import_runs(runs, replace=replace, renamed=renamed)
 
 
 def import_table(

@@ -285,13 +285,13 @@ def _savings(table: pd.DataFrame) -> str:
 
 
 def slug(experiment: str) -> str:
-    """An experiment's name as ASCII letters, digits, `_` and `-`, for a LaTeX label or a file
-    name: as it is where it has only those, else with accents dropped and a digest of the name,
-    so that `derma a/b` and `derma-a-b` stay apart."""
-    if re.fullmatch(r"\w+(-\w+)*", experiment, flags=re.ASCII):
-        return experiment
+    """An experiment's name as ASCII letters, digits and dashes, for a LaTeX label or a file
+    name: `derma_pt` as `derma-pt`; a name with other characters also with a digest of it, so
+    that `derma a/b` and `derma-a-b`, or `dérma` and `derma`, stay apart."""
     ascii_text = unicodedata.normalize("NFKD", experiment).encode("ascii", "ignore").decode()
     stem = re.sub(r"[^A-Za-z0-9]+", "-", ascii_text).strip("-") or "experiment"
+    if re.fullmatch(r"[A-Za-z0-9_-]+", experiment) and stem == experiment.replace("_", "-").strip("-"):
+        return stem
     return f"{stem}-{hashlib.sha256(experiment.encode()).hexdigest()[:6]}"
 
 

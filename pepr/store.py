@@ -414,18 +414,23 @@ class RunStore:
                 _exec(con, "INSERT INTO epochs BY NAME SELECT * FROM new_epochs")
 
     def import_runs(self, runs: pd.DataFrame, epochs: pd.DataFrame | None = None, *,
-                    replace: bool = False) -> Imported:
+                    replace: bool = False, renamed: Mapping[str, str] | None = None) -> Imported:
         """Add the runs whose run_id is not yet stored, with their epochs, in one transaction.
 
         A stored run is left as it was where its results (see _RESULTS) are the same. Where they
         differ, as after a unit is corrected, nothing is written unless `replace`: then the new
-        copy replaces the stored one, epochs and all.
+        copy replaces the stored one, epochs and all. `renamed`: stored run ids to change first
+        into those of `runs` (ids an earlier pepr gave imported rows), job key and epochs too.
         """
         run_frame = _frame(runs, RUN_COLUMNS, "run").drop_duplicates("run_id")
         epoch_frame = _frame(epochs if epochs is not None else [], EPOCH_COLUMNS, "epoch")
         if not epoch_frame.empty:
             epoch_frame = epoch_frame.drop_duplicates(["run_id", "epoch"])
+        keys = dict(zip(run_frame["run_id"], run_frame["job_key"]))
         with self._write() as con:
+            for old, new in (renamed or {}).items():
+                _exec(con, "UPDATE epochs SET run_id = ? WHERE run_id = ?", [new, old])
+                _exec(con, "UPDATE runs SET run_id = ?, job_key = ? WHERE run_id = ?", [new, keys[new], old])
             con.register("new_runs", run_frame)
             stored = con.execute("SELECT * FROM runs WHERE run_id IN (SELECT run_id FROM new_runs)").df()
             changed = _changed(stored, run_frame)
@@ -748,7 +753,7 @@ def merge(sources: Sequence[str | Path], into: str | Path, prefer: str | Path | 
 # What a finished run's copies must agree on: what it is, and what it measured.
 _RESULTS = ("experiment", "model", "status", "performance",
             *(column for column in RESOURCE_COLUMNS if column in RUN_COLUMNS),
-            *(f"energy_{part}_kwh" for part in ENERGY_PARTS))
+            *(f"energy_{part}_kwh" for part in ENERGY_PARTS), "carbon_intensity_source")
 
 
 # What a benchmark's copies must agree on.

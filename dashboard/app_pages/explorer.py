@@ -42,9 +42,9 @@ def notes(view: View) -> None:
         pooled = bool(view.weights) and view.scope["experiment"].nunique() > 1
         lone = f"Only one model in {', '.join(plain(e) for e in single.index)}: nothing to compare it with, so "
         if view.weights and view.controls.normalization == "max":
-            st.info(lone + "under share of max it is its own dearest (R = 1): its PePR is half its performance"
-                    + (", whatever it cost: beside the other experiments' models its rank says nothing of "
-                       "its cost." if pooled else "."))
+            st.info(lone + "under share of max its costs are shares of its own dearest run's: its PePR says "
+                    "nothing of what it costs beside other models" + (
+                        ", and its rank beside the other experiments' models neither." if pooled else "."))
         else:
             st.info(lone + "its PePR equals its performance" + (
                 ", free of any cost: beside the other experiments' models it ranks higher than its cost "

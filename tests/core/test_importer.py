@@ -259,6 +259,13 @@ def test_rows_alike_but_for_their_results_are_runs_in_their_order(tmp_path, caps
     sheet.write_text("arch,acc\nresnet,0.91\nresnet,0.95\nvit,0.93\n")
     assert run("import", sheet, "--db", db, *maps, "--replace") == 0
     assert sorted(RunStore(db).runs()["performance"]) == [0.91, 0.93, 0.95]
+    # Training data and model size tell runs apart: a run inserted between two is added alone.
+    sized = [*maps[:-2], "--map", "train_size=n", "--map", "params=p", "--experiment-name", "sized"]
+    sheet.write_text("arch,n,p,acc\nresnet,1000,11,0.8\nresnet,4000,11,0.9\n")
+    assert run("import", sheet, "--db", db, *sized) == 0
+    sheet.write_text("arch,n,p,acc\nresnet,1000,11,0.8\nresnet,2000,11,0.85\nresnet,4000,11,0.9\n")
+    assert run("import", sheet, "--db", db, *sized) == 0
+    assert "added 1 run(s); 2 already there" in capsys.readouterr().out.splitlines()[-1]
 
 
 def test_a_database_with_the_content_ids_of_every_cell_is_not_imported_into_twice(tmp_path, capsys):
@@ -284,7 +291,11 @@ def test_a_database_with_the_content_ids_of_every_cell_is_not_imported_into_twic
     capsys.readouterr()
     assert run("import", path, "--db", db, *maps) == 0
     assert "added 0 run(s); 2 already there" in capsys.readouterr().out
-    assert sorted(RunStore(db).runs()["run_id"]) == sorted(ids.values())
+    assert not set(ids.values()) & set(RunStore(db).runs()["run_id"])  # renamed to today's ids
+    path.write_text("model,acc,energy_wh,notes\nresnet18,91.50,1200,\nvit_tiny,88.2,80,ok\n")  # a typo mended
+    assert run("import", path, "--db", db, *maps, "--replace") == 0
+    runs = RunStore(db).runs()
+    assert len(runs) == 2 and runs.set_index("model").loc["resnet18", "energy_kwh"] == pytest.approx(1.2)
 
 
 def test_a_name_in_two_unicode_spellings_is_one_model(tmp_path, capsys):
@@ -300,6 +311,9 @@ def test_a_name_in_two_unicode_spellings_is_one_model(tmp_path, capsys):
     assert "added 0 run(s); 2 already there" in capsys.readouterr().out
     runs = RunStore(db).runs()
     assert set(runs["model"]) == {"\u00dcnet"} and set(runs["experiment"]) == {"M\u00fcnchen"}
+    (tmp_path / "keyed.csv").write_text("run,arch,acc\nru\u0308n1,U\u0308net,0.9\n", encoding="utf-8")
+    assert run("import", tmp_path / "keyed.csv", "--db", db, "--map", "run_id=run", *maps[:2], *maps[4:]) == 0
+    assert "ru\u0308n1" in set(RunStore(db).runs()["run_id"])  # a run id is another system's key: as written
 
 
 def test_a_spreadsheets_total_row_is_refused_and_its_empty_rows_skipped(tmp_path, capsys):
@@ -346,7 +360,9 @@ def test_a_database_with_the_earlier_content_ids_is_not_imported_into_twice(tmp_
     capsys.readouterr()
     assert run("import", path, "--db", db, *maps) == 0
     assert "added 0 run(s); 2 already there" in capsys.readouterr().out
-    assert sorted(RunStore(db).runs()["run_id"]) == sorted(ids.values())
+    fresh = tmp_path / "fresh.duckdb"
+    assert run("import", path, "--db", fresh, *maps) == 0
+    assert sorted(RunStore(db).runs()["run_id"]) == sorted(RunStore(fresh).runs()["run_id"])  # today's ids
 
 
 def test_a_wandb_export_through_the_real_command(tmp_path):

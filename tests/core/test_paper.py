@@ -80,6 +80,21 @@ def test_runs_priced_at_carbontrackers_fallback_are_not_called_the_live_grid(pap
             "10 run(s) at a fallback average, not their grid's)") in capsys.readouterr().err
 
 
+def test_a_database_from_before_the_fallback_is_mended_by_importing_again_replacing(paper_dir, tmp_path):
+    """An older import called every run's intensity the live grid; importing again said 1048
+    already there and changed nothing, even with --replace."""
+    import duckdb
+
+    db = tmp_path / "old.duckdb"
+    import_paper(paper_dir / "all_results.csv", db, models=paper_dir / "model_names.csv")
+    with duckdb.connect(str(db)) as con:  # as an older pepr recorded them
+        con.execute("UPDATE runs SET carbon_intensity_source = 'live-grid'")
+    with pytest.raises(PeprError, match="stored with other values \\(carbon_intensity_source\\)"):
+        import_paper(paper_dir / "all_results.csv", db, models=paper_dir / "model_names.csv")
+    import_paper(paper_dir / "all_results.csv", db, models=paper_dir / "model_names.csv", replace=True)
+    assert (RunStore(db).runs()["carbon_intensity_source"] == "fallback-average").sum() == 26
+
+
 # PePR by hand from the CSV: P = test_09, R = (r - r_min) / (r_max - r_min) over the experiment's
 # 131 runs, PePR = P / (1 + R). The r_min and r_max below were read off the file's rows.
 HAND = [

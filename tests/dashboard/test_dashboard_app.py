@@ -524,7 +524,7 @@ def test_a_lone_model_pooled_with_other_experiments_is_flagged(app, db, rows):
     assert "cost warrants" not in " ".join(texts(at, "info"))  # no cost weighted: PePR is performance for all
     at = app(path, x=["solo", "exp"], n="max").run()  # share of max: the lone model is its own dearest
     (note,) = [i for i in texts(at, "info") if "Only one model" in i]
-    assert "half its performance" in note and "cost warrants" not in note
+    assert "shares of its own dearest run's" in note and "cost warrants" not in note
 
 
 def test_a_model_with_0_parameters_is_named_where_the_size_chart_leaves_it_out(app, db, rows):

@@ -384,7 +384,7 @@ def test_the_dashboards_report_is_the_clis_with_the_runs_it_could_not_score(craf
     view = views.build_view(runs, EPOCHS, Controls(experiments=("exp",), metric="accuracy", weights={"energy": 1.0}))
     report = build_report(view.in_scope, "exp", view.weights).markdown
     assert report == build_report(runs, "exp", {"energy": 1.0}).markdown  # what `pepr report` writes
-    assert "- Not scored: 1 run(s): status failed; 1 run(s): status interrupted." in report
+    assert "- Not scored: 1 run(s), broken: status failed; 1 run(s), halted: status interrupted." in report
 
 
 def test_a_baseline_equal_to_the_current_choices_shows_no_change():
