@@ -13,7 +13,6 @@ import hashlib
 import math
 import os
 import sys
-import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from agent.plan import dataset_label
 from pepr.errors import DownloadError, PeprError, described
 from pepr.paper import URL_SCHEME
 from pepr.schema import INT32_MAX
+from pepr.text import one_spelling
 
 SPLITS = ("train", "val", "test")
 MEDMNIST_SIZES = (28, 64, 128, 224)
@@ -329,7 +329,7 @@ def _class_folders(folder: Path) -> dict[str, str]:
     names: dict[str, str] = {}
     for path in sorted(folder.iterdir()):
         if path.is_dir() and not path.name.startswith("."):
-            key = unicodedata.normalize("NFC", path.name)
+            key = one_spelling(path.name)
             if key in names:
                 raise PeprError(f"{folder}: class folders {names[key]!r} and {path.name!r} are one name spelt "
                                 "two ways (Unicode); merge them into one")

@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 import re
-import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from pepr.paper import parse_csv, read_source, source_label, whole_number
 from pepr.resources import ENERGY_METHODS, ENERGY_PARTS, RESOURCES, grams_per_kwh
 from pepr.schema import INT32_MAX, INT64_MAX
 from pepr.store import RUN_COLUMNS, Imported, RunStore, job_key
+from pepr.text import one_spelling
 
 # unit -> (multiply, divide): value * multiply / divide is the value in the column's unit.
 ENERGY_UNITS = {"J": (1, 3_600_000), "Wh": (1, 1000), "kWh": (1, 1)}
@@ -297,12 +297,6 @@ def _text(raw: pd.Series) -> pd.Series:
     return raw.map(lambda v: "" if _missing(v) else str(v).strip()).astype(object)
 
 
-def _nfc(text: str) -> str:
-    """Text in one Unicode spelling: Ü as one character or as U and a combining diaeresis (as
-    macOS may write it) are one name, not two models that look alike."""
-    return unicodedata.normalize("NFC", text)
-
-
 def _numbers(text: pd.Series, column: str, name: str, errors: list, decimal_comma: bool = False) -> pd.Series:
     """Text as floats: '' is missing (NaN), anything else that is not a finite number an error;
     `0,5` is a half with `decimal_comma`; -0 is 0."""
@@ -372,7 +366,7 @@ def _convert_column(raw: pd.Series, spec: ColumnMap, name: str, errors: list,
         if bad.any():
             row = bad.idxmax()
             errors.append((row, f"{_where(name, row, spec.column)}: {control_problem(text[row])}"))
-        spelt = text if spec.field == "run_id" else text.map(_nfc)  # a run id is a key: as written
+        spelt = text if spec.field == "run_id" else text.map(one_spelling)  # a run id is a key: as written
         return spelt.where(~missing, None).astype(object)
     if kind.kind == "flag":
         lowered = text.str.lower()
@@ -470,7 +464,7 @@ def _row_ids(texts: pd.DataFrame, experiment: pd.Series, decimal_comma: bool) ->
     are told apart by their order among themselves."""
     seen: Counter = Counter()
     ids = []
-    for key in _content_ids(texts.map(_nfc), experiment, decimal_comma):
+    for key in _content_ids(texts.map(one_spelling), experiment, decimal_comma):
         seen[key] += 1
         ids.append(key if seen[key] == 1 else "import-" + job_key({"row": key, "repeat": seen[key]}))
     return pd.Series(ids, index=experiment.index, dtype=object)
@@ -524,7 +518,7 @@ def convert(
     for spec in maps:
         runs[FIELDS[spec.field].column] = _convert_column(frame[spec.column], spec, table.name, errors, table.decimal_comma)
     if experiment is not None:
-        runs["experiment"] = _nfc(experiment.strip())
+        runs["experiment"] = one_spelling(experiment.strip())
     parts = [f"energy_{part}" for part in ENERGY_PARTS]
     if "energy" not in fields and all(part in fields for part in parts):
         runs["energy_kwh"] = sum(runs[FIELDS[part].column] for part in parts)  # missing if a part is

@@ -4,6 +4,7 @@ LaTeX and spreadsheets."""
 from __future__ import annotations
 
 import re
+import unicodedata
 
 # ASCII characters that start or end Markdown syntax anywhere in a line: CommonMark, GitHub's
 # tables, strikethrough and autolinks, Streamlit's colour directives, emoji and maths, Pandoc's
@@ -40,6 +41,12 @@ _LATEX_SPECIAL = {
     # Characters the default OT1 font prints as others (< as ¡, | as a dash, ` as a quote).
     "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}", "`": r"\textasciigrave{}",
 }
+
+
+def one_spelling(text: str) -> str:
+    """Text in Unicode's composed form (NFC): Ü as one character or as U and a combining
+    diaeresis (as macOS may write a name) are one name, not two that look alike."""
+    return unicodedata.normalize("NFC", text)
 
 
 def latex_text(text) -> str:
