@@ -214,7 +214,8 @@ def main() -> None:
 
 def agent_parts(job, data: Data, device: torch.device):
     """The agent's model (built, placed and warmed up as in a run), input preparation,
-    optimiser and scaler, and an endless stream of its shuffled batches."""
+    optimiser and scaler, and `train(steps)`: the agent's epoch loop over that many of its
+    shuffled batches (an endless stream), returning the images it took."""
     x, y = data.images["train"], data.labels["train"]
     model = build_model(job, data.num_classes, 3)
     with closing(batches(x[:job.batch_size], y[:job.batch_size], job.batch_size, device)) as first:
@@ -229,7 +230,12 @@ def agent_parts(job, data: Data, device: torch.device):
             with closing(batches(x, y, job.batch_size, device, generator)) as epoch:
                 yield from epoch
 
-    return model, prepare, optimizer, scaler, stream()
+    feed = stream()
+
+    def train(steps: int) -> int:
+        return train_epoch(model, prepare, optimizer, scaler, islice(feed, steps), device, job.amp)[2]
+
+    return model, prepare, optimizer, scaler, train
 
 
 def interleaved(first, second, device: torch.device, seconds: float, block_seconds: float,
@@ -261,9 +267,7 @@ def interleaved_meter(job, data: Data, device: torch.device, seconds: float,
                       block_seconds: float) -> list[tuple[float, float]]:
     """(sampling, paused) images/s: the agent's training steps while the meter samples, and
     while its helper process is paused (SIGSTOP: a stopped process samples nothing)."""
-    model, prepare, optimizer, scaler, stream = agent_parts(job, data, device)
-    train = lambda steps: train_epoch(model, prepare, optimizer, scaler, islice(stream, steps),  # noqa: E731
-                                      device, job.amp)[2]
+    *_, train = agent_parts(job, data, device)
     meter = EnergyMeter("DNK", find_nvml_gpu(device))
     helper = meter._helper.pid  # benchmark only: the process to pause
 
@@ -290,15 +294,12 @@ def interleaved_agent(job, data: Data, device: torch.device, seconds: float,
     """(agent, plain) images/s on one model and optimiser: the agent's epoch loop (its shuffled
     batches, input preparation, step and tallies), and plain timm steps over the set pinned
     once and sliced in order."""
-    model, prepare, optimizer, scaler, stream = agent_parts(job, data, device)
+    model, prepare, optimizer, scaler, agent = agent_parts(job, data, device)
     cuda = device.type == "cuda"
     x, y = data.images["train"], data.labels["train"]
     if cuda:
         x, y = x.pin_memory(), y.pin_memory()
     starts = cycle(range(0, len(y) - job.batch_size + 1, job.batch_size))
-
-    def agent(steps: int) -> int:
-        return train_epoch(model, prepare, optimizer, scaler, islice(stream, steps), device, job.amp)[2]
 
     def plain(steps: int) -> int:
         for start in islice(starts, steps):
