@@ -22,25 +22,19 @@ def shown(parser: str, markdown: str) -> str:
     return html.unescape(RENDER[parser](markdown)).replace(ZERO_WIDTH, "")
 
 
-@pytest.mark.parametrize("parser", sorted(RENDER))
-@settings(max_examples=300, deadline=None)
-@given(name=NAMES)
-@example(name="http://evil.test/x")
-@example(name="see www.evil.test")
-@example(name="mail@evil.test")
-@example(name="~~gone~~")
-@example(name="![i](x.png)")
-@example(name="[l](http://e) *b*")
-@example(name="a | b")
-@example(name="- x")
-@example(name="12) x")
-@example(name="1. x")
-@example(name="exp x #")
-@example(name="---")
-@example(name="<b>x</b>")
-@example(name="&amp;")
-@example(name="$\\frac{a}{b}$")
-@example(name="e`x|p")
+def over_names(max_examples: int, *hostile: str):
+    """A test of `(parser, name)`: under each parser, for generated names and the `hostile` ones."""
+    def decorate(test):
+        for name in reversed(hostile):
+            test = example(name=name)(test)
+        test = settings(max_examples=max_examples, deadline=None)(given(name=NAMES)(test))
+        return pytest.mark.parametrize("parser", sorted(RENDER))(test)
+    return decorate
+
+
+@over_names(300, "http://evil.test/x", "see www.evil.test", "mail@evil.test", "~~gone~~", "![i](x.png)",
+            "[l](http://e) *b*", "a | b", "- x", "12) x", "1. x", "exp x #", "---", "<b>x</b>", "&amp;",
+            "$\\frac{a}{b}$", "e`x|p")
 def test_a_name_reads_as_itself_in_a_paragraph_a_table_cell_and_a_heading(parser, name):
     text = " ".join(name.split())  # Markdown, like HTML, shows a run of white space as one space
     assert shown(parser, markdown_text(name)) == f"<p>{text}</p>\n"
@@ -51,11 +45,6 @@ def test_a_name_reads_as_itself_in_a_paragraph_a_table_cell_and_a_heading(parser
         assert f"<td>{text}</td>" in table
 
 
-@pytest.mark.parametrize("parser", sorted(RENDER))
-@settings(max_examples=200, deadline=None)
-@given(name=NAMES)
-@example(name="`a``")
-@example(name=" x ")
-@example(name="http://evil.test")
+@over_names(200, "`a``", " x ", "http://evil.test")
 def test_a_name_reads_as_itself_in_a_code_span(parser, name):
     assert shown(parser, markdown_code(name)) == f"<p><code>{name}</code></p>\n"
