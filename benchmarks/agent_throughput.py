@@ -23,13 +23,15 @@ energy reads alone (1 and 10 a second).
 Whole runs scatter by up to 15% on a shared GPU server, too much to resolve a few percent in
 minutes. `--interleaved-seconds N` cancels the drift: one model and optimiser train in short
 blocks that alternate, first-second then second-first, for N seconds per comparison, and the
-mean cost over adjacent pairs is printed with a 95% confidence interval. Two comparisons: the
-agent's epoch loop (its batches, input preparation, step and tallies) against plain steps over
-the pinned set; then the agent's loop with the meter sampling against its helper process paused
-(SIGSTOP: a stopped process samples nothing). Paused, the tracker's timers fall due and fire
-when it resumes, so the energy read every 10 s lands in the sampling blocks twice as often as
-in a run: that estimate errs high. Neither includes what a run does once an epoch (evaluation,
-the meter's read): the whole-run arms do.
+mean cost over adjacent pairs is printed with a 95% confidence interval. Three comparisons:
+the agent's epoch loop (its batches, input preparation, step and tallies) against plain steps
+over the pinned set; plain steps fed by the agent's batches against the same (its data path
+alone: the thread that gathers batches, and its hand-offs); then the agent's loop with the
+meter sampling against its helper process paused (SIGSTOP: a stopped process samples
+nothing). Paused, the tracker's timers fall due and fire when it resumes, so the energy read
+every 10 s lands in the sampling blocks twice as often as in a run: that estimate errs high.
+None includes what a run does once an epoch (evaluation, the meter's read): the whole-run
+arms do.
 
     .venv/bin/python benchmarks/agent_throughput.py --device cuda:0 [--model resnet18]
         [--images 7007] [--image-size 224] [--epochs 2] [--rounds 3] [--amp off]
@@ -45,6 +47,7 @@ import signal
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import closing
 from itertools import cycle, islice
 from pathlib import Path
@@ -206,16 +209,16 @@ def main() -> None:
     if args.profile_meter:
         profile_meter(device)
     if args.interleaved_seconds > 0:
-        pairs = interleaved_agent(job, data, device, args.interleaved_seconds, args.block_seconds)
-        print(cost_summary(pairs, "the agent's loop, against plain steps,", 0.05), flush=True)
+        for what, pairs in interleaved_agent(job, data, device, args.interleaved_seconds, args.block_seconds):
+            print(cost_summary(pairs, what, 0.05), flush=True)
         pairs = interleaved_meter(job, data, device, args.interleaved_seconds, args.block_seconds)
         print(cost_summary(pairs, "measuring", 0.01))
 
 
 def agent_parts(job, data: Data, device: torch.device):
     """The agent's model (built, placed and warmed up as in a run), input preparation,
-    optimiser and scaler, and `train(steps)`: the agent's epoch loop over that many of its
-    shuffled batches (an endless stream), returning the images it took."""
+    optimiser and scaler, its shuffled batches (an endless stream), and `train(steps)`: the
+    agent's epoch loop over that many of them, returning the images it took."""
     x, y = data.images["train"], data.labels["train"]
     model = build_model(job, data.num_classes, 3)
     with closing(batches(x[:job.batch_size], y[:job.batch_size], job.batch_size, device)) as first:
@@ -235,7 +238,7 @@ def agent_parts(job, data: Data, device: torch.device):
     def train(steps: int) -> int:
         return train_epoch(model, prepare, optimizer, scaler, islice(feed, steps), device, job.amp)[2]
 
-    return model, prepare, optimizer, scaler, train
+    return model, prepare, optimizer, scaler, feed, train
 
 
 def interleaved(first, second, device: torch.device, seconds: float, block_seconds: float,
@@ -290,26 +293,39 @@ def interleaved_meter(job, data: Data, device: torch.device, seconds: float,
 
 
 def interleaved_agent(job, data: Data, device: torch.device, seconds: float,
-                      block_seconds: float) -> list[tuple[float, float]]:
-    """(agent, plain) images/s on one model and optimiser: the agent's epoch loop (its shuffled
-    batches, input preparation, step and tallies), and plain timm steps over the set pinned
-    once and sliced in order."""
-    model, prepare, optimizer, scaler, agent = agent_parts(job, data, device)
+                      block_seconds: float) -> Iterator[tuple[str, list[tuple[float, float]]]]:
+    """Two comparisons, each with its (a, b) images/s, on one model and optimiser, against plain timm steps
+    over the set pinned once and sliced in order (b): the agent's epoch loop (its shuffled
+    batches, input preparation, step and tallies), then plain steps fed by the agent's batches
+    (its data path alone: the gathering thread and its hand-offs)."""
+    model, prepare, optimizer, scaler, feed, agent = agent_parts(job, data, device)
     cuda = device.type == "cuda"
     x, y = data.images["train"], data.labels["train"]
     if cuda:
         x, y = x.pin_memory(), y.pin_memory()
     starts = cycle(range(0, len(y) - job.batch_size + 1, job.batch_size))
 
-    def plain(steps: int) -> int:
+    def pinned_slices(steps: int):
         for start in islice(starts, steps):
-            xb = x[start:start + job.batch_size].to(device, non_blocking=cuda)
-            yb = y[start:start + job.batch_size].to(device, non_blocking=cuda)
-            plain_step(model, prepare.mean, prepare.std, prepare.memory_format, optimizer, scaler,
-                       xb, yb, device, job.amp)
-        return steps * job.batch_size
+            yield (x[start:start + job.batch_size].to(device, non_blocking=cuda),
+                   y[start:start + job.batch_size].to(device, non_blocking=cuda))
 
-    return interleaved(agent, plain, device, seconds, block_seconds, job.batch_size)
+    def plain_over(batches_of):
+        def plain(steps: int) -> int:
+            images = 0
+            for xb, yb in batches_of(steps):
+                plain_step(model, prepare.mean, prepare.std, prepare.memory_format, optimizer, scaler,
+                           xb, yb, device, job.amp)
+                images += len(yb)
+            return images
+        return plain
+
+    plain = plain_over(pinned_slices)
+    yield ("the agent's loop, against plain steps,",
+           interleaved(agent, plain, device, seconds, block_seconds, job.batch_size))
+    yield ("the agent's batches, against pinned slices (plain steps on both),",
+           interleaved(plain_over(lambda steps: islice(feed, steps)), plain, device, seconds,
+                       block_seconds, job.batch_size))
 
 
 def cost_summary(pairs: list[tuple[float, float]], what: str, target: float) -> str:

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The agent's GPU checks in one go, on a machine with a CUDA GPU and this repository's
 # environment: the CUDA tests, the throughput benchmark (with a profile of the meter's
-# sampling unless PROFILE_METER=0), the agent's loop against plain steps and the meter's
-# overhead, each in interleaved blocks, then the paper-protocol sweep (resumable: run it again
-# to finish an interrupted sweep). Logs go to $OUT (default ./gpu-checks).
+# sampling unless PROFILE_METER=0), the agent's loop and its data path against plain steps and
+# the meter's overhead, each in interleaved blocks, then the paper-protocol sweep (resumable:
+# run it again to finish an interrupted sweep). Logs go to $OUT (default ./gpu-checks).
 # Usage: [SWEEP_MODELS=a,b] [CHECKS_SECONDS=N] [ROUNDS=6] [OVERHEAD_SECONDS=150] [PROFILE_METER=0]
 #        bash benchmarks/gpu_checks.sh [python]
 # CHECKS_SECONDS: the sweep starts no run likely to end past N seconds from the start.
@@ -27,8 +27,8 @@ echo "== throughput"
 timeout 330 "$PY" benchmarks/agent_throughput.py --device cuda:0 --epochs 2 --rounds "${ROUNDS:-6}" \
   $([ "${PROFILE_METER:-1}" = 0 ] || echo --profile-meter) 2>&1 \
   | grep -v Warning | tee "$OUT/throughput.log" | grep -v '^round'
-echo "== in alternating blocks of one loop: the agent's steps or plain ones; the meter sampling or paused"
-timeout $(( 2 * ${OVERHEAD_SECONDS:-150} + 120 )) "$PY" benchmarks/agent_throughput.py --device cuda:0 --rounds 0 \
+echo "== in alternating blocks of one loop: the agent's steps or plain ones; its batches or pinned slices; the meter sampling or paused"
+timeout $(( 3 * ${OVERHEAD_SECONDS:-150} + 150 )) "$PY" benchmarks/agent_throughput.py --device cuda:0 --rounds 0 \
   --interleaved-seconds "${OVERHEAD_SECONDS:-150}" 2>&1 | grep -v Warning | tee "$OUT/overhead.log"
 echo "== paper-protocol sweep"
 "$PY" benchmarks/paper_protocol_sweep.py --device cuda:0 --db "$SWEEP_DB" --budget-s "$(( ${CHECKS_SECONDS:-100000} - (SECONDS - BEGAN) ))" \
