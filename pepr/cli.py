@@ -14,7 +14,7 @@ import sys
 from pepr import __version__
 from pepr.cli_frame import Parser, label, run_command
 from pepr.errors import PeprError, one_line
-from pepr.inference import NOISY_RATIO, attach_where_weighted, busy_bench_text, size_gap_text
+from pepr.inference import BUSY_SIGNS, attach_where_weighted, busy_bench_text, size_gap_text
 from pepr.inference import summary as bench_summary
 from pepr.paper import PAPER_RESULTS_URL, import_paper
 from pepr.resources import RESOURCES
@@ -268,7 +268,7 @@ def _bench_info(store: RunStore) -> None:
     benchmarks = bench_summary(store.benchmarks())
     for row in benchmarks.itertuples():
         failed = f", {row.models_failed} failed" if row.models_failed else ""
-        noisy = f" ({row.models_noisy} on a busy machine: p95 latency over {NOISY_RATIO:g}x the median)" if row.models_noisy else ""
+        noisy = f" ({row.models_noisy} on a busy machine: {BUSY_SIGNS})" if row.models_noisy else ""
         print(one_line(f"benchmarks on {row.device}: {row.models_ok} model(s) ok{noisy} at {row.image_size} px{failed}, "
                        f"last {row.last:%Y-%m-%d}"))
 

@@ -44,12 +44,21 @@ def devices(benchmarks: pd.DataFrame) -> list[str]:
 
 
 NOISY_RATIO = 3.0  # a p95 latency this many times the median: the machine was busy
+BUSY_SIGNS = (f"p95 latency over {NOISY_RATIO:g}x the median, or one image slower than a whole "
+              "larger batch")
 
 
 def _noisy(rows: pd.DataFrame) -> pd.Series:
-    """Which ok benchmark rows timed a busy machine: p95 latency over NOISY_RATIO x the median."""
+    """Which ok benchmark rows (the newest of each architecture, `arch`, and batch size) timed a
+    busy machine: a p95 latency over NOISY_RATIO x the median, or, at batch 1, a latency above
+    a whole larger batch's of the same architecture on the same device (no device is slower on
+    one image than on several at once)."""
+    ok = rows["status"] == "ok"
+    latency = rows["latency_median_s"]
     p95 = rows.get("latency_p95_s", pd.Series(np.nan, index=rows.index))  # not timed: not known to be noisy
-    return (rows["status"] == "ok") & (p95 > NOISY_RATIO * rows["latency_median_s"])
+    larger = latency.where(ok & (rows["batch_size"] > 1))
+    fastest_larger = larger.groupby([rows["device"], rows["arch"]]).transform("min")
+    return ok & ((p95 > NOISY_RATIO * latency) | ((rows["batch_size"] == 1) & (latency > fastest_larger)))
 
 
 def size_gap_text(runs: pd.DataFrame) -> str | None:
@@ -75,9 +84,8 @@ def busy_bench_text(runs: pd.DataFrame) -> str | None:
     if not noisy:
         return None
     named = ", ".join(noisy[:5]) + (f" and {len(noisy) - 5} more" if len(noisy) > 5 else "")
-    return (f"{len(noisy)} model(s) were benchmarked on a busy machine (p95 latency over {NOISY_RATIO:g}x the "
-            f"median), so their inference costs may read high: {named}; bench them again on an idle one "
-            "(pepr-agent bench --rebench)")
+    return (f"{len(noisy)} model(s) were benchmarked on a busy machine ({BUSY_SIGNS}), so their inference "
+            f"costs may read high: {named}; bench them again on an idle one (pepr-agent bench --rebench)")
 
 
 def summary(benchmarks: pd.DataFrame) -> pd.DataFrame:
