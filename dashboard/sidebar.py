@@ -203,7 +203,7 @@ def draw(offer: Offer, measured: set[str]) -> None:
     sb.button("Pin these weights as the baseline", key="c_pin", on_click=pin_baseline,
               help="The Explorer then shows which models moved, entered or left the top k.")
     sb.radio("Normalisation per experiment", list(NORMALIZATION_LABELS), format_func=NORMALIZATION_LABELS.get, key="c_n", horizontal=True)
-    sb.number_input("Trade-off factor alpha (at least 1)", max_value=MAX_ALPHA, step=0.5, key="c_a", format="%g",
+    sb.number_input("Trade-off factor alpha (at least 1)", min_value=1.0, max_value=MAX_ALPHA, step=0.5, key="c_a", format="%g",
                     help="1 = basic PePR; large = resources matter little.")
     mode = sb.radio("Grid carbon intensity", list(CI_MODES), format_func=CI_MODES.get, key="c_ci")
     countries = carbon.countries()
