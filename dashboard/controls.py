@@ -29,6 +29,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from pepr.store import RUN_STATUSES
+
 # The resources a user can weight, in the order of the sidebar.
 WEIGHTED = ("energy", "co2", "train_time", "gpu_memory", "params", "infer_time", "infer_latency", "infer_energy")
 CAPPED = ("energy", "co2", "gpu_memory", "train_time", "params", "infer_latency")
@@ -186,7 +188,11 @@ def from_query(
         intensity = ""
     elif intensity.upper() in countries:
         intensity = intensity.upper()
-    statuses = tuple(many("rs"))
+    statuses = tuple(status for status in many("rs") if status in RUN_STATUSES)
+    unknown_statuses = [status for status in many("rs") if status not in RUN_STATUSES]
+    if unknown_statuses:
+        ignored.append(f"rs: {', '.join(map(repr, unknown_statuses))} is not a run status "
+                       f"({', '.join(RUN_STATUSES)})")
     run_experiments = tuple(e for e in many("rx") if e in experiments)
     unknown_runs = [e for e in many("rx") if e not in experiments]
     if unknown_runs:

@@ -656,6 +656,7 @@ class RunStore:
 # How far a run has got: running, then interrupted (perhaps by another agent taking over an
 # abandoned claim), then ok or failed as its own agent recorded it. A run never goes back.
 _STAGES = {"running": 0, "interrupted": 1, "ok": 2, "failed": 2}
+RUN_STATUSES = tuple(_STAGES)
 _STAGE = "CASE {0}.status " + " ".join(f"WHEN '{status}' THEN {stage}" for status, stage in _STAGES.items()) + " END"
 
 

@@ -117,6 +117,8 @@ def test_default_choices_make_an_empty_link():
         ({"p": "best"}, "performance", "final", "p: 'best'"),
         ({"m": "f1"}, "metric", "accuracy", "m: 'f1'"),
         ({"bw": "energy:x"}, "baseline_weights", DEFAULT_WEIGHTS, "bw: energy:x"),
+        ({"rs": ["ok", "<b>bad</b>"]}, "run_status", ("ok",), "rs: '<b>bad</b>' is not a run status"),
+        ({"rs": "failed"}, "run_status", ("failed",), None),
     ],
 )
 def test_bad_link_values_fall_back_and_are_named(params, field, expected, message):
