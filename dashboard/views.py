@@ -267,12 +267,16 @@ def carbon_effect(measured_runs: pd.DataFrame, weights: Mapping[str, float], cho
     ok = measured_runs[measured_runs["status"] == "ok"]
     lopsided = int((ok["co2_kg"].isna() != ok["energy_kwh"].isna()).sum())
     spans = grid_spans(ok)
-    if "co2" not in weights:
+    share = normalize_weights(weights).get("co2")
+    if share is None:
         text = "CO2 is not weighted: the grid changes the CO2 figures, totals and caps, not the ranking."
         return Carbon(chosen, text, False)
     if chosen == 0:
-        text = ("At 0 g CO2eq/kWh no run emits CO2, so its weight counts for nothing: the ranking follows "
-                "the other weights, and performance alone where CO2 is the only one.")
+        text = ("At 0 g CO2eq/kWh no run emits CO2, so every model's CO2 cost is 0: performance alone ranks them."
+                if share == 1 else
+                f"At 0 g CO2eq/kWh no run emits CO2, so every model's CO2 cost is 0, yet CO2 keeps its {share:.0%} "
+                f"of the weights: the other costs count {1 - share:.0%} as much as weighted alone (weight CO2 0 "
+                "to rank by them alone).")
         return Carbon(chosen, text, True)
     if not spans and not lopsided:
         text = (

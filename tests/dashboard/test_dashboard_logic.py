@@ -287,11 +287,25 @@ def test_a_run_with_energy_but_no_co2_can_enter_the_ranking_on_one_grid():
     assert view_of(lopsided, weights={"co2": 1.0}, intensity="FRA").models["model"].iloc[0] == "C"
 
 
-def test_a_grid_of_zero_says_co2_then_counts_for_nothing():
-    zero = view_of(LIVE_GRID.assign(performance=[0.9, 0.8, 0.95]), weights={"co2": 1.0}, intensity="0")
+def test_a_grid_of_zero_says_what_co2_then_weighs():
+    runs = LIVE_GRID.assign(performance=[0.9, 0.8, 0.95])
+    zero = view_of(runs, weights={"co2": 1.0}, intensity="0")
     assert list(zero.models["model"]) == ["mid", "clean", "dirty"]  # by performance alone
-    assert zero.carbon.changes_ranking and "counts for nothing" in zero.carbon.message
+    assert zero.carbon.changes_ranking and "performance alone ranks them" in zero.carbon.message
     assert "as energy does" not in zero.carbon.message
+    # Beside energy, CO2's share still dilutes energy's cost: P / (1 + R_energy / 4), not P / (1 + R_energy).
+    mixed = view_of(runs, weights={"co2": 3.0, "energy": 1.0}, intensity="0")
+    r_energy = (runs["energy_kwh"] - runs["energy_kwh"].min()) / (runs["energy_kwh"].max() - runs["energy_kwh"].min())
+    expected = (runs["performance"] / (1 + r_energy / 4)).set_axis(runs["model"])
+    assert mixed.models.set_index("model")["pepr"].to_dict() == pytest.approx(expected.to_dict())
+    assert "CO2 keeps its 75% of the weights: the other costs count 25% as much" in mixed.carbon.message
+
+
+def test_a_co2_weight_of_zero_is_not_weighted():
+    """Every weight box holds a number, 0 where unused: CO2 at 0 was told as weighted."""
+    unweighted = view_of(LIVE_GRID, weights={"energy": 1.0, "co2": 0.0}, intensity="0")
+    assert not unweighted.carbon.changes_ranking
+    assert unweighted.carbon.message.startswith("CO2 is not weighted")
 
 
 def test_the_page_says_when_the_grid_cannot_change_the_ranking():
