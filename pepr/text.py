@@ -18,11 +18,13 @@ ZERO_WIDTH = "\u200b"  # invisible, but no autolink (http://, www., a@b) spans i
 def markdown_text(value) -> str:
     """`value` as Markdown that shows it literally, wherever in a line it goes: no link, image,
     HTML, maths, heading, list or colour directive. An escape alone does not stop GitHub
-    linking `a@b.c`, so a zero-width space follows each `:` and `@` and splits `www.`; runs of
+    linking `a@b.c` (nor Streamlit reading `:red[` or `:smile:`), so a zero-width space follows
+    each `:` and `@` that text follows, and splits `www.`; a `:` or `@` before a space or at
+    the end gets none (the report's prose carries no invisible characters there); runs of
     white space become one space."""
     escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
     escaped = _LIST_MARKER.sub(lambda marker: marker[0][:-1] + "\\" + marker[0][-1], escaped)
-    escaped = escaped.replace("\\:", "\\:" + ZERO_WIDTH).replace("\\@", "\\@" + ZERO_WIDTH)
+    escaped = re.sub(r"\\[:@](?=\S)", lambda sign: sign[0] + ZERO_WIDTH, escaped)
     return re.sub(r"(?i)www\.", lambda www: www[0][:3] + ZERO_WIDTH + ".", escaped)
 
 

@@ -48,3 +48,11 @@ def test_a_name_reads_as_itself_in_a_paragraph_a_table_cell_and_a_heading(parser
 @over_names(200, "`a``", " x ", "http://evil.test")
 def test_a_name_reads_as_itself_in_a_code_span(parser, name):
     assert shown(parser, markdown_code(name)) == f"<p><code>{name}</code></p>\n"
+
+
+def test_prose_carries_no_invisible_characters():
+    """A colon or at sign that no text follows links nothing: the report's provenance line
+    ("NLDL 2025: the authors' ...") had a zero-width space, pasted into papers with it."""
+    assert markdown_text("NLDL 2025: the authors' files") == "NLDL 2025\\: the authors' files"
+    assert ZERO_WIDTH not in markdown_text("ratio: 2 @ 8 px, or more:")
+    assert markdown_text("mailto:a@b.org") == f"mailto\\:{ZERO_WIDTH}a\\@{ZERO_WIDTH}b.org"
