@@ -156,7 +156,7 @@ def _compared(runs, table, excluded, experiment, weights, normalization, alpha, 
         lines.append("- Not scored: " + "; ".join(
             f"{len(models)} run(s), {_names(models)}: {markdown_text(reason)}"
             for reason, models in excluded.groupby("reason")["model"]) + ".")
-    lines.append(f"- Written by pepr {__version__} (Selvan et al., NLDL 2025).")
+    lines.append(f"- Written by pepr {__version__}, which computes PePR as Selvan et al. define it (NLDL 2025).")
     return "\n".join(lines)
 
 

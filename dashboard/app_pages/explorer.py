@@ -78,7 +78,8 @@ def headline(view: View) -> None:
         if RESOURCES[name].column in scope and scope[RESOURCES[name].column].notna().any()
     ]
     grid = "" if view.carbon.chosen is None else f" (CO2 at {view.carbon.chosen:g} g/kWh)"
-    st.caption(f"{len(scope)} scored runs of {len(view.models)} models; together {' and '.join(totals) or 'no energy recorded'}{grid}.")
+    runs, models = len(scope), len(view.models)
+    st.caption(f"{runs} scored run{'s' * (runs != 1)} of {models} model{'s' * (models != 1)}; together {' and '.join(totals) or 'no energy recorded'}{grid}.")
 
 
 def charts_row(view: View) -> None:
