@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from pepr.resources import RESOURCES
+from pepr.resources import RESOURCES, format_value
 from pepr.score import pepr, performance_for
 
 
@@ -85,7 +85,7 @@ def pepr_vs_params(
     scale = {"type": "log", "domain": domain, "nice": False}
     return {
         "height": 380,
-        "title": {"text": f"Shaded: small models, at most {threshold / 1e6:.3g}M parameters",
+        "title": {"text": f"Shaded: small models, at most {format_value(threshold, RESOURCES['params'])} parameters",
                   "fontSize": 12, "fontWeight": "normal", "anchor": "start"},
         "datasets": {"region": pd.DataFrame({"x0": [domain[0]], "x1": [threshold]}), "models": data},
         "layer": [

@@ -157,7 +157,7 @@ class View:
 
     @functools.cached_property
     def uncompared(self) -> list[str]:
-        return uncompared(self.table, self.offer)
+        return uncompared(self.table, self.offer, self.scope, self.threshold)
 
     @functools.cached_property
     def sensitivity(self) -> pd.DataFrame | None:
@@ -487,11 +487,18 @@ def _adjusted(found: list[Comparison]) -> list[Comparison]:
             for c, ps in zip(found, sound)]
 
 
-def uncompared(table: pd.DataFrame, found: Offer) -> list[str]:
+def uncompared(table: pd.DataFrame, found: Offer, scope: pd.DataFrame, threshold: float | None) -> list[str]:
     """For each paired comparison that pairs nothing in `table`, why, where experiments do not
-    record what it pairs by (an imported table without a training-data fraction)."""
+    record what it pairs by (an imported table without a training-data fraction); and why
+    small and large models are not compared where the size threshold leaves all on one side."""
     if table.empty:
         return []
+    sized = scope.loc[scope["params"] > 0, "params"] if "params" in scope else pd.Series(dtype=float)
+    sides = set(split_by_params(sized, threshold)[0]) if len(sized) and threshold is not None else set()
+    size_note = ([f"Small vs large models: none, as every model of known size has "
+                  f"{'at most' if sides == {'small'} else 'more than'} "
+                  f"{format_value(threshold, RESOURCES['params'])} parameters (the size threshold)."]
+                 if len(sides) == 1 else [])
     frame = _with_full_data(table)
     notes = []
     for title, (column, keys, _, _) in _PAIRS.items():
@@ -500,7 +507,7 @@ def uncompared(table: pd.DataFrame, found: Offer) -> list[str]:
         unknown = [why for why in _left_out(frame, found, column, keys, set()) if why.endswith("not recorded)")]
         if unknown:
             notes.append(f"{title}: none, as {', '.join(unknown)}.")
-    return notes
+    return notes + size_note
 
 
 def _with_full_data(table: pd.DataFrame) -> pd.DataFrame:

@@ -491,6 +491,19 @@ def test_comparisons_say_why_imported_runs_without_a_fraction_pair_nothing():
         "Full vs reduced training data: none, as small (pretraining not recorded), smallest (training-data fraction not recorded)."]
 
 
+def test_a_size_threshold_with_every_model_on_one_side_is_said():
+    """The small-vs-large comparison vanished, unsaid, at a threshold below the smallest model."""
+    only_pt = paired_study().query("experiment == 'pt'")  # models of 1M, 10M and 100M parameters
+    below = view_of(only_pt, experiments=("pt",), threshold_m=0.001)
+    assert not below.comparisons
+    assert below.uncompared == ["Small vs large models: none, as every model of known size has more than 1k parameters "
+                                "(the size threshold)."]
+    above = view_of(only_pt, experiments=("pt",), threshold_m=1e6)
+    assert above.uncompared == ["Small vs large models: none, as every model of known size has at most 1000B parameters "
+                                "(the size threshold)."]
+    assert view_of(only_pt, experiments=("pt",), threshold_m=10.0).uncompared == []
+
+
 def test_comparisons_exist_only_where_pairs_do():
     runs = paired_study()
     only_pt = runs[runs["experiment"] == "pt"]
