@@ -335,7 +335,7 @@ def run(args) -> int:
     done_in = checked_db(args.done_in, "--done-in") if args.done_in else None
     done_elsewhere = done_in.ok_job_keys() if done_in else set()
     if args.dry_run:  # no `ok` for runs on data rewritten since
-        from agent.sweep import owners_gone
+        from pepr.claims import owners_gone
 
         check_local_data(jobs, args, filter(None, (store, done_in)))
 

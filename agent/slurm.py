@@ -16,11 +16,12 @@ import shlex
 import site
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
 from agent.cli import positive
+from pepr.claims import squeue
 from pepr.errors import PeprError
 
 SLURM_FLAGS = ("--tasks", "--partition", "--gres", "--time", "--cpus-per-task", "--submit")
@@ -219,37 +220,13 @@ class SubmitError(PeprError):
     exit_code = 1
 
 
-def _squeue(*flags: str, timeout: float) -> subprocess.CompletedProcess | None:
-    """squeue's answer (no header), or None where it cannot be asked (no Slurm here, no answer)."""
-    try:
-        return subprocess.run(["squeue", "--noheader", *flags], capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-
-
 def queued(scripts: Sequence[Path]) -> list[str]:
     """The ids of this user's jobs in the Slurm queue that run one of `scripts` (none where
     squeue cannot say)."""
-    listed = _squeue("--me", "--format=%i %o", timeout=60)
+    listed = squeue("--me", "--format=%i %o", timeout=60)
     wanted = {str(script) for script in scripts}
     rows = [line.split(" ", 1) for line in listed.stdout.splitlines()] if listed and listed.returncode == 0 else []
     return [row[0] for row in rows if len(row) == 2 and row[1].strip() in wanted]
-
-
-def left_queue(jobs: Iterable[str]) -> set[str] | None:
-    """Which of the Slurm jobs `jobs` (`4242`, or an array task `4242_3`) have left the queue:
-    ended, cancelled or killed with their node. One squeue call for them all; None where
-    squeue cannot say."""
-    jobs = sorted(set(jobs))
-    if not jobs:
-        return set()
-    answer = _squeue("--array", "--format=%i", f"--jobs={','.join(jobs)}", timeout=10)
-    if answer is None:
-        return None
-    if answer.returncode == 0:  # the jobs still queued, one a line (--array: a task a line)
-        return set(jobs) - set(answer.stdout.split())
-    # squeue refuses a lone job it no longer knows (ended long enough ago to be forgotten)
-    return set(jobs) if len(jobs) == 1 and "Invalid job id" in answer.stderr else None
 
 
 def _sbatch(*argv: str) -> str:

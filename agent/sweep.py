@@ -22,18 +22,16 @@ from datetime import datetime
 from importlib import metadata
 from typing import TextIO
 
-import pandas as pd
-import psutil
 from tqdm import tqdm
 
 from agent.data import load
 from agent.plan import Job, dataset_label
-from agent.slurm import left_queue
 from agent.train import describe, run_job
+from pepr.claims import owners_gone, slurm_ids
 from pepr.errors import StoreBusyError, StoreError, described_whole
 from pepr.resources import ENERGY_PARTS, is_estimate
 from pepr.schema import now
-from pepr.store import RunStore, stale_cutoff
+from pepr.store import RunStore
 
 
 class Interrupted(BaseException):
@@ -133,10 +131,6 @@ def base_row(job: Job, run_id: str, device) -> dict:
     }
 
 
-def _int_or_none(text: str | None) -> int | None:
-    return int(text) if text and text.isdigit() else None
-
-
 def gpu_uuid(device) -> str | None:
     """The UUID of the GPU a run trains on, as nvidia-smi prints it (GPU-...); None on a CPU."""
     if device.type != "cuda":
@@ -148,89 +142,6 @@ def gpu_uuid(device) -> str | None:
 
 
 HEARTBEAT_S = 30.0  # how often a training agent refreshes its claim's heartbeat_at
-
-
-def owners_gone(rows: Sequence[dict], *, host: str | None = None, at: datetime | None = None) -> list[str | None]:
-    """For each running row, why the agent that holds it is gone, or None while it may still run.
-
-    Same host: its process has exited (or the pid now names a process started later).
-    Another host: its Slurm job has left the queue (where squeue can say), or no heartbeat for
-    STALE_AFTER_S seconds. squeue is asked once for all the rows: a sweep may start on
-    hundreds of other tasks' claims, checked while it holds the database.
-    """
-    host, at = host or socket.gethostname(), at or now()
-    asked = [slurm_job(row) for row in rows if not _here(row, host) and _fresh(row, at)]
-    left = left_queue(filter(None, asked)) if any(asked) else set()
-    own = _this_slurm_task()
-    return [_why_gone(row, host, at, left, own) for row in rows]
-
-
-def _why_gone(row: dict, host: str, at: datetime, left: set[str] | None, own: str | None) -> str | None:
-    """`owners_gone` of one row, given the Slurm jobs that have left the queue (None: unknown)
-    and this process's own Slurm job (`own`)."""
-    if _here(row, host):
-        pid = int(row["pid"])
-        if pid == os.getpid():  # this process runs one sweep at a time: not its current job
-            return "agent process gone (an earlier sweep of this process)"
-        started = None if pd.isna(row["started_at"]) else pd.Timestamp(row["started_at"])
-        return None if _running(pid, started) else f"agent process gone (pid {pid} on {host})"
-    if _fresh(row, at):
-        job = slurm_job(row)
-        if job is not None and job == own:  # requeued after its node failed: it is us now
-            return f"Slurm job {job} was requeued (this is its next attempt)"
-        if job is not None and left is not None and job in left:  # killed with its node, or by the OOM killer
-            return f"Slurm job {job} has left the queue"
-        return None
-    beat = _last_beat(row)
-    when = "ever" if beat is None else f"{beat:%Y-%m-%d %H:%M:%S} UTC"
-    return f"no heartbeat since {when} from {row['host'] or 'an unknown host'}"
-
-
-def slurm_ids() -> dict:
-    """This process's Slurm job as a run records it. In a job array SLURM_JOB_ID differs per
-    task; the array's id with the task id is what squeue and sacct show (e.g. 4242_3)."""
-    return {"slurm_job_id": os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID"),
-            "slurm_array_task_id": _int_or_none(os.environ.get("SLURM_ARRAY_TASK_ID"))}
-
-
-def _this_slurm_task() -> str | None:
-    """This process's own Slurm job, as `slurm_job` names a run's."""
-    return slurm_job(slurm_ids())
-
-
-def _here(row: dict, host: str) -> bool:
-    """Whether the row's agent ran on this host, with a pid to look for."""
-    return row["host"] == host and not pd.isna(row["pid"])
-
-
-def _last_beat(row: dict) -> pd.Timestamp | None:
-    beat = row["heartbeat_at"] if not pd.isna(row["heartbeat_at"]) else row["started_at"]
-    return None if pd.isna(beat) else pd.Timestamp(beat)
-
-
-def _fresh(row: dict, at: datetime) -> bool:
-    beat = _last_beat(row)
-    return beat is not None and beat > stale_cutoff(at)
-
-
-def slurm_job(row: dict) -> str | None:
-    """The Slurm job of a run as squeue names it (`4242`, or `4242_3` for an array task)."""
-    job, task = row.get("slurm_job_id"), row.get("slurm_array_task_id")
-    if job is None or pd.isna(job):
-        return None
-    return str(job) if task is None or pd.isna(task) else f"{job}_{int(task)}"
-
-
-def _running(pid: int, started: pd.Timestamp | None) -> bool:
-    """Whether `pid` runs and was started before the claim (so is not a reused pid)."""
-    try:
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return False
-        created = process.create_time()
-    except psutil.Error:
-        return False
-    return started is None or created <= started.tz_localize("UTC").timestamp() + 1.0
 
 
 class Heartbeat:

@@ -12,6 +12,7 @@ import re
 import sys
 
 from pepr import __version__
+from pepr.claims import owners_gone
 from pepr.cli_frame import Parser, label, run_command
 from pepr.errors import PeprError, one_line
 from pepr.inference import BUSY_SIGNS, attach_where_weighted, busy_bench_text, size_gap_text
@@ -19,7 +20,7 @@ from pepr.inference import summary as bench_summary
 from pepr.paper import PAPER_RESULTS_URL, import_paper
 from pepr.resources import RESOURCES
 from pepr.score import NORMALIZATIONS, check_alpha, check_measured, estimated_energy_text, grid_span_text, grid_spans, nothing_to_score, parse_weights, score
-from pepr.store import STALE_AFTER_S, RunStore, merge
+from pepr.store import RunStore, merge
 from pepr.text import spreadsheet_csv
 
 FORMATS = ("table", "csv", "json")
@@ -255,10 +256,12 @@ def _info(args) -> int:
     print(f"{args.db}: {int(table['runs'].sum())} run(s) in {summary['experiment'].nunique()} experiment(s)")
     table = table.reset_index().rename_axis(columns=None)
     print(table.assign(experiment=table["experiment"].map(_cell), source=table["source"].map(_cell)).to_string(index=False))
-    silent = store.silent_claims()
-    if silent:
-        print(f"{silent} running run(s) with no heartbeat for {STALE_AFTER_S / 60:g} minutes or more: their agents "
-              "are likely gone; the next sweep over their jobs takes them over")
+    running = store.runs(status="running").to_dict("records")
+    gone = [(row["model"], why) for row, why in zip(running, owners_gone(running), strict=True) if why]
+    if gone:
+        named = "; ".join(f"{model}: {why}" for model, why in gone[:3]) + (f"; {len(gone) - 3} more" if len(gone) > 3 else "")
+        print(one_line(f"{len(gone)} running run(s) whose agent is gone ({named}): the next sweep over their "
+                       "jobs takes them over"))
     _bench_info(store)
     return 0
 

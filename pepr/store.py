@@ -31,7 +31,6 @@ import pandas as pd
 from pepr.errors import PeprError, StoreBusyError, StoreError, StoreWriteError
 from pepr.resources import COLUMNS as RESOURCE_COLUMNS
 from pepr.resources import ENERGY_PARTS
-from pepr.schema import now
 
 SCHEMA_VERSION = 4
 STALE_AFTER_S = 600.0  # a claim whose owner sent no heartbeat for this long is abandoned
@@ -633,14 +632,6 @@ class RunStore:
             return set()
         with self._read() as con:
             return set() if con is None else {key for (key,) in _exec(con, "SELECT DISTINCT job_key FROM runs WHERE status = 'ok'")}
-
-    def silent_claims(self, at=None) -> int:
-        """How many `running` rows had no heartbeat for STALE_AFTER_S at `at` (now): their
-        agents are likely gone (a sweep over their jobs takes them over)."""
-        running = self.runs(status="running")  # read as the current schema, old files too
-        heartbeat, started = (pd.to_datetime(running[c]).astype("datetime64[us]") for c in ("heartbeat_at", "started_at"))
-        last_sign = heartbeat.fillna(started)  # one type: an old file's heartbeat_at is all NULL
-        return int((last_sign.isna() | (last_sign <= stale_cutoff(at or now()))).sum())
 
     def summary(self) -> pd.DataFrame:
         """Run counts per experiment, source and status."""

@@ -275,8 +275,8 @@ def test_a_claim_whose_slurm_job_left_the_queue_is_taken_over_at_once(slurm, tmp
     """A task killed with its node or by the OOM killer leaves a fresh claim; a resubmitted
     task on another node skipped its job for the 10 minutes its heartbeat took to go stale.
     squeue is asked once for all the claims (it was asked once a claim, holding the database)."""
-    import agent.slurm
-    from agent.sweep import owners_gone
+    import pepr.claims
+    from pepr.claims import owners_gone
     from pepr.schema import now
 
     for name, value in slurm.items():
@@ -293,7 +293,7 @@ def test_a_claim_whose_slurm_job_left_the_queue_is_taken_over_at_once(slurm, tmp
                 "slurm_job_id": job_id, "slurm_array_task_id": task}
 
     asked = []
-    monkeypatch.setattr(agent.slurm, "_squeue", lambda *a, real=agent.slurm._squeue, **k: asked.append(a) or real(*a, **k))
+    monkeypatch.setattr(pepr.claims, "squeue", lambda *a, real=pepr.claims.squeue, **k: asked.append(a) or real(*a, **k))
     job_id, array_id = submit(), submit("--array=0-1")  # on two CPUs the array's task 1 waits: listed too
     claims = [claim(job_id), claim(array_id, 0), claim(array_id, 1)]
     try:

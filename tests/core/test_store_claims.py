@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 
 import pandas as pd
@@ -119,27 +120,32 @@ def test_pepr_merge_prints_what_it_added_and_updated(tmp_path, capsys):
                    f"{target}: added 0 run(s), updated 1 it had unfinished"]
 
 
-def test_info_points_out_running_runs_whose_agents_went_silent(tmp_path, capsys):
+def test_info_names_running_runs_whose_agents_are_gone(tmp_path, capsys):
     """A Slurm task killed mid-job leaves a running row, which a merge carries on; info counted
-    it as running forever."""
+    it as running forever, and an agent killed on this host as running for 10 minutes."""
+    import socket
+    import subprocess
+    import sys
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     path = tmp_path / "runs.duckdb"
     store = RunStore(path)
-    store.record_run(run("silent", job="job-a", heartbeat_at=now() - timedelta(seconds=STALE_AFTER_S + 60)))
+    silent_since = (now() - timedelta(seconds=STALE_AFTER_S + 60)).replace(microsecond=0)
+    store.record_run(run("silent", job="job-a", heartbeat_at=silent_since))
     store.record_run(run("alive", job="job-b", heartbeat_at=now()))
-    store.record_run(run("never", job="job-c", started_at=now() - timedelta(hours=2), heartbeat_at=None))
-    assert store.silent_claims() == 2
-    store.record_run(run("no-sign", job="job-d", started_at=None, heartbeat_at=None))  # no sign of life at all
-    assert store.silent_claims() == 3
-    store.heartbeat("no-sign", now())
+    store.record_run(run("killed", job="job-c", model="resnet18", host=socket.gethostname(),
+                         pid=int(ended.stdout), started_at=now(), heartbeat_at=now()))  # SIGKILLed a second ago
+    store.record_run(run("here", job="job-d", host=socket.gethostname(), pid=os.getppid(),
+                         started_at=now(), heartbeat_at=now()))  # our parent process: alive, started before
     assert pepr_main(["info", "--db", str(path)]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
-        "2 running run(s) with no heartbeat for 10 minutes or more: their agents are likely gone; "
-        "the next sweep over their jobs takes them over")
+        f"2 running run(s) whose agent is gone (m: no heartbeat since {silent_since:%Y-%m-%d %H:%M:%S} UTC from "
+        f"node1; resnet18: agent process gone (pid {int(ended.stdout)} on {socket.gethostname()})): the next sweep "
+        "over their jobs takes them over")
     store.heartbeat("silent", now())
-    store.heartbeat("never", now())
-    assert store.silent_claims() == 0
+    store.record_run(run("killed", job="job-c", status="interrupted"))
     assert pepr_main(["info", "--db", str(path)]) == 0
-    assert "heartbeat" not in capsys.readouterr().out
+    assert "gone" not in capsys.readouterr().out
 
 
 def test_a_merge_of_runs_trained_on_other_data_of_one_experiment_is_refused(tmp_path):
