@@ -384,7 +384,7 @@ def run(args) -> int:
                            carbon_intensity=args.carbon_intensity, log=log, quiet=args.quiet,
                            done_elsewhere=done_elsewhere, asked_at=asked_at)
     except Interrupted as stop:
-        print(f"pepr-agent: {stop}; the current job is recorded 'interrupted'", file=sys.stderr)
+        print(f"pepr-agent: {stop}; {stop.outcome}", file=sys.stderr)
         return 128 + stop.signum
     finally:
         if log is not sys.stdout:

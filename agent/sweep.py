@@ -35,11 +35,12 @@ from pepr.store import RunStore
 
 
 class Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived; the current job is recorded `interrupted`."""
+    """SIGINT or SIGTERM arrived; `outcome` says what became of the job under way."""
 
     def __init__(self, signum: int):
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
         self.signum = signum
+        self.outcome = "no job was under way"
 
 
 class SignalGuard:
@@ -228,10 +229,12 @@ def run_sweep(
                     try:
                         with guard.hold(), writing:
                             store.record_run(row, epochs)
+                        stop.outcome = "the current job is recorded 'interrupted'"
                     except StoreError as error:  # stopping all the same: say so, keep the result
                         print(f"pepr-agent: run {row['run_id']} ({row['model']}) was not written: {error}",
                               file=sys.stderr, flush=True)
                         recorded = {"recorded": False}
+                        stop.outcome = UNWRITTEN
                     print(json.dumps({**summary(row), **recorded}, default=str), file=log, flush=True)
                 raise
             except StoreError:
@@ -245,6 +248,12 @@ def run_sweep(
                                 f"run {row['run_id']} ({row['model']})", guard, writing)
             except StoreError:  # a full disk, say: the result survives in the log
                 print(json.dumps({**summary(row), "recorded": False}, default=str), file=log, flush=True)
+                raise
+            except Interrupted as stop:  # while the file stayed locked, or just after the write
+                written = stop.outcome == WRITTEN
+                print(json.dumps({**summary(row), **({} if written else {"recorded": False})}, default=str),
+                      file=log, flush=True)
+                stop.outcome = f"the current job is recorded '{row['status']}'" if written else UNWRITTEN
                 raise
             counts[row["status"]] += 1
             print(json.dumps(summary(row), default=str), file=log, flush=True)
@@ -263,6 +272,8 @@ def stopped_early(row: dict, stop: BaseException) -> None:
 
 
 PATIENT_TRY_S = 2.0  # a try's wait for the lock: Ctrl-C between tries comes through quickly
+WRITTEN = "written"  # `Interrupted.outcome` of a write that was done before the signal was raised
+UNWRITTEN = "the current job was not written: its JSON line (\"recorded\": false) has the result"
 
 
 def write_patiently(store: RunStore, write: Callable[[RunStore], None], what: str, guard,
@@ -284,8 +295,10 @@ def write_patiently(store: RunStore, write: Callable[[RunStore], None], what: st
                 print(f"pepr-agent: {store.path} is locked by another process; {what} "
                       "waits to be written (Ctrl-C gives it up)", file=sys.stderr, flush=True)
                 said = True
-        except Interrupted:
-            if not written:
+        except Interrupted as stop:
+            if written:
+                stop.outcome = WRITTEN
+            else:
                 print(f"pepr-agent: {what} was not written: {store.path} stayed locked",
                       file=sys.stderr, flush=True)
             raise

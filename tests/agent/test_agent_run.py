@@ -148,7 +148,7 @@ def test_sigterm_marks_the_job_interrupted_and_a_rerun_completes_it(
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM, err
-    assert "SIGTERM" in err and "Traceback" not in err
+    assert "interrupted by SIGTERM; the current job is recorded 'interrupted'" in err and "Traceback" not in err
     assert [json.loads(line)["status"] for line in out.splitlines()] == ["interrupted"]
     (run,) = store.runs().itertuples()
     assert run.status == "interrupted" and "SIGTERM" in run.error and run.ended_at is not None
@@ -158,6 +158,56 @@ def test_sigterm_marks_the_job_interrupted_and_a_rerun_completes_it(
     runs = store.runs()
     assert sorted(runs.status) == ["interrupted", "ok"] and runs.job_key.nunique() == 1
     assert store.job_statuses() == {run.job_key: "ok"}
+
+
+def test_a_signal_while_a_finished_run_waits_for_a_locked_file_leaves_its_result_in_the_log(
+    cli, tiny_npz, tmp_path, monkeypatch
+):
+    """SIGTERM while a DuckDB shell held the file: the run just trained was lost with no JSON
+    line, and the agent said the job was recorded."""
+    import io
+    import os
+    import sys
+
+    import agent.sweep as sweep
+
+    db = tmp_path / "runs.duckdb"
+    hold = "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); sys.stdin.readline()"
+    holders = []
+    trained = sweep.run_job
+
+    def train_then_lock_the_file(*args, **kwargs):
+        result = trained(*args, **kwargs)
+        holders.append(subprocess.Popen([sys.executable, "-c", hold, str(db)], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True))
+        assert holders[0].stdout.readline().strip() == "held"
+        return result
+
+    class SignalOnWaiting(io.TextIOBase):  # stderr, sending SIGTERM once, when the agent has said it waits
+        def __init__(self, inner):
+            self.inner, self.waiting, self.sent = inner, False, False
+
+        def write(self, text):
+            written = self.inner.write(text)
+            self.waiting |= "waits to be written" in text
+            if self.waiting and text.endswith("\n") and not self.sent:
+                self.sent = True
+                os.kill(os.getpid(), signal.SIGTERM)
+            return written
+
+    monkeypatch.setattr(sweep, "run_job", train_then_lock_the_file)
+    monkeypatch.setattr(sys, "stderr", SignalOnWaiting(sys.stderr))
+    try:
+        code, out, err = cli("run", "--models", "test_resnet", "--datasets", tiny_npz, "--db", db, *COMMON)
+    finally:
+        for holder in holders:
+            holder.communicate("go\n", timeout=60)
+    assert code == 128 + signal.SIGTERM
+    (line,) = out.splitlines()
+    assert json.loads(line)["status"] == "ok" and json.loads(line)["recorded"] is False
+    assert err.splitlines()[-1] == ("pepr-agent: interrupted by SIGTERM; the current job was not written: its JSON "
+                                    'line ("recorded": false) has the result')
+    assert RunStore(db).runs()["status"].tolist() == ["running"]  # the claim, which the next agent takes over
 
 
 def test_shards_cover_the_plan_once_and_merge_is_idempotent(cli, tiny_npz, tmp_path, capsys):
