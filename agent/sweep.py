@@ -185,7 +185,8 @@ def run_sweep(
     another live agent, nor tried by one since `asked_at` (default now: when the sweep was
     asked for, before its imports, so agents started together try a failing job once);
     returns counts by outcome (skipped: already done, held: another agent trains it, tried:
-    another agent's attempt failed since). Raises Interrupted on a signal."""
+    another agent's attempt failed since). A job held by another agent is asked for once more
+    after the others, in case that agent died meanwhile. Raises Interrupted on a signal."""
     started = asked_at or now()
     writing = threading.Lock()  # the heartbeat thread and this one write in turn
     store.release_abandoned(owners_gone)
@@ -196,6 +197,7 @@ def run_sweep(
     bars = dict(disable=quiet, file=sys.stderr, dynamic_ncols=True,
                 mininterval=0.1 if sys.stderr.isatty() else 60)
     bar = tqdm(total=len(jobs), initial=counts["skipped"], desc="sweep", unit="job", **bars)
+    asked_again: set[str] = set()  # held jobs, put at the end of `todo` to be asked for once more
     with SignalGuard() as guard, bar:
         for job in todo:
             bar.set_postfix_str(f"{job.model} on {job.experiment} seed {job.seed}")
@@ -205,6 +207,10 @@ def run_sweep(
             try:
                 with guard.hold(), writing:
                     refused = store.claim(row, owners_gone, since=started)
+                if refused == "held" and job.key not in asked_again:
+                    asked_again.add(job.key)
+                    todo.append(job)
+                    continue
                 if refused:  # done or held by another agent meanwhile, or it failed there
                     counts[{"ok": "skipped"}.get(refused, refused)] += 1
                     bar.update()

@@ -312,3 +312,37 @@ def test_jobs_ok_in_another_database_are_skipped(tmp_path, tiny_npz):
                        log=io.StringIO(), quiet=True, done_elsewhere={job.key})
     assert counts == {"skipped": 1, "ok": 0, "failed": 0, "held": 0, "tried": 0}
     assert store.runs().empty
+
+
+def test_a_job_whose_holder_dies_during_the_sweep_is_asked_for_again(tmp_path, tiny_npz, monkeypatch):
+    """An agent whose holder was killed (SIGKILL) while it trained its own jobs ended with
+    '1 held by another agent' and exit 0, leaving the job undone."""
+    import io
+    import sys
+
+    import agent.sweep as sweep
+    from agent.plan import expand
+    from agent.train import resolve_device
+
+    held, free = expand(["test_resnet", "test_efficientnet"], [str(tiny_npz)], [False], [1.0], [0], epochs=1,
+                        batch_size=8, learning_rate=1e-3, image_size=16, amp="off")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.readline()"], stdin=subprocess.PIPE)
+    store = RunStore(tmp_path / "runs.duckdb")
+    store.record_run(dict(run_id="theirs", job_key=held.key, experiment=held.experiment, model=held.model,
+                          source="agent", status="running", host=socket.gethostname(), pid=holder.pid,
+                          started_at=now(), heartbeat_at=now()))  # alive, started before its claim
+    trained = sweep.run_job
+
+    def holder_dies_meanwhile(job, *args, **kwargs):
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+        return trained(job, *args, **kwargs)
+
+    monkeypatch.setattr(sweep, "run_job", holder_dies_meanwhile)
+    counts = sweep.run_sweep([held, free], store, device=resolve_device("cpu"), data_dir=str(tmp_path),
+                             country="DNK", log=io.StringIO(), quiet=True)
+    assert counts == {"skipped": 0, "ok": 2, "failed": 0, "held": 0, "tried": 0}
+    runs = store.runs().set_index("run_id")
+    assert runs.loc["theirs", "status"] == "interrupted" and "agent process gone" in runs.loc["theirs", "error"]
+    assert store.job_statuses() == {held.key: "ok", free.key: "ok"}
