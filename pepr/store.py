@@ -473,11 +473,12 @@ class RunStore:
         heartbeat, and those in its `replace` (run ids) whatever their stage, each with its
         epochs; add the benchmarks not stored yet, and replace those in `replace_benchmarks`."""
         with self._write() as con:
-            runs, epochs, replace, benchmarks, replace_benchmarks = changes(
+            runs, epochs, replace, benchmarks, replace_benchmarks, left_out = changes(
                 con.execute("SELECT * FROM runs").df().pipe(_as_current_schema),
                 con.execute("SELECT * FROM benchmarks").df())
             run_frame = _frame(runs, RUN_COLUMNS, "run")
             merged = Merged(0, 0) if run_frame.empty else self._update_runs(con, run_frame, epochs, replace)
+            merged = merged._replace(left_out=left_out)
             if benchmarks.empty:
                 return merged
             con.register("new_benchmarks", _frame(benchmarks, BENCH_COLUMNS, "benchmark"))
@@ -670,6 +671,7 @@ class Changes(NamedTuple):
     replace: Sequence[str]  # run ids to replace whatever their stage
     benchmarks: pd.DataFrame
     replace_benchmarks: Sequence[str]  # bench ids
+    left_out: int = 0  # ok runs of a job the preferred database trained too, not merged
 
 
 class Merged(NamedTuple):
@@ -677,12 +679,15 @@ class Merged(NamedTuple):
     updated: int  # runs the target had unfinished, brought up to date
     replaced: int = 0  # finished runs it held otherwise, replaced by the preferred copy
     benchmarks: int = 0  # benchmark rows the target did not have
+    left_out: int = 0  # ok runs of jobs the preferred database trained too
 
     def __str__(self) -> str:
         updated = f", updated {self.updated} it had unfinished" if self.updated else ""
         replaced = f", replaced {self.replaced} by the preferred copy" if self.replaced else ""
+        left_out = (f", left out {self.left_out} of jobs the preferred database trained too"
+                    if self.left_out else "")
         benchmarks = f"; added {self.benchmarks} benchmark(s)" if self.benchmarks else ""
-        return f"added {self.added} run(s){updated}{replaced}{benchmarks}"
+        return f"added {self.added} run(s){updated}{replaced}{left_out}{benchmarks}"
 
 
 def merge(sources: Sequence[str | Path], into: str | Path, prefer: str | Path | None = None) -> Merged:
@@ -694,7 +699,9 @@ def merge(sources: Sequence[str | Path], into: str | Path, prefer: str | Path | 
     further on, or running with a newer heartbeat. Merging again changes nothing, and a source
     may be merged while an agent writes to it. A finished run or a benchmark that two databases
     hold with different results is refused, and nothing is written, unless `prefer` (one of
-    the databases) holds a copy of it: that copy is kept.
+    the databases) holds a copy of it: that copy is kept. So is a job trained `ok` in two
+    databases (two runs ranked as one would count twice), unless `prefer` holds a run of it:
+    the sources' other runs of it are left out.
     """
     target = RunStore(into)
     target.check()
@@ -722,6 +729,8 @@ def merge(sources: Sequence[str | Path], into: str | Path, prefer: str | Path | 
         runs = source_runs  # with the preferred copy alone of a run that differs
         if conflicts:
             runs = runs[~runs["run_id"].isin(conflicts) | (runs["_source"] == preferred)]
+        twice = _trained_twice(pd.concat([stored_runs, runs]), names, preferred)
+        runs = runs[~runs["run_id"].isin(twice)]
         _check_one_dataset(pd.concat([stored_runs, runs]), names)
         bench_conflicts, bench_replace = _conflicts(
             pd.concat([stored_benchmarks.assign(_source=len(sources)), source_benchmarks]),
@@ -737,7 +746,7 @@ def merge(sources: Sequence[str | Path], into: str | Path, prefer: str | Path | 
                       .drop_duplicates("run_id", keep="last"))
             chosen_epochs = pd.concat(epochs).merge(latest[["run_id", "_source"]], on=["run_id", "_source"])
         return Changes(latest[list(RUN_COLUMNS)], chosen_epochs[list(EPOCH_COLUMNS)], replace,
-                       benchmarks.drop_duplicates("bench_id")[list(BENCH_COLUMNS)], bench_replace)
+                       benchmarks.drop_duplicates("bench_id")[list(BENCH_COLUMNS)], bench_replace, len(twice))
 
     return target.update_from(changes)
 
@@ -765,6 +774,36 @@ def _check_one_dataset(runs: pd.DataFrame, names: Sequence[str]) -> None:
             f"experiment {experiment!r}: {names[first['_source']]} holds runs trained on other images or labels "
             f"than {names[second['_source']]} (content digest {first['dataset_digest'][:12]}, "
             f"{second['dataset_digest'][:12]}); nothing merged: runs on other data cannot be ranked together")
+
+
+def _trained_twice(runs: pd.DataFrame, names: Sequence[str], preferred: int | None) -> set[str]:
+    """The ids of the source runs to leave out (`_source`: the index in `names`, the target
+    last) where they would give a job several `ok` runs: those not in the `preferred` database.
+    A PeprError names the first such job where the preferred database holds no run of it, or
+    the target holds another."""
+    ok = runs[runs["status"] == "ok"]
+    new = ok[~ok["run_id"].isin(ok.loc[ok["_source"] == len(names) - 1, "run_id"])]
+    counts = ok[ok["job_key"].isin(new["job_key"])].groupby("job_key")["run_id"].nunique()
+    twice = counts[counts > 1].index
+    left_out: set[str] = set()
+    for key in twice:
+        job = ok[ok["job_key"] == key]
+        kept = set(job.loc[job["_source"] == preferred, "run_id"])
+        stored = set(job.loc[job["_source"] == len(names) - 1, "run_id"])
+        first, second = job.drop_duplicates("run_id").head(2).to_dict("records")
+        what = (f"job {key} ({first['model']} in {first['experiment']}"
+                + (f", seed {first['seed']:g}" if pd.notna(first.get("seed")) else "") + ")")
+        if not kept:
+            raise PeprError(
+                f"{names[second['_source']]}: {what} was trained also in {names[first['_source']]} (runs "
+                f"{first['run_id']}, {second['run_id']}); nothing merged: ranked together, the job would count "
+                "twice, so name the database whose run to keep with --prefer, or leave the other out")
+        if stored - kept:
+            raise PeprError(
+                f"{names[-1]}: holds run {min(stored - kept)} of {what}, which {names[preferred]} trained too; "
+                f"nothing merged: a merge removes no run, so --prefer {names[-1]}, or leave {names[preferred]} out")
+        left_out |= set(job["run_id"]) - kept
+    return left_out
 
 
 def _position(database: str | Path, names: Sequence[str]) -> int:

@@ -305,6 +305,32 @@ def test_merge_keeps_the_preferred_copy_of_a_run_that_differs(tmp_path, capsys):
     with pytest.raises(PeprError, match=r"--prefer .*d\.duckdb: not one of the databases merged"):
         merge([first.path], target, prefer=tmp_path / "d.duckdb")
 
+def test_a_job_trained_in_two_databases_is_merged_once(tmp_path, capsys):
+    """Two sweeps of one plan merged into one file ranked every job twice, unsaid."""
+    from pepr.cli import main
+
+    first, second = RunStore(tmp_path / "a.duckdb"), RunStore(tmp_path / "b.duckdb")
+    first.record_run(run("r1", job_key="job", seed=0, performance=0.5), [dict(epoch=1, test_metric=0.5)])
+    first.record_run(run("other"))
+    second.record_run(run("r2", job_key="job", seed=0, performance=0.6), [dict(epoch=1, test_metric=0.6)])
+    second.record_run(run("r3", job_key="job", status="failed"))  # an attempt that failed is no second result
+    target = tmp_path / "all.duckdb"
+    with pytest.raises(PeprError, match=r"^.*b\.duckdb: job job \(resnet18 in exp, seed 0\) was trained also in "
+                                        r".*a\.duckdb \(runs r1, r2\); nothing merged: .* --prefer"):
+        merge([first.path, second.path], target)
+    assert not target.exists()
+    assert main(["merge", str(first.path), str(second.path), "--into", str(target), "--prefer", str(second.path)]) == 0
+    assert capsys.readouterr().out == (f"{target}: added 3 run(s), left out 1 of jobs the preferred database "
+                                       "trained too\n")
+    assert sorted(RunStore(target).runs()["run_id"]) == ["other", "r2", "r3"]
+    assert RunStore(target).epochs()["test_metric"].tolist() == [0.6]
+    with pytest.raises(PeprError, match=r"all\.duckdb: holds run r2 of job job .*, which .*a\.duckdb trained too; "
+                                        r"nothing merged: a merge removes no run, so --prefer .*all\.duckdb"):
+        merge([first.path], target, prefer=first.path)
+    assert merge([first.path], target, prefer=target) == Merged(0, 0, left_out=1)
+    assert sorted(RunStore(target).runs()["run_id"]) == ["other", "r2", "r3"]
+
+
 def test_performance_outside_unit_interval_is_never_stored(tmp_path):
     store = RunStore(tmp_path / "runs.duckdb")
     store.record_run(run("a"))

@@ -97,8 +97,8 @@ def test_a_merge_keeps_the_latest_state_whatever_the_order_of_the_sources(tmp_pa
     assert merge([stale], target) == Merged(0, 0)
     assert RunStore(target).runs().status.tolist() == ["ok"]
     # A copy released by another agent ("agent process gone") takes the owner's own outcome.
-    RunStore(target).record_run(run("r2", status="interrupted", error="agent process gone"))
-    RunStore(tmp_path / "owner.duckdb").record_run(run("r2", status="ok", performance=0.8))
+    RunStore(target).record_run(run("r2", job="job-b", status="interrupted", error="agent process gone"))
+    RunStore(tmp_path / "owner.duckdb").record_run(run("r2", job="job-b", status="ok", performance=0.8))
     assert merge([tmp_path / "owner.duckdb"], target) == Merged(0, 1)
     assert RunStore(target).runs().set_index("run_id").status.to_dict() == {"r1": "ok", "r2": "ok"}
     # A running run takes a newer heartbeat, so the target shows the owner alive.
