@@ -83,6 +83,7 @@ def pepr_vs_params(
     domain = [min(low, threshold) / 1.3, max(high, threshold) * 1.3]
     x_title = "parameters (log scale)"
     scale = {"type": "log", "domain": domain, "nice": False}
+    legend = [*labels.values(), *(["unknown"] if (data["group"] == "unknown").any() else [])]  # as the data has them
     return {
         "height": 380,
         "title": {"text": f"Shaded: small models, at most {format_value(threshold, RESOURCES['params'])} parameters",
@@ -97,7 +98,7 @@ def pepr_vs_params(
                    x=_quantity("params", x_title, scale=scale, axis={"format": "~s"}),
                    y=_quantity("pepr", "PePR", scale={"zero": False}),
                    color=_category("group", COLOR_TITLES[color],
-                                   scale={"domain": [*labels.values(), "unknown"], "range": colours},
+                                   scale={"domain": legend, "range": colours},
                                    legend={"orient": "bottom", "labelLimit": NO_LIMIT}),
                    tooltip=[*_TOOLTIP, *tips]),
         ],

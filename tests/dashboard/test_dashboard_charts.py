@@ -59,6 +59,9 @@ def test_pepr_vs_params_log_x_over_the_models_range_small_region_in_the_title():
     region = layer_data(spec, 0)[0]
     assert region["x1"] == 20e6 and region["x0"] == pytest.approx(1e6 / 1.3)
     assert [row["group"] for row in layer_data(spec, 2)] == ["unknown", "Other", "CNN"]
+    assert points["encoding"]["color"]["scale"]["domain"] == ["CNN", "Other", "unknown"]
+    typed = charts.pepr_vs_params(MODELS.dropna(subset=["model_type"]), threshold=20e6, units=UNITS)
+    assert typed["layer"][2]["encoding"]["color"]["scale"]["domain"] == ["CNN", "Other"]  # no "unknown" in the legend
     tips = {t["title"]: t["field"] for t in points["encoding"]["tooltip"]}
     assert tips["Training energy (mWh)"] == "show_energy"
     assert [row["show_energy"] for row in layer_data(spec, 2)] == pytest.approx([10, 50, 100])
