@@ -45,8 +45,8 @@ paper: $(VENV)/.dashboard-installed
 # Bench the paper's architectures (results/paper_models.txt: the 131 names of the authors'
 # model_names.csv, less gluon_xception65 that timm no longer has) on this machine's CPU at the
 # study's 256 px into BENCH_DB; models already benched there are skipped. Batch 8, not 32, for
-# the throughput and energy, and 1.5 s of timed passes per batch size (at least 3), so that it
-# takes about 30 minutes on a 2-core CPU.
+# the throughput and energy, and 1.5 s of timed passes per batch size (at least 3): about 15
+# minutes on an idle 2-core CPU (keep it idle: a busy machine's latencies read many times high).
 BENCH_DB ?= results/paper.duckdb
 bench-paper: $(VENV)/.all-installed
 	$(BIN)/pepr-agent bench --models-file results/paper_models.txt --device cpu --image-size 256 \
