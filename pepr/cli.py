@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("sources", nargs="+", metavar="DB")
     mg.add_argument("--into", required=True, metavar="DB")
     mg.add_argument("--prefer", metavar="DB", help="for a finished run that databases hold with different "
-                    "results, keep this database's copy (a source or the target); without it such runs stop the merge")
+                    "results, keep this database's copy (a source or the target), and for a job trained ok in "
+                    "several, its run; without it such runs stop the merge")
     return parser
 
 

@@ -684,7 +684,7 @@ class Merged(NamedTuple):
     def __str__(self) -> str:
         updated = f", updated {self.updated} it had unfinished" if self.updated else ""
         replaced = f", replaced {self.replaced} by the preferred copy" if self.replaced else ""
-        left_out = (f", left out {self.left_out} of jobs the preferred database trained too"
+        left_out = (f", left out {self.left_out} run(s) of jobs the preferred database trained too"
                     if self.left_out else "")
         benchmarks = f"; added {self.benchmarks} benchmark(s)" if self.benchmarks else ""
         return f"added {self.added} run(s){updated}{replaced}{left_out}{benchmarks}"
@@ -779,30 +779,35 @@ def _check_one_dataset(runs: pd.DataFrame, names: Sequence[str]) -> None:
 def _trained_twice(runs: pd.DataFrame, names: Sequence[str], preferred: int | None) -> set[str]:
     """The ids of the source runs to leave out (`_source`: the index in `names`, the target
     last) where they would give a job several `ok` runs: those not in the `preferred` database.
-    A PeprError names the first such job where the preferred database holds no run of it, or
-    the target holds another."""
+    A PeprError names the first such job where the preferred database holds no run of it or
+    several, or the target holds a run of it that would be left out (a merge removes none)."""
     ok = runs[runs["status"] == "ok"]
-    new = ok[~ok["run_id"].isin(ok.loc[ok["_source"] == len(names) - 1, "run_id"])]
+    target = len(names) - 1
+    in_target = set(runs.loc[runs["_source"] == target, "run_id"])
+    new = ok[~ok["run_id"].isin(in_target)]
     counts = ok[ok["job_key"].isin(new["job_key"])].groupby("job_key")["run_id"].nunique()
-    twice = counts[counts > 1].index
     left_out: set[str] = set()
-    for key in twice:
+    for key in counts[counts > 1].index:
         job = ok[ok["job_key"] == key]
         kept = set(job.loc[job["_source"] == preferred, "run_id"])
-        stored = set(job.loc[job["_source"] == len(names) - 1, "run_id"])
         first, second = job.drop_duplicates("run_id").head(2).to_dict("records")
         what = (f"job {key} ({first['model']} in {first['experiment']}"
                 + (f", seed {first['seed']:g}" if pd.notna(first.get("seed")) else "") + ")")
-        if not kept:
+        where = (f"holds two ok runs of {what} ({first['run_id']}, {second['run_id']})"
+                 if first["_source"] == second["_source"] else
+                 f"{what} was trained also in {names[first['_source']]} (runs {first['run_id']}, {second['run_id']})")
+        if len(kept) != 1:
+            preferred_too = f" (--prefer {names[preferred]} holds {len(kept)})" if preferred is not None else ""
+            raise PeprError(f"{names[second['_source']]}: {where}; nothing merged: ranked together, the job would count "
+                            f"twice, so --prefer the database that holds the one run to keep{preferred_too}, or leave "
+                            "the others out")
+        dropped = set(job["run_id"]) - kept
+        if dropped & in_target:
             raise PeprError(
-                f"{names[second['_source']]}: {what} was trained also in {names[first['_source']]} (runs "
-                f"{first['run_id']}, {second['run_id']}); nothing merged: ranked together, the job would count "
-                "twice, so name the database whose run to keep with --prefer, or leave the other out")
-        if stored - kept:
-            raise PeprError(
-                f"{names[-1]}: holds run {min(stored - kept)} of {what}, which {names[preferred]} trained too; "
-                f"nothing merged: a merge removes no run, so --prefer {names[-1]}, or leave {names[preferred]} out")
-        left_out |= set(job["run_id"]) - kept
+                f"{names[target]}: holds run {min(dropped & in_target)} of {what}, which {names[preferred]} trained "
+                f"too; nothing merged: a merge removes no run, so --prefer {names[target]}, or leave "
+                f"{names[preferred]} out")
+        left_out |= dropped
     return left_out
 
 

@@ -320,8 +320,8 @@ def test_a_job_trained_in_two_databases_is_merged_once(tmp_path, capsys):
         merge([first.path, second.path], target)
     assert not target.exists()
     assert main(["merge", str(first.path), str(second.path), "--into", str(target), "--prefer", str(second.path)]) == 0
-    assert capsys.readouterr().out == (f"{target}: added 3 run(s), left out 1 of jobs the preferred database "
-                                       "trained too\n")
+    assert capsys.readouterr().out == (f"{target}: added 3 run(s), left out 1 run(s) of jobs the preferred "
+                                       "database trained too\n")
     assert sorted(RunStore(target).runs()["run_id"]) == ["other", "r2", "r3"]
     assert RunStore(target).epochs()["test_metric"].tolist() == [0.6]
     with pytest.raises(PeprError, match=r"all\.duckdb: holds run r2 of job job .*, which .*a\.duckdb trained too; "
@@ -329,6 +329,26 @@ def test_a_job_trained_in_two_databases_is_merged_once(tmp_path, capsys):
         merge([first.path], target, prefer=first.path)
     assert merge([first.path], target, prefer=target) == Merged(0, 0, left_out=1)
     assert sorted(RunStore(target).runs()["run_id"]) == ["other", "r2", "r3"]
+
+
+def test_a_merge_keeps_one_run_of_a_job_or_none(tmp_path):
+    """--prefer kept every run its database held, two of one job among them; a copy the target
+    held running was left out and stayed running."""
+    both, third = RunStore(tmp_path / "both.duckdb"), RunStore(tmp_path / "third.duckdb")
+    both.record_run(run("r1", job_key="job"))
+    both.record_run(run("r2", job_key="job"))  # a claim taken over while its agent still ran: both finished
+    third.record_run(run("r3", job_key="job"))
+    target = tmp_path / "all.duckdb"
+    with pytest.raises(PeprError, match=r"both\.duckdb: holds two ok runs of job job \(resnet18 in exp\) \(r1, r2\); "
+                                        r"nothing merged"):
+        merge([both.path], target)
+    with pytest.raises(PeprError, match=r"--prefer .*both\.duckdb holds 2\)"):
+        merge([both.path, third.path], target, prefer=both.path)
+    assert not target.exists()
+    RunStore(target).record_run(run("r1", job_key="job", status="running"))
+    with pytest.raises(PeprError, match=r"all\.duckdb: holds run r1 of job job .*, which .*third\.duckdb trained too"):
+        merge([both.path, third.path], target, prefer=third.path)
+    assert RunStore(target).runs()[["run_id", "status"]].values.tolist() == [["r1", "running"]]
 
 
 def test_performance_outside_unit_interval_is_never_stored(tmp_path):
