@@ -690,7 +690,7 @@ def test_a_deployment_device_prices_inference_and_caps_latency(app, db, rows):
     assert "no usable benchmark of this model on the chosen device" in excluded and ranking is not None
     busy = [unescape(c) for c in texts(at, "caption") if "busy machine" in c]  # slow_net's p95 is 10x its median
     assert busy == ["Source: inference benchmarks: 1 model(s) were benchmarked on a busy machine (p95 latency over 3x "
-                    "the median, or one image slower than a whole larger batch), so their inference costs may read "
+                    "the median, or one image taking over 1.5x a whole larger batch), so their inference costs may read "
                     "high: slow_net; bench them again on an idle one (pepr-agent bench --rebench)"]
     # "At most 0.1 ms per image on this server": the slower, more accurate model is out.
     at = goto(app(path, d="Server GPU", cap="infer_latency:0.0001").run(), "budget")
