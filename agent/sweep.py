@@ -203,7 +203,7 @@ def run_sweep(
             bar.set_postfix_str(f"{job.model} on {job.experiment} seed {job.seed}")
             row = base_row(job, uuid.uuid4().hex, device)
             epochs: list[dict] = []
-            refused = "not asked"
+            refused, failure = "not asked", None
             try:
                 with guard.hold(), writing:
                     refused = store.claim(row, owners_gone, since=started)
@@ -246,10 +246,12 @@ def run_sweep(
             except StoreError:
                 raise
             except Exception as error:  # one job's failure must not end the sweep
-                row.update(status="failed", error=described_whole(error))
-                stopped_early(row, error)
-            row["ended_at"] = row["heartbeat_at"] = now()
-            try:
+                failure = error
+            try:  # from here a signal leaves the result in the log, as a locked file does
+                if failure is not None:
+                    row.update(status="failed", error=described_whole(failure))
+                    stopped_early(row, failure)
+                row["ended_at"] = row["heartbeat_at"] = now()
                 write_patiently(store, lambda patient: patient.record_run(row, epochs),
                                 f"run {row['run_id']} ({row['model']})", guard, writing)
             except StoreError:  # a full disk, say: the result survives in the log
@@ -305,8 +307,8 @@ def write_patiently(store: RunStore, write: Callable[[RunStore], None], what: st
             if written:
                 stop.outcome = WRITTEN
             else:
-                print(f"pepr-agent: {what} was not written: {store.path} stayed locked",
-                      file=sys.stderr, flush=True)
+                why = f": {store.path} stayed locked" if said else ""
+                print(f"pepr-agent: {what} was not written{why}", file=sys.stderr, flush=True)
             raise
 
 

@@ -147,3 +147,35 @@ def test_a_benchmark_waits_out_a_locked_database(agent_command, tmp_path):
     assert bench.returncode == 0, err
     assert json.loads(out)["model"] == "test_efficientnet"
     assert sorted(RunStore(db).benchmarks()["model"]) == ["test_efficientnet", "test_resnet"]
+
+
+def test_a_signal_while_a_benchmark_waits_for_a_locked_database_keeps_its_figures_in_the_output(
+        agent_command, tmp_path):
+    """SIGTERM while a DuckDB shell held the file: the measured figures were printed nowhere."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    db = tmp_path / "bench.duckdb"
+    argv = ("bench", "--models", "test_resnet,test_efficientnet", "--db", db, "--image-size", 16,
+            "--batch-sizes", "1", "--seconds", 10, "--threads", 1, "--quiet")
+    bench = subprocess.Popen(agent_command(*argv), cwd=Path(__file__).parents[2], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    assert json.loads(bench.stdout.readline())["model"] == "test_resnet"  # test_efficientnet's 10 s begin
+    hold = "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); sys.stdin.readline()"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(db)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert "waits to be written" in bench.stderr.readline()
+        bench.send_signal(signal.SIGTERM)  # during its next 2 s wait for the lock
+        out, err = bench.communicate(timeout=120)
+    finally:
+        holder.communicate("go\n", timeout=60)
+    assert bench.returncode == 128 + signal.SIGTERM, err
+    line = json.loads(out)
+    assert line["model"] == "test_efficientnet" and line["recorded"] is False and line["latency_median_s"] > 0
+    assert err.splitlines()[0] == (f"pepr-agent: the benchmark of test_efficientnet at batch 1 was not written: {db} "
+                                   "stayed locked")
+    assert RunStore(db).benchmarks()["model"].tolist() == ["test_resnet"]
