@@ -17,27 +17,31 @@ from pepr.schema import now
 from pepr.store import stale_cutoff
 
 
-def owners_gone(rows: Sequence[dict], *, host: str | None = None, at: datetime | None = None) -> list[str | None]:
+def owners_gone(rows: Sequence[dict], *, host: str | None = None, at: datetime | None = None,
+                by_agent: bool = True) -> list[str | None]:
     """For each running row, why the agent that holds it is gone, or None while it may still run.
 
     Same host: its process has exited (or the pid now names a process started later).
     Another host: its Slurm job has left the queue (where squeue can say), or no heartbeat for
     STALE_AFTER_S seconds. squeue is asked once for all the rows: a sweep may start on
-    hundreds of other tasks' claims, checked while it holds the database.
+    hundreds of other tasks' claims, checked while it holds the database. Asked `by_agent`,
+    a claim of this very process is an earlier sweep's, and one of its own Slurm job a requeued
+    task's; a bystander (`pepr info`) knows neither.
     """
     host, at = host or socket.gethostname(), at or now()
     asked = [slurm_job(row) for row in rows if not _here(row, host) and _fresh(row, at)]
     left = left_queue(filter(None, asked)) if any(asked) else set()
-    own = _this_slurm_task()
-    return [_why_gone(row, host, at, left, own) for row in rows]
+    own = (os.getpid(), _this_slurm_task()) if by_agent else (None, None)
+    return [_why_gone(row, host, at, left, *own) for row in rows]
 
 
-def _why_gone(row: dict, host: str, at: datetime, left: set[str] | None, own: str | None) -> str | None:
-    """`owners_gone` of one row, given the Slurm jobs that have left the queue (None: unknown)
-    and this process's own Slurm job (`own`)."""
+def _why_gone(row: dict, host: str, at: datetime, left: set[str] | None, own_pid: int | None,
+              own: str | None) -> str | None:
+    """`owners_gone` of one row, given the Slurm jobs that have left the queue (None: unknown),
+    and the asking agent's process and Slurm job (`own_pid`, `own`)."""
     if _here(row, host):
         pid = int(row["pid"])
-        if pid == os.getpid():  # this process runs one sweep at a time: not its current job
+        if pid == own_pid:  # an agent runs one sweep at a time: not its current job
             return "agent process gone (an earlier sweep of this process)"
         started = None if pd.isna(row["started_at"]) else pd.Timestamp(row["started_at"])
         return None if _running(pid, started) else f"agent process gone (pid {pid} on {host})"

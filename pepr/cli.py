@@ -258,7 +258,7 @@ def _info(args) -> int:
     table = table.reset_index().rename_axis(columns=None)
     print(table.assign(experiment=table["experiment"].map(_cell), source=table["source"].map(_cell)).to_string(index=False))
     running = store.runs(status="running").to_dict("records")
-    gone = [(row["model"], why) for row, why in zip(running, owners_gone(running), strict=True) if why]
+    gone = [(row["model"], why) for row, why in zip(running, owners_gone(running, by_agent=False), strict=True) if why]
     if gone:
         named = "; ".join(f"{model}: {why}" for model, why in gone[:3]) + (f"; {len(gone) - 3} more" if len(gone) > 3 else "")
         print(one_line(f"{len(gone)} running run(s) whose agent is gone ({named}): the next sweep over their "

@@ -137,6 +137,8 @@ def test_info_names_running_runs_whose_agents_are_gone(tmp_path, capsys):
                          pid=int(ended.stdout), started_at=now(), heartbeat_at=now()))  # SIGKILLed a second ago
     store.record_run(run("here", job="job-d", host=socket.gethostname(), pid=os.getppid(),
                          started_at=now(), heartbeat_at=now()))  # our parent process: alive, started before
+    store.record_run(run("asking", job="job-e", host=socket.gethostname(), pid=os.getpid(),
+                         started_at=now(), heartbeat_at=now()))  # the process that asks: not an agent's earlier sweep
     assert pepr_main(["info", "--db", str(path)]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
         f"2 running run(s) whose agent is gone (m: no heartbeat since {silent_since:%Y-%m-%d %H:%M:%S} UTC from "
