@@ -191,8 +191,8 @@ def from_query(
     statuses = tuple(status for status in many("rs") if status in RUN_STATUSES)
     unknown_statuses = [status for status in many("rs") if status not in RUN_STATUSES]
     if unknown_statuses:
-        ignored.append(f"rs: {', '.join(map(repr, unknown_statuses))} is not a run status "
-                       f"({', '.join(RUN_STATUSES)})")
+        verb = "is not a run status" if len(unknown_statuses) == 1 else "are not run statuses"
+        ignored.append(f"rs: {', '.join(map(repr, unknown_statuses))} {verb} ({', '.join(RUN_STATUSES)})")
     run_experiments = tuple(e for e in many("rx") if e in experiments)
     unknown_runs = [e for e in many("rx") if e not in experiments]
     if unknown_runs:

@@ -120,7 +120,7 @@ class View:
     units: dict[str, tuple[str, float]]  # resource -> readable unit for this scope
     carbon: Carbon
     provenance: list[str]
-    notes: list[str] = field(default_factory=list)  # ignored link values, alpha below 1, ...
+    notes: list[str] = field(default_factory=list)  # ignored link values, ...
 
     @functools.cached_property
     def table(self) -> pd.DataFrame:
@@ -217,12 +217,7 @@ def build_view(
     measured_here = measured(in_scope[in_scope["status"] == "ok"], WEIGHTED)
     weights = {k: v for k, v in controls.weights.items() if k in measured_here}
     missing = unmeasured(in_scope, controls.weights)
-    alpha = controls.alpha
-    if alpha < 1:
-        notes.append(f"alpha {alpha:g} is below 1, outside the paper's range: the score uses 1.")
-        alpha = 1.0
-        controls = dataclasses.replace(controls, alpha=alpha)  # charts and sensitivity use it too
-    scored = score(in_scope, weights, controls.normalization, alpha)  # each experiment alone
+    scored = score(in_scope, weights, controls.normalization, controls.alpha)  # each experiment alone
     scope = scored.table
     excluded = scored.excluded
     models = by_model(scope)
@@ -457,24 +452,31 @@ def comparisons(
                 )
             )
             left = []
-    sized = scope[scope["params"] > 0]  # as the threshold is: a count of 0 says nothing of size
-    if len(sized) and threshold is not None:
-        labels, cut = split_by_params(sized["params"], threshold)
-        if len(set(labels)) == 2:
-            rows = sized.assign(group=pd.Categorical(labels, ["small", "large"]))
-            result.append(
-                Comparison(
-                    title=f"Small vs large models (threshold {format_value(cut, RESOURCES['params'])} parameters)",
-                    frame=rows,
-                    stats=_stats(rows, False, units),
-                    costs=_costs(rows, units),
-                    left_out=[],
-                    paired=False,
-                    note="In the chosen experiments; different models on each side, so unpaired tests only, "
-                         "on model means (over seeds and experiments).",
-                )
+    sized, labels = _size_sides(scope, threshold)
+    if len(set(labels)) == 2:
+        rows = sized.assign(group=pd.Categorical(labels, ["small", "large"]))
+        result.append(
+            Comparison(
+                title=f"Small vs large models (threshold {format_value(threshold, RESOURCES['params'])} parameters)",
+                frame=rows,
+                stats=_stats(rows, False, units),
+                costs=_costs(rows, units),
+                left_out=[],
+                paired=False,
+                note="In the chosen experiments; different models on each side, so unpaired tests only, "
+                     "on model means (over seeds and experiments).",
             )
+        )
     return _adjusted(result)
+
+
+def _size_sides(scope: pd.DataFrame, threshold: float | None) -> tuple[pd.DataFrame, np.ndarray]:
+    """The runs of known size (parameters > 0: a count of 0 says nothing of size) and the side
+    of `threshold` each is on (`small`, `large`); none without a threshold."""
+    if threshold is None or "params" not in scope:
+        return scope.iloc[:0], np.array([])
+    sized = scope[scope["params"] > 0]
+    return sized, (split_by_params(sized["params"], threshold)[0] if len(sized) else np.array([]))
 
 
 def _adjusted(found: list[Comparison]) -> list[Comparison]:
@@ -493,8 +495,7 @@ def uncompared(table: pd.DataFrame, found: Offer, scope: pd.DataFrame, threshold
     small and large models are not compared where the size threshold leaves all on one side."""
     if table.empty:
         return []
-    sized = scope.loc[scope["params"] > 0, "params"] if "params" in scope else pd.Series(dtype=float)
-    sides = set(split_by_params(sized, threshold)[0]) if len(sized) and threshold is not None else set()
+    sides = set(_size_sides(scope, threshold)[1])
     size_note = ([f"Small vs large models: none, as every model of known size has "
                   f"{'at most' if sides == {'small'} else 'more than'} "
                   f"{format_value(threshold, RESOURCES['params'])} parameters (the size threshold)."]

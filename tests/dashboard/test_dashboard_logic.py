@@ -119,6 +119,7 @@ def test_default_choices_make_an_empty_link():
         ({"bw": "energy:x"}, "baseline_weights", DEFAULT_WEIGHTS, "bw: energy:x"),
         ({"rs": ["ok", "<b>bad</b>"]}, "run_status", ("ok",), "rs: '<b>bad</b>' is not a run status"),
         ({"rs": "failed"}, "run_status", ("failed",), None),
+        ({"rs": ["x", "y"]}, "run_status", (), "rs: 'x', 'y' are not run statuses"),
     ],
 )
 def test_bad_link_values_fall_back_and_are_named(params, field, expected, message):
@@ -351,12 +352,6 @@ def test_models_alike_in_mean_pepr_share_their_rank():
     models = by_model(table).set_index("model")
     assert models["rank"].to_dict() == {"a": 1, "b": 1, "c": 3}
     assert models["perf_rank"].to_dict() == {"a": 2, "b": 2, "c": 1}
-
-
-def test_alpha_below_one_is_said_and_not_used():
-    view = view_of(CRAFTED, alpha=0.5)
-    assert view.notes == ["alpha 0.5 is below 1, outside the paper's range: the score uses 1."]
-    assert view.models["pepr"].tolist() == view_of(CRAFTED).models["pepr"].tolist()
 
 
 def test_budget_caps_in_readable_units():
