@@ -217,8 +217,10 @@ def main() -> None:
 
 def agent_parts(job, data: Data, device: torch.device):
     """The agent's model (built, placed and warmed up as in a run), input preparation,
-    optimiser and scaler, its shuffled batches (an endless stream), and `train(steps)`: the
-    agent's epoch loop over that many of them, returning the images it took."""
+    optimiser and scaler, `take(steps)`: that many of its shuffled batches, and `train(steps)`:
+    the agent's epoch loop over that many, returning the images it took. Each call opens its
+    own batch iterators and closes them, so no batch thread fills buffers between blocks (a
+    block would start with batches ready)."""
     x, y = data.images["train"], data.labels["train"]
     model = build_model(job, data.num_classes, 3)
     with closing(batches(x[:job.batch_size], y[:job.batch_size], job.batch_size, device)) as first:
@@ -228,17 +230,17 @@ def agent_parts(job, data: Data, device: torch.device):
     scaler = torch.amp.GradScaler(device.type, enabled=job.amp == "fp16")
     generator = torch.Generator().manual_seed(job.seed)
 
-    def stream():
-        while True:
+    def take(steps: int):
+        while steps > 0:
             with closing(batches(x, y, job.batch_size, device, generator)) as epoch:
-                yield from epoch
-
-    feed = stream()
+                for batch in islice(epoch, steps):
+                    steps -= 1
+                    yield batch
 
     def train(steps: int) -> int:
-        return train_epoch(model, prepare, optimizer, scaler, islice(feed, steps), device, job.amp)[2]
+        return train_epoch(model, prepare, optimizer, scaler, take(steps), device, job.amp)[2]
 
-    return model, prepare, optimizer, scaler, feed, train
+    return model, prepare, optimizer, scaler, take, train
 
 
 def interleaved(first, second, device: torch.device, seconds: float, block_seconds: float,
@@ -298,7 +300,7 @@ def interleaved_agent(job, data: Data, device: torch.device, seconds: float,
     over the set pinned once and sliced in order (b): the agent's epoch loop (its shuffled
     batches, input preparation, step and tallies), then plain steps fed by the agent's batches
     (its data path alone: the gathering thread and its hand-offs)."""
-    model, prepare, optimizer, scaler, feed, agent = agent_parts(job, data, device)
+    model, prepare, optimizer, scaler, take, agent = agent_parts(job, data, device)
     cuda = device.type == "cuda"
     x, y = data.images["train"], data.labels["train"]
     if cuda:
@@ -324,7 +326,7 @@ def interleaved_agent(job, data: Data, device: torch.device, seconds: float,
     yield ("the agent's loop, against plain steps,",
            interleaved(agent, plain, device, seconds, block_seconds, job.batch_size))
     yield ("the agent's batches, against pinned slices (plain steps on both),",
-           interleaved(plain_over(lambda steps: islice(feed, steps)), plain, device, seconds,
+           interleaved(plain_over(take), plain, device, seconds,
                        block_seconds, job.batch_size))
 
 
