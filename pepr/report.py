@@ -106,7 +106,7 @@ def build_report(
         _costs(runs),
         _measurement(runs),
         _top(table, weights),
-        _savings(table),
+        _savings(table, next(iter(runs["bench_device"].dropna()), None) if "bench_device" in runs else None),
         "## Files\n\n- `table.tex`: the ranking as a LaTeX table (needs `\\usepackage{booktabs}`"
         + "".join(f"; its names need {markdown_text(needs)}" for needs in filter(None, [latex_needs([experiment, *table["model"]])]))
         + ")\n"
@@ -255,7 +255,9 @@ def _top(table: pd.DataFrame, weights) -> str:
     ])
 
 
-def _savings(table: pd.DataFrame) -> str:
+def _savings(table: pd.DataFrame, bench_device: str | None) -> str:
+    """What the best-PePR model saves against the best performer, resource by resource; an
+    inference cost says the device it was benchmarked on, which is not where the runs trained."""
     best = table.iloc[0]
     top = strongest(table)
     lines = ["## What choosing by PePR saves", ""]
@@ -277,9 +279,10 @@ def _savings(table: pd.DataFrame) -> str:
             continue
         change = 1 - chosen / other
         share = f"saves {change * 100:.1f}% of" if change >= 0 else f"costs {-change * 100:.1f}% more"
+        where = f", benchmarked on {markdown_text(bench_device)}" if resource.benchmarked and bench_device else ""
         lines.append(
             f"- {share} {_lower(resource.label)}: {_amount(name, abs(other - chosen))} "
-            f"({_amount(name, chosen)} instead of {_amount(name, other)})"
+            f"({_amount(name, chosen)} instead of {_amount(name, other)}{where})"
         )
     return "\n".join(lines)
 

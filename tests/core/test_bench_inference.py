@@ -320,3 +320,7 @@ def test_the_report_says_where_the_inference_costs_come_from(db, tmp_path):
     # resnet18 and the ViT have energy at batch 32; mobilenet's batch 32 failed, so it is not scored.
     assert (f"- Inference costs: benchmarked on {LAPTOP} at 256 px; latency per image at batch 1; "
             "energy per image at batch 32 (2 run(s)).") in text.replace("\\", "")
+    # The savings name the benchmark's device beside the inference costs (the runs trained elsewhere).
+    assert "- saves 50.0% of training energy: 1 kWh (1 kWh instead of 2 kWh)\n" in text
+    assert (f"- saves 66.7% of inference energy per image: 1 J (500 mJ instead of 1.5 J, benchmarked on {LAPTOP})"
+            in text.replace("\\", ""))
