@@ -700,8 +700,8 @@ def merge(sources: Sequence[str | Path], into: str | Path, prefer: str | Path | 
     may be merged while an agent writes to it. A finished run or a benchmark that two databases
     hold with different results is refused, and nothing is written, unless `prefer` (one of
     the databases) holds a copy of it: that copy is kept. So is a job trained `ok` in two
-    databases (two runs ranked as one would count twice), unless `prefer` holds a run of it:
-    the sources' other runs of it are left out.
+    databases (two runs ranked as one would count twice), unless `prefer` holds one run of it
+    and the target none of the others: the sources' other runs of it are left out.
     """
     target = RunStore(into)
     target.check()
