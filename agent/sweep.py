@@ -290,26 +290,26 @@ def write_patiently(store: RunStore, write: Callable[[RunStore], None], what: st
     or notebook): a result that took minutes to measure is not given up for a lock. Ctrl-C
     stops the agent between tries, and says that `what` was not written."""
     patient = RunStore(store.path, timeout=PATIENT_TRY_S)
-    said = False
-    while True:
-        written = False
-        try:
-            with guard.hold(), writing:
-                write(patient)
-                written = True
-            return
-        except StoreBusyError:
-            if not said:
-                print(f"pepr-agent: {store.path} is locked by another process; {what} "
-                      "waits to be written (Ctrl-C gives it up)", file=sys.stderr, flush=True)
-                said = True
-        except Interrupted as stop:
-            if written:
-                stop.outcome = WRITTEN
-            else:
-                why = f": {store.path} stayed locked" if said else ""
-                print(f"pepr-agent: {what} was not written{why}", file=sys.stderr, flush=True)
-            raise
+    said = written = False
+    try:  # a signal may land in a try or between tries (while saying that the file is locked)
+        while True:
+            try:
+                with guard.hold(), writing:
+                    write(patient)
+                    written = True
+                return
+            except StoreBusyError:
+                if not said:
+                    said = True  # before saying it: a signal may land as it is said
+                    print(f"pepr-agent: {store.path} is locked by another process; {what} "
+                          "waits to be written (Ctrl-C gives it up)", file=sys.stderr, flush=True)
+    except Interrupted as stop:
+        if written:
+            stop.outcome = WRITTEN
+        else:
+            why = f": {store.path} stayed locked" if said else ""
+            print(f"pepr-agent: {what} was not written{why}", file=sys.stderr, flush=True)
+        raise
 
 
 SUMMARY_FIELDS = (
