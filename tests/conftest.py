@@ -1,5 +1,9 @@
-"""Shared fixtures: the paper's reference data beside the checkout, and small run tables."""
+"""Shared fixtures: the paper's reference data beside the checkout, small run tables, and a
+DuckDB file held open by another process."""
 
+import contextlib
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -44,3 +48,22 @@ def untouched(place, rows):
         return result
 
     return call
+
+
+@contextlib.contextmanager
+def _held(path):
+    """A DuckDB shell left open on `path` in another process (its lock taken) until the block ends."""
+    hold = "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); sys.stdin.readline()"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.communicate("go\n", timeout=60)
+
+
+@pytest.fixture(scope="session")
+def held():
+    """`with held(path):` another process holds the DuckDB file `path` open, as a shell would."""
+    return _held

@@ -161,10 +161,11 @@ def test_sigterm_marks_the_job_interrupted_and_a_rerun_completes_it(
 
 
 def test_a_signal_while_a_finished_run_waits_for_a_locked_file_leaves_its_result_in_the_log(
-    cli, tiny_npz, tmp_path, monkeypatch
+    cli, tiny_npz, tmp_path, monkeypatch, held
 ):
     """SIGTERM while a DuckDB shell held the file: the run just trained was lost with no JSON
     line, and the agent said the job was recorded."""
+    import contextlib
     import io
     import os
     import sys
@@ -172,15 +173,12 @@ def test_a_signal_while_a_finished_run_waits_for_a_locked_file_leaves_its_result
     import agent.sweep as sweep
 
     db = tmp_path / "runs.duckdb"
-    hold = "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); sys.stdin.readline()"
-    holders = []
+    holding = contextlib.ExitStack()
     trained = sweep.run_job
 
     def train_then_lock_the_file(*args, **kwargs):
         result = trained(*args, **kwargs)
-        holders.append(subprocess.Popen([sys.executable, "-c", hold, str(db)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True))
-        assert holders[0].stdout.readline().strip() == "held"
+        holding.enter_context(held(db))
         return result
 
     class SignalOnWaiting(io.TextIOBase):  # stderr, sending SIGTERM once, when the agent has said it waits
@@ -197,11 +195,8 @@ def test_a_signal_while_a_finished_run_waits_for_a_locked_file_leaves_its_result
 
     monkeypatch.setattr(sweep, "run_job", train_then_lock_the_file)
     monkeypatch.setattr(sys, "stderr", SignalOnWaiting(sys.stderr))
-    try:
+    with holding:
         code, out, err = cli("run", "--models", "test_resnet", "--datasets", tiny_npz, "--db", db, *COMMON)
-    finally:
-        for holder in holders:
-            holder.communicate("go\n", timeout=60)
     assert code == 128 + signal.SIGTERM
     (line,) = out.splitlines()
     assert json.loads(line)["status"] == "ok" and json.loads(line)["recorded"] is False

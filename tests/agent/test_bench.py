@@ -123,56 +123,45 @@ def test_sigterm_stops_the_bench_with_a_line_and_keeps_what_finished(agent_comma
     assert RunStore(db).benchmarks()["model"].tolist() == ["test_resnet"]
 
 
-def test_a_benchmark_waits_out_a_locked_database(agent_command, tmp_path):
-    """A DuckDB shell left open on the file ended the bench after 60 s, and the minutes it had
-    measured were lost; the row is now written once the lock is let go, as a run's is."""
+def _bench_on_its_second_model(agent_command, db):
+    """`pepr-agent bench` of two models into `db`, once the first is written: the second's
+    10 s of timing begin."""
     import subprocess
-    import sys
     from pathlib import Path
 
-    db = tmp_path / "bench.duckdb"
     argv = ("bench", "--models", "test_resnet,test_efficientnet", "--db", db, "--image-size", 16,
             "--batch-sizes", "1", "--seconds", 10, "--threads", 1, "--quiet")
     bench = subprocess.Popen(agent_command(*argv), cwd=Path(__file__).parents[2], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
-    assert json.loads(bench.stdout.readline())["model"] == "test_resnet"  # test_efficientnet's 10 s begin
-    hold = "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); sys.stdin.readline()"
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(db)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
-    assert bench.stderr.readline() == (f"pepr-agent: {db} is locked by another process; the benchmark of "
-                                       "test_efficientnet at batch 1 waits to be written (Ctrl-C gives it up)\n")
-    holder.communicate("go\n", timeout=60)  # the shell lets the file go
-    out, err = bench.communicate(timeout=120)
+    assert json.loads(bench.stdout.readline())["model"] == "test_resnet"
+    return bench
+
+
+def test_a_benchmark_waits_out_a_locked_database(agent_command, tmp_path, held):
+    """A DuckDB shell left open on the file ended the bench after 60 s, and the minutes it had
+    measured were lost; the row is now written once the lock is let go, as a run's is."""
+    db = tmp_path / "bench.duckdb"
+    bench = _bench_on_its_second_model(agent_command, db)
+    with held(db):
+        assert bench.stderr.readline() == (f"pepr-agent: {db} is locked by another process; the benchmark of "
+                                           "test_efficientnet at batch 1 waits to be written (Ctrl-C gives it up)\n")
+    out, err = bench.communicate(timeout=120)  # once the shell let the file go
     assert bench.returncode == 0, err
     assert json.loads(out)["model"] == "test_efficientnet"
     assert sorted(RunStore(db).benchmarks()["model"]) == ["test_efficientnet", "test_resnet"]
 
 
 def test_a_signal_while_a_benchmark_waits_for_a_locked_database_keeps_its_figures_in_the_output(
-        agent_command, tmp_path):
+        agent_command, tmp_path, held):
     """SIGTERM while a DuckDB shell held the file: the measured figures were printed nowhere."""
     import signal
-    import subprocess
-    import sys
-    from pathlib import Path
 
     db = tmp_path / "bench.duckdb"
-    argv = ("bench", "--models", "test_resnet,test_efficientnet", "--db", db, "--image-size", 16,
-            "--batch-sizes", "1", "--seconds", 10, "--threads", 1, "--quiet")
-    bench = subprocess.Popen(agent_command(*argv), cwd=Path(__file__).parents[2], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    assert json.loads(bench.stdout.readline())["model"] == "test_resnet"  # test_efficientnet's 10 s begin
-    hold = "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); sys.stdin.readline()"
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(db)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    bench = _bench_on_its_second_model(agent_command, db)
+    with held(db):
         assert "waits to be written" in bench.stderr.readline()
         bench.send_signal(signal.SIGTERM)  # during its next 2 s wait for the lock
         out, err = bench.communicate(timeout=120)
-    finally:
-        holder.communicate("go\n", timeout=60)
     assert bench.returncode == 128 + signal.SIGTERM, err
     line = json.loads(out)
     assert line["model"] == "test_efficientnet" and line["recorded"] is False and line["latency_median_s"] > 0

@@ -210,11 +210,10 @@ def test_the_heartbeat_refreshes_a_running_claim_until_stopped(tmp_path, monkeyp
     assert store.runs().heartbeat_at.item() == begun
 
 
-def test_a_finished_run_waits_out_a_locked_database(tmp_path, monkeypatch):
+def test_a_finished_run_waits_out_a_locked_database(tmp_path, monkeypatch, held):
     """A DuckDB shell left open on the file used to end the agent after 60 s and lose the run
     it had just trained; it is now written once the lock is let go."""
     import io
-    import sys
     import threading
 
     from agent.sweep import SignalGuard, write_patiently
@@ -233,16 +232,12 @@ def test_a_finished_run_waits_out_a_locked_database(tmp_path, monkeypatch):
             return super().write(text)
 
     monkeypatch.setattr("sys.stderr", Stderr())
-    hold = "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); sys.stdin.readline()"
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(path)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
     writer = threading.Thread(target=write_patiently, args=(store, lambda patient: patient.record_run(row, []),
                                                             "run r1 (m)", SignalGuard(), threading.Lock()))
-    writer.start()
-    assert told.wait(60)  # it failed to write, said so, and keeps trying
-    holder.communicate("go\n", timeout=60)  # it lets the file go
-    writer.join(60)
+    with held(path):
+        writer.start()
+        assert told.wait(60)  # it failed to write, said so, and keeps trying
+    writer.join(60)  # once the shell let the file go
     assert not writer.is_alive()
     assert RunStore(path).runs()["run_id"].tolist() == ["r1"]
 

@@ -395,19 +395,12 @@ def test_a_write_the_disk_refuses_says_why_and_leaves_the_file_as_it_was(tmp_pat
     assert RunStore(path).runs()["run_id"].tolist() == ["a"]
 
 
-def test_a_long_wait_for_a_lock_is_said_once(tmp_path, capsys):
+def test_a_long_wait_for_a_lock_is_said_once(tmp_path, capsys, held):
     """Sixty silent seconds looked like a hang; agents sharing a file wait far less than 3 s."""
     path = tmp_path / "runs.duckdb"
     RunStore(path).record_run(run("a"))
-    hold = "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); sys.stdin.readline()"
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(path)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(StoreError, match="still locked by another process after 4 s"):
-            RunStore(path, timeout=4).runs()
-    finally:
-        holder.communicate("go\n", timeout=60)
+    with held(path), pytest.raises(StoreError, match="still locked by another process after 4 s"):
+        RunStore(path, timeout=4).runs()
     assert capsys.readouterr().err == f"{path}: locked by another process; waiting up to 4 s\n"
 
 def test_job_key_is_deterministic_and_order_free():
