@@ -35,12 +35,14 @@ from pepr.store import RunStore
 
 
 class Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived; `outcome` says what became of the job under way."""
+    """SIGINT or SIGTERM arrived; `outcome` says what became of the job under way, and
+    `written` whether a write it cut short was done (`write_patiently`)."""
 
     def __init__(self, signum: int):
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
         self.signum = signum
         self.outcome = "no job was under way"
+        self.written = False
 
 
 class SignalGuard:
@@ -258,10 +260,9 @@ def run_sweep(
                 print(json.dumps({**summary(row), "recorded": False}, default=str), file=log, flush=True)
                 raise
             except Interrupted as stop:  # while the file stayed locked, or just after the write
-                written = stop.outcome == WRITTEN
-                print(json.dumps({**summary(row), **({} if written else {"recorded": False})}, default=str),
+                print(json.dumps({**summary(row), **({} if stop.written else {"recorded": False})}, default=str),
                       file=log, flush=True)
-                stop.outcome = f"the current job is recorded '{row['status']}'" if written else UNWRITTEN
+                stop.outcome = f"the current job is recorded '{row['status']}'" if stop.written else UNWRITTEN
                 raise
             counts[row["status"]] += 1
             print(json.dumps(summary(row), default=str), file=log, flush=True)
@@ -280,7 +281,6 @@ def stopped_early(row: dict, stop: BaseException) -> None:
 
 
 PATIENT_TRY_S = 2.0  # a try's wait for the lock: Ctrl-C between tries comes through quickly
-WRITTEN = "written"  # `Interrupted.outcome` of a write that was done before the signal was raised
 UNWRITTEN = "the current job was not written: its JSON line (\"recorded\": false) has the result"
 
 
@@ -304,9 +304,8 @@ def write_patiently(store: RunStore, write: Callable[[RunStore], None], what: st
                     print(f"pepr-agent: {store.path} is locked by another process; {what} "
                           "waits to be written (Ctrl-C gives it up)", file=sys.stderr, flush=True)
     except Interrupted as stop:
-        if written:
-            stop.outcome = WRITTEN
-        else:
+        stop.written = written
+        if not written:
             why = f": {store.path} stayed locked" if said else ""
             print(f"pepr-agent: {what} was not written{why}", file=sys.stderr, flush=True)
         raise
