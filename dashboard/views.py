@@ -246,7 +246,7 @@ def build_view(
         measured=measured_here,
         threshold=threshold,
         units=units,
-        carbon=carbon_effect(unpriced, weights, chosen_g),
+        carbon=carbon_effect(unpriced, scored.weights, chosen_g),
         provenance=provenance(in_scope, priced=any(RESOURCES[name].benchmarked
                                                    for name in (*scored.weights, *controls.caps))),
         notes=notes,
@@ -254,7 +254,8 @@ def build_view(
 
 
 def carbon_effect(measured_runs: pd.DataFrame, weights: Mapping[str, float], chosen: float | None) -> Carbon:
-    """Say what the intensity choice changes (`measured_runs`: the runs in scope as measured):
+    """Say what the intensity choice changes (`measured_runs`: the runs in scope as measured;
+    `weights`: the score's, summing to 1):
     CO2 figures, totals and caps always; the ranking only where CO2 is weighted and the runs
     of an experiment emitted different CO2 per kWh (the intensity as measured, whether or not
     it was recorded: one grid for all prices CO2 as energy), or some have only one of energy
@@ -262,7 +263,7 @@ def carbon_effect(measured_runs: pd.DataFrame, weights: Mapping[str, float], cho
     ok = measured_runs[measured_runs["status"] == "ok"]
     lopsided = int((ok["co2_kg"].isna() != ok["energy_kwh"].isna()).sum())
     spans = grid_spans(ok)
-    share = normalize_weights(weights).get("co2")
+    share = weights.get("co2")
     if share is None:
         text = "CO2 is not weighted: the grid changes the CO2 figures, totals and caps, not the ranking."
         return Carbon(chosen, text, False)
