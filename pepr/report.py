@@ -106,7 +106,7 @@ def build_report(
         _costs(runs),
         _measurement(runs),
         _top(table, weights),
-        _savings(table, next(iter(runs["bench_device"].dropna()), None) if "bench_device" in runs else None),
+        _savings(table, _bench_device(runs)),
         "## Files\n\n- `table.tex`: the ranking as a LaTeX table (needs `\\usepackage{booktabs}`"
         + "".join(f"; its names need {markdown_text(needs)}" for needs in filter(None, [latex_needs([experiment, *table["model"]])]))
         + ")\n"
@@ -212,7 +212,7 @@ def _measurement(runs: pd.DataFrame) -> str:
         sizes = ", ".join(f"{size} px" for size in sorted(benched["bench_image_size"].unique()))
         batches = benched.dropna(subset=[RESOURCES["infer_energy"].column])["bench_batch_size"].value_counts().sort_index()
         lines.append(
-            f"- Inference costs: benchmarked on {markdown_text(benched['bench_device'].iloc[0])} at {sizes}; "
+            f"- Inference costs: benchmarked on {markdown_text(_bench_device(runs))} at {sizes}; "
             "latency per image at batch 1" + ("; energy per image at batch " if len(batches) else "")
             + ", ".join(f"{batch} ({n} run(s))" for batch, n in batches.items())
             + (": energy at different batch sizes, so compare it with care." if len(batches) > 1 else ".")
@@ -253,6 +253,11 @@ def _top(table: pd.DataFrame, weights) -> str:
         "## Top models", "", "By PePR (rank 1 is the best trade-off):", "", _md_table(header, rows(table.head(TOP))),
         "", "By performance alone (the rank is still by PePR):", "", _md_table(header, rows(by_performance)),
     ])
+
+
+def _bench_device(runs: pd.DataFrame) -> str | None:
+    """The device the runs' inference costs were benchmarked on (one a report), or None."""
+    return next(iter(runs["bench_device"].dropna()), None) if "bench_device" in runs else None
 
 
 def _savings(table: pd.DataFrame, bench_device: str | None) -> str:
