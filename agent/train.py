@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from agent.data import Data, subsample
-from agent.measure import EnergyMeter, find_nvml_gpu, host_peak_gb, reset_host_peak
+from agent.measure import EnergyMeter, NullMeter, find_nvml_gpu, host_peak_gb, reset_host_peak
 from agent.plan import Job
 from pepr.errors import PeprError, described
 
@@ -303,12 +303,18 @@ def autocast(device: torch.device, amp: str):
 
 def accuracy(model, prepare, x, y, batch_size, device, amp: str) -> float:
     """Top-1 accuracy over a split (one host sync at the end)."""
+    with closing(batches(x, y, batch_size, device)) as split:
+        return correctly_classified(model, prepare, split, device, amp) / len(y)
+
+
+def correctly_classified(model, prepare, feed, device, amp: str) -> int:
+    """How many images of `feed` the model classifies right, in eval mode (one host sync)."""
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=device)
-    with torch.inference_mode(), autocast(device, amp), closing(batches(x, y, batch_size, device)) as split:
-        for xb, yb in split:
+    with torch.inference_mode(), autocast(device, amp):
+        for xb, yb in feed:
             correct += (model(prepare(xb)).argmax(1) == yb).sum()
-    return correct.item() / len(y)
+    return correct.item()
 
 
 WARMUP_STEPS = 3
@@ -375,7 +381,8 @@ def train_epoch(model, prepare, optimizer, scaler, feed, device, amp: str) -> tu
 def warm_up(model, prepare, xb, yb, job: Job, device: torch.device, steps: int) -> None:
     """Run one-off work (CUDA context and kernels, cuDNN choices, first allocations) before
     the measured span, then restore the weights and random state: what the model learns is
-    unchanged. Training steps use a throw-away optimiser; one evaluation pass follows."""
+    unchanged. The epoch's own code runs on the batch, so every kernel it launches is loaded:
+    training steps with their tallies (a throw-away optimiser), then an evaluation pass."""
     if steps <= 0:
         return
     weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -384,13 +391,8 @@ def warm_up(model, prepare, xb, yb, job: Job, device: torch.device, steps: int) 
     optimizer = torch.optim.Adam(model.parameters(), lr=job.learning_rate)
     scaler = torch.amp.GradScaler(device.type, enabled=job.amp == "fp16")
     try:
-        model.train()
-        for _ in range(steps):
-            train_step(model, prepare, optimizer, scaler, xb, yb, device, job.amp)
-        model.eval()
-        with torch.inference_mode(), autocast(device, job.amp):
-            model(prepare(xb))
-        sync(device)
+        train_epoch(model, prepare, optimizer, scaler, [(xb, yb)] * steps, device, job.amp)
+        correctly_classified(model, prepare, [(xb, yb)], device, job.amp)
     finally:
         model.load_state_dict(weights)
         torch.set_rng_state(cpu_rng)
@@ -435,17 +437,18 @@ def run_job(
     country: str,
     carbon_intensity: float | None = None,
     on_epoch: Callable[[dict], None] = lambda row: None,
-    meter_factory: Callable[..., EnergyMeter] = EnergyMeter,
+    meter_factory: type[EnergyMeter] | type[NullMeter] = EnergyMeter,
     *,
     channels_last: bool | None = None,
     warmup_steps: int = WARMUP_STEPS,
 ) -> tuple[dict, list[dict]]:
     """Train and measure one job; returns the run's measured fields and its epoch rows.
 
-    `meter_factory(country, nvml_gpu, carbon_intensity)` starts the energy meter (the
-    overhead benchmark swaps in one that measures nothing). `channels_last`: None tries it on
-    CUDA only. Warm-up steps run before the measured span and leave no trace in the model. An
-    error or signal during training leaves with `measured`: the fields measured until then.
+    `meter_factory(country, nvml_gpu, carbon_intensity)` starts the energy meter, prepared
+    before the warm-up (the overhead benchmark swaps in one that measures nothing).
+    `channels_last`: None tries it on CUDA only. Warm-up steps run before the measured span and
+    leave no trace in the model. An error or signal during training leaves with `measured`:
+    the fields measured until then.
     """
     cuda = device.type == "cuda"
     if cuda:  # the previous run's cached blocks must not count as this one's
@@ -459,6 +462,7 @@ def run_job(
     in_chans = 3 if job.pretrained else data.channels
     amp = job.amp
 
+    meter_factory.prepare()
     model = build_model(job, data.num_classes, in_chans)
     params = trainable_params(model)
     model_type = architecture_type(model)

@@ -45,6 +45,31 @@ def test_warm_up_leaves_what_the_model_learns_unchanged(tiny_data):
     assert fields_warm["performance"] == fields_cold["performance"]
 
 
+def test_one_off_setup_comes_before_the_warm_up_which_runs_the_epochs_own_code(tiny_data, monkeypatch):
+    """A first run's one-off setup (the meter's helper starting, ~2 s) comes before the warm-up,
+    not between it and the clock (an idle GPU's clocks fall), and the warm-up runs the epoch's
+    own training loop and evaluation, so no kernel of theirs is first loaded on the clock."""
+    events = []
+
+    class Meter(NullMeter):
+        @staticmethod
+        def prepare():
+            events.append("meter prepared")
+
+        def __init__(self, *args):
+            events.append("meter started")
+
+    def spied(name):
+        real = getattr(train, name)
+        monkeypatch.setattr(train, name, lambda *args: (events.append(name), real(*args))[1])
+
+    spied("train_epoch")
+    spied("correctly_classified")
+    run_job(_job(), tiny_data, CPU, "DNK", meter_factory=Meter)
+    assert events[:5] == ["meter prepared", "train_epoch", "correctly_classified", "meter started",
+                          "train_epoch"]
+
+
 def test_the_clock_leaves_out_the_bookkeeping_between_epochs(tiny_data):
     pause_s = 1.0  # slow bookkeeping after each epoch
     calls = []
