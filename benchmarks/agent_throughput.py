@@ -35,7 +35,8 @@ arms do.
 
     .venv/bin/python benchmarks/agent_throughput.py --device cuda:0 [--model resnet18]
         [--images 7007] [--image-size 224] [--epochs 2] [--rounds 3] [--amp off]
-        [--arms meter-off,agent] [--profile-meter] [--interleaved-seconds 120 [--block-seconds 2]]
+        [--arms meter-off,agent] [--profile-meter] [--interleaved-seconds 120 [--block-seconds 2]
+        [--meter-seconds 0]]
 """
 
 from __future__ import annotations
@@ -166,6 +167,9 @@ def main() -> None:
                              "the agent's steps with plain ones, and with the meter sampling or paused")
     parser.add_argument("--block-seconds", type=float, default=2.0,
                         help="how long each block of --interleaved-seconds lasts (default 2)")
+    parser.add_argument("--meter-seconds", type=float, metavar="N",
+                        help="with --interleaved-seconds: N seconds for the meter's comparison instead "
+                             "(0: none)")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
@@ -211,8 +215,10 @@ def main() -> None:
     if args.interleaved_seconds > 0:
         for what, pairs in interleaved_agent(job, data, device, args.interleaved_seconds, args.block_seconds):
             print(cost_summary(pairs, what, 0.05), flush=True)
-        pairs = interleaved_meter(job, data, device, args.interleaved_seconds, args.block_seconds)
-        print(cost_summary(pairs, "measuring", 0.01))
+        meter_seconds = args.interleaved_seconds if args.meter_seconds is None else args.meter_seconds
+        if meter_seconds > 0:
+            pairs = interleaved_meter(job, data, device, meter_seconds, args.block_seconds)
+            print(cost_summary(pairs, "measuring", 0.01))
 
 
 def agent_parts(job, data: Data, device: torch.device):
