@@ -293,13 +293,14 @@ def _savings(table: pd.DataFrame, bench_device: str | None) -> str:
 
 
 def slug(experiment: str) -> str:
-    """An experiment's name as ASCII letters, digits and dashes, for a LaTeX label or a file
-    name: `derma_pt` as `derma-pt`; a name with other characters also with a digest of it, so
-    that `derma a/b` and `derma-a-b`, or `dérma` and `derma`, stay apart."""
+    """An experiment's name for a LaTeX label or a file name: the name itself where it is made
+    of ASCII letters, digits, `_` and `-` alone (so `derma_pt` and `derma-pt` stay apart); else
+    those characters, dashes between them, and a digest of the name, so that `derma a/b` and
+    `derma-a-b`, or `dérma` and `derma`, stay apart too."""
+    if re.fullmatch(r"[A-Za-z0-9_-]+", experiment):
+        return experiment
     ascii_text = unicodedata.normalize("NFKD", experiment).encode("ascii", "ignore").decode()
-    stem = re.sub(r"[^A-Za-z0-9]+", "-", ascii_text).strip("-") or "experiment"
-    if re.fullmatch(r"[A-Za-z0-9_-]+", experiment) and stem == experiment.replace("_", "-").strip("-"):
-        return stem
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", ascii_text).strip("-") or "experiment"
     return f"{stem}-{hashlib.sha256(experiment.encode()).hexdigest()[:6]}"
 
 

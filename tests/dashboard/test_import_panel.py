@@ -190,9 +190,10 @@ def test_report_downloads_are_named_after_the_experiment():
     import hashlib
 
     digest = hashlib.sha256("derma_pt f0.1/ü".encode()).hexdigest()[:6]
-    assert download_names("derma_pt f0.1/ü") == {"zip": f"pepr-report-derma-pt-f0-1-u-{digest}.zip",
-                                                 "tex": f"pepr-derma-pt-f0-1-u-{digest}.tex"}
-    assert download_names("derma_pt") == {"zip": "pepr-report-derma-pt.zip", "tex": "pepr-derma-pt.tex"}
+    assert download_names("derma_pt f0.1/ü") == {"zip": f"pepr-report-derma_pt-f0-1-u-{digest}.zip",
+                                                 "tex": f"pepr-derma_pt-f0-1-u-{digest}.tex"}
+    assert download_names("derma_pt") == {"zip": "pepr-report-derma_pt.zip", "tex": "pepr-derma_pt.tex"}
+    assert download_names("derma-pt") == {"zip": "pepr-report-derma-pt.zip", "tex": "pepr-derma-pt.tex"}
     assert download_names("//")["tex"] == f"pepr-experiment-{hashlib.sha256(b'//').hexdigest()[:6]}.tex"
 
 
