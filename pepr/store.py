@@ -255,6 +255,7 @@ def _duckdb_message(error: Exception) -> str:
     return text
 
 
+TRUNCATED = "Could not read enough bytes from file"  # DuckDB's word for a file cut short
 DUCKDB_MAGIC = b"DUCK"  # bytes 8 to 11 of every DuckDB database file
 
 
@@ -350,7 +351,9 @@ class RunStore:
                 with contextlib.suppress(duckdb.Error):  # a failed COMMIT has rolled back already
                     _exec(con, "ROLLBACK")
                 raise
-        except duckdb.IOException as error:  # a statement the disk refused
+        except duckdb.IOException as error:  # a statement the disk refused, or a cut-short file
+            if TRUNCATED in str(error):  # the file, not the disk: as a read of it says
+                raise StoreError(f"{self.path}: {_duckdb_message(error)}") from None
             raise StoreWriteError(f"{self.path}: not written: {_duckdb_message(error)}") from None
         except duckdb.Error as error:
             raise StoreError(f"{self.path}: {_duckdb_message(error)}") from None

@@ -165,6 +165,23 @@ def test_merge(db, tmp_path):
     assert pepr("merge", db, "--into", target).stdout.strip() == f"{target}: added 0 run(s)"
 
 
+@pytest.mark.parametrize("kept", [0.3, 0.5, 0.6, 0.7])
+def test_a_merge_into_a_cut_short_database_is_refused_as_bad_input_and_changes_nothing(tmp_path, kept):
+    """A target copied only in part: exit 2 and what DuckDB says of the file, as any command
+    reading it does, where a cut reached in the write was "not written", exit 1 (a disk's)."""
+    from pathlib import Path
+
+    shipped = (Path(__file__).parents[2] / "results" / "pepr.duckdb").read_bytes()
+    target = tmp_path / "cut.duckdb"
+    target.write_bytes(shipped[:int(len(shipped) * kept)])
+    source = tmp_path / "source.duckdb"
+    source.write_bytes(shipped)
+    result = pepr("merge", source, "--into", target)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"pepr: {target}: Could not read enough bytes") and "not written" not in result.stderr
+    assert target.read_bytes() == shipped[:int(len(shipped) * kept)]
+
+
 def test_unexpected_errors_are_one_line_and_exit_1_with_the_traceback_on_request(db, monkeypatch, capsys):
     from pepr.cli import main
 
