@@ -130,7 +130,7 @@ class View:
 
     @functools.cached_property
     def headline(self) -> dict | None:
-        return headline(self.models)
+        return headline(self.models, self.weights)
 
     @functools.cached_property
     def front(self) -> np.ndarray:
@@ -329,14 +329,15 @@ def with_best_validation(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFra
     return runs.assign(performance=performance.astype(float))
 
 
-def headline(models: pd.DataFrame) -> dict | None:
-    """The top model by PePR, the top by performance, and what the first costs and saves."""
+def headline(models: pd.DataFrame, weights: Mapping[str, float]) -> dict | None:
+    """The top model by PePR, the top by performance, and what the first costs and saves: in
+    energy, CO2 and GPU memory, and in each other resource weighted (say, inference latency)."""
     if models.empty:
         return None
     best = models.iloc[0]
     top = strongest(models)
     saved = {}
-    for name in SAVINGS:
+    for name in dict.fromkeys([*SAVINGS, *weights]):
         column = RESOURCES[name].column
         mine, theirs = best.get(column), top.get(column)
         if pd.notna(mine) and pd.notna(theirs) and mine > 0:
