@@ -331,13 +331,13 @@ def with_best_validation(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFra
 
 def headline(models: pd.DataFrame, weights: Mapping[str, float]) -> dict | None:
     """The top model by PePR, the top by performance, and what the first costs and saves: in
-    energy, CO2 and GPU memory, and in each other resource weighted (say, inference latency)."""
+    each resource weighted (say, inference latency) first, then in energy, CO2 and GPU memory."""
     if models.empty:
         return None
     best = models.iloc[0]
     top = strongest(models)
     saved = {}
-    for name in dict.fromkeys([*SAVINGS, *weights]):
+    for name in dict.fromkeys([*weights, *SAVINGS]):
         column = RESOURCES[name].column
         mine, theirs = best.get(column), top.get(column)
         if pd.notna(mine) and pd.notna(theirs) and mine > 0:
