@@ -64,7 +64,7 @@ def page(view: View | None, problem: str | None, source) -> None:
     st.dataframe(readable_table(feasible[columns], view.units, LABELS), hide_index=True, width="stretch")
     if len(excluded):
         st.subheader(f"Excluded: {len(excluded)}")
-        st.dataframe(readable_table(excluded[["model", *columns[4:], "reason"]], view.units, LABELS), hide_index=True, width="stretch")
+        st.dataframe(readable_table(excluded[["model", "reason", *columns[4:]]], view.units, LABELS), hide_index=True, width="stretch")
 
 
 def _step(typical: float) -> float:
