@@ -30,9 +30,9 @@ def page(view: View | None, problem: str | None, source) -> None:
     tests = sum(c.stats["holm_p"].notna().sum() for c in found)
     st.caption(
         "PePR is relative to each run's own experiment, under the sidebar's weights. "
-        "p-values: the paper's unpaired Student t-test (scipy ttest_ind), Welch and Mann-Whitney; "
-        "where the same models are on both sides, the paired Wilcoxon signed-rank and paired t-tests, "
-        "the sound ones for such samples."
+        "p-values, the sound test first: where the same models are on both sides, the paired Wilcoxon "
+        "signed-rank test (then a paired t-test), else Mann-Whitney; then Welch, and last the paper's "
+        "unpaired Student t-test (scipy ttest_ind)."
         + (f" With {tests} sound tests on this page, some p below 0.05 come by chance alone: the Holm-adjusted "
            "p of each (Wilcoxon where paired, else Mann-Whitney) below 0.05 keeps the chance of any false "
            "finding among them all under 5%." if tests > 1 else "")
@@ -64,7 +64,8 @@ def _p(value) -> str:
 
 
 def _readable(table: pd.DataFrame, paired: bool) -> pd.DataFrame:
-    """One row per measure: n and median per group, then the p-values, labelled."""
+    """One row per measure: n and median per group, then the p-values, labelled: the sound test
+    (Wilcoxon where paired, else Mann-Whitney) and its Holm-adjusted p first, the paper's last."""
     a, b = table["a"].iloc[0], table["b"].iloc[0]
     out = {
         "measure": table["measure"],
@@ -72,14 +73,17 @@ def _readable(table: pd.DataFrame, paired: bool) -> pd.DataFrame:
         f"models {b}": table["n_b"],
         f"median {a}": table["median_a"].map(lambda v: f"{v:.4g}"),
         f"median {b}": table["median_b"].map(lambda v: f"{v:.4g}"),
-        "paper's test: unpaired t p": table["student_p"].map(_p),
-        "Welch p": table["welch_p"].map(_p),
-        "Mann-Whitney p": table["mannwhitney_p"].map(_p),
     }
     if paired:
         out["pairs (same model)"] = table["pairs"]
         out[f"median paired difference ({a} - {b})"] = table["median_diff"].map(lambda v: "n/a" if v is None or pd.isna(v) else f"{v:.4g}")
         out["paired: Wilcoxon p"] = table["wilcoxon_p"].map(_p)
-        out["paired: t p"] = table["paired_t_p"].map(_p)
+    else:
+        out["Mann-Whitney p"] = table["mannwhitney_p"].map(_p)
     out["Holm-adjusted p (" + ("Wilcoxon" if paired else "Mann-Whitney") + ")"] = table["holm_p"].map(_p)
+    if paired:
+        out["paired: t p"] = table["paired_t_p"].map(_p)
+        out["Mann-Whitney p"] = table["mannwhitney_p"].map(_p)
+    out["Welch p"] = table["welch_p"].map(_p)
+    out["paper's test: unpaired t p"] = table["student_p"].map(_p)
     return pd.DataFrame(out)
