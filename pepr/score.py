@@ -220,12 +220,14 @@ _FROM_ENERGY_PARTS = ("energy", "co2")
 
 
 def _not_measured(runs: pd.DataFrame, name: str, cost: np.ndarray) -> np.ndarray:
-    """Why each run lacks a usable `name`: infinite, negative, or not measured, e.g. `energy not
-    measured (cpu: not-sampled)`, naming the parts it is made of that are NULL with their methods."""
-    absent = (f"no {name}: no usable benchmark of this model on the chosen device (none, a failed one, "
-              f"or none at the batch size {name} is read at)"
-              if RESOURCES[name].benchmarked else f"{name} not measured")
-    reasons = np.select([np.isinf(cost), cost < 0], [f"{name} is not a finite number", f"{name} is negative"],
+    """Why each run lacks a usable `name`, in words: infinite, negative, or not measured, e.g.
+    `CO2 not measured (cpu: not-sampled)`, naming the parts it is made of that are NULL with
+    their methods."""
+    noun = RESOURCES[name].noun
+    absent = (f"no {noun}: no usable benchmark of this model on the chosen device (none, a failed one, "
+              f"or none at the batch size it is read at)"
+              if RESOURCES[name].benchmarked else f"{noun} not measured")
+    reasons = np.select([np.isinf(cost), cost < 0], [f"{noun} is not a finite number", f"{noun} is negative"],
                         absent).astype(object)
     if name not in _FROM_ENERGY_PARTS:
         return reasons

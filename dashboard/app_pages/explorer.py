@@ -36,7 +36,8 @@ def notes(view: View) -> None:
         st.warning(f"Not measured in the selected experiments, so ignored: {names}.")
     if len(view.excluded):
         with st.expander(f"{len(view.excluded)} run(s) left out of the scores"):
-            st.dataframe(view.excluded, hide_index=True, width="stretch")
+            st.dataframe(view.excluded.rename(columns={"run_id": "run", "reason": "why left out"}),
+                         hide_index=True, width="stretch")
     single = view.scope.groupby("experiment")["model"].nunique().loc[lambda s: s == 1]
     if len(single):
         pooled = bool(view.weights) and view.scope["experiment"].nunique() > 1

@@ -175,7 +175,7 @@ def test_score_on_latency_with_exclusions_named():
     assert table.loc["mobilenetv3_small_100", "pepr"] == pytest.approx(0.70)
     assert table.loc["vit_small_patch16_224.augreg_in21k", "pepr"] == pytest.approx(0.90 / 2)
     (reason,) = result.excluded.loc[result.excluded.run_id == "r4", "reason"]
-    assert reason.startswith("no infer_latency: no usable benchmark of this model on the chosen device")
+    assert reason.startswith("no inference latency: no usable benchmark of this model on the chosen device")
     energy = score(joined, {"infer_energy": 1})
     assert set(energy.excluded.run_id) == {"r3", "r4"}
     with pytest.raises(PeprError, match="attach the benchmarks of a device first"):
@@ -197,7 +197,7 @@ def test_score_with_one_bench_device(tmp_path, capsys):
     assert table.loc["resnet18", "infer_latency_s"] == 0.05 and table.loc["resnet18", "bench_image_size"] == 256
     assert table.loc["resnet18", "pepr"] == pytest.approx(0.80 / (1 + 0.04 / 0.09))
     assert f"inference cost measured on: {LAPTOP}" in err
-    assert "excluded: r4 (never_benched in derma): no infer_latency: no usable benchmark of this model" in err
+    assert "excluded: r4 (never_benched in derma): no inference latency: no usable benchmark of this model" in err
     assert "benchmarked at" not in err  # the runs record no image size: nothing to compare
     path = tmp_path / "small.duckdb"
     RunStore(path).import_runs(runs_frame().assign(image_size=[64, 256, 16, 64]))

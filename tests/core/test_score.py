@@ -173,7 +173,7 @@ def test_runs_missing_a_weighted_resource_are_excluded_with_a_reason():
     assert result.table["run_id"].tolist() == ["r0"]
     assert dict(zip(result.excluded["run_id"], result.excluded["reason"])) == {
         "r1": "energy not measured",
-        "r2": "co2 not measured",
+        "r2": "CO2 not measured",
         "r3": "status failed",
     }
     # A resource with weight 0 does not exclude anyone.
@@ -187,12 +187,12 @@ def test_runs_missing_a_weighted_resource_are_excluded_with_a_reason():
 
 def test_imported_parts_do_not_pose_as_the_reason_a_resource_is_missing():
     """An imported table with energy but no CO2: its parts (method `imported`, no values) said
-    `co2 not measured (cpu: imported, gpu: imported, ram: imported)`."""
+    `CO2 not measured (cpu: imported, gpu: imported, ram: imported)`."""
     parts = {f"energy_{part}_{what}": [value] * 2 for part in ("cpu", "gpu", "ram")
              for what, value in (("kwh", np.nan), ("method", "imported"))}
     frame = runs([0.9, 0.8], [1.0, np.nan], co2_kg=[np.nan, np.nan], **parts)
     reasons = score(frame, {"energy": 1, "co2": 1}).excluded.set_index("run_id")["reason"]
-    assert reasons.to_dict() == {"r0": "co2 not measured", "r1": "energy not measured"}
+    assert reasons.to_dict() == {"r0": "CO2 not measured", "r1": "energy not measured"}
 
 def test_a_negative_cost_is_excluded_not_scored_above_its_performance():
     """Written past the importer (a merged or hand-made file): energy -1 scored PePR 1.6 for
@@ -217,10 +217,10 @@ def test_a_part_not_sampled_or_an_infinite_value_excludes_the_run_and_says_why()
         "r1": "energy not measured (cpu: not-sampled)",
         "r2": "energy not measured (cpu: not-sampled, gpu: not-sampled, ram: ram-estimate)",
     }
-    assert reasons({"co2": 1}) == {"r1": "co2 not measured (cpu: not-sampled)", "r2": "co2 is not a finite number"}
+    assert reasons({"co2": 1}) == {"r1": "CO2 not measured (cpu: not-sampled)", "r2": "CO2 is not a finite number"}
     assert reasons({"train_time": 1}) == {}
     frame.loc[0, "train_time_s"] = np.nan
-    assert reasons({"train_time": 1}) == {"r0": "train_time not measured"}
+    assert reasons({"train_time": 1}) == {"r0": "training time not measured"}
     assert score(frame, {"co2": 1}).table["pepr"].notna().all()
 
 
