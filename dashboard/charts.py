@@ -187,9 +187,12 @@ def rank_probabilities(table: pd.DataFrame, top: int = 15) -> dict:
             "x": _quantity("p", "probability", scale={"domain": [0, 1]}),
             "color": _category("event", None, legend={"orient": "bottom"}),
             "yOffset": _category("event"),
-            "tooltip": [_category("model"), _category("event"), _quantity("p", format=".2f")],
+            "tooltip": [_category("model"), _category("event", "outcome"), _quantity("p", "probability", format=".2f")],
         },
     }
+
+
+BOX_STATS = {"low": "lowest", "q1": "lower quartile", "median": "median", "q3": "upper quartile", "high": "highest"}
 
 
 def distributions(frame: pd.DataFrame, value: str, title: str, max_dots: int = 600, scale: float = 1.0) -> dict:
@@ -202,7 +205,7 @@ def distributions(frame: pd.DataFrame, value: str, title: str, max_dots: int = 6
         frame.groupby("group", observed=True)[value]
         .quantile([0.0, 0.25, 0.5, 0.75, 1.0])
         .unstack()
-        .set_axis(["low", "q1", "median", "q3", "high"], axis=1)
+        .set_axis(list(BOX_STATS), axis=1)
         .reset_index()
         .astype({"group": str})
     )
@@ -213,7 +216,7 @@ def distributions(frame: pd.DataFrame, value: str, title: str, max_dots: int = 6
                y=_quantity("low", title, scale={"zero": False}), y2={"field": "high"}),
         _layer("stats", {"type": "bar", "size": 40, "opacity": 0.5}, x=x, y=_quantity("q1", title), y2={"field": "q3"},
                color=_category("group", sort=order, legend=None),
-               tooltip=[_category("group"), *(_quantity(c, format=".3~g") for c in ("low", "q1", "median", "q3", "high"))]),
+               tooltip=[_category("group"), *(_quantity(c, name, format=".3~g") for c, name in BOX_STATS.items())]),
         _layer("stats", {"type": "tick", "size": 40, "thickness": 2, "color": "black"}, x=x, y=_quantity("median", title)),
     ]
     if len(frame) <= max_dots:
@@ -253,7 +256,7 @@ def learning_curves(curves: pd.DataFrame, x: str, x_title: str, scale: float = 1
             "x": _quantity(x, x_title),
             "y": _quantity("performance", "performance", scale={"zero": False}),
             "color": _run_colour(),
-            "tooltip": [_category("label"), _quantity("epoch"), _quantity(x, x_title, format=".3~g"),
+            "tooltip": [_category("label", "run"), _quantity("epoch"), _quantity(x, x_title, format=".3~g"),
                         _quantity("performance", format=".3f")],
         },
     }
@@ -267,9 +270,9 @@ def pepr_curves(curves: pd.DataFrame, peaks: pd.DataFrame) -> dict:
         "datasets": {"curves": curves, "peaks": peaks},
         "layer": [
             _layer("curves", {"type": "line"}, x=x, y=y, color=_run_colour(),
-                   tooltip=[_category("label"), _quantity("epoch"), _quantity("pepr", format=".3f")]),
+                   tooltip=[_category("label", "run"), _quantity("epoch"), _quantity("pepr", "PePR", format=".3f")]),
             _layer("peaks", {"type": "point", "shape": "triangle-up", "size": 180, "filled": True}, x=x, y=y,
                    color=_category("label"),
-                   tooltip=[_category("label"), _quantity("epoch", "peak epoch"), _quantity("pepr", format=".3f")]),
+                   tooltip=[_category("label", "run"), _quantity("epoch", "peak epoch"), _quantity("pepr", "PePR", format=".3f")]),
         ],
     }

@@ -29,14 +29,11 @@ def layer_data(spec: dict, index: int | None = None) -> list[dict]:
     return spec["datasets"][view["data"]["name"]].to_dict("records")
 
 
-def test_every_chart_is_valid_vega_lite():
-    from altair.utils.schemapi import validate_jsonschema
-    from altair.vegalite.schema import load_schema  # the installed Vega-Lite version's
-
+def every_chart() -> list[dict]:
     frame = MODELS.assign(experiment="exp", group=pd.Categorical(["small", "large", "large"], ["small", "large"]))
     curves = pd.DataFrame({"label": ["a", "a"], "epoch": [1, 2], "performance": [0.5, 0.6], "R": [0.5, 1.0],
                            "pepr": [0.4, 0.3], "cum_energy_kwh": [1.0, 2.0]})
-    specs = [
+    return [
         *(charts.pepr_vs_params(MODELS, 20e6, colour, UNITS) for colour in charts.GROUPS),
         charts.performance_vs_resource(MODELS, np.array([True, False, True]), 2.0, units=UNITS),
         charts.rank_probabilities(pd.DataFrame({"model": ["a", "b"], "p_first": [0.1, 0.9], "p_top5": [0.5, 1.0]})),
@@ -44,9 +41,24 @@ def test_every_chart_is_valid_vega_lite():
         charts.learning_curves(curves, "cum_energy_kwh", "energy"),
         charts.pepr_curves(curves, curves.tail(1)),
     ]
-    for spec in specs:
+
+
+def test_every_chart_is_valid_vega_lite():
+    from altair.utils.schemapi import validate_jsonschema
+    from altair.vegalite.schema import load_schema  # the installed Vega-Lite version's
+
+    for spec in every_chart():
         datasets = {name: rows.to_dict("records") for name, rows in spec["datasets"].items()}
         validate_jsonschema({**spec, "datasets": datasets}, load_schema())
+
+
+def test_tooltips_say_words_not_field_names():
+    """A sensitivity bar's tooltip read `event rank 1`, `p 0.99`; a curve's `label`; a box's `q1`."""
+    words = {"model", "experiment", "group", "epoch", "performance"}
+    for spec in every_chart():
+        for view in [spec, *spec.get("layer", [])]:
+            for tip in view.get("encoding", {}).get("tooltip", []):
+                assert tip.get("title") or tip["field"] in words, tip
 
 
 def test_pepr_vs_params_log_x_over_the_models_range_small_region_in_the_title():
