@@ -44,9 +44,9 @@ def page(view: View | None, problem: str | None, source) -> None:
         return
     counts = runs["status"].value_counts()
     st.caption(
-        f"{len(runs)} runs: " + ", ".join(f"{n} {plain(s)}" for s, n in counts.items())
+        f"{len(runs)} run{'s' * (len(runs) != 1)}: " + ", ".join(f"{n} {plain(s)}" for s, n in counts.items())
         + f"; {int((runs['estimated_share'] > 0).sum())} with part of their energy estimated"
-        " (CodeCarbon's models of CPU or RAM power where no counter could be read)."
+        " (models of CPU or RAM power, such as CodeCarbon's, where no counter could be read)."
     )
     columns = [*list(LABELS)[:4], *(RESOURCES[n].column for n in SHOWN_RESOURCES), *list(LABELS)[4:]]
     units = {n: typical_unit(RESOURCES[n], runs[RESOURCES[n].column]) for n in SHOWN_RESOURCES}

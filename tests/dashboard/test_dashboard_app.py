@@ -501,6 +501,7 @@ def test_runs_page_lists_every_status_in_readable_units(app, crafted_db):
     assert "None" not in set(table["error"]) and "" in set(table["error"])  # no error: an empty cell
     at.multiselect(key="r_status").set_value(["failed"]).run()
     assert list(at.dataframe[-1].value["model"]) == ["broken"]
+    assert any(c.startswith("1 run: 1 failed;") for c in texts(at, "caption"))  # not "1 runs"
     assert link(at)["rs"] == ["failed"]
     at.text_input(key="r_model").set_value("no such model").run()
     assert "No run matches these filters." in texts(at, "info") and not at.exception
