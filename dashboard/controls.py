@@ -43,6 +43,7 @@ CONCENTRATIONS = (2, 5, 10, 20, 50, 100, 200)
 DEFAULT_WEIGHTS = {"energy": 1.0}
 MAX_G_PER_KWH = 5000.0  # above any grid on Earth (coal is about 1000)
 MAX_ALPHA = 1e6  # far past where resources stop counting
+MAX_CAP = 1e15  # in a resource's stored unit (kWh, kg, s, GB, parameters): past any run, and readable in every unit
 THRESHOLD_RANGE_M = (0.001, 1e6)  # the small/large threshold, millions of parameters
 
 
@@ -179,9 +180,10 @@ def from_query(
     picked = tuple(dict.fromkeys(e for e in chosen if e in experiments)) or tuple(default) or tuple(experiments[:1])
     weights = _weights(one("w"), "w", ignored)
     baseline = _weights(one("bw"), "bw", ignored)
-    caps, bad_caps = parse_pairs(one("cap") or "", CAPPED, 0.0)
+    caps, bad_caps = parse_pairs(one("cap") or "", CAPPED, 0.0, MAX_CAP)
     if bad_caps:
-        ignored.append(f"cap: {', '.join(bad_caps)} (expected NAME:NUMBER >= 0, NAME one of {', '.join(CAPPED)})")
+        ignored.append(f"cap: {', '.join(bad_caps)} (expected NAME:NUMBER in [0, {MAX_CAP:g}], "
+                       f"NAME one of {', '.join(CAPPED)})")
     intensity = (one("ci") or "").strip()
     if intensity and intensity.upper() not in countries and number(intensity, 0.0, MAX_G_PER_KWH) is None:
         ignored.append(f"ci: {intensity!r} is neither a country code nor g CO2eq/kWh in [0, {MAX_G_PER_KWH:g}]")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard.app_pages import card, provenance, ready, scoreable
-from dashboard.controls import CAPPED
+from dashboard.controls import CAPPED, MAX_CAP
 from dashboard.views import View, readable_table
 from pepr.resources import RESOURCES
 from pepr.score import measured, strongest
@@ -47,7 +47,8 @@ def page(view: View | None, problem: str | None, source) -> None:
         typical = models[resource.column].median() / factor
         column.number_input(
             resource.heading(unit),
-            value=None, min_value=0.0, step=_step(typical), format="%g", placeholder="no cap",  # None: clearable
+            value=None, min_value=0.0, max_value=float(f"{MAX_CAP / factor:.12g}"), step=_step(typical),
+            format="%g", placeholder="no cap",  # None: clearable
             key=f"b_cap_{name}", on_change=_store, args=(name, factor),
         )
     feasible, excluded = view.budget

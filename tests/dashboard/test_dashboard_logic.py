@@ -107,6 +107,7 @@ def test_default_choices_make_an_empty_link():
         ({"ci": "fra"}, "intensity", "FRA", None),
         ({"cap": "energy:-1,gpu_memory:4"}, "caps", {"gpu_memory": 4.0}, "cap: energy:-1"),
         ({"cap": "bogus:1"}, "caps", {}, "cap: bogus:1"),
+        ({"cap": "energy:1e308"}, "caps", {}, "cap: energy:1e308 (expected NAME:NUMBER in [0, 1e+15]"),  # inf in Wh
         ({"k": "2.5"}, "top_k", 5, "k: '2.5'"),
         ({"k": "0"}, "top_k", 5, "k: '0'"),
         ({"sn": "7"}, "samples", 500, "sn: '7'"),
