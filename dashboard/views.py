@@ -17,7 +17,9 @@ import pandas as pd
 from dashboard.carbon import intensity, with_intensity
 from dashboard.controls import CAPPED, WEIGHTED, Controls, default_experiments
 from pepr.inference import busy_bench_text
-from pepr.resources import COLUMNS, ENERGY_PARTS, RESOURCES, format_value, is_estimate, typical_unit
+from pepr.resources import (
+    COLUMNS, ENERGY_PARTS, RESOURCES, format_value, is_estimate, last_epoch_only, typical_unit,
+)
 from pepr.score import (
     by_model,
     compare_groups,
@@ -36,6 +38,7 @@ from pepr.score import (
 from pepr.sensitivity import kendall_tau, rank_stability, sample_weights
 
 SAVINGS = ("energy", "co2", "gpu_memory")
+PER_EPOCH = " per epoch"  # the training time unit's suffix where every run recorded its last epoch alone
 COSTS = ("energy", "co2", "train_time")  # shown per group on the Comparisons page
 
 
@@ -231,6 +234,9 @@ def build_view(
         for name in RESOURCES
         if RESOURCES[name].column in models
     }
+    if "train_time" in units and last_epoch_only(scope):  # the paper's: headings say so
+        unit, factor = units["train_time"]
+        units["train_time"] = (unit + PER_EPOCH, factor)
     return View(
         controls=controls,
         offer=found,
@@ -598,9 +604,10 @@ def _costs(rows: pd.DataFrame, units: Mapping[str, tuple[str, float]]) -> pd.Dat
             values = part[resource.column].dropna() if resource.column in part else pd.Series(dtype=float)
             if values.empty:
                 continue
-            scopes = set(part.loc[values.index, "train_time_scope"]) if "train_time_scope" in part else set()
-            epoch = " (last epoch only)" if name == "train_time" and scopes == {"last-epoch"} else ""
-            entry[f"median {resource.noun} per run{epoch}"] = format_value(values.median(), resource, units.get(name))
+            epoch = " (last epoch only)" if name == "train_time" and last_epoch_only(part) else ""
+            unit = units.get(name)  # said per group: the comparisons span every experiment
+            unit = unit and (unit[0].removesuffix(PER_EPOCH), unit[1])
+            entry[f"median {resource.noun} per run{epoch}"] = format_value(values.median(), resource, unit)
             entry[f"total {resource.noun}{epoch}"] = format_value(values.sum(), resource)
         out.append(entry)
     return pd.DataFrame(out)

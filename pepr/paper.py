@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from pepr.errors import DownloadError, PeprError, control_character, control_problem
-from pepr.resources import FALLBACK_SOURCE, grams_per_kwh
+from pepr.resources import FALLBACK_SOURCE, LAST_EPOCH, grams_per_kwh
 from pepr.schema import INT64_MAX
 from pepr.store import Imported, RunStore, job_key
 
@@ -70,7 +70,7 @@ PROVENANCE = {
     "energy_cpu_scope": "device",
     "energy_gpu_scope": "device",
     "energy_ram_scope": "device",
-    "train_time_scope": "last-epoch",
+    "train_time_scope": LAST_EPOCH,
     "carbon_intensity_source": "live-grid",
     "country": "DNK",
     "provenance": (
@@ -96,7 +96,7 @@ def _origin(data: bytes, name: str) -> tuple[str, dict]:
         }
     return f"paper-{digest[:12]}-", {
         "epochs": len(EPOCH_COLUMNS),
-        "train_time_scope": "last-epoch",  # what the layout's train_time is
+        "train_time_scope": LAST_EPOCH,  # what the layout's train_time is
         "provenance": (f"{name} (SHA-256 {digest[:12]}), in the layout of the paper's all_results.csv but "
                        "not the authors' published file: how it was measured is not recorded; train_time "
                        "is read as the layout's, the last epoch's time"),

@@ -23,7 +23,10 @@ import pandas as pd
 from pepr import __version__
 from pepr.errors import PeprError
 from pepr.inference import attach_where_weighted
-from pepr.resources import ENERGY_METHODS, ENERGY_PARTS, RESOURCES, format_value, is_estimate, three_digits, typical_unit
+from pepr.resources import (
+    ENERGY_METHODS, ENERGY_PARTS, LAST_EPOCH, RESOURCES, format_value, is_estimate, last_epoch_only, three_digits,
+    typical_unit,
+)
 from pepr.score import by_model, check_measured, estimated_energy_text, grid_span_text, grid_spans, nothing_to_score, normalize_weights, pareto_front, score, strongest
 from pepr.store import RunStore
 from pepr.text import latex_needs, latex_text, markdown_code, markdown_text
@@ -106,7 +109,7 @@ def build_report(
         _costs(runs),
         _measurement(runs),
         _top(table, weights),
-        _savings(table, _bench_device(runs)),
+        _savings(table, _bench_device(runs), last_epoch_only(runs)),
         "## Files\n\n- `table.tex`: the ranking as a LaTeX table (needs `\\usepackage{booktabs}`"
         + "".join(f"; its names need {markdown_text(needs)}" for needs in filter(None, [latex_needs([experiment, *table["model"]])]))
         + ")\n"
@@ -176,7 +179,7 @@ def _costs(runs: pd.DataFrame) -> str:
             continue
         rows.append([RESOURCES[name].label, _amount(name, values.sum()), _amount(name, values.median()), f"{len(values)} of {len(runs)}"])
     lines = ["## What it cost", "", _md_table(["", "total", "median per run", "runs measured"], rows), ""]
-    last_epoch = int((runs["train_time_scope"] == "last-epoch").sum())
+    last_epoch = int((runs["train_time_scope"] == LAST_EPOCH).sum())
     if last_epoch:
         lines.append(f"- Training time is the **last epoch's** time for {last_epoch} of {len(runs)} run(s) (as recorded), not the whole run's.")
     intensity = pd.to_numeric(runs["carbon_intensity"], errors="coerce").dropna()
@@ -260,9 +263,10 @@ def _bench_device(runs: pd.DataFrame) -> str | None:
     return next(iter(runs["bench_device"].dropna()), None) if "bench_device" in runs else None
 
 
-def _savings(table: pd.DataFrame, bench_device: str | None) -> str:
+def _savings(table: pd.DataFrame, bench_device: str | None, per_epoch: bool) -> str:
     """What the best-PePR model saves against the best performer, resource by resource; an
-    inference cost says the device it was benchmarked on, which is not where the runs trained."""
+    inference cost says the device it was benchmarked on, which is not where the runs trained,
+    and training time that it is per epoch where the runs recorded their last epoch's alone."""
     best = table.iloc[0]
     top = strongest(table)
     lines = ["## What choosing by PePR saves", ""]
@@ -285,8 +289,10 @@ def _savings(table: pd.DataFrame, bench_device: str | None) -> str:
         change = 1 - chosen / other
         share = f"saves {change * 100:.1f}% of" if change >= 0 else f"costs {-change * 100:.1f}% more"
         where = f", benchmarked on {markdown_text(bench_device)}" if resource.benchmarked and bench_device else ""
+        what = _lower(resource.label) + (" per epoch (the last epoch's, as recorded)"
+                                         if name == "train_time" and per_epoch else "")
         lines.append(
-            f"- {share} {_lower(resource.label)}: {_amount(name, abs(other - chosen))} "
+            f"- {share} {what}: {_amount(name, abs(other - chosen))} "
             f"({_amount(name, chosen)} instead of {_amount(name, other)}{where})"
         )
     return "\n".join(lines)

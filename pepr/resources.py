@@ -123,6 +123,18 @@ def three_digits(value: float) -> str:
     return f"{value:.0f}" if 1000 <= abs(float(f"{value:.3g}")) < 1e6 else f"{value:.3g}"
 
 
+LAST_EPOCH = "last-epoch"  # a train_time_scope: the run recorded its last epoch's time alone (the paper's)
+
+
+def last_epoch_only(runs) -> bool:
+    """Whether every run of `runs` (a DataFrame) with a training time recorded only its last
+    epoch's, as the paper's script did (it restarted its timer every epoch): seconds per epoch."""
+    if "train_time_scope" not in runs or "train_time_s" not in runs:
+        return False
+    scopes = runs.loc[runs["train_time_s"].notna(), "train_time_scope"]
+    return len(scopes) > 0 and bool((scopes == LAST_EPOCH).all())
+
+
 # The carbon_intensity_source of a run priced at its tool's fallback average when the grid's
 # live figure failed (26 of the paper's runs, it seems), not its grid's.
 FALLBACK_SOURCE = "fallback-average"

@@ -349,6 +349,20 @@ def test_view_ranks_headline_and_threshold():
     assert view_of(CRAFTED, threshold_m=5.0).threshold == 5e6
 
 
+def test_the_papers_training_times_are_headed_per_epoch():
+    """The paper's train_time is its last epoch's: a budget on "Training time (s)" read 11 s as a
+    whole run of 10 epochs. Where every run says so, the unit says per epoch; elsewhere not."""
+    paper = CRAFTED.assign(train_time_s=[30.0, 20.0, 11.4, 15.0], train_time_scope="last-epoch")
+    view = view_of(paper, caps={"train_time": 12.0})
+    assert view.units["train_time"] == ("s per epoch", 1.0)
+    assert "Training time (s per epoch)" in views.readable_table(view.models, view.units, {}).columns
+    reasons = view.budget[1].set_index("model")["reason"]
+    assert reasons["mid"] == "Training time 20 s per epoch > 12 s per epoch"
+    assert view_of(paper.assign(train_time_scope="run")).units["train_time"] == ("s", 1.0)
+    mixed = paper.assign(train_time_scope=["last-epoch", "run", "last-epoch", "last-epoch"])
+    assert view_of(mixed).units["train_time"] == ("s", 1.0)
+
+
 def test_models_alike_in_mean_pepr_share_their_rank():
     """Ranks by model as the CLI ranks runs: ties share the smaller rank (not 1 and 2 by name)."""
     from pepr.score import by_model
