@@ -66,7 +66,7 @@ RESOURCE_LIST: tuple[Resource, ...] = (
     Resource("gpu_memory", "gpu_mem_reserved_gb", "GPU memory reserved", "GB",
              (("MB", 1e-3), ("GB", 1.0)), noun="GPU memory"),
     Resource("params", "params", "Parameters", "",
-             (("", 1.0), ("k", 1e3), ("M", 1e6), ("B", 1e9)), noun="parameters"),
+             (("", 1.0), ("k", 1e3), ("M", 1e6), ("B", 1e9), ("T", 1e12)), noun="parameters"),
     Resource("infer_time", "infer_time_s", "Test-set inference time", "s",
              (("ms", 1e-3), ("s", 1.0), ("min", 60.0), ("h", 3600.0)), noun="inference time"),
     Resource("train_size", "train_size", "Training images", "",

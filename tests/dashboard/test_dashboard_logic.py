@@ -217,9 +217,9 @@ def test_readable_units():
     assert format_value(0.0123, energy) == "12.3 Wh"
     assert format_value(2.5, memory) == "2.5 GB" and format_value(0.25, memory) == "250 MB"
     assert format_value(24.6e6, params) == "24.6M"
-    assert format_value(5.2e6, energy) == "5200 MWh" and format_value(3e12, params) == "3000B"  # no 5.2e+03
+    assert format_value(5.2e6, energy) == "5200 MWh" and format_value(3e12, params) == "3T"  # no 5.2e+03
     assert format_value(0.9997, energy) == "1000 Wh" and format_value(-999.7e6, params) == "-1000M"  # no 1e+03
-    assert format_value(1e307, energy) == "1e+304 MWh" and format_value(3.2e18, params) == "3.2e+09B"  # not 300 digits
+    assert format_value(1e307, energy) == "1e+304 MWh" and format_value(3.2e18, params) == "3.2e+06T"  # not 300 digits
     assert format_value(float("nan"), energy) == "n/a"
     assert typical_unit(energy, [1e-5, 2e-5, 3e-5, None]) == ("mWh", 1e-6)
     assert typical_unit(energy, [1e-5, 2e-3, 3e-3, 0, None]) == ("Wh", 1e-3)  # the median's, not the smallest's
@@ -514,7 +514,7 @@ def test_a_size_threshold_with_every_model_on_one_side_is_said():
     assert below.uncompared == ["Small vs large models: none, as every model of known size has more than 1k parameters "
                                 "(the size threshold)."]
     above = view_of(only_pt, experiments=("pt",), threshold_m=1e6)
-    assert above.uncompared == ["Small vs large models: none, as every model of known size has at most 1000B parameters "
+    assert above.uncompared == ["Small vs large models: none, as every model of known size has at most 1T parameters "
                                 "(the size threshold)."]
     assert view_of(only_pt, experiments=("pt",), threshold_m=10.0).uncompared == []
 
