@@ -30,6 +30,14 @@ def _layer(dataset: str, mark: dict, **encoding) -> dict:
     return {"data": {"name": dataset}, "mark": mark, "encoding": encoding}
 
 
+HALO = {"color": "white", "stroke": "white", "strokeWidth": 3, "strokeJoin": "round"}  # under a label
+
+
+def _haloed(dataset: str, mark: dict, **encoding) -> list[dict]:
+    """A text layer with a white halo drawn under it, so that it stays legible over points."""
+    return [_layer(dataset, {**mark, **HALO}, **encoding), _layer(dataset, mark, **encoding)]
+
+
 _TOOLTIP = [
     _category("model", "model"),
     _quantity("performance", "performance", format=".3f"),
@@ -154,9 +162,9 @@ def performance_vs_resource(
             _layer("iso", {"type": "line", "color": "#555", "strokeDash": [2, 3], "strokeWidth": 1,
                            "clip": True},
                    **xy("R", "P"), detail=_category("level")),
-            _layer("iso_ends", {"type": "text", "align": "right", "baseline": "bottom", "dx": -2, "dy": -2,
-                                "fontSize": 10, "color": "#444"},
-                   **xy("R", "P"), text=_category("text")),
+            *_haloed("iso_ends", {"type": "text", "align": "right", "baseline": "bottom", "dx": -2, "dy": -2,
+                                  "fontSize": 10, "color": "#444"},
+                     **xy("R", "P"), text=_category("text")),
             _layer("models", {"type": "circle", "size": 55, "opacity": 0.85, "color": "#1f77b4"},
                    **xy("resource", "performance"),
                    tooltip=[*_TOOLTIP, _quantity("resource", "R (normalised)", format=".3f"), *tips]),
@@ -164,8 +172,8 @@ def performance_vs_resource(
                    order=_quantity("resource"), tooltip=[*_TOOLTIP, *tips]),
             _layer("best", {"type": "point", "shape": "diamond", "size": 260, "color": red, "filled": True},
                    **xy("resource", "performance"), tooltip=[*_TOOLTIP, *tips]),
-            _layer("best", {"type": "text", "align": "left", "dx": 10, "dy": -10, "fontWeight": "bold", "color": red},
-                   **xy("resource", "performance"), text=_category("text")),
+            *_haloed("best", {"type": "text", "align": "left", "dx": 10, "dy": -10, "fontWeight": "bold", "color": red},
+                     **xy("resource", "performance"), text=_category("text")),
         ],
     }
 

@@ -377,13 +377,13 @@ def performance_vs_resource(table: pd.DataFrame, weights) -> alt.LayerChart:
     middle = data[["x", "performance"]].min() / 2 + data[["x", "performance"]].max() / 2
     low = best["performance"].iloc[0] < middle["performance"]  # in the lower half: label above, off the axis
     right = best["x"].iloc[0] > middle["x"]  # in the right half: label to its left, inside the plot
-    label = (
-        alt.Chart(best.assign(text="best PePR: " + best["model"]))
-        .mark_text(align="right" if right else "left", baseline="bottom" if low else "top",
-                   dx=-10 if right else 10, dy=-8 if low else 8, fontWeight="bold", color="#2ca02c")
-        .encode(x=x, y=y, text="text:N")
-    )
-    return alt.layer(points, front, star, label).properties(
+    placed = {"align": "right" if right else "left", "baseline": "bottom" if low else "top",
+              "dx": -10 if right else 10, "dy": -8 if low else 8, "fontWeight": "bold"}
+    named = alt.Chart(best.assign(text="best PePR: " + best["model"]))
+    halo = named.mark_text(**placed, color="white", stroke="white", strokeWidth=3, strokeJoin="round")
+    label = named.mark_text(**placed, color="#2ca02c")
+    return alt.layer(points, front, star, halo.encode(x=x, y=y, text="text:N"),
+                     label.encode(x=x, y=y, text="text:N")).properties(
         width=460, height=320, title="Performance against resource (red: Pareto front)"
     )
 
