@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from pepr.errors import PeprError, described
-from pepr.store import job_key
+from pepr.store import PROTOCOL, job_key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,11 +154,6 @@ def expand(
         for seed in seeds
     ]
     return list(dict.fromkeys(jobs))
-
-
-# The settings that every run of one experiment must share to be compared fairly.
-PROTOCOL = ("epochs", "batch_size", "learning_rate", "image_size", "optimizer", "amp",
-            "cudnn_benchmark", "deterministic")
 
 
 def check_protocol(jobs: Sequence[Job], store) -> None:

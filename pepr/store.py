@@ -436,6 +436,7 @@ class RunStore:
             con.register("new_runs", run_frame)
             stored = con.execute("SELECT * FROM runs WHERE run_id IN (SELECT run_id FROM new_runs)").df()
             changed = _changed(stored, run_frame)
+            self._refuse_mixed_protocol(con, run_frame, self.path)
             if changed and not replace:
                 run_id, columns = next(iter(changed.items()))
                 more = f" (and {len(changed) - 1} more run(s))" if len(changed) > 1 else ""
@@ -451,6 +452,22 @@ class RunStore:
                 _exec(con, "INSERT INTO epochs BY NAME SELECT * FROM new_epochs"
                            " WHERE run_id IN (SELECT run_id FROM written)")
         return Imported(len(run_frame) - len(stored), len(stored) - len(changed), len(changed))
+
+    @staticmethod
+    def _refuse_mixed_protocol(con, new_runs: pd.DataFrame, path: Path) -> None:
+        """A PeprError where `new_runs` would join runs of other settings or of another dataset
+        in an experiment (the stored copies of their own ids left out: they are replaced)."""
+        stored = con.execute("SELECT * FROM runs WHERE list_contains($experiments, experiment)"
+                             " AND NOT list_contains($ids, run_id)",
+                             {"experiments": sorted(new_runs["experiment"].dropna().unique()),
+                              "ids": list(new_runs["run_id"])}).df()
+        mixed = mixed_protocol(pd.concat([stored.assign(_new=False), new_runs.assign(_new=True)]))
+        if mixed:
+            experiment, setting, first, second = mixed
+            held = "holds" if not (first["_new"] and second["_new"]) else "would hold"
+            raise PeprError(f"{path}: experiment {experiment!r} {held} runs with {setting}={first[setting]} and "
+                            f"with {setting}={second[setting]}; nothing imported: runs of other settings "
+                            "cannot be ranked together; import them as another experiment")
 
     def record_benchmark(self, row: Mapping) -> None:
         """Add one benchmark row (a newer row of the same bench_key does not replace older ones)."""
@@ -735,6 +752,7 @@ def merge(sources: Sequence[str | Path], into: str | Path, prefer: str | Path | 
         twice = _trained_twice(pd.concat([stored_runs, runs]), names, preferred)
         runs = runs[~runs["run_id"].isin(twice)]
         _check_one_dataset(pd.concat([stored_runs, runs]), names)
+        _check_one_protocol(pd.concat([stored_runs, runs]), names)
         bench_conflicts, bench_replace = _conflicts(
             pd.concat([stored_benchmarks.assign(_source=len(sources)), source_benchmarks]),
             names, preferred, "bench_id", _BENCH_RESULTS, "benchmark")
@@ -765,6 +783,34 @@ _BENCH_RESULTS = ("model", "device", "image_size", "batch_size", "status", "late
                   "latency_p95_s", "throughput_ips", "energy_per_image_j", "energy_kwh")
 
 
+# The settings that every run of one experiment must share to be compared fairly.
+PROTOCOL = ("epochs", "batch_size", "learning_rate", "image_size", "optimizer", "amp",
+            "cudnn_benchmark", "deterministic")
+
+
+def mixed_protocol(runs: pd.DataFrame) -> tuple[str, str, dict, dict] | None:
+    """The first experiment of `runs` whose runs differ in a setting of `PROTOCOL` or in their
+    dataset, as (experiment, setting, a run, a run of another value); None where each
+    experiment's runs agree. A setting not recorded (an imported run's) differs from none.
+    Runs with a content digest may name their dataset differently (another machine's path: the
+    digests say whether the data is the same); a run without one must name one of theirs."""
+    for experiment, group in runs.groupby("experiment", sort=False):
+        for setting in PROTOCOL:
+            values = group[group[setting].notna()].drop_duplicates(setting)
+            if len(values) > 1:
+                first, second = values.head(2).to_dict("records")
+                return str(experiment), setting, first, second
+        named = group[group["dataset"].notna()]
+        undigested = named[named["dataset_digest"].isna()].drop_duplicates("dataset")
+        digested = named[named["dataset_digest"].notna()]
+        if len(undigested) > 1:
+            first, second = undigested.head(2).to_dict("records")
+            return str(experiment), "dataset", first, second
+        if len(undigested) and len(digested) and not digested["dataset"].isin(undigested["dataset"]).any():
+            return str(experiment), "dataset", digested.iloc[0].to_dict(), undigested.iloc[0].to_dict()
+    return None
+
+
 def _check_one_dataset(runs: pd.DataFrame, names: Sequence[str]) -> None:
     """A PeprError where the ok runs of one experiment were trained on different data (their
     `dataset_digest`, `_source` the index in `names`): merged, they would be ranked together."""
@@ -777,6 +823,19 @@ def _check_one_dataset(runs: pd.DataFrame, names: Sequence[str]) -> None:
             f"experiment {experiment!r}: {names[first['_source']]} holds runs trained on other images or labels "
             f"than {names[second['_source']]} (content digest {first['dataset_digest'][:12]}, "
             f"{second['dataset_digest'][:12]}); nothing merged: runs on other data cannot be ranked together")
+
+
+def _check_one_protocol(runs: pd.DataFrame, names: Sequence[str]) -> None:
+    """A PeprError where runs of one experiment (`_source` the index in `names`) were trained
+    with other settings or on another dataset: merged, they would be ranked together, and the
+    agent would refuse to go on with the sweep."""
+    mixed = mixed_protocol(runs)
+    if mixed:
+        experiment, setting, first, second = mixed
+        raise PeprError(
+            f"experiment {experiment!r}: {names[first['_source']]} holds runs with {setting}={first[setting]}, "
+            f"{names[second['_source']]} with {setting}={second[setting]}; nothing merged: runs of other "
+            "settings cannot be ranked together")
 
 
 def _trained_twice(runs: pd.DataFrame, names: Sequence[str], preferred: int | None) -> set[str]:

@@ -200,7 +200,8 @@ def test_score_with_one_bench_device(tmp_path, capsys):
     assert "excluded: r4 (never_benched in derma): no inference latency: no usable benchmark of this model" in err
     assert "benchmarked at" not in err  # the runs record no image size: nothing to compare
     path = tmp_path / "small.duckdb"
-    RunStore(path).import_runs(runs_frame().assign(image_size=[64, 256, 16, 64]))
+    RunStore(path).import_runs(runs_frame().assign(image_size=[64, 256, 16, 64],  # one size per experiment
+                                                   experiment=["derma64", "derma", "derma16", "derma64"]))
     RunStore(path).append_benchmarks(pd.DataFrame([b for b in BENCHES if b["device"] == LAPTOP]))
     assert main(["score", "--db", str(path), "--weights", "infer_latency=1"]) == 0
     assert ("note: the inference costs were benchmarked at 256 px, and runs were trained at 16 px, 64 px: "

@@ -159,7 +159,7 @@ def test_the_training_data_fraction_is_imported_as_the_comparisons_pair_runs(tmp
     write(pd.DataFrame(TABLE), path)
     db = tmp_path / "runs.duckdb"
     assert run("import", path, "--db", db, *BASE, "--experiment-name", "x", "--map", "train_fraction=acc_pct:%",
-               "--map", "pretrained=pretrained", "--map", "dataset=name") == 0
+               "--map", "pretrained=pretrained") == 0
     runs = RunStore(db).runs().set_index("model")
     assert runs["train_fraction"].to_dict() == {"resnet18": 0.875, "vit_tiny": 0.8}
 

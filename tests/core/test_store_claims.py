@@ -171,6 +171,54 @@ def test_a_merge_of_runs_trained_on_other_data_of_one_experiment_is_refused(tmp_
     assert set(RunStore(into).runs()["run_id"]) == {"r1", "r3"}
 
 
+def test_a_merge_of_runs_trained_with_other_settings_into_one_experiment_is_refused(tmp_path):
+    """A 2-epoch and a 3-epoch sweep of one experiment (in two files) were merged and ranked
+    together, and the agent then refused to go on with the merged file."""
+    digest = {"dataset_digest": "a" * 32}
+    two, three, into = tmp_path / "two.duckdb", tmp_path / "three.duckdb", tmp_path / "runs.duckdb"
+    RunStore(two).record_run(run("r1", job="job-a", status="ok", epochs=2, dataset="good", **digest))
+    RunStore(three).record_run(run("r2", job="job-b", status="ok", epochs=3, dataset="good", **digest))
+    with pytest.raises(PeprError) as refused:
+        merge([two, three], into)
+    assert str(refused.value) == (f"experiment 'e': {two} holds runs with epochs=2, {three} with epochs=3; "
+                                  "nothing merged: runs of other settings cannot be ranked together")
+    assert not into.exists()
+    # The same data under another name (another machine's path): its digest says it is the same.
+    elsewhere = tmp_path / "elsewhere.duckdb"
+    RunStore(elsewhere).record_run(run("r3", job="job-c", status="ok", epochs=2, dataset="derma", **digest))
+    assert merge([two, elsewhere], into) == Merged(2, 0)
+    # An imported run (no digest) of another dataset, or a setting it does not record.
+    imported = tmp_path / "imported.duckdb"
+    RunStore(imported).import_runs(pd.DataFrame([run("r4", job="job-d", status="ok", dataset="cifar10")]))
+    with pytest.raises(PeprError, match=f"holds runs with dataset=good, {imported} with dataset=cifar10"):
+        merge([imported], into)
+    RunStore(imported).import_runs(pd.DataFrame([run("r5", job="job-e", status="ok", experiment="f")]))
+    unrecorded = tmp_path / "unrecorded.duckdb"
+    RunStore(unrecorded).import_runs(pd.DataFrame([run("r6", job="job-f", status="ok", source="import")]))
+    assert merge([unrecorded], into) == Merged(1, 0)  # no dataset or epochs recorded: nothing differs
+    assert set(RunStore(into).runs()["run_id"]) == {"r1", "r3", "r6"}
+
+
+def test_an_import_into_an_experiment_of_other_settings_is_refused(tmp_path):
+    """Imported runs of another dataset joined the agent's experiment, ranked with its runs; the
+    agent then refused to resume its sweep on the file."""
+    db = RunStore(tmp_path / "runs.duckdb")
+    db.record_run(run("r1", status="ok", dataset="good", image_size=32, dataset_digest="a" * 32))
+    before = db.runs()
+    with pytest.raises(PeprError) as refused:
+        db.import_runs(pd.DataFrame([run("r2", job="job-b", status="ok", dataset="cifar10", source="import")]))
+    assert str(refused.value) == (f"{db.path}: experiment 'e' holds runs with dataset=good and with dataset=cifar10; "
+                                  "nothing imported: runs of other settings cannot be ranked together; "
+                                  "import them as another experiment")
+    with pytest.raises(PeprError, match="would hold runs with image_size=16 and with image_size=64"):
+        db.import_runs(pd.DataFrame([run("r3", job="job-c", status="ok", experiment="f", image_size=16),
+                                     run("r4", job="job-d", status="ok", experiment="f", image_size=64)]))
+    pd.testing.assert_frame_equal(db.runs(), before)
+    db.import_runs(pd.DataFrame([run("r5", job="job-e", status="ok", dataset="good", image_size=32)]))
+    db.import_runs(pd.DataFrame([run("r5", job="job-e", status="ok", dataset="good", image_size=32)]))  # again
+    assert len(db.runs()) == 2
+
+
 def test_a_merge_compares_copies_exactly_and_names_what_differs(tmp_path):
     """Imports take floats within 1e-12 as the same result; a merge does not, and says which
     column differs (a mixed rule named none)."""
