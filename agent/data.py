@@ -52,6 +52,13 @@ def subsample(n: int, fraction: float) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=1)
+@functools.cache
+def _note_once(text: str) -> None:
+    """Print a note to stderr once per process (a sweep may load a dataset twice: to check it,
+    then to train on it)."""
+    print(text, file=sys.stderr)
+
+
 def load(spec: str, data_dir: str, image_size: int) -> Data:
     """Load and resize a dataset; PeprError naming the spec when it cannot be used."""
     path = Path(spec)
@@ -279,7 +286,7 @@ def _folder(root: Path, image_size: int) -> dict:
         arrays[f"{split}_images"] = np.stack(images)
         arrays[f"{split}_labels"] = np.array([label for _, label in items], dtype=np.int64)
     if +skipped:
-        print(f"note: {root}: {_counted(skipped)} not read as images", file=sys.stderr)
+        _note_once(f"note: {root}: {_counted(skipped)} not read as images")
     if "8-bit" not in first_of_kind:
         return _to_8_bits(arrays)
     if all((x[..., :1] == x).all() for k, x in arrays.items() if k.endswith("_images")):
