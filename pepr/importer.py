@@ -327,6 +327,8 @@ def _numbers(text: pd.Series, column: str, name: str, errors: list, decimal_comm
                 ")" if decimal_comma else "; decimal commas are read in ';'-separated files only)")
         elif DECIMAL_COMMA.fullmatch(text[row]) and not decimal_comma:
             hint = " (decimal commas are read in ';'-separated files only)"
+        elif text[row].endswith("%"):
+            hint = " (a percentage: map the column in %, as COLUMN:%)"
         elif text[row].strip().lower() in ("na", "n/a", "nan", "null", "none", "-"):
             hint = " (leave the cell empty, or null in JSON: an empty cell is not measured)"
         errors.append((row, f"{_where(name, row, column)}: not a number: {text[row]!r}{hint}"))
@@ -377,11 +379,13 @@ def _convert_column(raw: pd.Series, spec: ColumnMap, name: str, errors: list,
             row = bad.idxmax()
             errors.append((row, f"{_where(name, row, spec.column)}: {text[row]!r} is not true/false, yes/no or 1/0"))
         return values.astype("boolean")
+    unit = spec.unit or kind.default_unit
+    if unit == "%":  # a spreadsheet's percent format: 91.5 %
+        text = text.str.replace(r"\s*%$", "", regex=True)
     values = _numbers(text, spec.column, name, errors, decimal_comma)
     if kind.kind == "integer":
         largest = INT32_MAX if RUN_COLUMNS[kind.column] == "INTEGER" else INT64_MAX
         return _whole_numbers(text, values, spec.column, name, errors, largest)
-    unit = spec.unit or kind.default_unit
     multiply, divide = kind.units[unit]
     if multiply != 1:
         values = values * multiply

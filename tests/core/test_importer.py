@@ -864,3 +864,14 @@ def test_whole_numbers_are_stored_exactly_not_through_a_float(tmp_path):
     stored = RunStore(db).runs()
     assert dict(zip(stored["model"], stored["params"].astype(int))) == {
         "resnet18": 12345678901234567, "vit_tiny": 1_000_000}
+
+
+def test_a_spreadsheets_percent_cells_are_read_in_a_percent_column(tmp_path):
+    """`91.5 %`, as a spreadsheet's percent format saves it, was 'not a number' even mapped in %."""
+    path = tmp_path / "r.csv"
+    path.write_text("name,acc\na,91.5 %\nb,80%\n")
+    result = convert(read_table(path), [ColumnMap("model", "name"), ColumnMap("performance", "acc", "%")],
+                     experiment="x")
+    assert result.runs.set_index("model")["performance"].to_dict() == pytest.approx({"a": 0.915, "b": 0.8})
+    unmapped = convert(read_table(path), [ColumnMap("model", "name"), ColumnMap("performance", "acc")], experiment="x")
+    assert unmapped.errors[0] == f"{path}, row 2, column acc: not a number: '91.5 %' (a percentage: map the column in %, as COLUMN:%)"
