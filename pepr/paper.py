@@ -304,7 +304,9 @@ def parse_csv(data: bytes, name: str, required: list[str]) -> pd.DataFrame:
         raise PeprError(f"{name}: missing column(s): {', '.join(missing)}")
     for line, row in zip(lines[1:], rows[1:]):
         if len(row) != len(header):
-            raise PeprError(f"{name}, row {line}: {len(row)} fields, the header has {len(header)}")
+            quoted = len(row) < len(header) and any(delimiter in field or "\n" in field for field in row)
+            raise PeprError(f"{name}, row {line}: {len(row)} fields, the header has {len(header)}"
+                            + (f" (a quoted field holds {delimiter!r} or a line end: a quote left open?)" if quoted else ""))
     if len(rows) == 1:
         raise PeprError(f"{name}: no rows below the header")
     # Labelled as the lines below a header on line 1 would be: row = label + 2.

@@ -748,6 +748,8 @@ def test_identical_rows_are_refused(tmp_path, capsys):
     ("r.jsonl", b'{"a": 1}\n\n{"a": \n', "r.jsonl, row 3: not JSON"),
     ("r.parquet", b"PAR1 not really", "r.parquet: not a readable Parquet file"),
     ("r.csv", b"a,b\n1,2,3\n", "r.csv, row 2: 3 fields, the header has 2"),
+    ("r.csv", b'model,acc,kwh\n"a,0.9,1\n', "r.csv, row 2: 1 fields, the header has 3 (a quoted field holds ',' "
+                                           "or a line end: a quote left open?)"),
     ("r.csv", b"a,a\n1,2\n", "r.csv: column 'a' appears twice"),
     ("r.csv", b"a,b\n", "r.csv: no rows below the header"),
 ])
