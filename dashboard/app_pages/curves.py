@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import charts, views
-from dashboard.app_pages import ready, scoreable
+from dashboard.app_pages import provenance, ready, scoreable
 from dashboard.controls import AXES
 from dashboard.text import plain
 from dashboard.views import View
@@ -18,6 +18,7 @@ def page(view: View | None, problem: str | None, source) -> None:
     st.title("Learning curves and diminishing returns")
     if not ready(view, problem, source):
         return
+    provenance(view)
     if not scoreable(view):
         return
     ranked = view.scope.sort_values(["rank", "pepr", "model"], ascending=[True, False, True])

@@ -52,6 +52,8 @@ def test_every_page_renders(app, crafted_db):
         assert not at.error, (page, texts(at, "error"))
         if page in ("explorer", "comparisons", "curves"):
             assert at.get("vega_lite_chart"), f"{page} draws no chart"
+        if page not in ("runs", "data"):  # the pages over the chosen experiments say where they come from
+            assert any(c.startswith("Source: ") for c in texts(at, "caption")), page
 
 
 @pytest.mark.parametrize("key", list(SHIPPED))
