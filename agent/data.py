@@ -51,14 +51,14 @@ def subsample(n: int, fraction: float) -> np.ndarray:
     return np.sort(np.random.default_rng(0).permutation(n)[:keep])
 
 
-@functools.lru_cache(maxsize=1)
 @functools.cache
 def _note_once(text: str) -> None:
-    """Print a note to stderr once per process (a sweep may load a dataset twice: to check it,
-    then to train on it)."""
+    """Print a note to stderr once per process (a sweep of several datasets may read one
+    twice: to check it, then to train on it, past `load`'s cache of one)."""
     print(text, file=sys.stderr)
 
 
+@functools.lru_cache(maxsize=1)
 def load(spec: str, data_dir: str, image_size: int) -> Data:
     """Load and resize a dataset; PeprError naming the spec when it cannot be used."""
     path = Path(spec)
