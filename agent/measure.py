@@ -229,13 +229,14 @@ class EnergyMeter:
         # Started, and flushed once (~0.1 s the first time), before the caller's clock starts.
         self._ask("start " + json.dumps(settings))
 
-    @staticmethod
-    def prepare() -> None:
-        """Have a helper started and ready (~2 s the first time in a process), so that starting
-        a meter later is quick: a run's one-off setup, done before its warm-up, not between
-        the warm-up and the clock (an idle GPU's clocks fall)."""
+    @classmethod
+    def prepare(cls, country: str, gpu: NvmlGpu | None, carbon_intensity: float | None = None) -> None:
+        """Have a helper started, with CodeCarbon set up for this device (~2 s the first time in
+        a process: a throw-away start and stop), so that starting a meter later is quick: a
+        run's one-off setup, done before its warm-up, not between the warm-up and the clock
+        (an idle GPU's clocks fall)."""
         if not any(helper.poll() is None for helper in _idle_helpers):
-            _idle_helpers.append(_spawn_helper())
+            cls(country, gpu, carbon_intensity).stop()
 
     def _ask(self, command: str) -> dict:
         """Send a command to the helper and return its answer; on any failure the helper is
@@ -292,20 +293,11 @@ def _take_helper() -> subprocess.Popen:
         if helper.poll() is None:
             return helper
         _end(helper)
-    return _spawn_helper()
-
-
-def _spawn_helper() -> subprocess.Popen:
-    """A new meter helper, once it has said it is ready (CodeCarbon imported)."""
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONWARNINGS": "ignore",
            "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
-    helper = subprocess.Popen([sys.executable, "-m", "agent.measure"], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env=env)
-    if not helper.stdout.readline():
-        _end(helper)
-        raise RuntimeError(f"the energy meter's helper process ended (exit code {helper.returncode})")
-    return helper
+    return subprocess.Popen([sys.executable, "-m", "agent.measure"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env)
 
 
 def _end(helper: subprocess.Popen) -> None:
@@ -323,15 +315,12 @@ def _end(helper: subprocess.Popen) -> None:
 
 
 def serve(commands, answers) -> None:
-    """The helper process: say it is ready; for `start {settings}`, start a tracker attributed
-    to the process `settings["pid"]`; answer it, `flush` and `stop` with one JSON line each
-    (running totals, and on stop how each part was measured); at the end of its input, stop
-    and exit."""
+    """The helper process: for `start {settings}`, start a tracker attributed to the process
+    `settings["pid"]`; answer it, `flush` and `stop` with one JSON line each (running totals,
+    and on stop how each part was measured); at the end of its input, stop and exit."""
     def answer(**fields) -> None:
         answers.write(json.dumps(fields) + "\n")
         answers.flush()
-
-    answer(ready=True)
 
     def totals_now() -> dict:
         return {field: getattr(totals.total, field) for field in TOTAL_FIELDS}
@@ -385,7 +374,7 @@ class NullMeter:
         pass
 
     @staticmethod
-    def prepare() -> None:
+    def prepare(*args) -> None:
         pass
 
     def energy_kwh(self) -> float:

@@ -462,7 +462,8 @@ def run_job(
     in_chans = 3 if job.pretrained else data.channels
     amp = job.amp
 
-    meter_factory.prepare()
+    gpu = find_nvml_gpu(device)
+    meter_factory.prepare(country, gpu, carbon_intensity)
     model = build_model(job, data.num_classes, in_chans)
     params = trainable_params(model)
     model_type = architecture_type(model)
@@ -480,7 +481,6 @@ def run_job(
         model, prepare, data.images[split], data.labels[split], job.batch_size, device, amp
     )
 
-    gpu = find_nvml_gpu(device)
     if cuda:  # the warm-up's memory is not the run's
         gc.collect()
         torch.cuda.empty_cache()

@@ -53,7 +53,7 @@ def test_one_off_setup_comes_before_the_warm_up_which_runs_the_epochs_own_code(t
 
     class Meter(NullMeter):
         @staticmethod
-        def prepare():
+        def prepare(country, gpu, carbon_intensity):
             events.append("meter prepared")
 
         def __init__(self, *args):
@@ -189,6 +189,24 @@ def test_a_real_meter_stopped_at_once_reports_no_cpu_reading_as_zero():
     assert energy.cpu_kwh is None or energy.cpu_kwh > 0
     assert (energy.cpu_kwh is None) == (energy.cpu_method == "not-sampled")
     assert energy.gpu_kwh is None and energy.gpu_method == "none"
+
+
+def test_a_prepared_meter_starts_without_codecarbons_setup():
+    """The meter's one-off setup (the helper process and CodeCarbon's hardware detection, about
+    2 s) is done by `prepare`: a meter started after it takes a small part of that."""
+    from agent import measure
+
+    for helper in measure._idle_helpers:  # as in a fresh agent
+        measure._end(helper)
+    measure._idle_helpers.clear()
+    began = time.perf_counter()
+    EnergyMeter.prepare("DNK", None)
+    prepared = time.perf_counter() - began
+    began = time.perf_counter()
+    meter = EnergyMeter("DNK", None)
+    started = time.perf_counter() - began
+    meter.stop()
+    assert started < prepared / 4, (started, prepared)
 
 
 def test_every_epoch_end_reading_measures_then_and_there():
