@@ -464,7 +464,7 @@ class RunStore:
         mixed = mixed_protocol(pd.concat([stored.assign(_new=False), new_runs.assign(_new=True)]))
         if mixed:
             experiment, setting, first, second = mixed
-            held = "holds" if not (first["_new"] and second["_new"]) else "would hold"
+            held = "would hold" if first["_new"] or second["_new"] else "already holds"
             raise PeprError(f"{path}: experiment {experiment!r} {held} runs with {setting}={first[setting]} and "
                             f"with {setting}={second[setting]}; nothing imported: runs of other settings "
                             "cannot be ranked together; import them as another experiment")
@@ -752,7 +752,8 @@ def merge(sources: Sequence[str | Path], into: str | Path, prefer: str | Path | 
         twice = _trained_twice(pd.concat([stored_runs, runs]), names, preferred)
         runs = runs[~runs["run_id"].isin(twice)]
         _check_one_dataset(pd.concat([stored_runs, runs]), names)
-        _check_one_protocol(pd.concat([stored_runs, runs]), names)
+        merged = pd.concat([stored_runs, runs])
+        _check_one_protocol(merged[merged["experiment"].isin(runs["experiment"])], names)  # where runs come
         bench_conflicts, bench_replace = _conflicts(
             pd.concat([stored_benchmarks.assign(_source=len(sources)), source_benchmarks]),
             names, preferred, "bench_id", _BENCH_RESULTS, "benchmark")

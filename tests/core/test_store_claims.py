@@ -197,6 +197,11 @@ def test_a_merge_of_runs_trained_with_other_settings_into_one_experiment_is_refu
     RunStore(unrecorded).import_runs(pd.DataFrame([run("r6", job="job-f", status="ok", source="import")]))
     assert merge([unrecorded], into) == Merged(1, 0)  # no dataset or epochs recorded: nothing differs
     assert set(RunStore(into).runs()["run_id"]) == {"r1", "r3", "r6"}
+    # A target mixed before (by hand, or an older pepr) blocks only merges into that experiment.
+    RunStore(into).record_run(run("r7", job="job-g", status="ok", epochs=5))
+    elsewhere_only = tmp_path / "f.duckdb"
+    RunStore(elsewhere_only).record_run(run("r8", job="job-h", status="ok", experiment="f", epochs=9))
+    assert merge([elsewhere_only], into) == Merged(1, 0)
 
 
 def test_an_import_into_an_experiment_of_other_settings_is_refused(tmp_path):
@@ -207,7 +212,7 @@ def test_an_import_into_an_experiment_of_other_settings_is_refused(tmp_path):
     before = db.runs()
     with pytest.raises(PeprError) as refused:
         db.import_runs(pd.DataFrame([run("r2", job="job-b", status="ok", dataset="cifar10", source="import")]))
-    assert str(refused.value) == (f"{db.path}: experiment 'e' holds runs with dataset=good and with dataset=cifar10; "
+    assert str(refused.value) == (f"{db.path}: experiment 'e' would hold runs with dataset=good and with dataset=cifar10; "
                                   "nothing imported: runs of other settings cannot be ranked together; "
                                   "import them as another experiment")
     with pytest.raises(PeprError, match="would hold runs with image_size=16 and with image_size=64"):
