@@ -297,9 +297,11 @@ def _text(raw: pd.Series) -> pd.Series:
     return raw.map(lambda v: "" if _missing(v) else str(v).strip()).astype(object)
 
 
-def _numbers(text: pd.Series, column: str, name: str, errors: list, decimal_comma: bool = False) -> pd.Series:
-    """Text as floats: '' is missing (NaN), anything else that is not a finite number an error;
-    `0,5` is a half with `decimal_comma`; -0 is 0."""
+def _numbers(text: pd.Series, column: str, name: str, errors: list, decimal_comma: bool = False,
+             takes_percent: bool = False) -> pd.Series:
+    """Text as floats: '' is missing (NaN), anything else that is not a finite number an error
+    (`91 %` with a hint where the field `takes_percent`); `0,5` is a half with `decimal_comma`;
+    -0 is 0."""
     missing = text == ""
     numbers = text.where(~missing)
     if decimal_comma:
@@ -327,7 +329,7 @@ def _numbers(text: pd.Series, column: str, name: str, errors: list, decimal_comm
                 ")" if decimal_comma else "; decimal commas are read in ';'-separated files only)")
         elif DECIMAL_COMMA.fullmatch(text[row]) and not decimal_comma:
             hint = " (decimal commas are read in ';'-separated files only)"
-        elif text[row].endswith("%"):
+        elif takes_percent and text[row].endswith("%"):
             hint = " (a percentage: map the column in %, as COLUMN:%)"
         elif text[row].strip().lower() in ("na", "n/a", "nan", "null", "none", "-"):
             hint = " (leave the cell empty, or null in JSON: an empty cell is not measured)"
@@ -382,7 +384,7 @@ def _convert_column(raw: pd.Series, spec: ColumnMap, name: str, errors: list,
     unit = spec.unit or kind.default_unit
     if unit == "%":  # a spreadsheet's percent format: 91.5 %
         text = text.str.replace(r"\s*%$", "", regex=True)
-    values = _numbers(text, spec.column, name, errors, decimal_comma)
+    values = _numbers(text, spec.column, name, errors, decimal_comma, "%" in kind.units and unit != "%")
     if kind.kind == "integer":
         largest = INT32_MAX if RUN_COLUMNS[kind.column] == "INTEGER" else INT64_MAX
         return _whole_numbers(text, values, spec.column, name, errors, largest)

@@ -877,3 +877,6 @@ def test_a_spreadsheets_percent_cells_are_read_in_a_percent_column(tmp_path):
     assert result.runs.set_index("model")["performance"].to_dict() == pytest.approx({"a": 0.915, "b": 0.8})
     unmapped = convert(read_table(path), [ColumnMap("model", "name"), ColumnMap("performance", "acc")], experiment="x")
     assert unmapped.errors[0] == f"{path}, row 2, column acc: not a number: '91.5 %' (a percentage: map the column in %, as COLUMN:%)"
+    energy = convert(read_table(path), [ColumnMap("model", "name"), ColumnMap("performance", "acc", "%"),
+                                        ColumnMap("energy", "acc")], experiment="x")
+    assert energy.errors[0] == f"{path}, row 2, column acc: not a number: '91.5 %'"  # energy takes no %
