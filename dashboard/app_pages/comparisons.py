@@ -31,7 +31,7 @@ def page(view: View | None, problem: str | None, source) -> None:
     st.caption(
         "PePR is relative to each run's own experiment, under the sidebar's weights. "
         "p-values, the sound test first: where the same models are on both sides, the paired Wilcoxon "
-        "signed-rank test (then a paired t-test), else Mann-Whitney; then Welch, and last the paper's "
+        "signed-rank test (then a paired t-test and Mann-Whitney), else Mann-Whitney; then Welch, and last the paper's "
         "unpaired Student t-test (scipy ttest_ind)."
         + (f" With {tests} sound tests on this page, some p below 0.05 come by chance alone: the Holm-adjusted "
            "p of each (Wilcoxon where paired, else Mann-Whitney) below 0.05 keeps the chance of any false "
