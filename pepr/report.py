@@ -47,13 +47,14 @@ class Report:
     latex: str
     table: pd.DataFrame
     weights: Mapping[str, float]
+    per_epoch: bool = False  # the runs recorded their last epoch's training time alone (the paper's)
 
     @property
     def charts(self) -> dict[str, alt.TopLevelMixin]:
         """The figures (name -> Altair chart), built when the files are: the dashboard makes a
         report on every new choice, and only a download needs them."""
         return {
-            "performance_vs_resource": performance_vs_resource(self.table, self.weights),
+            "performance_vs_resource": performance_vs_resource(self.table, self.weights, self.per_epoch),
             "pepr_ranking": pepr_ranking(self.table),
         }
 
@@ -103,13 +104,14 @@ def build_report(
         raise nothing_to_score(f"{source or 'the runs'}, experiment {experiment!r}", result.excluded)
     table = by_model(result.table)  # a model's runs (seeds) ranked by their means, as the dashboard does
     weights = result.weights
+    per_epoch = last_epoch_only(runs)
     sections = [
         f"# PePR report: {markdown_text(experiment)}",
         _compared(runs, result.table, result.excluded, experiment, weights, normalization, alpha, source),
         _costs(runs),
         _measurement(runs),
-        _top(table, weights),
-        _savings(table, _bench_device(runs), last_epoch_only(runs)),
+        _top(table, weights, per_epoch),
+        _savings(table, _bench_device(runs), per_epoch),
         "## Files\n\n- `table.tex`: the ranking as a LaTeX table (needs `\\usepackage{booktabs}`"
         + "".join(f"; its names need {markdown_text(needs)}" for needs in filter(None, [latex_needs([experiment, *table["model"]])]))
         + ")\n"
@@ -117,8 +119,9 @@ def build_report(
         + "\n![Performance against resource](performance_vs_resource.svg)\n",
     ]
     estimated = estimated_energy_text(result.table, weights) is not None
-    return Report("\n\n".join(sections), latex_table(table, experiment, weights, normalization, alpha, estimated),
-                  table, weights)
+    return Report("\n\n".join(sections),
+                  latex_table(table, experiment, weights, normalization, alpha, estimated, per_epoch),
+                  table, weights, per_epoch)
 
 
 _FIGURE_TITLES = {
@@ -235,13 +238,20 @@ def _measurement(runs: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _resource_columns(table: pd.DataFrame, weights) -> list[tuple[str, str, float]]:
+def _unit(table: pd.DataFrame, name: str, per_epoch: bool) -> tuple[str, float]:
+    """A resource's readable unit over `table`, training time's said per epoch where the runs
+    recorded their last epoch alone (as the dashboard says it)."""
+    unit, factor = typical_unit(RESOURCES[name], table[RESOURCES[name].column])
+    return (f"{unit} per epoch" if name == "train_time" and per_epoch else unit), factor
+
+
+def _resource_columns(table: pd.DataFrame, weights, per_epoch: bool) -> list[tuple[str, str, float]]:
     """(resource, readable unit, factor) for each weighted resource."""
-    return [(name, *typical_unit(RESOURCES[name], table[RESOURCES[name].column])) for name in weights]
+    return [(name, *_unit(table, name, per_epoch)) for name in weights]
 
 
-def _top(table: pd.DataFrame, weights) -> str:
-    resources = _resource_columns(table, weights)
+def _top(table: pd.DataFrame, weights, per_epoch: bool) -> str:
+    resources = _resource_columns(table, weights, per_epoch)
     header = ["rank", "model", "performance", *(RESOURCES[n].heading(u) for n, u, _ in resources), "PePR"]
 
     def rows(frame):
@@ -311,10 +321,10 @@ def slug(experiment: str) -> str:
 
 
 def latex_table(table: pd.DataFrame, experiment: str, weights, normalization: str, alpha: float,
-                estimated: bool = False) -> str:
+                estimated: bool = False, per_epoch: bool = False) -> str:
     """The ranking as a booktabs table, names escaped; `estimated`: the caption says that the
-    energy is in part modelled, not measured."""
-    resources = _resource_columns(table, weights)
+    energy is in part modelled, not measured; `per_epoch`: training time is the last epoch's."""
+    resources = _resource_columns(table, weights, per_epoch)
     header = ["Rank", "Model", "Performance", *(latex_text(RESOURCES[n].heading(u)) for n, u, _ in resources), "PePR"]
     body = [
         " & ".join([str(row["rank"]), latex_text(row["model"]), f"{row['performance']:.4f}",
@@ -350,12 +360,12 @@ def latex_table(table: pd.DataFrame, experiment: str, weights, normalization: st
 # -- figures -------------------------------------------------------------------------------
 
 
-def performance_vs_resource(table: pd.DataFrame, weights) -> alt.LayerChart:
+def performance_vs_resource(table: pd.DataFrame, weights, per_epoch: bool = False) -> alt.LayerChart:
     """Performance against the resource (in readable units when one is weighted, else the
     weighted normalised R), the Pareto front drawn, the best PePR model marked and named."""
     if len(weights) == 1:
         name = next(iter(weights))
-        unit, factor = typical_unit(RESOURCES[name], table[RESOURCES[name].column])
+        unit, factor = _unit(table, name, per_epoch)
         x_values, x_title = table[RESOURCES[name].column] / factor, RESOURCES[name].heading(unit)
     else:
         x_values, x_title = table["resource"], "weighted normalised resource R"

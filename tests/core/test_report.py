@@ -314,3 +314,10 @@ def test_the_papers_training_time_is_saved_per_epoch(tmp_path):
         db.import_runs(frame.assign(job_key=frame["run_id"], status="ok", source="import", train_time_scope=scope))
         text = build_report(db.runs(), "derma", {"energy": 1}).markdown
         assert said in text
+    timed = build_report(db.runs(), "derma", {"train_time": 1})  # the last database: whole runs
+    assert "Training time (s)" in timed.latex and "per epoch" not in timed.markdown + timed.latex
+    timed = build_report(RunStore(tmp_path / "last-epoch.duckdb").runs(), "derma", {"train_time": 1})
+    assert "| rank | model | performance | Training time (s per epoch) | PePR |" in timed.markdown
+    assert "Training time (s per epoch)" in timed.latex
+    assert timed.charts["performance_vs_resource"].to_dict()["layer"][0]["encoding"]["x"]["title"] == \
+        "Training time (s per epoch)"
