@@ -18,7 +18,7 @@ from dashboard.carbon import intensity, with_intensity
 from dashboard.controls import CAPPED, WEIGHTED, Controls, default_experiments
 from pepr.inference import busy_bench_text
 from pepr.resources import (
-    COLUMNS, ENERGY_PARTS, RESOURCES, format_value, is_estimate, last_epoch_only, typical_unit,
+    COLUMNS, ENERGY_PARTS, PER_EPOCH, RESOURCES, format_value, is_estimate, last_epoch_only, scoped_unit,
 )
 from pepr.score import (
     by_model,
@@ -38,7 +38,6 @@ from pepr.score import (
 from pepr.sensitivity import kendall_tau, rank_stability, sample_weights
 
 SAVINGS = ("energy", "co2", "gpu_memory")
-PER_EPOCH = " per epoch"  # the training time unit's suffix where every run recorded its last epoch alone
 COSTS = ("energy", "co2", "train_time")  # shown per group on the Comparisons page
 
 
@@ -229,14 +228,12 @@ def build_view(
     if len(sized):
         given = None if controls.threshold_m is None else controls.threshold_m * 1e6
         threshold = split_by_params(sized, given)[1]  # the median model, computed here once
+    per_epoch = last_epoch_only(scope)  # the paper's training times: headings say so
     units = {
-        name: typical_unit(RESOURCES[name], models[RESOURCES[name].column])
+        name: scoped_unit(name, models[RESOURCES[name].column], per_epoch)
         for name in RESOURCES
         if RESOURCES[name].column in models
     }
-    if "train_time" in units and last_epoch_only(scope):  # the paper's: headings say so
-        unit, factor = units["train_time"]
-        units["train_time"] = (unit + PER_EPOCH, factor)
     return View(
         controls=controls,
         offer=found,

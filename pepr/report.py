@@ -24,8 +24,8 @@ from pepr import __version__
 from pepr.errors import PeprError
 from pepr.inference import attach_where_weighted
 from pepr.resources import (
-    ENERGY_METHODS, ENERGY_PARTS, LAST_EPOCH, RESOURCES, format_value, is_estimate, last_epoch_only, three_digits,
-    typical_unit,
+    ENERGY_METHODS, ENERGY_PARTS, LAST_EPOCH, PER_EPOCH, RESOURCES, format_value, is_estimate, last_epoch_only,
+    scoped_unit, three_digits,
 )
 from pepr.score import by_model, check_measured, estimated_energy_text, grid_span_text, grid_spans, nothing_to_score, normalize_weights, pareto_front, score, strongest
 from pepr.store import RunStore
@@ -238,16 +238,9 @@ def _measurement(runs: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _unit(table: pd.DataFrame, name: str, per_epoch: bool) -> tuple[str, float]:
-    """A resource's readable unit over `table`, training time's said per epoch where the runs
-    recorded their last epoch alone (as the dashboard says it)."""
-    unit, factor = typical_unit(RESOURCES[name], table[RESOURCES[name].column])
-    return (f"{unit} per epoch" if name == "train_time" and per_epoch else unit), factor
-
-
 def _resource_columns(table: pd.DataFrame, weights, per_epoch: bool) -> list[tuple[str, str, float]]:
     """(resource, readable unit, factor) for each weighted resource."""
-    return [(name, *_unit(table, name, per_epoch)) for name in weights]
+    return [(name, *scoped_unit(name, table[RESOURCES[name].column], per_epoch)) for name in weights]
 
 
 def _top(table: pd.DataFrame, weights, per_epoch: bool) -> str:
@@ -299,7 +292,7 @@ def _savings(table: pd.DataFrame, bench_device: str | None, per_epoch: bool) -> 
         change = 1 - chosen / other
         share = f"saves {change * 100:.1f}% of" if change >= 0 else f"costs {-change * 100:.1f}% more"
         where = f", benchmarked on {markdown_text(bench_device)}" if resource.benchmarked and bench_device else ""
-        what = _lower(resource.label) + (" per epoch (the last epoch's, as recorded)"
+        what = _lower(resource.label) + (f"{PER_EPOCH} (the last epoch's, as recorded)"
                                          if name == "train_time" and per_epoch else "")
         lines.append(
             f"- {share} {what}: {_amount(name, abs(other - chosen))} "
@@ -365,7 +358,7 @@ def performance_vs_resource(table: pd.DataFrame, weights, per_epoch: bool = Fals
     weighted normalised R), the Pareto front drawn, the best PePR model marked and named."""
     if len(weights) == 1:
         name = next(iter(weights))
-        unit, factor = _unit(table, name, per_epoch)
+        unit, factor = scoped_unit(name, table[RESOURCES[name].column], per_epoch)
         x_values, x_title = table[RESOURCES[name].column] / factor, RESOURCES[name].heading(unit)
     else:
         x_values, x_title = table["resource"], "weighted normalised resource R"

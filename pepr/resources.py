@@ -135,6 +135,16 @@ def last_epoch_only(runs) -> bool:
     return len(scopes) > 0 and bool((scopes == LAST_EPOCH).all())
 
 
+PER_EPOCH = " per epoch"  # training time's unit, where the runs recorded their last epoch alone
+
+
+def scoped_unit(name: str, values, per_epoch: bool) -> tuple[str, float]:
+    """`typical_unit` of the resource `name` over `values`; training time's said per epoch where
+    `per_epoch` (see `last_epoch_only`), so every heading and value says so."""
+    unit, factor = typical_unit(RESOURCES[name], values)
+    return (unit + PER_EPOCH if name == "train_time" and per_epoch else unit), factor
+
+
 # The carbon_intensity_source of a run priced at its tool's fallback average when the grid's
 # live figure failed (26 of the paper's runs, it seems), not its grid's.
 FALLBACK_SOURCE = "fallback-average"
