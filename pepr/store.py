@@ -436,7 +436,7 @@ class RunStore:
             con.register("new_runs", run_frame)
             stored = con.execute("SELECT * FROM runs WHERE run_id IN (SELECT run_id FROM new_runs)").df()
             changed = _changed(stored, run_frame)
-            self._refuse_mixed_protocol(con, run_frame, self.path)
+            self._refuse_mixed_protocol(con, run_frame)
             if changed and not replace:
                 run_id, columns = next(iter(changed.items()))
                 more = f" (and {len(changed) - 1} more run(s))" if len(changed) > 1 else ""
@@ -453,8 +453,7 @@ class RunStore:
                            " WHERE run_id IN (SELECT run_id FROM written)")
         return Imported(len(run_frame) - len(stored), len(stored) - len(changed), len(changed))
 
-    @staticmethod
-    def _refuse_mixed_protocol(con, new_runs: pd.DataFrame, path: Path) -> None:
+    def _refuse_mixed_protocol(self, con: duckdb.DuckDBPyConnection, new_runs: pd.DataFrame) -> None:
         """A PeprError where `new_runs` would join runs of other settings or of another dataset
         in an experiment (the stored copies of their own ids left out: they are replaced)."""
         stored = con.execute("SELECT * FROM runs WHERE list_contains($experiments, experiment)"
@@ -465,7 +464,7 @@ class RunStore:
         if mixed:
             experiment, setting, first, second = mixed
             held = "would hold" if first["_new"] or second["_new"] else "already holds"
-            raise PeprError(f"{path}: experiment {experiment!r} {held} runs with {setting}={first[setting]} and "
+            raise PeprError(f"{self.path}: experiment {experiment!r} {held} runs with {setting}={first[setting]} and "
                             f"with {setting}={second[setting]}; nothing imported: runs of other settings "
                             "cannot be ranked together; import them as another experiment")
 
@@ -751,8 +750,8 @@ def merge(sources: Sequence[str | Path], into: str | Path, prefer: str | Path | 
             runs = runs[~runs["run_id"].isin(conflicts) | (runs["_source"] == preferred)]
         twice = _trained_twice(pd.concat([stored_runs, runs]), names, preferred)
         runs = runs[~runs["run_id"].isin(twice)]
-        _check_one_dataset(pd.concat([stored_runs, runs]), names)
         merged = pd.concat([stored_runs, runs])
+        _check_one_dataset(merged, names)
         _check_one_protocol(merged[merged["experiment"].isin(runs["experiment"])], names)  # where runs come
         bench_conflicts, bench_replace = _conflicts(
             pd.concat([stored_benchmarks.assign(_source=len(sources)), source_benchmarks]),
