@@ -849,16 +849,14 @@ def _trained_twice(runs: pd.DataFrame, names: Sequence[str], preferred: int | No
     new = ok[~ok["run_id"].isin(in_target)]
     counts = ok[ok["job_key"].isin(new["job_key"])].groupby("job_key")["run_id"].nunique()
     left_out: set[str] = set()
-    for key in counts[counts > 1].index:
-        job = ok[ok["job_key"] == key]
+    twice = ok[ok["job_key"].isin(counts.index[counts > 1])]
+    for key, job in twice.groupby("job_key"):  # one pass, in key order: the merge holds the target's lock
         kept = set(job.loc[job["_source"] == preferred, "run_id"])
-        first, second = job.drop_duplicates("run_id").head(2).to_dict("records")
-        what = (f"job {key} ({first['model']} in {first['experiment']}"
-                + (f", seed {first['seed']:g}" if pd.notna(first.get("seed")) else "") + ")")
-        where = (f"holds two ok runs of {what} ({first['run_id']}, {second['run_id']})"
-                 if first["_source"] == second["_source"] else
-                 f"{what} was trained also in {names[first['_source']]} (runs {first['run_id']}, {second['run_id']})")
         if len(kept) != 1:
+            first, second = job.drop_duplicates("run_id").head(2).to_dict("records")
+            where = (f"holds two ok runs of {_job_named(key, job)} ({first['run_id']}, {second['run_id']})"
+                     if first["_source"] == second["_source"] else
+                     f"{_job_named(key, job)} was trained also in {names[first['_source']]} (runs {first['run_id']}, {second['run_id']})")
             preferred_too = f" (--prefer {names[preferred]} holds {len(kept)})" if preferred is not None else ""
             raise PeprError(f"{names[second['_source']]}: {where}; nothing merged: ranked together, the job would count "
                             f"twice, so --prefer the database that holds the one run to keep{preferred_too}, or leave "
@@ -866,11 +864,18 @@ def _trained_twice(runs: pd.DataFrame, names: Sequence[str], preferred: int | No
         dropped = set(job["run_id"]) - kept
         if dropped & in_target:
             raise PeprError(
-                f"{names[target]}: holds run {min(dropped & in_target)} of {what}, which {names[preferred]} trained "
+                f"{names[target]}: holds run {min(dropped & in_target)} of {_job_named(key, job)}, which {names[preferred]} trained "
                 f"too; nothing merged: a merge removes no run, so --prefer {names[target]}, or leave "
                 f"{names[preferred]} out")
         left_out |= dropped
     return left_out
+
+
+def _job_named(key: str, job: pd.DataFrame) -> str:
+    """`job KEY (model in experiment, seed N)`, from the first of its runs."""
+    first = job.iloc[0]
+    return (f"job {key} ({first['model']} in {first['experiment']}"
+            + (f", seed {first['seed']:g}" if pd.notna(first.get("seed")) else "") + ")")
 
 
 def _position(database: str | Path, names: Sequence[str]) -> int:
