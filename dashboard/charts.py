@@ -10,6 +10,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from pepr.report import HALO
 from pepr.resources import RESOURCES, format_value
 from pepr.score import pepr, performance_for
 
@@ -28,9 +29,6 @@ _category = functools.partial(_field, "nominal")
 
 def _layer(dataset: str, mark: dict, **encoding) -> dict:
     return {"data": {"name": dataset}, "mark": mark, "encoding": encoding}
-
-
-HALO = {"color": "white", "stroke": "white", "strokeWidth": 3, "strokeJoin": "round"}  # under a label
 
 
 def _haloed(dataset: str, mark: dict, **encoding) -> list[dict]:

@@ -352,6 +352,8 @@ def latex_table(table: pd.DataFrame, experiment: str, weights, normalization: st
 
 # -- figures -------------------------------------------------------------------------------
 
+HALO = {"color": "white", "stroke": "white", "strokeWidth": 3, "strokeJoin": "round"}  # drawn under a label
+
 
 def performance_vs_resource(table: pd.DataFrame, weights, per_epoch: bool = False) -> alt.LayerChart:
     """Performance against the resource (in readable units when one is weighted, else the
@@ -383,7 +385,7 @@ def performance_vs_resource(table: pd.DataFrame, weights, per_epoch: bool = Fals
     placed = {"align": "right" if right else "left", "baseline": "bottom" if low else "top",
               "dx": -10 if right else 10, "dy": -8 if low else 8, "fontWeight": "bold"}
     named = alt.Chart(best.assign(text="best PePR: " + best["model"]))
-    halo = named.mark_text(**placed, color="white", stroke="white", strokeWidth=3, strokeJoin="round")
+    halo = named.mark_text(**placed, **HALO)
     label = named.mark_text(**placed, color="#2ca02c")
     return alt.layer(points, front, star, halo.encode(x=x, y=y, text="text:N"),
                      label.encode(x=x, y=y, text="text:N")).properties(
