@@ -8,13 +8,20 @@ import os
 import socket
 import subprocess
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pandas as pd
 import psutil
 
 from pepr.schema import now
-from pepr.store import stale_cutoff
+
+STALE_AFTER_S = 600.0  # a claim whose owner sent no heartbeat for this long is abandoned
+
+
+def stale_cutoff(at):
+    """The time at or before which a running claim's last sign of life (its heartbeat, else its
+    start) says, at `at`, that its agent is likely gone: STALE_AFTER_S earlier."""
+    return at - timedelta(seconds=STALE_AFTER_S)
 
 
 def owners_gone(rows: Sequence[dict], *, host: str | None = None, at: datetime | None = None,

@@ -20,7 +20,6 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import timedelta
 from pathlib import Path
 from typing import NamedTuple
 
@@ -33,13 +32,6 @@ from pepr.resources import COLUMNS as RESOURCE_COLUMNS
 from pepr.resources import ENERGY_PARTS
 
 SCHEMA_VERSION = 4
-STALE_AFTER_S = 600.0  # a claim whose owner sent no heartbeat for this long is abandoned
-
-
-def stale_cutoff(at):
-    """The time at or before which a running claim's last sign of life (its heartbeat, else its
-    start) says, at `at`, that its agent is likely gone: STALE_AFTER_S earlier."""
-    return at - timedelta(seconds=STALE_AFTER_S)
 
 
 # Given running rows (run_id, host, pid, started_at, heartbeat_at, slurm_job_id,

@@ -19,9 +19,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pepr.claims import owners_gone
+from pepr.claims import STALE_AFTER_S, owners_gone
 from pepr.schema import now
-from pepr.store import STALE_AFTER_S, Merged, RunStore, merge
+from pepr.store import Merged, RunStore, merge
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ("--epochs", 1, "--batch-size", 8, "--image-size", 16, "--quiet")
@@ -176,7 +176,7 @@ def test_a_requeued_slurm_task_takes_over_its_own_claim_from_the_dead_node(monke
 
 
 def test_a_claim_silent_for_exactly_the_limit_is_abandoned(tmp_path):
-    """At exactly STALE_AFTER_S a claim is abandoned (pepr.store.stale_cutoff, which the sweep
+    """At exactly STALE_AFTER_S a claim is abandoned (pepr.claims.stale_cutoff, which the sweep
     and pepr info both ask through pepr.claims.owners_gone)."""
     at = now().replace(microsecond=0)
     store = RunStore(tmp_path / "runs.duckdb")

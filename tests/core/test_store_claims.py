@@ -8,10 +8,11 @@ from datetime import datetime, timedelta
 import pandas as pd
 import pytest
 
+from pepr.claims import STALE_AFTER_S
 from pepr.cli import main as pepr_main
 from pepr.errors import PeprError
 from pepr.schema import now
-from pepr.store import STALE_AFTER_S, Merged, RunStore, merge
+from pepr.store import Merged, RunStore, merge
 
 T0 = datetime(2026, 1, 1, 12, 0, 0)
 
