@@ -64,8 +64,9 @@ def _p(value) -> str:
 
 
 def _readable(table: pd.DataFrame, paired: bool) -> pd.DataFrame:
-    """One row per measure: n and median per group, then the p-values, labelled: the sound test
-    (Wilcoxon where paired, else Mann-Whitney) and its Holm-adjusted p first, the paper's last."""
+    """One row per measure: n and median per group, then the sound test's p (Wilcoxon where
+    paired, else Mann-Whitney) and its Holm-adjusted p, in view beside the medians; then the
+    pairs and the other tests, the paper's last."""
     a, b = table["a"].iloc[0], table["b"].iloc[0]
     out = {
         "measure": table["measure"],
@@ -75,13 +76,13 @@ def _readable(table: pd.DataFrame, paired: bool) -> pd.DataFrame:
         f"median {b}": table["median_b"].map(lambda v: f"{v:.4g}"),
     }
     if paired:
-        out["pairs (same model)"] = table["pairs"]
-        out[f"median paired difference ({a} - {b})"] = table["median_diff"].map(lambda v: "n/a" if v is None or pd.isna(v) else f"{v:.4g}")
         out["paired: Wilcoxon p"] = table["wilcoxon_p"].map(_p)
     else:
         out["Mann-Whitney p"] = table["mannwhitney_p"].map(_p)
     out["Holm-adjusted p (" + ("Wilcoxon" if paired else "Mann-Whitney") + ")"] = table["holm_p"].map(_p)
     if paired:
+        out["pairs (same model)"] = table["pairs"]
+        out[f"median paired difference ({a} - {b})"] = table["median_diff"].map(lambda v: "n/a" if v is None or pd.isna(v) else f"{v:.4g}")
         out["paired: t p"] = table["paired_t_p"].map(_p)
         out["Mann-Whitney p"] = table["mannwhitney_p"].map(_p)
     out["Welch p"] = table["welch_p"].map(_p)
