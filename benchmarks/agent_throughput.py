@@ -65,7 +65,7 @@ from agent.measure import (  # noqa: E402
 )
 from agent.plan import expand  # noqa: E402
 from agent.train import (  # noqa: E402
-    autocast, batches, build_model, configure_backends, describe, place, resolve_device,
+    autocast, batch_sizes, batches, build_model, configure_backends, describe, place, resolve_device,
     run_job, sync, train_epoch,
 )
 
@@ -231,7 +231,8 @@ def agent_parts(job, data: Data, device: torch.device):
     model = build_model(job, data.num_classes, 3)
     with closing(batches(x[:job.batch_size], y[:job.batch_size], job.batch_size, device)) as first:
         xb, yb = next(first)
-    model, prepare, _ = place(model, (3,), xb, yb, job, device, device.type == "cuda", 3)
+    sizes = (batch_sizes(len(y), job.batch_size, shuffled=True), ())
+    model, prepare, _ = place(model, (3,), xb, yb, job, device, device.type == "cuda", 3, sizes)
     optimizer = torch.optim.Adam(model.parameters(), lr=job.learning_rate)
     scaler = torch.amp.GradScaler(device.type, enabled=job.amp == "fp16")
     generator = torch.Generator().manual_seed(job.seed)
