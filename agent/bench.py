@@ -172,7 +172,7 @@ def bench(args) -> int:
     from tqdm import tqdm
 
     from agent.cli import checked_db, make_writable
-    from agent.sweep import Interrupted, SignalGuard, software, write_patiently
+    from agent.sweep import Interrupted, SignalGuard, print_result, software, write_patiently
     from agent.train import resolve_device, trainable_params
     from pepr.errors import described_whole
     from pepr.schema import now
@@ -240,12 +240,10 @@ def bench(args) -> int:
                         write_patiently(store, lambda patient: patient.record_benchmark(row),
                                         f"the benchmark of {model_name} at batch {size}", guard)
                     except Interrupted as stop:  # while the file stayed locked: the figures stay in the output
-                        if not stop.written:
-                            line["recorded"] = False
-                        print(json.dumps(line, default=str), flush=True)
+                        print_result(line, sys.stdout, stop.written)
                         raise
                     counts[row["status"]] += 1
-                    print(json.dumps(line, default=str), flush=True)
+                    print_result(line, sys.stdout)
                 del model
                 if cuda:
                     gc.collect()

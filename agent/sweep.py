@@ -233,7 +233,7 @@ def run_sweep(
                 if refused is None:  # the claim is ours
                     row.update(status="interrupted", error=str(stop), ended_at=now())
                     stopped_early(row, stop)
-                    recorded = {}
+                    written = True
                     try:
                         with guard.hold(), writing:
                             store.record_run(row, epochs)
@@ -241,9 +241,9 @@ def run_sweep(
                     except StoreError as error:  # stopping all the same: say so, keep the result
                         print(f"pepr-agent: run {row['run_id']} ({row['model']}) was not written: {error}",
                               file=sys.stderr, flush=True)
-                        recorded = {"recorded": False}
+                        written = False
                         stop.outcome = UNWRITTEN
-                    print(json.dumps({**summary(row), **recorded}, default=str), file=log, flush=True)
+                    print_result(summary(row), log, written)
                 raise
             except StoreError:
                 raise
@@ -257,15 +257,14 @@ def run_sweep(
                 write_patiently(store, lambda patient: patient.record_run(row, epochs),
                                 f"run {row['run_id']} ({row['model']})", guard, writing)
             except StoreError:  # a full disk, say: the result survives in the log
-                print(json.dumps({**summary(row), "recorded": False}, default=str), file=log, flush=True)
+                print_result(summary(row), log, written=False)
                 raise
             except Interrupted as stop:  # while the file stayed locked, or just after the write
-                print(json.dumps({**summary(row), **({} if stop.written else {"recorded": False})}, default=str),
-                      file=log, flush=True)
+                print_result(summary(row), log, stop.written)
                 stop.outcome = f"the current job is recorded '{row['status']}'" if stop.written else UNWRITTEN
                 raise
             counts[row["status"]] += 1
-            print(json.dumps(summary(row), default=str), file=log, flush=True)
+            print_result(summary(row), log)
             bar.update()
     return counts
 
@@ -315,6 +314,12 @@ SUMMARY_FIELDS = (
     "run_id", "job_key", "experiment", "model", "seed", "status", "error", "performance",
     "energy_kwh", "co2_kg", "train_time_s", "params",
 )
+
+
+def print_result(line: dict, log: TextIO, written: bool = True) -> None:
+    """A job's JSON line, with `"recorded": false` where the database did not get it (the
+    figures then survive in the output alone)."""
+    print(json.dumps(line if written else {**line, "recorded": False}, default=str), file=log, flush=True)
 
 
 def summary(row: dict) -> dict:
