@@ -653,6 +653,32 @@ def estimated_share(runs: pd.DataFrame) -> pd.Series:
     return estimated / runs["energy_kwh"]
 
 
+RUN_LABELS = {
+    "status": "status", "experiment": "experiment", "model": "model", "performance": "performance",
+    "estimated_share": "energy estimated", "energy_tool": "energy measured with", "pue": "PUE included",
+    "energy_cpu_method": "CPU energy method", "energy_gpu_method": "GPU energy method",
+    "energy_ram_method": "RAM energy method", "carbon_intensity": "grid intensity (g/kWh)",
+    "carbon_intensity_source": "intensity source", "train_time_scope": "training time covers",
+    "seed": "seed", "source": "source", "device": "device", "error": "error",
+    "started_at": "started", "run_id": "run id",
+}
+RUN_RESOURCES = ("energy", "co2", "train_time", "infer_time", "gpu_memory", "params")
+
+
+def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The Runs page's table: every resource in a readable unit, training time said per epoch
+    where every run recorded its last epoch alone; where runs differ in that, what each one's
+    covers stands right after the resources."""
+    per_epoch = last_epoch_only(runs)
+    resources = [name for name in RUN_RESOURCES if RESOURCES[name].column in runs]
+    units = {name: scoped_unit(name, runs[RESOURCES[name].column], per_epoch) for name in resources}
+    first, rest = list(RUN_LABELS)[:4], list(RUN_LABELS)[4:]
+    if "train_time_scope" in runs and runs.loc[runs["train_time_s"].notna(), "train_time_scope"].nunique() > 1:
+        rest = ["train_time_scope", *(column for column in rest if column != "train_time_scope")]
+    columns = [*first, *(RESOURCES[name].column for name in resources), *rest]
+    return readable_table(runs[[c for c in columns if c in runs]], units, RUN_LABELS)
+
+
 def readable_table(frame: pd.DataFrame, units: Mapping[str, tuple[str, float]], labels: Mapping[str, str]) -> pd.DataFrame:
     """Resource columns scaled to readable units with the unit in the header; other columns
     renamed by `labels` (columns in neither are dropped)."""

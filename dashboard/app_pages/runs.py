@@ -7,19 +7,7 @@ import streamlit as st
 from dashboard import views
 from dashboard.app_pages import ready
 from dashboard.text import plain
-from dashboard.views import View, readable_table
-from pepr.resources import RESOURCES, typical_unit
-
-LABELS = {
-    "status": "status", "experiment": "experiment", "model": "model", "performance": "performance",
-    "estimated_share": "energy estimated", "energy_tool": "energy measured with", "pue": "PUE included",
-    "energy_cpu_method": "CPU energy method", "energy_gpu_method": "GPU energy method",
-    "energy_ram_method": "RAM energy method", "carbon_intensity": "grid intensity (g/kWh)",
-    "carbon_intensity_source": "intensity source", "train_time_scope": "training time covers",
-    "seed": "seed", "source": "source", "device": "device", "error": "error",
-    "started_at": "started", "run_id": "run id",
-}
-SHOWN_RESOURCES = ("energy", "co2", "train_time", "infer_time", "gpu_memory", "params")
+from dashboard.views import View
 
 
 def page(view: View | None, problem: str | None, source) -> None:
@@ -48,11 +36,8 @@ def page(view: View | None, problem: str | None, source) -> None:
         + f"; {int((runs['estimated_share'] > 0).sum())} with part of their energy estimated"
         " (models of CPU or RAM power, such as CodeCarbon's, where no counter could be read)."
     )
-    columns = [*list(LABELS)[:4], *(RESOURCES[n].column for n in SHOWN_RESOURCES), *list(LABELS)[4:]]
-    units = {n: typical_unit(RESOURCES[n], runs[RESOURCES[n].column]) for n in SHOWN_RESOURCES}
-    shown = readable_table(runs[[c for c in columns if c in runs]], units, LABELS)
     st.dataframe(
-        shown,
+        views.runs_table(runs),
         hide_index=True,
         width="stretch",
         column_config={

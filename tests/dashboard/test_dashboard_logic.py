@@ -349,6 +349,22 @@ def test_view_ranks_headline_and_threshold():
     assert view_of(CRAFTED, threshold_m=5.0).threshold == 5e6
 
 
+def test_the_runs_table_says_what_each_training_time_covers():
+    """The Runs page headed the paper's last-epoch times "Training time (s)", where every other
+    page said per epoch; where runs differ in what theirs covers, that column follows the
+    resources, not 14 columns to the right."""
+    paper = CRAFTED.assign(train_time_s=[30.0, 20.0, 11.4, 15.0], train_time_scope="last-epoch",
+                           estimated_share=0.0)
+    headers = list(views.runs_table(paper).columns)
+    assert "Training time (s per epoch)" in headers
+    assert headers.index("training time covers") > headers.index("energy estimated")
+    mixed = list(views.runs_table(paper.assign(train_time_scope=["last-epoch", "run", "run", "run"])).columns)
+    assert "Training time (s)" in mixed
+    resources = [i for i, header in enumerate(mixed) if any(
+        header.startswith(RESOURCES[name].label) for name in views.RUN_RESOURCES)]
+    assert mixed.index("training time covers") == max(resources) + 1
+
+
 def test_the_papers_training_times_are_headed_per_epoch():
     """The paper's train_time is its last epoch's: a budget on "Training time (s)" read 11 s as a
     whole run of 10 epochs. Where every run says so, the unit says per epoch; elsewhere not."""
