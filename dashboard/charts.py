@@ -138,7 +138,11 @@ def performance_vs_resource(
     iso = pd.DataFrame(
         [{"level": c, "R": r, "P": float(performance_for(c, r, alpha))} for c in values for r in r_line]
     ).query("@p_low <= P <= 1")
-    ends = iso.sort_values("R").groupby("level", as_index=False).last()
+    # Each line is labelled where it leaves the plot: left of and above its end near the right
+    # edge, right of its end further left (not over the y axis). The top line's value is in
+    # the marker's label.
+    ends = iso.sort_values("R").groupby("level", as_index=False).last().query("level != @values[-1]")
+    ends = ends.assign(text=ends["level"].map(lambda v: f"PePR {v:g}"))
     best = data[data["rank"] == data["rank"].min()].head(1)
     x_title, y_title = "weighted normalised resource R", "performance"
     scales = {"x": {"domain": [0, 1]}, "y": {"domain": [p_low, 1]}}
@@ -150,9 +154,9 @@ def performance_vs_resource(
     return {
         "height": 380,
         "datasets": {
-            "surface": surface, "iso": iso, "iso_ends": ends.assign(text=ends["level"].map(lambda v: f"PePR {v:g}")),
+            "surface": surface, "iso": iso, "iso_right": ends[ends["R"] >= 0.8], "iso_top": ends[ends["R"] < 0.8],
             "models": data, "front": data[data["front"]].sort_values("resource"),
-            "best": best.assign(text="top PePR: " + best["model"]),
+            "best": best.assign(text=[f"top PePR {values[-1]:g}: {name}" for name in best["model"]]),
         },
         "layer": [
             _layer("surface", {"type": "rect", "opacity": 0.3}, **xy("R", "P"), x2={"field": "R2"}, y2={"field": "P2"},
@@ -160,9 +164,10 @@ def performance_vs_resource(
             _layer("iso", {"type": "line", "color": "#555", "strokeDash": [2, 3], "strokeWidth": 1,
                            "clip": True},
                    **xy("R", "P"), detail=_category("level")),
-            *_haloed("iso_ends", {"type": "text", "align": "right", "baseline": "bottom", "dx": -2, "dy": -2,
-                                  "fontSize": 10, "color": "#444"},
-                     **xy("R", "P"), text=_category("text")),
+            *(layer for dataset, place in (("iso_right", {"align": "right", "baseline": "bottom", "dx": -2, "dy": -2}),
+                                           ("iso_top", {"align": "left", "baseline": "middle", "dx": 4}))
+              for layer in _haloed(dataset, {"type": "text", **place, "fontSize": 10, "color": "#444"},
+                                   **xy("R", "P"), text=_category("text"))),
             _layer("models", {"type": "circle", "size": 55, "opacity": 0.85, "color": "#1f77b4"},
                    **xy("resource", "performance"),
                    tooltip=[*_TOOLTIP, _quantity("resource", "R (normalised)", format=".3f"), *tips]),

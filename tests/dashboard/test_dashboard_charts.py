@@ -94,8 +94,8 @@ def test_colour_by_efficient_is_labelled_in_two_distinct_colours():
 def test_performance_vs_resource_marks_the_top_pepr_model_and_labels_iso_lines():
     front = np.array([True, True, True])
     spec = charts.performance_vs_resource(MODELS, front, alpha=1.0, units=UNITS)
-    heat, lines, labels_halo, labels, points, front_line, marker, name_halo, name = spec["layer"]
-    for halo, text in ((labels_halo, labels), (name_halo, name)):  # legible over the points: white beneath
+    heat, lines, right_halo, right, top_halo, top, points, front_line, marker, name_halo, name = spec["layer"]
+    for halo, text in ((right_halo, right), (top_halo, top), (name_halo, name)):  # legible over points: white beneath
         assert halo["mark"]["stroke"] == halo["mark"]["color"] == "white" and halo["encoding"] == text["encoding"]
     surface = layer_data(spec, 0)
     corner = next(r for r in surface if r["R"] == 1.0 and r["P"] == 1.0)
@@ -103,10 +103,16 @@ def test_performance_vs_resource_marks_the_top_pepr_model_and_labels_iso_lines()
     iso = pd.DataFrame(layer_data(spec, 1))
     assert np.allclose(iso["P"] / (1 + iso["R"]), iso["level"], atol=1e-3)  # each line keeps PePR constant
     assert 0.8 in set(iso["level"])  # the line through the top model
-    texts = [row["text"] for row in layer_data(spec, 3)]
-    assert texts and all(t.startswith("PePR ") for t in texts) and len(texts) == iso["level"].nunique()
-    assert layer_data(spec, 6)[0]["model"] == "tiny" and marker["mark"]["shape"] == "diamond"
-    assert layer_data(spec, 8)[0]["text"] == "top PePR: tiny"
+    labelled = layer_data(spec, 3) + layer_data(spec, 5)
+    texts = [row["text"] for row in labelled]  # every line but the top one, whose value the marker says
+    assert all(t.startswith("PePR ") for t in texts) and len(texts) == iso["level"].nunique() - 1
+    assert {row["level"] for row in labelled} == set(iso["level"]) - {0.8}
+    # Labels right of their line's end (text running right) start left of the right edge; from
+    # there on, they run left: none crosses the y axis or the right edge.
+    assert all(row["R"] < 0.8 for row in layer_data(spec, 5)) and top["mark"]["align"] == "left"
+    assert all(row["R"] >= 0.8 for row in layer_data(spec, 3)) and right["mark"]["align"] == "right"
+    assert layer_data(spec, 8)[0]["model"] == "tiny" and marker["mark"]["shape"] == "diamond"
+    assert layer_data(spec, 10)[0]["text"] == "top PePR 0.8: tiny"
     tips = [t.get("title") for t in points["encoding"]["tooltip"]]
     assert "Training energy (mWh)" in tips and "GPU memory reserved (GB)" in tips
 
