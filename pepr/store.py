@@ -942,11 +942,14 @@ def _changed(stored: pd.DataFrame, new: pd.DataFrame) -> dict[str, list[str]]:
 
 
 def _frame(rows, columns: Mapping[str, str], what: str) -> pd.DataFrame:
-    """Rows (records or a DataFrame) as a DataFrame; columns it lacks are stored as NULL."""
+    """Rows (records or a DataFrame) as a DataFrame of every column; those it lacks are NULL
+    (so that a row replacing a stored one leaves none of the stored values behind)."""
     frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame.from_records(list(rows))
     unknown = sorted(set(frame.columns) - set(columns))
     if unknown:
         raise PeprError(f"unknown {what} column(s): {', '.join(unknown)}")
+    frame = frame.assign(**{column: pd.Series(None, index=frame.index, dtype=object)
+                            for column in columns if column not in frame})
     if "performance" in frame:
         performance = pd.to_numeric(frame["performance"], errors="coerce")
         bad = (performance < 0) | (performance > 1)

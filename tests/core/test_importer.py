@@ -154,6 +154,24 @@ def test_a_corrected_unit_is_refused_until_replace_is_given(tmp_path, capsys):
     assert RunStore(db).runs().set_index("model").loc["resnet18", "energy_kwh"] == 1.5
 
 
+def test_a_replaced_run_keeps_nothing_of_the_stored_copy(tmp_path, capsys):
+    """--replace wrote only the columns the new file maps: the old energy and time stayed beside
+    the new file's provenance, and the next import was refused again, as if they differed."""
+    db = tmp_path / "runs.duckdb"
+    measured, bare = tmp_path / "measured.csv", tmp_path / "bare.csv"
+    write(pd.DataFrame({"id": ["r1"], "model": ["resnet"], "acc": [0.9], "en": [5.0], "tt": [100.0]}), measured)
+    write(pd.DataFrame({"id": ["r1"], "model": ["resnet"], "acc": [0.8]}), bare)
+    maps = ["--map", "run_id=id", "--map", "model=model", "--map", "performance=acc", "--experiment-name", "e1"]
+    assert run("import", measured, "--db", db, *maps, "--map", "energy=en", "--map", "train_time=tt") == 0
+    assert run("import", bare, "--db", db, *maps, "--replace") == 0
+    stored = RunStore(db).runs().iloc[0]
+    assert stored["performance"] == 0.8 and "bare.csv" in stored["provenance"]
+    assert pd.isna(stored["energy_kwh"]) and pd.isna(stored["train_time_s"])  # not in bare.csv: not measured
+    capsys.readouterr()
+    assert run("import", bare, "--db", db, *maps) == 0  # the same copy again: left as it was
+    assert "1 already there (same run_id and results), left as they were" in capsys.readouterr().out
+
+
 def test_the_training_data_fraction_is_imported_as_the_comparisons_pair_runs(tmp_path):
     path = tmp_path / "r.csv"
     write(pd.DataFrame(TABLE), path)
