@@ -276,12 +276,13 @@ def check_database_path(path: str | Path) -> Path:
 
 
 def _schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
-    """The file's schema version; None for a file without pepr tables."""
+    """The file's schema version; None for a file without tables, -1 for one that is not
+    pepr's (no version, or one that is not a whole number)."""
     tables = {row[0] for row in _exec(con, "SELECT table_name FROM duckdb_tables()")}
     if "pepr_meta" not in tables:
         return None if not tables else -1
     rows = _exec(con, "SELECT value FROM pepr_meta WHERE key = 'schema_version'")
-    return int(rows[0][0]) if rows else -1
+    return int(rows[0][0]) if rows and str(rows[0][0]).isdigit() else -1
 
 
 class RunStore:

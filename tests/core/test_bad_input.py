@@ -4,6 +4,7 @@ run the real entry point."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -46,6 +47,9 @@ def place(tmp_path_factory):
     (base / "models.csv").write_text("model,type,efficient\nnet_b,CNN,1\nnet_c,CNN,-1\n")
     with duckdb.connect(str(base / "other.duckdb")) as con:
         con.execute("CREATE TABLE things (x INTEGER)")
+    shutil.copy(base / "runs.duckdb", base / "damaged.duckdb")
+    with duckdb.connect(str(base / "damaged.duckdb")) as con:
+        con.execute("UPDATE pepr_meta SET value = 'abc' WHERE key = 'schema_version'")
     return base
 
 
@@ -115,6 +119,7 @@ NOT_A_DATABASE = {
     "empty.duckdb": "exists but is not a DuckDB database file",
     "folder": "a folder, not a database file",
     "other.duckdb": "a DuckDB file, but not a pepr database",
+    "damaged.duckdb": "a DuckDB file, but not a pepr database",  # its schema version is not a number
 }
 DB_COMMANDS = {
     "info": ["info", "--db", "{path}"],
