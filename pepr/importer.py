@@ -200,14 +200,17 @@ def _parse_json_lines(data: bytes, name: str) -> pd.DataFrame:
             raise PeprError(f"{name}, row {number}: not a JSON object")
         return value
 
-    def parse(text: str):
+    def parse(text: str, where: str):
         """JSON, with NaN and Infinity (not JSON, but Python writes them) kept as text: refused
         where a number belongs, as a CSV's are, not read as empty (not measured)."""
-        return json.loads(text, parse_constant=str)
+        try:
+            return json.loads(text, parse_constant=str)
+        except RecursionError:
+            raise PeprError(f"{where}: JSON nested too deeply") from None
 
     if text.lstrip().startswith("["):
         try:
-            rows = [(number, record(number, value)) for number, value in enumerate(parse(text), start=1)]
+            rows = [(number, record(number, value)) for number, value in enumerate(parse(text, name), start=1)]
         except json.JSONDecodeError as error:
             raise PeprError(f"{name}: not JSON ({error.msg}, line {error.lineno})") from None
     else:
@@ -215,14 +218,17 @@ def _parse_json_lines(data: bytes, name: str) -> pd.DataFrame:
         for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 try:
-                    value = parse(line)
+                    value = parse(line, f"{name}, row {number}")
                 except json.JSONDecodeError as error:
                     raise PeprError(f"{name}, row {number}: not JSON ({error.msg})") from None
                 rows.append((number, record(number, value)))
     numbers, records = [number for number, _ in rows], [value for _, value in rows]
     if not records:
         return pd.DataFrame()
-    return pd.json_normalize(records).set_axis(numbers)
+    try:
+        return pd.json_normalize(records).set_axis(numbers)
+    except RecursionError:
+        raise PeprError(f"{name}: JSON nested too deeply") from None
 
 
 # -- mapping -------------------------------------------------------------------------------
@@ -292,6 +298,15 @@ def _missing_or_blank(value) -> bool:
     return _missing(value) or (isinstance(value, str) and not value.strip())
 
 
+def _compound(value) -> str | None:
+    """What a cell holds where it is not one value (a list, an object, bytes), else None."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return "bytes" if isinstance(value, (bytes, bytearray)) else None
+
+
 def _text(raw: pd.Series) -> pd.Series:
     """Raw values as stripped text; missing values (None, NaN, NA, empty) as ''."""
     return raw.map(lambda v: "" if _missing(v) else str(v).strip()).astype(object)
@@ -359,6 +374,11 @@ def _convert_column(raw: pd.Series, spec: ColumnMap, name: str, errors: list,
     """One mapped column converted into its run column's type and unit; problems appended to
     `errors` as (row, message), the first of each kind only."""
     kind = FIELDS[spec.field]
+    compound = raw.map(_compound)
+    if compound.notna().any():  # a JSON list or a Parquet binary: its repr is no value
+        row = compound.first_valid_index()
+        errors.append((row, f"{_where(name, row, spec.column)}: {compound[row]}, not one value"))
+        raw = raw.where(compound.isna(), None)
     text = _text(raw)
     missing = text == ""
     if spec.field in REQUIRED or spec.field in ("experiment", "run_id"):

@@ -770,6 +770,9 @@ def test_identical_rows_are_refused(tmp_path, capsys):
                                            "or a line end: a quote left open?)"),
     ("r.csv", b"a,a\n1,2\n", "r.csv: column 'a' appears twice"),
     ("r.csv", b"a,b\n", "r.csv: no rows below the header"),
+    ("r.jsonl", b'{"a": 1}\n{"a": ' + b'{"b": ' * 5000 + b'1' + b'}' * 5001 + b'\n',
+     "r.jsonl, row 2: JSON nested too deeply"),  # an unexpected RecursionError, exit 1
+    ("r.json", b"[" * 100_000 + b"]" * 100_000, "r.json: JSON nested too deeply"),
 ])
 def test_unreadable_files(name, data, message, tmp_path, capsys):
     path = tmp_path / name
@@ -803,6 +806,18 @@ def test_a_json_nan_or_infinity_is_refused_as_a_csvs_is(constant, tmp_path, caps
     assert run("import", path, "--db", tmp_path / "d.duckdb", "--map", "model=name", "--map", "performance=acc",
                "--map", "energy=e", "--experiment-name", "x") == 2
     assert capsys.readouterr().err.startswith(f"pepr: {path}, row 2, column e: not a number: '{constant}'")
+    assert not (tmp_path / "d.duckdb").exists()
+
+
+@pytest.mark.parametrize("fmt, names, what", [
+    ("jsonl", [["a", "b"], "ok"], "a list"), ("parquet", [b"a", b"ok"], "bytes")])
+def test_a_cell_that_is_not_one_value_is_refused(fmt, names, what, tmp_path, capsys):
+    """A JSON list was stored as the model name "['a', 'b']" and a Parquet binary as "b'a'"."""
+    path = tmp_path / f"runs.{fmt}"
+    write(pd.DataFrame({"name": names, "acc": [0.5, 0.6]}), path)
+    assert run("import", path, "--db", tmp_path / "d.duckdb", "--map", "model=name",
+               "--map", "performance=acc", "--experiment-name", "x") == 2
+    assert capsys.readouterr().err == f"pepr: {path}, row 1, column name: {what}, not one value\n"
     assert not (tmp_path / "d.duckdb").exists()
 
 
