@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import math
 import os
@@ -388,7 +389,8 @@ def run(args) -> int:
         return 128 + stop.signum
     finally:
         if log is not sys.stdout:
-            log.close()
+            with contextlib.suppress(OSError):  # each line is flushed: a failure was said there
+                log.close()
     held = f", {counts['held']} held by another agent" if counts["held"] else ""
     tried = f", {counts['tried']} failed under another agent" if counts["tried"] else ""
     print(f"pepr-agent: {counts['ok']} ok, {counts['failed']} failed, "

@@ -28,7 +28,7 @@ from agent.data import load
 from agent.plan import Job, dataset_label
 from agent.train import describe, run_job
 from pepr.claims import owners_gone, slurm_ids
-from pepr.errors import StoreBusyError, StoreError, described_whole
+from pepr.errors import PeprError, StoreBusyError, StoreError, described_whole
 from pepr.resources import ENERGY_PARTS, is_estimate
 from pepr.schema import now
 from pepr.store import RunStore
@@ -316,10 +316,24 @@ SUMMARY_FIELDS = (
 )
 
 
+class OutputError(PeprError):
+    """A job's JSON line could not be written (a full disk under --log): the sweep stops."""
+
+    exit_code = 1
+
+
 def print_result(line: dict, log: TextIO, written: bool = True) -> None:
     """A job's JSON line, with `"recorded": false` where the database did not get it (the
-    figures then survive in the output alone)."""
-    print(json.dumps(line if written else {**line, "recorded": False}, default=str), file=log, flush=True)
+    figures then survive in the output alone). An OutputError where it cannot be written."""
+    try:
+        print(json.dumps(line if written else {**line, "recorded": False}, default=str), file=log, flush=True)
+    except BrokenPipeError:
+        raise  # the reader left: see pepr.cli_frame
+    except OSError as error:
+        where = "standard output" if log is sys.stdout else f"--log {log.name}"
+        kept = "is in the database" if written else "was not recorded either"
+        raise OutputError(f"{where}: cannot write a job's result line ({error.strerror}); the result "
+                          f"{kept}; stopping") from None
 
 
 def summary(row: dict) -> dict:

@@ -342,6 +342,19 @@ def test_config_paths(agent, place, path, message):
     check(agent(*RUN, "--config", path), message.format(dir=place))
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a device whose writes fail: disk full)")
+def test_a_log_the_disk_refuses_stops_the_sweep_in_one_line(cli, tiny_npz, tmp_path):
+    """A full disk under --log was an unexpected OSError that named no flag."""
+    db = tmp_path / "runs.duckdb"
+    code, out, err = cli("run", "--models", "test_resnet,test_efficientnet", "--datasets", tiny_npz,
+                         "--epochs", 1, "--image-size", 16, "--device", "cpu", "--quiet", "--db", db,
+                         "--log", "/dev/full")
+    assert code == 1
+    assert err == ("pepr-agent: --log /dev/full: cannot write a job's result line (No space left on device); "
+                   "the result is in the database; stopping\n")
+    assert RunStore(db).runs()["status"].tolist() == ["ok"]  # the first job's; the second never started
+
+
 def test_an_unexpected_error_outside_a_job_is_one_line_and_exit_1(agent, monkeypatch):
     def broken(args):
         raise AttributeError("'NoneType' object has no attribute 'models'")
