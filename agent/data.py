@@ -373,6 +373,8 @@ def _medmnist(flag: str, data_dir: Path, image_size: int) -> dict:
     file = data_dir / (f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz")
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise PeprError(f"--data-dir: {data_dir}: a file, not a folder") from None
     except OSError as error:
         raise PeprError(f"--data-dir: {data_dir}: {error.strerror or error}") from None
     cls = getattr(medmnist, info["python_class"])

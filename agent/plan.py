@@ -344,6 +344,7 @@ def models_from_flags(args, *, pretrained: bool) -> list[str]:
         models += sample_models(*args.param_range, args.sample, args.sample_seed, pretrained=pretrained,
                                 quiet=args.quiet)
     if not models:
-        raise PeprError("no models: give --models, --models-file or --param-range with --sample")
+        empty = f" (--models-file {args.models_file} names none)" if args.models_file else ""
+        raise PeprError(f"no models{empty}: give --models, --models-file or --param-range with --sample")
     check_models(args.models)  # a file's names were checked as read; drawn names are timm's own
     return list(dict.fromkeys(models))

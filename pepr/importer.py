@@ -433,7 +433,7 @@ def _check_values(runs: pd.DataFrame, frame: pd.DataFrame, maps: Mapping[str, Co
     if bad.any():
         row, spec = bad.idxmax(), maps["performance"]
         hint = " (a percentage? map it as COLUMN:%)" if spec.unit != "%" and 1 < performance[row] <= 100 else ""
-        errors.append((row, f"{_where(name, row, spec.column)}: performance {performance[row]:g} is outside [0, 1]{hint}"))
+        errors.append((row, f"{_where(name, row, spec.column)}: performance {performance[row]:.15g} is outside [0, 1]{hint}"))
     elif maps["performance"].unit == "%" and ((performance > 0) & (performance <= 0.01)).any():  # a fraction as a %?
         spec, text, largest = maps["performance"], _text(frame[maps["performance"].column]), performance.idxmax()
         if performance[largest] <= 0.01:  # 0.85 read as 0.85 %: all of them

@@ -67,6 +67,7 @@ def place(tmp_path_factory, make_npz):
         (base / twin).mkdir()
         _make_npz(base / twin / "same.npz")
     (base / "binary.txt").write_bytes(b"\xff\xfe\x00\x01" * 8)
+    (base / "comments.txt").write_text("# a list still to fill\n\n")
     (base / "pickle.pkl").write_bytes(pickle.dumps({"a": 1}))
     return base
 
@@ -169,7 +170,7 @@ FLAGS = [
     (["--models-file", "{dir}/folder"], "--models-file: {dir}/folder: Is a directory"),
     (["--models-file", "{dir}/binary.txt"], "--models-file: {dir}/binary.txt: not a text file"),
     (["--log", "{dir}/folder"], "--log: {dir}/folder: Is a directory"),
-    (["--data-dir", "{dir}/notes.csv", "--datasets", "dermamnist"], "--data-dir: {dir}/notes.csv: File exists"),
+    (["--data-dir", "{dir}/notes.csv", "--datasets", "dermamnist"], "--data-dir: {dir}/notes.csv: a file, not a folder"),
     (["--frobnicate"], "unrecognized arguments: --frobnicate"),
 ]
 
@@ -177,6 +178,11 @@ FLAGS = [
 @pytest.mark.parametrize("argv, message", FLAGS)
 def test_bad_flags(agent, place, argv, message):
     check(agent(*RUN, *argv), message.format(dir=place))
+
+
+def test_a_models_file_of_comments_alone_is_named(agent, place):
+    check(agent("run", "--models-file", place / "comments.txt", "--quiet", "--db", place / "new.duckdb"),
+          f"no models (--models-file {place / 'comments.txt'} names none)")
 
 
 def test_no_subcommand(agent):

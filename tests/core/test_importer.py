@@ -652,6 +652,7 @@ def bad_value(column, value):
 VALUES = [
     ("e_Wh", "abc", ["--map", "energy=e_Wh:Wh"], "row 3, column e_Wh: not a number: 'abc'"),
     ("acc_pct", "101", [], "row 3, column acc_pct: performance 1.01 is outside [0, 1]"),
+    ("acc_pct", "100.00000001", [], "row 3, column acc_pct: performance 1.0000000001 is outside [0, 1]"),  # not "1"
     ("c_g", "-5", ["--map", "co2=c_g:g"], "row 3, column c_g: co2 -5 is negative"),
     ("name", "", [], "row 3, column name: empty (model is required)"),
     ("n_params", "1.5", ["--map", "params=n_params"], "row 3, column n_params: 1.5 is not a whole number of at most"),
