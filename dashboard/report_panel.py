@@ -50,8 +50,9 @@ def report_downloads(
     left, right = st.columns(2)
     left.download_button(
         "Report: Markdown, LaTeX table, figures (zip)", data=lambda: report_zip(report),
-        file_name=names["zip"], mime="application/zip", key="rp_zip",
+        file_name=names["zip"], mime="application/zip", key="rp_zip", on_click="ignore",
     )
     right.download_button(
         "LaTeX table", data=report.latex, file_name=names["tex"], mime="text/x-tex", key="rp_tex",
+        on_click="ignore",
     )

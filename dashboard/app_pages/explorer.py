@@ -132,7 +132,10 @@ def ranking(view: View) -> None:
     labels["runs"] = "runs"
     shown = readable_table(models[columns], view.units, labels).round(4)
     st.dataframe(shown, hide_index=True, width="stretch")
-    st.download_button("Download CSV", spreadsheet_csv(shown), "pepr-ranking.csv", "text/csv", key="e_download")
+    # A download changes nothing: no rerun, which would drop the report's deferred zip while
+    # it is being fetched (a click on it right after this one gave nothing).
+    st.download_button("Download CSV", spreadsheet_csv(shown), "pepr-ranking.csv", "text/csv", key="e_download",
+                       on_click="ignore")
     c = view.controls
     if len(c.experiments) == 1:  # a report is of one experiment, as `pepr report` writes it
         report_downloads(view.in_scope, c.experiments[0], view.weights, c.normalization, c.alpha)

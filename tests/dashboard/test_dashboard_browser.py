@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,29 @@ def test_explorer_in_a_real_browser(serve, crafted_db):
             # the sidebar was restored from the link and mirrors it back
             assert page.get_by_text("Training energy 67%, GPU memory reserved 33%").is_visible()
             assert "w=energy" in page.url
+        finally:
+            browser.close()
+
+
+def test_two_downloads_in_quick_succession_both_arrive(serve, crafted_db):
+    """The ranking's CSV, then at once the report's zip (built when asked): the first click's
+    rerun dropped the zip's deferred file, and the second click gave nothing, 2 times of 3."""
+    url = serve(crafted_db)
+    with _playwright() as playwright:
+        browser = _browser(playwright)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1600}, accept_downloads=True)
+            page.goto(f"{url}/?x=exp")
+            charts_drawn(page, 2)
+            for _ in range(3):
+                with page.expect_download(timeout=60_000) as csv:
+                    page.get_by_role("button", name="Download CSV").click()
+                with page.expect_download(timeout=60_000) as zipped:  # before the first click's rerun ends
+                    page.get_by_role("button", name="Report: Markdown, LaTeX table, figures (zip)").click()
+                assert csv.value.suggested_filename == "pepr-ranking.csv"
+                assert zipped.value.suggested_filename == "pepr-report-exp.zip"
+                assert zipfile.is_zipfile(zipped.value.path())
+            _no_errors(page)
         finally:
             browser.close()
 
