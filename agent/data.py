@@ -13,6 +13,7 @@ import hashlib
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -267,12 +268,16 @@ def _folder(root: Path, image_size: int) -> dict:
         images = []
         for file, _ in items:
             try:
-                with Image.open(file) as image:
-                    kind = PIXEL_KINDS.get(image.mode, "8-bit")
-                    if kind != "8-bit":  # kept exact (as floats) until scaled below
-                        pixels = image.convert("F").resize((image_size, image_size), Image.BILINEAR)
-                    else:
-                        pixels = image.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+                with warnings.catch_warnings():
+                    # a large image (a slide's scan) is the user's own data: PIL's warning, two
+                    # lines naming its own source, said nothing to them (a far larger one is refused)
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    with Image.open(file) as image:
+                        kind = PIXEL_KINDS.get(image.mode, "8-bit")
+                        if kind != "8-bit":  # kept exact (as floats) until scaled below
+                            pixels = image.convert("F").resize((image_size, image_size), Image.BILINEAR)
+                        else:
+                            pixels = image.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
             except Image.DecompressionBombError as error:
                 raise PeprError(f"{file}: too large to read as an image ({error})") from None
             except (OSError, ValueError) as error:

@@ -169,6 +169,23 @@ def test_image_folder(tmp_path, mode, channels):
     assert data.labels["test"].tolist() == [0, 0, 1, 1]
 
 
+def test_a_large_image_is_read_without_pils_warning_and_a_far_larger_one_refused(tmp_path, monkeypatch, recwarn):
+    """PIL warns over an image of more than MAX_IMAGE_PIXELS (two lines naming PIL's source)
+    and refuses one of twice that; here, 16 x 16 images against a limit of 200 pixels."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200)
+    for split in ("train", "valid", "test"):
+        for label, name in enumerate(["a", "b"]):
+            folder = tmp_path / "big" / split / name
+            folder.mkdir(parents=True)
+            Image.new("L", (16, 16), color=60 + 100 * label).save(folder / "0.png")
+    assert load(str(tmp_path / "big"), "unused", 8).images["train"].shape == (2, 1, 8, 8)
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+    Image.new("L", (21, 21)).save(tmp_path / "big" / "train" / "a" / "1.png")  # 441 > 2 * 200
+    load.cache_clear()  # a sweep's one dataset is read once
+    with pytest.raises(PeprError, match="1.png: too large to read as an image"):
+        load(str(tmp_path / "big"), "unused", 8)
+
+
 def test_an_image_folder_reads_subfolders_and_skips_what_macos_leaves(tmp_path):
     for split in ("train", "val", "test"):
         for label, name in enumerate(["benign", "malignant"]):
