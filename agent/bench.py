@@ -172,9 +172,9 @@ def bench(args) -> int:
     from tqdm import tqdm
 
     from agent.cli import checked_db, make_writable
-    from agent.sweep import Interrupted, SignalGuard, print_result, software, write_patiently
+    from agent.sweep import Interrupted, SignalGuard, print_result, print_result_anyway, software, write_patiently
     from agent.train import resolve_device, trainable_params
-    from pepr.errors import described_whole
+    from pepr.errors import StoreError, described_whole
     from pepr.schema import now
     from pepr.store import job_key
 
@@ -240,7 +240,10 @@ def bench(args) -> int:
                         write_patiently(store, lambda patient: patient.record_benchmark(row),
                                         f"the benchmark of {model_name} at batch {size}", guard)
                     except Interrupted as stop:  # while the file stayed locked: the figures stay in the output
-                        print_result(line, sys.stdout, stop.written)
+                        print_result_anyway(line, sys.stdout, stop.written)
+                        raise
+                    except StoreError:  # a full disk, say: the figures stay in the output
+                        print_result_anyway(line, sys.stdout, written=False)
                         raise
                     counts[row["status"]] += 1
                     print_result(line, sys.stdout)

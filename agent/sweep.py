@@ -243,7 +243,7 @@ def run_sweep(
                               file=sys.stderr, flush=True)
                         written = False
                         stop.outcome = UNWRITTEN
-                    print_result(summary(row), log, written)
+                    print_result_anyway(summary(row), log, written)
                 raise
             except StoreError:
                 raise
@@ -257,10 +257,10 @@ def run_sweep(
                 write_patiently(store, lambda patient: patient.record_run(row, epochs),
                                 f"run {row['run_id']} ({row['model']})", guard, writing)
             except StoreError:  # a full disk, say: the result survives in the log
-                print_result(summary(row), log, written=False)
+                print_result_anyway(summary(row), log, written=False)
                 raise
             except Interrupted as stop:  # while the file stayed locked, or just after the write
-                print_result(summary(row), log, stop.written)
+                print_result_anyway(summary(row), log, stop.written)
                 stop.outcome = f"the current job is recorded '{row['status']}'" if stop.written else UNWRITTEN
                 raise
             counts[row["status"]] += 1
@@ -334,6 +334,15 @@ def print_result(line: dict, log: TextIO, written: bool = True) -> None:
         kept = "is in the database" if written else "was not recorded either"
         raise OutputError(f"{where}: cannot write a job's result line ({error.strerror}); the result "
                           f"{kept}; stopping") from None
+
+
+def print_result_anyway(line: dict, log: TextIO, written: bool) -> None:
+    """`print_result` while another error or a signal is on its way out: a line that cannot be
+    written is said on stderr, not raised over what is stopping the sweep."""
+    try:
+        print_result(line, log, written)
+    except OutputError as error:
+        print(f"pepr-agent: {error}", file=sys.stderr, flush=True)
 
 
 def summary(row: dict) -> dict:

@@ -170,6 +170,7 @@ FLAGS = [
     (["--models-file", "{dir}/folder"], "--models-file: {dir}/folder: Is a directory"),
     (["--models-file", "{dir}/binary.txt"], "--models-file: {dir}/binary.txt: not a text file"),
     (["--log", "{dir}/folder"], "--log: {dir}/folder: Is a directory"),
+    (["--db", "{dir}/notes.csv/runs.duckdb"], "--db: {dir}/notes.csv/runs.duckdb: a file stands where its folder would be"),
     (["--data-dir", "{dir}/notes.csv", "--datasets", "dermamnist"], "--data-dir: {dir}/notes.csv: a file, not a folder"),
     (["--frobnicate"], "unrecognized arguments: --frobnicate"),
 ]
@@ -359,6 +360,26 @@ def test_a_log_the_disk_refuses_stops_the_sweep_in_one_line(cli, tiny_npz, tmp_p
     assert err == ("pepr-agent: --log /dev/full: cannot write a job's result line (No space left on device); "
                    "the result is in the database; stopping\n")
     assert RunStore(db).runs()["status"].tolist() == ["ok"]  # the first job's; the second never started
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a device whose writes fail: disk full)")
+def test_a_log_and_a_database_the_disk_both_refuse_are_both_said(cli, tiny_npz, tmp_path, monkeypatch):
+    """The log's failure was raised over the database's, which was never said."""
+    from pepr.errors import StoreWriteError
+
+    def full_disk(self, row, epochs=()):
+        raise StoreWriteError(f"{self.path}: not written: No space left on device")
+
+    monkeypatch.setattr(RunStore, "record_run", full_disk)
+    code, out, err = cli("run", "--models", "test_resnet", "--datasets", tiny_npz, "--epochs", 1,
+                         "--image-size", 16, "--device", "cpu", "--quiet", "--db", tmp_path / "runs.duckdb",
+                         "--log", "/dev/full")
+    assert code == 1
+    assert err.splitlines() == [
+        "pepr-agent: --log /dev/full: cannot write a job's result line (No space left on device); "
+        "the result was not recorded either; stopping",
+        f"pepr-agent: {tmp_path / 'runs.duckdb'}: not written: No space left on device",
+    ]
 
 
 def test_an_unexpected_error_outside_a_job_is_one_line_and_exit_1(agent, monkeypatch):

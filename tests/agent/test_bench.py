@@ -57,6 +57,21 @@ def test_bench_records_measured_rows_then_resumes(run_agent, cli, tmp_path):
     assert len(again) == 5 and len(newest) == 2 and newest.bench_key.nunique() == 1
 
 
+def test_a_benchmark_the_disk_refuses_keeps_its_figures_in_the_output(cli, tmp_path, monkeypatch):
+    """A full disk ended the bench with the measured figures printed nowhere."""
+    from pepr.errors import StoreWriteError
+
+    def full_disk(self, row):
+        raise StoreWriteError(f"{self.path}: not written: No space left on device")
+
+    monkeypatch.setattr(RunStore, "record_benchmark", full_disk)
+    db = tmp_path / "bench.duckdb"
+    code, out, err = cli("bench", "--models", "test_resnet", "--db", db, *FAST)
+    assert code == 1 and err.strip() == f"pepr-agent: {db}: not written: No space left on device"
+    line = json.loads(out)
+    assert line["model"] == "test_resnet" and line["recorded"] is False and line["latency_median_s"] > 0
+
+
 def test_a_failing_model_is_recorded_and_the_bench_goes_on(cli, tmp_path):
     db = tmp_path / "bench.duckdb"
     # test_convnext's stem cannot take 16 px images: a real failure of the forward pass.
