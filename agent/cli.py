@@ -304,6 +304,8 @@ def make_writable(store, db) -> None:
     """Create the `--db` database's folder and file, or bring its schema up to date."""
     try:
         store.path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise PeprError(f"--db: {db}: a file stands where its folder would be") from None
     except OSError as error:
         raise PeprError(f"--db: {db}: {error.strerror}") from None
     store.ensure()
