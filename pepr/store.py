@@ -282,7 +282,10 @@ def _schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
     if "pepr_meta" not in tables:
         return None if not tables else -1
     rows = _exec(con, "SELECT value FROM pepr_meta WHERE key = 'schema_version'")
-    return int(rows[0][0]) if rows and str(rows[0][0]).isdigit() else -1
+    try:
+        return int(rows[0][0]) if rows else -1
+    except (TypeError, ValueError):  # NULL, or text such as 'abc' or '²'
+        return -1
 
 
 class RunStore:

@@ -48,8 +48,10 @@ def place(tmp_path_factory):
     with duckdb.connect(str(base / "other.duckdb")) as con:
         con.execute("CREATE TABLE things (x INTEGER)")
     shutil.copy(base / "runs.duckdb", base / "damaged.duckdb")
-    with duckdb.connect(str(base / "damaged.duckdb")) as con:
-        con.execute("UPDATE pepr_meta SET value = 'abc' WHERE key = 'schema_version'")
+    shutil.copy(base / "runs.duckdb", base / "superscript.duckdb")
+    for name, version in (("damaged.duckdb", "abc"), ("superscript.duckdb", "\u00b2")):  # '²'.isdigit()
+        with duckdb.connect(str(base / name)) as con:
+            con.execute("UPDATE pepr_meta SET value = ? WHERE key = 'schema_version'", [version])
     return base
 
 
@@ -120,6 +122,7 @@ NOT_A_DATABASE = {
     "folder": "a folder, not a database file",
     "other.duckdb": "a DuckDB file, but not a pepr database",
     "damaged.duckdb": "a DuckDB file, but not a pepr database",  # its schema version is not a number
+    "superscript.duckdb": "a DuckDB file, but not a pepr database",
 }
 DB_COMMANDS = {
     "info": ["info", "--db", "{path}"],
