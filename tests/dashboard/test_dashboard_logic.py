@@ -363,6 +363,8 @@ def test_the_runs_table_says_what_each_training_time_covers():
     resources = [i for i, header in enumerate(mixed) if any(
         header.startswith(RESOURCES[name].label) for name in views.RUN_RESOURCES)]
     assert mixed.index("training time covers") == max(resources) + 1
+    imported = list(views.runs_table(paper.assign(train_time_scope=["last-epoch", None, None, None])).columns)
+    assert imported.index("training time covers") == max(resources) + 1  # an import records no scope
 
 
 def test_the_papers_training_times_are_headed_per_epoch():
