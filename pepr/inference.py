@@ -141,7 +141,9 @@ def attach(runs: pd.DataFrame, benchmarks: pd.DataFrame, device: str) -> pd.Data
     `bench_batch_size` (the throughput batch of the energy) and `bench_noisy` (one of its
     benchmarks timed a busy machine, see `_noisy`). The newest benchmark of each model
     and batch size counts; a model whose newest benchmark failed, or that was not benchmarked,
-    gets NULL (and `pepr.score` excludes its runs with that reason).
+    gets NULL (and `pepr.score` excludes its runs with that reason). The energy per image is
+    every model's at one batch size, the largest that all were benchmarked at: a model also
+    benchmarked at a larger batch (cheaper per image) would be ranked on another footing.
     """
     rows = benchmarks[_choices(benchmarks) == device] if len(benchmarks) else benchmarks
     if rows.empty:
@@ -151,7 +153,11 @@ def attach(runs: pd.DataFrame, benchmarks: pd.DataFrame, device: str) -> pd.Data
     ok = rows["status"] == "ok"
     single = rows[rows["batch_size"] == 1].set_index("arch")
     latency = single["latency_median_s"].where(single["status"] == "ok")
-    largest = rows.sort_values("batch_size").drop_duplicates("arch", keep="last").set_index("arch")
+    common = set.intersection(*rows.groupby("arch")["batch_size"].agg(set))
+    if not common:
+        raise PeprError(f"--bench-device {device}: its models were benchmarked at no common batch size, so "
+                        "their energies per image are not comparable; bench them again with one --batch-sizes")
+    largest = rows[rows["batch_size"] == max(common)].set_index("arch")
     energy = largest["energy_per_image_j"].where(largest["status"] == "ok")
     arch = runs["model"].map(architecture)
     benched = arch.isin(rows.loc[ok, "arch"])

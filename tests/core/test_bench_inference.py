@@ -166,6 +166,23 @@ def test_attach_takes_the_newest_benchmark_per_model_and_batch_size():
     assert server.loc["r1", "infer_latency_s"] == 0.002 and pd.isna(server.loc["r2", "infer_latency_s"])
 
 
+def test_energy_per_image_is_every_models_at_one_batch_size():
+    """A model also benched at batch 32 was priced there (cheaper per image) and the others at
+    8, in one ranking; now all at the largest batch every model has."""
+    benches = [bench("a1", "resnet18", 1, energy_per_image_j=1.0), bench("a8", "resnet18", 8, energy_per_image_j=0.6),
+               bench("a32", "resnet18", 32, energy_per_image_j=0.1),
+               bench("m1", "mobilenetv3_small_100", 1, energy_per_image_j=0.4),
+               bench("m8", "mobilenetv3_small_100", 8, energy_per_image_j=0.3)]
+    benches = [{"latency_median_s": 0.01, **row} for row in benches]
+    out = attach(runs_frame(), pd.DataFrame(benches), LAPTOP).set_index("model")
+    assert out.loc["resnet18", "infer_energy_j"] == 0.6 and out.loc["mobilenetv3_small_100", "infer_energy_j"] == 0.3
+    assert out.loc["resnet18", "bench_batch_size"] == out.loc["mobilenetv3_small_100", "bench_batch_size"] == 8
+    apart = [bench("a8", "resnet18", 8, latency_median_s=0.1, energy_per_image_j=0.6),
+             bench("m4", "mobilenetv3_small_100", 4, latency_median_s=0.1, energy_per_image_j=0.3)]
+    with pytest.raises(PeprError, match="benchmarked at no common batch size"):
+        attach(runs_frame(), pd.DataFrame(apart), LAPTOP)
+
+
 def test_score_on_latency_with_exclusions_named():
     joined = attach(runs_frame(), pd.DataFrame(BENCHES), LAPTOP)
     result = score(joined, {"infer_latency": 1})
