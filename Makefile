@@ -36,6 +36,7 @@ results: $(VENV)/.all-installed
 
 # Rebuild results/paper.duckdb from the authors' published files with pepr's own importer
 # (see results/README.md); PAPER is the folder holding all_results.csv and model_names.csv.
+# The new file holds the runs alone: merge a bench-paper database in for inference costs.
 paper: $(VENV)/.dashboard-installed
 	rm -f results/paper.new.duckdb
 	$(BIN)/pepr import-paper $(PAPER)/all_results.csv --models $(PAPER)/model_names.csv \

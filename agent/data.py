@@ -141,7 +141,7 @@ def _check_split(spec: str, split: str, x: np.ndarray, y: np.ndarray):
         raise PeprError(f"{spec}: {split}_labels holds {y.max()}; labels are class indices, 0 to K-1")
     if x.dtype != np.uint8:
         if not np.issubdtype(x.dtype, np.floating) or not (np.isfinite(x).all() and x.min() >= 0 and x.max() <= 1):
-            raise PeprError(f"{spec}: {split}_images must be uint8 or floats in [0, 1]")
+            raise PeprError(f"{spec}: {split}_images must be integers (wider than 8 bits: scaled) or floats in [0, 1]")
         x = np.round(x * 255).astype(np.uint8)
     return np.ascontiguousarray(x), y.astype(np.int64)
 

@@ -148,7 +148,7 @@ def test_npz_with_float_images_and_rgb(tmp_path, make_npz):
     expected = torch.from_numpy(np.round(rgb * 255).astype(np.uint8)).permute(0, 3, 1, 2)
     assert torch.equal(data.images["train"], expected)
     bad = make_npz(tmp_path / "g.npz", n=(6, 6, 6), size=8, train_images=rgb * 3)
-    with pytest.raises(PeprError, match="uint8 or floats in"):
+    with pytest.raises(PeprError, match=r"integers \(wider than 8 bits: scaled\) or floats in"):
         load(str(bad), "unused", 8)
     multi = make_npz(tmp_path / "m.npz", n=(6, 6, 6), size=8, train_labels=np.zeros((6, 4), int))
     with pytest.raises(PeprError, match="multi-label"):
