@@ -396,9 +396,10 @@ def warm_up(model, prepare, xb, yb, job: Job, device: torch.device, steps: int,
     training steps with their tallies (a throw-away optimiser), then an evaluation pass.
 
     `sizes`: every batch size the run will train and evaluate on (an epoch's last batch is
-    short), each but the warm-up batch's own run once on that batch repeated or cut to it. cuDNN builds its plans per shape,
-    and for depthwise convolutions compiles them: on an H200, 9 to 11 s in the first epoch of
-    mobilenetv3_small_100 and efficientnet_b0 at DermaMNIST's split sizes."""
+    short), each but the warm-up batch's own run once on that batch repeated or cut to it.
+    cuDNN builds its plans per shape, and for depthwise convolutions compiles them: on an
+    H200, 9 to 11 s in the first epoch of mobilenetv3_small_100 and efficientnet_b0 at
+    DermaMNIST's split sizes."""
     if steps <= 0:
         return
 

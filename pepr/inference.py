@@ -153,13 +153,14 @@ def attach(runs: pd.DataFrame, benchmarks: pd.DataFrame, device: str) -> pd.Data
     ok = rows["status"] == "ok"
     single = rows[rows["batch_size"] == 1].set_index("arch")
     latency = single["latency_median_s"].where(single["status"] == "ok")
-    common = set.intersection(*rows.groupby("arch")["batch_size"].agg(set))
-    if not common:
-        raise PeprError(f"--bench-device {device}: its models were benchmarked at no common batch size, so "
-                        "their energies per image are not comparable; bench them again with one --batch-sizes")
-    largest = rows[rows["batch_size"] == max(common)].set_index("arch")
-    energy = largest["energy_per_image_j"].where(largest["status"] == "ok")
     arch = runs["model"].map(architecture)
+    sizes = rows[rows["arch"].isin(set(arch))].groupby("arch")["batch_size"].agg(set)  # of the runs' models
+    common = set.intersection(*sizes) if len(sizes) else set()
+    if len(sizes) and not common:
+        raise PeprError(f"--bench-device {device}: the runs' models were benchmarked at no common batch size, "
+                        "so their energies per image are not comparable; bench them again with one --batch-sizes")
+    largest = rows[rows["batch_size"] == max(common, default=0)].set_index("arch")
+    energy = largest["energy_per_image_j"].where(largest["status"] == "ok")
     benched = arch.isin(rows.loc[ok, "arch"])
     return runs.assign(**{
         LATENCY: arch.map(latency).astype(float),

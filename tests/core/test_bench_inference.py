@@ -181,6 +181,8 @@ def test_energy_per_image_is_every_models_at_one_batch_size():
              bench("m4", "mobilenetv3_small_100", 4, latency_median_s=0.1, energy_per_image_j=0.3)]
     with pytest.raises(PeprError, match="benchmarked at no common batch size"):
         attach(runs_frame(), pd.DataFrame(apart), LAPTOP)
+    elsewhere = benches + [bench("o4", "convnext_tiny", 4, latency_median_s=0.1, energy_per_image_j=0.3)]
+    assert attach(runs_frame(), pd.DataFrame(elsewhere), LAPTOP)["bench_batch_size"].max() == 8  # no run of it
 
 
 def test_score_on_latency_with_exclusions_named():
