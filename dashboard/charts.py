@@ -111,6 +111,9 @@ def pepr_vs_params(
     }
 
 
+ISO_LABEL = {"type": "text", "fontSize": 10, "color": "#444"}  # an iso-line's "PePR 0.7"
+
+
 def performance_vs_resource(
     models: pd.DataFrame,
     front: np.ndarray,
@@ -164,10 +167,10 @@ def performance_vs_resource(
             _layer("iso", {"type": "line", "color": "#555", "strokeDash": [2, 3], "strokeWidth": 1,
                            "clip": True},
                    **xy("R", "P"), detail=_category("level")),
-            *(layer for dataset, place in (("iso_right", {"align": "right", "baseline": "bottom", "dx": -2, "dy": -2}),
-                                           ("iso_top", {"align": "left", "baseline": "middle", "dx": 4}))
-              for layer in _haloed(dataset, {"type": "text", **place, "fontSize": 10, "color": "#444"},
-                                   **xy("R", "P"), text=_category("text"))),
+            *_haloed("iso_right", {**ISO_LABEL, "align": "right", "baseline": "bottom", "dx": -2, "dy": -2},
+                     **xy("R", "P"), text=_category("text")),
+            *_haloed("iso_top", {**ISO_LABEL, "align": "left", "baseline": "middle", "dx": 4},
+                     **xy("R", "P"), text=_category("text")),
             _layer("models", {"type": "circle", "size": 55, "opacity": 0.85, "color": "#1f77b4"},
                    **xy("resource", "performance"),
                    tooltip=[*_TOOLTIP, _quantity("resource", "R (normalised)", format=".3f"), *tips]),

@@ -18,7 +18,7 @@ from dashboard.carbon import intensity, with_intensity
 from dashboard.controls import CAPPED, WEIGHTED, Controls, default_experiments
 from pepr.inference import busy_bench_text
 from pepr.resources import (
-    COLUMNS, ENERGY_PARTS, PER_EPOCH, RESOURCES, format_value, is_estimate, last_epoch_only, scoped_unit,
+    COLUMNS, ENERGY_PARTS, PER_EPOCH, RESOURCES, format_value, is_estimate, last_epoch_only, scoped_unit, timed_scopes,
 )
 from pepr.score import (
     by_model,
@@ -673,7 +673,7 @@ def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
     resources = [name for name in RUN_RESOURCES if RESOURCES[name].column in runs]
     units = {name: scoped_unit(name, runs[RESOURCES[name].column], per_epoch) for name in resources}
     first, rest = list(RUN_LABELS)[:4], list(RUN_LABELS)[4:]
-    if "train_time_scope" in runs and runs.loc[runs["train_time_s"].notna(), "train_time_scope"].nunique(dropna=False) > 1:
+    if timed_scopes(runs).nunique(dropna=False) > 1:
         rest = ["train_time_scope", *(column for column in rest if column != "train_time_scope")]
     columns = [*first, *(RESOURCES[name].column for name in resources), *rest]
     return readable_table(runs[[c for c in columns if c in runs]], units, RUN_LABELS)

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -126,12 +127,18 @@ def three_digits(value: float) -> str:
 LAST_EPOCH = "last-epoch"  # a train_time_scope: the run recorded its last epoch's time alone (the paper's)
 
 
+def timed_scopes(runs):
+    """What the training time of each run of `runs` (a DataFrame) that recorded one covers
+    (its train_time_scope; NULL where not recorded); none where the columns are absent."""
+    if "train_time_scope" not in runs or "train_time_s" not in runs:
+        return pd.Series(dtype=object)
+    return runs.loc[runs["train_time_s"].notna(), "train_time_scope"]
+
+
 def last_epoch_only(runs) -> bool:
     """Whether every run of `runs` (a DataFrame) with a training time recorded only its last
     epoch's, as the paper's script did (it restarted its timer every epoch): seconds per epoch."""
-    if "train_time_scope" not in runs or "train_time_s" not in runs:
-        return False
-    scopes = runs.loc[runs["train_time_s"].notna(), "train_time_scope"]
+    scopes = timed_scopes(runs)
     return len(scopes) > 0 and bool((scopes == LAST_EPOCH).all())
 
 
